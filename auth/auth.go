@@ -1,0 +1,80 @@
+// Package auth maps bearer tokens to users and carries the caller's user
+// name in the request context. Tokens are compared in constant time and
+// never logged.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+
+	"github.com/thawhq/thaw/httperr"
+)
+
+// Users maps tokens to user names. It is immutable after construction.
+type Users struct {
+	// byHash maps sha256(token) to user; lookups hash the presented token so
+	// the map never holds a token in clear and comparison cost does not
+	// depend on the token's prefix.
+	byHash map[[32]byte]string
+}
+
+// NewUsers builds Users from user -> token.
+func NewUsers(tokens map[string]string) *Users {
+	u := &Users{byHash: map[[32]byte]string{}}
+	for user, tok := range tokens {
+		u.byHash[sha256.Sum256([]byte(tok))] = user
+	}
+	return u
+}
+
+// Lookup returns the user owning token.
+func (u *Users) Lookup(token string) (string, bool) {
+	if token == "" {
+		return "", false
+	}
+	h := sha256.Sum256([]byte(token))
+	for k, user := range u.byHash {
+		if subtle.ConstantTimeCompare(k[:], h[:]) == 1 {
+			return user, true
+		}
+	}
+	return "", false
+}
+
+type ctxKey struct{}
+
+// User returns the authenticated user of the request context.
+func User(ctx context.Context) string {
+	s, _ := ctx.Value(ctxKey{}).(string)
+	return s
+}
+
+// WithUser returns ctx carrying user (for tests and internal callers).
+func WithUser(ctx context.Context, user string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, user)
+}
+
+// Require wraps next so that only requests with a valid
+// "Authorization: Bearer <token>" reach it; others get 401.
+func (u *Users) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			tok, ok = strings.CutPrefix(h, "bearer ")
+		}
+		if !ok || tok == "" {
+			httperr.Encode(w, http.StatusUnauthorized, "missing_token", "", "missing API token: send Authorization: Bearer <token>")
+			return
+		}
+		user, ok := u.Lookup(strings.TrimSpace(tok))
+		if !ok {
+			httperr.Encode(w, http.StatusUnauthorized, "invalid_token", "", "invalid API token")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithUser(r.Context(), user)))
+	})
+}

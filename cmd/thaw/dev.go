@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/thawhq/thaw/api"
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/autoscaler"
+	"github.com/thawhq/thaw/demand"
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/localrt"
+	"github.com/thawhq/thaw/proxy"
+	"github.com/thawhq/thaw/telemetry"
+)
+
+// devConfig is `thaw dev`'s configuration, from flags and environment.
+type devConfig struct {
+	addr        string
+	dataDir     string
+	idleTimeout time.Duration
+	holdTimeout time.Duration
+	gpus        map[string]int
+	gpuQuota    int
+	simStartup  time.Duration
+	simTPS      float64
+	users       map[string]string // user -> token
+	redisAddr   string
+	maxHeld     int
+	logLevel    slog.Level
+}
+
+func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
+	c := &devConfig{users: map[string]string{}}
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: thaw dev [flags]\n\n"+
+			"Runs the whole product in one process: deploy API, OpenAI-compatible endpoint,\n"+
+			"request holder, autoscaler, embedded Redis, and a local runtime that starts\n"+
+			"simulated model servers on a simulated GPU inventory.\n\n"+
+			"Environment: THAW_DEV_TOKEN is the API token of user \"dev\"; when unset one is\n"+
+			"generated, printed and kept in the data dir.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to serve the API and inference endpoints on")
+	fs.StringVar(&c.dataDir, "data-dir", ".thaw", "`directory` where deployments and the dev token persist across restarts")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "scale a deployment to min_instances after this long without traffic")
+	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
+	gpus := fs.String("gpus", "A100-80GB:8,H100-80GB:8", "simulated GPU `inventory`, TYPE:COUNT,...; instances that do not fit stay pending, with a reason")
+	fs.IntVar(&c.gpuQuota, "gpu-quota", 4, "GPUs one user may run at once (0: no quota)")
+	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "the simulator's startup delay, standing in for loading weights")
+	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "the simulator's generation speed per request")
+	fs.Func("user", "extra user as `name=token` (repeatable), to try multi-tenant behaviour", func(s string) error {
+		name, tok, ok := strings.Cut(s, "=")
+		if !ok || name == "" || tok == "" || strings.Contains(name, "/") {
+			return errors.New("want name=token, name without '/'")
+		}
+		c.users[name] = tok
+		return nil
+	})
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of a Redis to share demand through; empty runs an embedded one")
+	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if c.gpus, err = parseGPUs(*gpus); err != nil {
+		return nil, fmt.Errorf("--gpus: %w", err)
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.idleTimeout <= 0 || c.holdTimeout <= 0 || c.simStartup < 0 || c.simTPS <= 0 || c.gpuQuota < 0 || c.maxHeld < 1 {
+		return nil, errors.New("--idle-timeout, --hold-timeout and --sim-tokens-per-second must be positive; --sim-startup and --gpu-quota not negative")
+	}
+	if _, ok := c.users["dev"]; ok {
+		return nil, errors.New("--user dev=...: user dev's token comes from THAW_DEV_TOKEN")
+	}
+	return c, nil
+}
+
+// parseGPUs parses "A100-80GB:8,H100-80GB:8".
+func parseGPUs(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		typ, n, ok := strings.Cut(part, ":")
+		count, err := strconv.Atoi(n)
+		if !ok || typ == "" || err != nil || count < 0 {
+			return nil, fmt.Errorf("%q: want TYPE:COUNT", part)
+		}
+		out[typ] += count
+	}
+	return out, nil
+}
+
+// devToken returns user dev's token: THAW_DEV_TOKEN, else the one kept in the
+// data dir, else a new one (saved there).
+func devToken(dataDir string) (tok string, generated bool, err error) {
+	if t := os.Getenv("THAW_DEV_TOKEN"); t != "" {
+		return t, false, nil
+	}
+	path := filepath.Join(dataDir, "dev-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), false, nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", false, err
+	}
+	tok = "thaw_" + hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("save dev token: %w", err)
+	}
+	return tok, true, nil
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseDevFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	slog.SetDefault(log)
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	tok, generated, err := devToken(cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	cfg.users["dev"] = tok
+
+	tel, err := telemetry.Setup(ctx, "thaw-dev")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	store, err := deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
+	if err != nil {
+		return err
+	}
+
+	redisAddr := cfg.redisAddr
+	if redisAddr == "" {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		defer mr.Close()
+		redisAddr = mr.Addr()
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis at %s: %w", redisAddr, err)
+	}
+
+	host, _ := os.Hostname()
+	reporter, err := demand.NewReporter(demand.ReporterConfig{Redis: rdb, Replica: fmt.Sprintf("%s-%d", host, os.Getpid()), Logger: log})
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Config{
+		Resolver: resolver{store}, Demand: reporter,
+		HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	rt, err := localrt.New(localrt.Config{
+		Inventory: cfg.gpus, Startup: cfg.simStartup, TokensPerSecond: cfg.simTPS,
+		StateDir: cfg.dataDir, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: px, GPUQuota: cfg.gpuQuota, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := fl.RegisterMetrics(otel.GetMeterProvider()); err != nil {
+		return err
+	}
+	loop, err := autoscaler.NewLoop(autoscaler.LoopConfig{
+		Decide: autoscaler.Config{IdleTimeout: cfg.idleTimeout},
+		Fleet:  scaleTargets{fl, cfg.gpuQuota},
+		Demand: demand.Reader{Redis: rdb},
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	deployAPI, err := api.New(api.Config{Store: store, Live: fl, GPUQuota: cfg.gpuQuota, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	users := auth.NewUsers(cfg.users)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	mux.Handle("GET /metrics", tel.Metrics)
+	deployAPI.Register(mux, users.Require)
+	px.Register(mux, users.Require)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "thaw dev is serving on %s\n", base)
+	fmt.Fprintf(stdout, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+	if generated {
+		fmt.Fprintf(stdout, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
+	} else {
+		fmt.Fprintf(stdout, "  token of user dev: %s\n", tok)
+	}
+	fmt.Fprintf(stdout, "  export THAW_TOKEN=%s THAW_ADDR=%s\n", tok, base)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	g.Go(func() error { return reporter.Run(gctx) })
+	g.Go(func() error { return demand.ListenWakes(gctx, rdb, loop.Wake) })
+	g.Go(func() error { return rt.Run(gctx) })
+	g.Go(func() error { return fl.Run(gctx) })
+	g.Go(func() error { return loop.Run(gctx) })
+	err = g.Wait()
+	log.Info("thaw dev stopped")
+	return err
+}

@@ -1,0 +1,53 @@
+// Command thaw is the single binary of thaw: the one-process product
+// (`thaw dev`), the model-server simulator (`thaw sim`) and the deploy CLI
+// (`thaw deploy ...`).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `thaw: serverless custom LLM deployments on Nomad GPU clusters
+
+Usage:
+  thaw dev [flags]                 run the whole product in one process (see thaw dev -h)
+  thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
+  thaw deploy create|list|get|update|delete [flags]
+                                   manage deployments (THAW_ADDR, THAW_TOKEN)
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "thaw:", err)
+		os.Exit(1)
+	}
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("missing command")
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "sim":
+		return runSim(ctx, args[1:], stdout, stderr)
+	case "deploy":
+		return runDeploy(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

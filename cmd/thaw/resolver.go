@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/thawhq/thaw/autoscaler"
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/proxy"
+)
+
+// resolver answers the proxy's model lookups from the deploy store.
+type resolver struct{ store *deploy.Store }
+
+// Resolve maps "<owner>/<model_name>" or "deploy_id:<id>" to the caller's
+// deployment. Another user's deployment is reported as unknown.
+func (r resolver) Resolve(user, model string) (proxy.Target, error) {
+	var d deploy.Deployment
+	var err error
+	if id, ok := strings.CutPrefix(model, "deploy_id:"); ok {
+		d, err = r.store.Get(id)
+	} else if owner, name, ok := strings.Cut(model, "/"); ok {
+		d, err = r.store.ByName(owner, name)
+	} else {
+		err = deploy.ErrNotFound
+	}
+	if err != nil || d.Owner != user {
+		return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+	}
+	return proxy.Target{DeployID: d.ID, Model: d.FullName(), MaxBatchSize: d.Config.MaxBatchSize}, nil
+}
+
+// Models lists the user's deployments as OpenAI models.
+func (r resolver) Models(user string) []proxy.Model {
+	var out []proxy.Model
+	for _, d := range r.store.List(user) {
+		out = append(out, proxy.Model{ID: d.FullName(), Owner: d.Owner, Created: d.CreatedAt})
+	}
+	return out
+}
+
+// scaleTargets adapts the fleet to the autoscaler's view.
+type scaleTargets struct {
+	*fleet.Fleet
+	quota int
+}
+
+func (s scaleTargets) Targets() []autoscaler.Target {
+	ts := s.Fleet.Targets()
+	out := make([]autoscaler.Target, 0, len(ts))
+	for _, t := range ts {
+		spec := autoscaler.Spec{Min: t.Min, Max: t.Max, BatchSize: t.MaxBatchSize}
+		if s.quota > 0 && t.NumGPUs > 0 {
+			spec.QuotaMax = max(s.quota/t.NumGPUs, 1)
+		}
+		out = append(out, autoscaler.Target{ID: t.ID, Spec: spec, Current: t.Current})
+	}
+	return out
+}

@@ -1,0 +1,249 @@
+// Package demand shares per-deployment queue depth through Redis, so that
+// every request holder (activator replica) and the autoscaler see the same
+// numbers, and carries the wake-up signal of a cold deployment.
+//
+// Layout (ephemeral, rebuildable state only):
+//
+//	thaw:demand:<replica>  hash  deploy_id -> "<held> <inflight>", expires
+//	                             after TTL unless refreshed, so a dead
+//	                             replica's demand disappears by itself
+//	thaw:wake              pub/sub channel of deploy_ids that need capacity
+package demand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	keyPrefix   = "thaw:demand:"
+	wakeChannel = "thaw:wake"
+)
+
+// ReporterConfig configures a Reporter.
+type ReporterConfig struct {
+	Redis redis.UniversalClient
+	// Replica names this process; it must be unique among live replicas.
+	Replica string
+	// TTL is how long a replica's numbers outlive its last write. Default 5s.
+	TTL time.Duration
+	// Heartbeat rewrites the numbers (refreshing TTL) at least this often.
+	// Default 1s.
+	Heartbeat time.Duration
+	// MinInterval spaces writes under load: changes within it are coalesced
+	// into one write. Default 10ms.
+	MinInterval time.Duration
+	Logger      *slog.Logger
+}
+
+// Reporter publishes this replica's demand to Redis. Set and Wake never block
+// on Redis: they record and signal, and Run writes.
+type Reporter struct {
+	cfg   ReporterConfig
+	key   string
+	dirty chan struct{}
+
+	// mu guards counts and wakes.
+	mu     sync.Mutex
+	counts map[string][2]int
+	wakes  map[string]bool
+}
+
+// NewReporter returns a Reporter; Run starts writing.
+func NewReporter(cfg ReporterConfig) (*Reporter, error) {
+	if cfg.Redis == nil || cfg.Replica == "" {
+		return nil, errors.New("demand: Redis and Replica are required")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 5 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = 10 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Reporter{
+		cfg: cfg, key: keyPrefix + cfg.Replica, dirty: make(chan struct{}, 1),
+		counts: map[string][2]int{}, wakes: map[string]bool{},
+	}, nil
+}
+
+// Set records a deployment's held and in-flight requests on this replica.
+func (r *Reporter) Set(deployID string, held, inflight int) {
+	r.mu.Lock()
+	r.counts[deployID] = [2]int{held, inflight}
+	r.mu.Unlock()
+	r.signal()
+}
+
+// Wake asks the autoscaler to look at deployID now. The signal is published
+// after the demand that caused it is written, so the autoscaler reads it.
+func (r *Reporter) Wake(deployID string) {
+	r.mu.Lock()
+	r.wakes[deployID] = true
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *Reporter) signal() {
+	select {
+	case r.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes demand on change (coalesced) and on every heartbeat until ctx
+// is done, then removes this replica's key.
+func (r *Reporter) Run(ctx context.Context) error {
+	hb := time.NewTicker(r.cfg.Heartbeat)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = r.cfg.Redis.Del(cctx, r.key).Err()
+			return nil
+		case <-r.dirty:
+		case <-hb.C:
+		}
+		if err := r.flush(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.Warn("demand: write to redis failed", "err", err)
+			r.signal() // try again after MinInterval
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(r.cfg.MinInterval):
+		}
+	}
+}
+
+func (r *Reporter) flush(ctx context.Context) error {
+	r.mu.Lock()
+	fields := make([]any, 0, 2*len(r.counts))
+	for id, c := range r.counts {
+		if c[0] == 0 && c[1] == 0 {
+			delete(r.counts, id)
+			continue
+		}
+		fields = append(fields, id, fmt.Sprintf("%d %d", c[0], c[1]))
+	}
+	wakes := make([]string, 0, len(r.wakes))
+	for id := range r.wakes {
+		wakes = append(wakes, id)
+	}
+	clear(r.wakes)
+	r.mu.Unlock()
+
+	_, err := r.cfg.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.key)
+		if len(fields) > 0 {
+			p.HSet(ctx, r.key, fields...)
+			p.PExpire(ctx, r.key, r.cfg.TTL)
+		}
+		return nil
+	})
+	if err != nil {
+		r.mu.Lock()
+		for _, id := range wakes {
+			r.wakes[id] = true
+		}
+		r.mu.Unlock()
+		return fmt.Errorf("write demand: %w", err)
+	}
+	for _, id := range wakes {
+		if err := r.cfg.Redis.Publish(ctx, wakeChannel, id).Err(); err != nil {
+			return fmt.Errorf("publish wake: %w", err)
+		}
+	}
+	return nil
+}
+
+// Counts is a deployment's demand summed over live replicas.
+type Counts struct{ Held, InFlight int }
+
+// Reader reads demand summed over every live replica.
+type Reader struct{ Redis redis.UniversalClient }
+
+// Counts returns held and in-flight requests per deployment.
+func (rd Reader) Counts(ctx context.Context) (map[string]Counts, error) {
+	out := map[string]Counts{}
+	iter := rd.Redis.Scan(ctx, 0, keyPrefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		m, err := rd.Redis.HGetAll(ctx, iter.Val()).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read demand: %w", err)
+		}
+		for id, v := range m {
+			h, i, ok := parse(v)
+			if !ok {
+				continue
+			}
+			c := out[id]
+			c.Held += h
+			c.InFlight += i
+			out[id] = c
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("scan demand: %w", err)
+	}
+	return out, nil
+}
+
+// Demand returns held + in flight per deployment (the autoscaler's input).
+func (rd Reader) Demand(ctx context.Context) (map[string]int, error) {
+	c, err := rd.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(c))
+	for id, v := range c {
+		out[id] = v.Held + v.InFlight
+	}
+	return out, nil
+}
+
+func parse(v string) (held, inflight int, ok bool) {
+	a, b, found := strings.Cut(v, " ")
+	if !found {
+		return 0, 0, false
+	}
+	h, err1 := strconv.Atoi(a)
+	i, err2 := strconv.Atoi(b)
+	return h, i, err1 == nil && err2 == nil
+}
+
+// ListenWakes calls fn with each deploy_id published by a Reporter's Wake,
+// until ctx is done. go-redis resubscribes after a connection loss.
+func ListenWakes(ctx context.Context, rdb redis.UniversalClient, fn func(deployID string)) error {
+	sub := rdb.Subscribe(ctx, wakeChannel)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("subscribe %s: %w", wakeChannel, err)
+	}
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			fn(m.Payload)
+		}
+	}
+}

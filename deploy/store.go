@@ -1,0 +1,243 @@
+package deploy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// ErrNotFound is returned for an unknown deployment (or one owned by someone
+// else: callers never learn that another user's deployment exists).
+var ErrNotFound = errors.New("deployment not found")
+
+// ErrDuplicate is returned when the owner already has a deployment of that
+// model_name.
+var ErrDuplicate = errors.New("deployment with that model_name already exists")
+
+// Store keeps deployments durably in one JSON file, rewritten atomically
+// (temp file + rename) on every change, so that a crash leaves either the old
+// or the new file. It is the dev-mode store; it suits one thaw process.
+type Store struct {
+	path string
+
+	// mu guards byID and serialises writes to path.
+	mu   sync.Mutex
+	byID map[string]Deployment
+
+	changed chan struct{}
+}
+
+type storeFile struct {
+	Version     int          `json:"version"`
+	Deployments []Deployment `json:"deployments"`
+}
+
+// OpenStore loads the store at path, creating an empty one when the file does
+// not exist.
+func OpenStore(path string) (*Store, error) {
+	s := &Store{path: path, byID: map[string]Deployment{}, changed: make(chan struct{}, 1)}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read deployments: %w", err)
+	}
+	var f storeFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("parse deployments %s: %w", path, err)
+	}
+	for _, d := range f.Deployments {
+		s.byID[d.ID] = d
+	}
+	return s, nil
+}
+
+// Changed receives a value after any change (coalesced: one pending signal at
+// most). The fleet reconciles on it.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+// Create assigns d an ID and stores it. check, when not nil, runs under the
+// store's lock with the owner's other deployments, so that quota checks and
+// the insert are atomic.
+func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (Deployment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var mine []*Deployment
+	for _, o := range s.byID {
+		if o.Owner != d.Owner {
+			continue
+		}
+		if o.ModelName == d.ModelName {
+			return Deployment{}, fmt.Errorf("%w: %s", ErrDuplicate, d.FullName())
+		}
+		o := o
+		mine = append(mine, &o)
+	}
+	if check != nil {
+		if err := check(mine); err != nil {
+			return Deployment{}, err
+		}
+	}
+	d.ID = newID()
+	s.byID[d.ID] = d
+	if err := s.saveLocked(); err != nil {
+		delete(s.byID, d.ID)
+		return Deployment{}, err
+	}
+	return d, nil
+}
+
+// Get returns the deployment with id.
+func (s *Store) Get(id string) (Deployment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.byID[id]
+	if !ok {
+		return Deployment{}, ErrNotFound
+	}
+	return d, nil
+}
+
+// ByName returns the owner's deployment called model.
+func (s *Store) ByName(owner, model string) (Deployment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.byID {
+		if d.Owner == owner && d.ModelName == model {
+			return d, nil
+		}
+	}
+	return Deployment{}, ErrNotFound
+}
+
+// List returns the owner's deployments (all when owner is ""), oldest first.
+func (s *Store) List(owner string) []Deployment {
+	s.mu.Lock()
+	out := make([]Deployment, 0, len(s.byID))
+	for _, d := range s.byID {
+		if owner == "" || d.Owner == owner {
+			out = append(out, d)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Update applies fn to the stored deployment with id and saves it. check runs
+// under the lock with the owner's other deployments, like Create's.
+func (s *Store) Update(id string, fn func(*Deployment), check func(d *Deployment, others []*Deployment) error) (Deployment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.byID[id]
+	if !ok {
+		return Deployment{}, ErrNotFound
+	}
+	d := old
+	fn(&d)
+	if check != nil {
+		var mine []*Deployment
+		for _, o := range s.byID {
+			if o.Owner == d.Owner && o.ID != id {
+				o := o
+				mine = append(mine, &o)
+			}
+		}
+		if err := check(&d, mine); err != nil {
+			return Deployment{}, err
+		}
+	}
+	s.byID[id] = d
+	if err := s.saveLocked(); err != nil {
+		s.byID[id] = old
+		return Deployment{}, err
+	}
+	return d, nil
+}
+
+// Delete removes the deployment with id.
+func (s *Store) Delete(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.byID[id]
+	if !ok {
+		return ErrNotFound
+	}
+	delete(s.byID, id)
+	if err := s.saveLocked(); err != nil {
+		s.byID[id] = old
+		return err
+	}
+	return nil
+}
+
+// saveLocked writes the file atomically and signals Changed. Called with mu
+// held.
+func (s *Store) saveLocked() error {
+	f := storeFile{Version: 1, Deployments: make([]Deployment, 0, len(s.byID))}
+	for _, d := range s.byID {
+		f.Deployments = append(f.Deployments, d)
+	}
+	sort.Slice(f.Deployments, func(i, j int) bool { return f.Deployments[i].ID < f.Deployments[j].ID })
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode deployments: %w", err)
+	}
+	if err := writeFileAtomic(s.path, b, 0o600); err != nil {
+		return fmt.Errorf("save deployments: %w", err)
+	}
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to path through a synced temp file and a rename.
+func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func newID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "d-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,15 @@
+// Package fleet turns deployments and the autoscaler's desired counts into
+// model-server instances on a Runtime (local processes in dev mode, Nomad in
+// production).
+//
+// It owns what is thaw's policy rather than the scheduler's: the per-user GPU
+// quota at run time, readiness (an instance is routable only once its model
+// server answers /health and lists the model), draining on scale-down (the
+// endpoint leaves load balancing first; the instance stops when its in-flight
+// count reaches zero), replacement of failed instances with backoff and
+// crash-loop detection, and the honest status of each deployment: how many
+// run, how many wait, and why.
+//
+// All decisions run on Run's goroutine; readers (the deploy API, the
+// autoscaler, metrics) take Fleet.mu briefly.
+package fleet

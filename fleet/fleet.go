@@ -1,0 +1,436 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/thawhq/thaw/deploy"
+)
+
+// Store is where the fleet reads deployments from.
+type Store interface {
+	List(owner string) []deploy.Deployment
+	Changed() <-chan struct{}
+}
+
+// Endpoints receives the ready instances of each deployment: the request
+// path (proxy) implements it.
+type Endpoints interface {
+	// SetEndpoints replaces the deployment's routable instances (id -> addr).
+	// Instances that disappear from the set stop getting new requests.
+	SetEndpoints(deployID string, capacity int, addrs map[string]string)
+	// Drained returns a channel closed once the instance has no request in
+	// flight.
+	Drained(deployID, instanceID string) <-chan struct{}
+	// Fail makes held and new requests for the deployment fail at once with
+	// reason, until SetEndpoints or Recover is called.
+	Fail(deployID, reason string)
+	// Recover ends Fail.
+	Recover(deployID string)
+	// Remove forgets the deployment: held requests get "not found".
+	Remove(deployID string)
+}
+
+// Config configures a Fleet.
+type Config struct {
+	Runtime   Runtime
+	Store     Store
+	Endpoints Endpoints
+	// GPUQuota is the number of GPUs one user may run at once; 0 = no limit.
+	GPUQuota int
+	// DrainTimeout bounds how long a scale-down waits for in-flight requests
+	// (and streams) on an instance before stopping it. Default 10m.
+	DrainTimeout time.Duration
+	// ProbeInterval is how often a started instance is probed until it is
+	// ready. Default 20ms: readiness is seen within that of the port opening.
+	ProbeInterval time.Duration
+	// CrashLoopAfter is how many consecutive failures of instances that never
+	// became ready mark the deployment failed. Default 3.
+	CrashLoopAfter int
+	// HTTPClient probes instances. Default: a client with a 1s timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// Fleet turns deployments and desired counts into runtime instances: it
+// applies GPU quotas, probes readiness, drains on scale-down, replaces failed
+// instances and reports honest status.
+type Fleet struct {
+	cfg Config
+	log *slog.Logger
+
+	kick    chan struct{}
+	readyCh chan probeResult
+	stopped chan string
+
+	// mu guards deps and instOwner.
+	mu        sync.Mutex
+	deps      map[string]*depState
+	instOwner map[string]string // instance id -> deploy id
+}
+
+type probeResult struct{ deployID, instanceID string }
+
+// New returns a Fleet; Run starts it.
+func New(cfg Config) (*Fleet, error) {
+	if cfg.Runtime == nil || cfg.Store == nil || cfg.Endpoints == nil {
+		return nil, errors.New("fleet: Runtime, Store and Endpoints are required")
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Minute
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 20 * time.Millisecond
+	}
+	if cfg.CrashLoopAfter <= 0 {
+		cfg.CrashLoopAfter = 3
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: time.Second}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Fleet{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		kick:      make(chan struct{}, 1),
+		readyCh:   make(chan probeResult, 64),
+		stopped:   make(chan string, 64),
+		deps:      map[string]*depState{},
+		instOwner: map[string]string{},
+	}, nil
+}
+
+// Run reconciles until ctx is done. On return it has stopped every instance.
+func (f *Fleet) Run(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	f.reconcile(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			f.shutdown()
+			return nil
+		case <-f.cfg.Store.Changed():
+		case <-f.kick:
+		case <-tick.C:
+		case ev := <-f.cfg.Runtime.Events():
+			f.onEvent(ctx, ev)
+		case r := <-f.readyCh:
+			f.onReady(r)
+		case id := <-f.stopped:
+			f.onStopped(id)
+		}
+		f.reconcile(ctx)
+	}
+}
+
+// SetDesired sets the number of instances the autoscaler wants, clamped to
+// the deployment's [min_instances, max_instances].
+func (f *Fleet) SetDesired(_ context.Context, id string, n int, reason string) error {
+	f.mu.Lock()
+	ds, ok := f.deps[id]
+	if ok {
+		ds.desired = clamp(n, ds.d.Settings.MinInstances, ds.d.Settings.MaxInstances)
+		ds.desiredReason = reason
+	}
+	f.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("set desired %s: %w", id, deploy.ErrNotFound)
+	}
+	f.poke()
+	return nil
+}
+
+// Target is a deployment as the autoscaler sees it.
+type Target struct {
+	ID           string
+	Min, Max     int
+	MaxBatchSize int
+	NumGPUs      int
+	// Current is the number of instances the fleet works toward: running,
+	// starting, pending and held back by quota (draining ones excluded).
+	Current int
+}
+
+// Targets lists every deployment with its current instance target.
+func (f *Fleet) Targets() []Target {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Target, 0, len(f.deps))
+	for id, ds := range f.deps {
+		out = append(out, Target{
+			ID: id, Min: ds.d.Settings.MinInstances, Max: ds.d.Settings.MaxInstances,
+			MaxBatchSize: ds.d.Config.MaxBatchSize, NumGPUs: ds.d.Config.NumGPUs, Current: ds.desired,
+		})
+	}
+	return out
+}
+
+// Live reports a deployment's run-time status for the deploy API.
+func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ds, ok := f.deps[d.ID]
+	if !ok {
+		// Not reconciled yet (created a moment ago).
+		return deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Desired: d.Settings.MinInstances, Pending: d.Settings.MinInstances}}
+	}
+	return ds.live()
+}
+
+// Counts is a deployment's instances by state, for metrics.
+type Counts struct {
+	DeployID, Model                     string
+	Ready, Starting, Pending, Draining int
+}
+
+// Counts reports instances by state for every deployment.
+func (f *Fleet) Counts() []Counts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Counts, 0, len(f.deps))
+	for id, ds := range f.deps {
+		c := Counts{DeployID: id, Model: ds.d.FullName(), Pending: ds.quotaHeld}
+		for _, in := range ds.instances {
+			switch {
+			case in.draining:
+				c.Draining++
+			case in.ready:
+				c.Ready++
+			case in.phase == PhaseRunning:
+				c.Starting++
+			default:
+				c.Pending++
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (f *Fleet) poke() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reconcile brings instances toward desired counts. Runs on Run's goroutine
+// only, so runtime calls made here are serialised.
+func (f *Fleet) reconcile(ctx context.Context) {
+	now := time.Now()
+	f.mu.Lock()
+	f.syncStoreLocked()
+	usage := f.gpuUsageLocked()
+	type start struct {
+		ds   *depState
+		spec Spec
+	}
+	var starts []start
+	for _, ds := range f.sortedLocked() {
+		active := ds.active()
+		ds.quotaHeld = 0
+		want := ds.desired
+		switch {
+		case len(active) < want:
+			if ds.backoffUntil.After(now) {
+				break
+			}
+			for i := len(active); i < want; i++ {
+				if f.cfg.GPUQuota > 0 && usage[ds.d.Owner]+ds.d.Config.NumGPUs > f.cfg.GPUQuota {
+					ds.quotaHeld = want - i
+					break
+				}
+				usage[ds.d.Owner] += ds.d.Config.NumGPUs
+				starts = append(starts, start{ds, specOf(ds.d)})
+			}
+		case len(active) > want:
+			f.scaleDownLocked(ctx, ds, active, len(active)-want)
+		}
+	}
+	f.mu.Unlock()
+
+	for _, s := range starts {
+		id, err := f.cfg.Runtime.Start(ctx, s.spec)
+		if err != nil {
+			f.log.Error("start instance", "deploy", s.spec.DeployID, "err", err)
+			continue
+		}
+		f.mu.Lock()
+		if cur, ok := f.deps[s.spec.DeployID]; ok && cur == s.ds {
+			s.ds.instances[id] = &inst{id: id, phase: PhasePending, reason: "starting", since: time.Now()}
+			f.instOwner[id] = s.spec.DeployID
+		} else {
+			go f.stopInstance(id) // deleted meanwhile
+		}
+		f.mu.Unlock()
+	}
+}
+
+// syncStoreLocked adds new deployments, applies changed settings, and tears
+// down deleted ones. Called with mu held.
+func (f *Fleet) syncStoreLocked() {
+	seen := map[string]bool{}
+	for _, d := range f.cfg.Store.List("") {
+		seen[d.ID] = true
+		ds, ok := f.deps[d.ID]
+		if !ok {
+			f.deps[d.ID] = &depState{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
+			continue
+		}
+		ds.d = d
+		ds.desired = clamp(ds.desired, d.Settings.MinInstances, d.Settings.MaxInstances)
+	}
+	for id, ds := range f.deps {
+		if seen[id] {
+			continue
+		}
+		delete(f.deps, id)
+		f.cfg.Endpoints.Remove(id)
+		for iid := range ds.instances {
+			go f.stopInstance(iid)
+		}
+		f.log.Info("deployment removed: stopping its instances", "deploy", id, "instances", len(ds.instances))
+	}
+}
+
+// gpuUsageLocked sums GPUs held per owner: every instance asked of the
+// runtime, draining ones included (they still hold their GPUs).
+func (f *Fleet) gpuUsageLocked() map[string]int {
+	u := map[string]int{}
+	for _, ds := range f.deps {
+		u[ds.d.Owner] += len(ds.instances) * ds.d.Config.NumGPUs
+	}
+	return u
+}
+
+// sortedLocked returns deployments oldest first, so quota goes to the
+// deployments created first.
+func (f *Fleet) sortedLocked() []*depState {
+	out := make([]*depState, 0, len(f.deps))
+	for _, ds := range f.deps {
+		out = append(out, ds)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].d.CreatedAt.Equal(out[j].d.CreatedAt) {
+			return out[i].d.CreatedAt.Before(out[j].d.CreatedAt)
+		}
+		return out[i].d.ID < out[j].d.ID
+	})
+	return out
+}
+
+// scaleDownLocked removes n active instances: the ones not serving first
+// (pending, then starting), then ready ones, which drain before they stop.
+// Called with mu held.
+func (f *Fleet) scaleDownLocked(ctx context.Context, ds *depState, active []*inst, n int) {
+	sort.SliceStable(active, func(i, j int) bool { return victimRank(active[i]) < victimRank(active[j]) })
+	drained := false
+	for _, in := range active[:n] {
+		in.draining = true // leaving: out of desired, still holds its GPUs
+		if !in.ready {
+			go f.stopInstance(in.id)
+			continue
+		}
+		drained = true
+		go f.drainThenStop(ctx, ds.d.ID, in.id)
+	}
+	if drained {
+		f.pushLocked(ds)
+	}
+	f.log.Info("scaling down", "deploy", ds.d.ID, "by", n, "to", ds.desired, "reason", ds.desiredReason)
+}
+
+func victimRank(in *inst) int {
+	switch {
+	case in.phase == PhasePending:
+		return 0
+	case !in.ready:
+		return 1
+	default:
+		return 2
+	}
+}
+
+func (f *Fleet) drainThenStop(ctx context.Context, deployID, id string) {
+	t := time.NewTimer(f.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-f.cfg.Endpoints.Drained(deployID, id):
+	case <-t.C:
+		f.log.Warn("drain timeout: stopping instance with requests in flight", "deploy", deployID, "instance", id)
+	case <-ctx.Done():
+	}
+	f.stopInstance(id)
+}
+
+// stopInstance stops id and reports it on f.stopped.
+func (f *Fleet) stopInstance(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.cfg.Runtime.Stop(ctx, id); err != nil {
+		f.log.Error("stop instance", "instance", id, "err", err)
+	}
+	select {
+	case f.stopped <- id:
+	default:
+		go func() { f.stopped <- id }()
+	}
+}
+
+func (f *Fleet) onStopped(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	depID, ok := f.instOwner[id]
+	if !ok {
+		return
+	}
+	delete(f.instOwner, id)
+	if ds, ok := f.deps[depID]; ok {
+		if _, ok := ds.instances[id]; ok {
+			delete(ds.instances, id)
+			f.pushLocked(ds)
+		}
+	}
+}
+
+func (f *Fleet) shutdown() {
+	f.mu.Lock()
+	var ids []string
+	for id := range f.instOwner {
+		ids = append(ids, id)
+	}
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = f.cfg.Runtime.Stop(ctx, id)
+		}()
+	}
+	wg.Wait()
+}
+
+func clamp(n, lo, hi int) int {
+	return max(lo, min(n, hi))
+}
+
+func specOf(d deploy.Deployment) Spec {
+	return Spec{
+		DeployID: d.ID, Owner: d.Owner, Model: d.FullName(),
+		GPU: d.Config.GPU, NumGPUs: d.Config.NumGPUs, MaxBatchSize: d.Config.MaxBatchSize,
+		Repo: d.Config.Weights.Repo, Revision: d.Config.Weights.Revision,
+		ExtraArgs: d.Config.ExtraArgs, HFToken: d.HFToken,
+	}
+}

@@ -1,0 +1,245 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/thawhq/thaw/deploy"
+)
+
+// depState is the fleet's view of one deployment. Guarded by Fleet.mu.
+type depState struct {
+	d             deploy.Deployment
+	desired       int
+	desiredReason string
+	instances     map[string]*inst
+	// quotaHeld is how many wanted instances the GPU quota holds back.
+	quotaHeld int
+
+	// Crash-loop tracking: consecutive failures of instances that never got
+	// ready.
+	failures     int
+	failReason   string
+	backoffUntil time.Time
+	failed       bool
+}
+
+// inst is one instance the fleet asked the runtime for.
+type inst struct {
+	id       string
+	phase    Phase
+	addr     string
+	reason   string
+	ready    bool
+	draining bool
+	since    time.Time
+	cancel   context.CancelFunc // stops the readiness probe
+}
+
+// active returns the instances that count toward desired (not draining).
+func (ds *depState) active() []*inst {
+	out := make([]*inst, 0, len(ds.instances))
+	for _, in := range ds.instances {
+		if !in.draining {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// live builds the deploy API's status from the state.
+func (ds *depState) live() deploy.Live {
+	var running, starting int
+	var pendingReasons []string
+	for _, in := range ds.instances {
+		switch {
+		case in.draining:
+		case in.ready:
+			running++
+		case in.phase == PhaseRunning:
+			starting++
+		default:
+			if in.reason != "" && in.reason != "starting" {
+				pendingReasons = append(pendingReasons, in.reason)
+			} else {
+				starting++
+			}
+		}
+	}
+	l := deploy.Live{Instances: deploy.Instances{Running: running, Desired: ds.desired}}
+	if p := ds.desired - running; p > 0 {
+		l.Instances.Pending = p
+	}
+	var why []string
+	if ds.quotaHeld > 0 {
+		why = append(why, fmt.Sprintf("%d instance(s) held back by the GPU quota of user %s (each needs %d %s)", ds.quotaHeld, ds.d.Owner, ds.d.Config.NumGPUs, ds.d.Config.GPU))
+	}
+	if len(pendingReasons) > 0 {
+		why = append(why, fmt.Sprintf("%d instance(s) not placed: %s", len(pendingReasons), pendingReasons[0]))
+	}
+	if starting > 0 {
+		why = append(why, fmt.Sprintf("%d instance(s) starting (loading weights)", starting))
+	}
+	if ds.failReason != "" && running < ds.desired {
+		why = append(why, "last failure: "+ds.failReason)
+	}
+	if running < ds.desired {
+		l.Instances.Reason = strings.Join(why, "; ")
+	}
+	switch {
+	case ds.failed:
+		l.Status = deploy.StatusFailed
+		l.FailReason = ds.failReason
+	case running < ds.d.Settings.MinInstances:
+		l.Status = deploy.StatusDeploying
+	default:
+		l.Status = deploy.StatusRunning
+	}
+	return l
+}
+
+// onEvent applies a runtime report. Runs on Run's goroutine.
+func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ds, ok := f.deps[ev.DeployID]
+	if !ok {
+		return
+	}
+	in, ok := ds.instances[ev.ID]
+	if !ok {
+		return
+	}
+	in.reason = ev.Reason
+	switch ev.Phase {
+	case PhasePending:
+		in.phase = PhasePending
+	case PhaseRunning:
+		in.phase = PhaseRunning
+		in.addr = ev.Addr
+		in.since = time.Now()
+		pctx, cancel := context.WithCancel(ctx)
+		in.cancel = cancel
+		go f.probe(pctx, ds.d.ID, ds.d.FullName(), in.id, ev.Addr)
+	case PhaseFailed, PhaseStopped:
+		if in.cancel != nil {
+			in.cancel()
+		}
+		delete(ds.instances, ev.ID)
+		delete(f.instOwner, ev.ID)
+		if ev.Phase == PhaseFailed {
+			f.log.Warn("instance failed", "deploy", ds.d.ID, "instance", ev.ID, "reason", ev.Reason, "was_ready", in.ready)
+			if !in.ready {
+				ds.failures++
+				ds.failReason = ev.Reason
+				ds.backoffUntil = time.Now().Add(backoff(ds.failures))
+				if ds.failures >= f.cfg.CrashLoopAfter && !ds.failed {
+					ds.failed = true
+					f.cfg.Endpoints.Fail(ds.d.ID, "deployment failed: "+ev.Reason)
+				}
+			}
+		}
+		f.pushLocked(ds)
+	}
+}
+
+func backoff(failures int) time.Duration {
+	d := time.Second << min(failures-1, 5)
+	return min(d, 30*time.Second)
+}
+
+// onReady marks a probed instance ready and routes to it.
+func (f *Fleet) onReady(r probeResult) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ds, ok := f.deps[r.deployID]
+	if !ok {
+		return
+	}
+	in, ok := ds.instances[r.instanceID]
+	if !ok || in.ready {
+		return
+	}
+	in.ready = true
+	ds.failures, ds.failReason = 0, ""
+	if ds.failed {
+		ds.failed = false
+		f.cfg.Endpoints.Recover(ds.d.ID)
+	}
+	f.pushLocked(ds)
+	f.log.Info("instance ready", "deploy", ds.d.ID, "instance", in.id, "addr", in.addr, "load_time", time.Since(in.since).Round(time.Millisecond))
+}
+
+// pushLocked sends the deployment's ready, non-draining instances to the
+// request path. Called with mu held.
+func (f *Fleet) pushLocked(ds *depState) {
+	addrs := map[string]string{}
+	for _, in := range ds.instances {
+		if in.ready && !in.draining {
+			addrs[in.id] = in.addr
+		}
+	}
+	f.cfg.Endpoints.SetEndpoints(ds.d.ID, ds.d.Config.MaxBatchSize, addrs)
+}
+
+// probe polls the instance until its model server answers /health and lists
+// the model in /v1/models, then reports it on readyCh.
+func (f *Fleet) probe(ctx context.Context, deployID, model, id, addr string) {
+	t := time.NewTicker(f.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		if f.ready(ctx, addr, model) {
+			select {
+			case f.readyCh <- probeResult{deployID, id}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *Fleet) ready(ctx context.Context, addr, model string) bool {
+	get := func(path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		return f.cfg.HTTPClient.Do(req)
+	}
+	resp, err := get("/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	resp, err = get("/v1/models")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var models struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&models) != nil {
+		return false
+	}
+	for _, m := range models.Data {
+		if m.ID == model {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,65 @@
+package fleet
+
+import "context"
+
+// Spec describes the instances of one deployment, as a runtime needs them.
+type Spec struct {
+	DeployID string
+	Owner    string
+	// Model is the name the model server serves: "<owner>/<model_name>".
+	Model        string
+	GPU          string // GPU type, e.g. "A100-80GB"
+	NumGPUs      int
+	MaxBatchSize int
+	Repo         string
+	Revision     string
+	ExtraArgs    []string
+	// HFToken is secret: runtimes pass it to the model server without
+	// logging it or putting it in a job spec.
+	HFToken string
+}
+
+// Phase is where a runtime instance is in its life.
+type Phase string
+
+// Runtime phases. Readiness (the model server answers) is not a runtime
+// phase: the fleet probes PhaseRunning instances itself.
+const (
+	// PhasePending: wanted, but not placed (no free GPU, ...). Reason says why.
+	PhasePending Phase = "pending"
+	// PhaseRunning: placed and started; Addr is where it will listen.
+	PhaseRunning Phase = "running"
+	// PhaseFailed: exited or could not start. Reason says why. The runtime
+	// has released its resources; the fleet decides whether to replace it.
+	PhaseFailed Phase = "failed"
+	// PhaseStopped: stopped on request; resources released.
+	PhaseStopped Phase = "stopped"
+)
+
+// Instance is a runtime's report on one instance.
+type Instance struct {
+	ID       string
+	DeployID string
+	Phase    Phase
+	// Addr is host:port of the model server, set from PhaseRunning on.
+	Addr string
+	// Reason is a human-readable explanation for pending and failed.
+	Reason string
+}
+
+// Runtime starts and stops model-server instances. Implementations: the local
+// process runtime (localrt) and Nomad (nomad). A runtime reports every phase
+// change of every instance on Events, in order per instance.
+type Runtime interface {
+	// Start asks for one more instance of spec and returns its ID at once.
+	// The instance may stay pending until capacity frees; the runtime places
+	// pending instances by itself, in the order they were started.
+	Start(ctx context.Context, spec Spec) (id string, err error)
+	// Stop stops one instance (pending or running) and releases its
+	// resources. Stopping an unknown or already stopped instance is not an
+	// error.
+	Stop(ctx context.Context, id string) error
+	// Events delivers instance reports. The channel is never closed while
+	// the runtime runs.
+	Events() <-chan Instance
+}

@@ -1,0 +1,369 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Names shared by every rendered job; thaw finds its allocations, services
+// and ports by them.
+const (
+	// JobPrefix prefixes job IDs: JobID(id) = JobPrefix + id.
+	JobPrefix = "thaw-"
+	// GroupName is the task group whose count is the number of instances.
+	GroupName = "model"
+	// TaskName is the model server task.
+	TaskName = "server"
+	// PortLabel is the dynamic port the model server listens on.
+	PortLabel = "http"
+	// HealthPath is the model server's health endpoint, checked by Nomad.
+	HealthPath = "/health"
+	// VLLMContainerPort is the port vLLM listens on inside its container.
+	VLLMContainerPort = 8000
+	// DeviceName is the device request; the NVIDIA plugin (and the fake
+	// one) advertise vendor "nvidia", type "gpu".
+	DeviceName = "nvidia/gpu"
+	// HFTokenKey is the item of the deployment's Nomad Variable holding
+	// the Hugging Face token.
+	HFTokenKey = "hf_token"
+)
+
+// Job meta keys, so a job seen in Nomad maps back to its deployment.
+const (
+	MetaDeployID = "thaw_deploy_id"
+	MetaOwner    = "thaw_owner"
+	MetaModel    = "thaw_model"
+	MetaEngine   = "thaw_engine"
+	MetaGPU      = "thaw_gpu"
+)
+
+// Health check timing of the model server's service, and the restart
+// policy: a task failing more than restartAttempts times in
+// restartInterval fails its allocation, which thaw reports.
+const (
+	checkInterval   = 5 * time.Second
+	checkTimeout    = 2 * time.Second
+	restartAttempts = 2
+	restartInterval = 5 * time.Minute
+	restartDelay    = 5 * time.Second
+	killTimeout     = 30 * time.Second
+)
+
+// Engine selects the model server a job runs.
+type Engine string
+
+// Engines.
+const (
+	// EngineVLLM runs vLLM's OpenAI server on the docker driver.
+	EngineVLLM Engine = "vllm"
+	// EngineSim runs `thaw sim` on raw_exec: no GPU is used, but the job
+	// asks for the same devices, so Nomad schedules it like the real one.
+	EngineSim Engine = "sim"
+)
+
+var (
+	// ErrInvalidSpec is returned (wrapped) for a Spec that cannot be
+	// rendered.
+	ErrInvalidSpec = errors.New("jobs: invalid spec")
+	// ErrUnknownGPU is returned (wrapped) for a GPU type missing from the
+	// GPU model table.
+	ErrUnknownGPU = errors.New("jobs: unknown GPU type")
+)
+
+// deployIDRe bounds deploy IDs to what Nomad accepts in job IDs and native
+// service names (RFC 1123 labels, with the prefix).
+var deployIDRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
+
+// Spec is a deployment as the job templates need it. It has no field for
+// the HF token on purpose: the token reaches the task only through the Nomad
+// Variable (see Renderer.Variable).
+type Spec struct {
+	// DeployID is the deployment's ID, e.g. "d-0123456789abcdef".
+	DeployID string
+	// Owner is the user owning the deployment.
+	Owner string
+	// Model is the full model name clients call, "<owner>/<model-name>";
+	// the server's --served-model-name.
+	Model string
+	// GPU is thaw's GPU type name, e.g. "H100-80GB".
+	GPU string
+	// NumGPUs is the GPUs per instance (vLLM's --tensor-parallel-size).
+	NumGPUs int
+	// MaxBatchSize is vLLM's --max-num-seqs.
+	MaxBatchSize int
+	// HFRepo and HFRevision locate the weights; an empty revision means
+	// the repository's default branch. HFRepo is required for vLLM.
+	HFRepo     string
+	HFRevision string
+	// ExtraArgs are appended to vLLM's command line (not the simulator's).
+	ExtraArgs []string
+	// Count is the initial number of instances (min_instances).
+	Count int
+	// Engine is the model server; default EngineVLLM.
+	Engine Engine
+	// SimStartup and SimTokensPerSecond tune the simulator; zero means
+	// its defaults.
+	SimStartup         time.Duration
+	SimTokensPerSecond float64
+	// ThawBinary is the absolute path of the thaw binary on the Nomad
+	// clients; required for EngineSim.
+	ThawBinary string
+}
+
+// Renderer renders deployments into Nomad jobs. It is immutable and safe
+// for concurrent use.
+type Renderer struct {
+	cfg Config
+}
+
+// New validates cfg, fills in defaults and returns a Renderer.
+func New(cfg Config) (*Renderer, error) {
+	cfg = cfg.withDefaults()
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"vllm_cpu_mhz", int64(cfg.VLLMCPU)}, {"vllm_memory_mb", int64(cfg.VLLMMemoryMB)},
+		{"sim_cpu_mhz", int64(cfg.SimCPU)}, {"sim_memory_mb", int64(cfg.SimMemoryMB)},
+		{"shm_size_bytes", cfg.ShmSizeBytes},
+	} {
+		if n.v < 0 {
+			return nil, fmt.Errorf("jobs: config %s = %d, must not be negative", n.name, n.v)
+		}
+	}
+	if p := cfg.VariablePrefix; strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return nil, fmt.Errorf("jobs: config variable_prefix %q must not start or end with /", p)
+	}
+	return &Renderer{cfg: cfg}, nil
+}
+
+// GPUModel returns the NVIDIA device model name of thaw GPU type gpu.
+func (r *Renderer) GPUModel(gpu string) (string, bool) {
+	m, ok := r.cfg.GPUModels[gpu]
+	return m, ok
+}
+
+// GPUTypes returns the thaw GPU types the table knows, sorted.
+func (r *Renderer) GPUTypes() []string {
+	out := make([]string, 0, len(r.cfg.GPUModels))
+	for k := range r.cfg.GPUModels {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// JobID returns the Nomad job ID of a deployment.
+func JobID(deployID string) string { return JobPrefix + deployID }
+
+// ServiceName returns the native Nomad service name of a deployment's
+// instances; it equals the job ID.
+func ServiceName(deployID string) string { return JobPrefix + deployID }
+
+// VariablePath returns the path of the deployment's Nomad Variable, which
+// holds the HF token under HFTokenKey.
+func (r *Renderer) VariablePath(deployID string) string {
+	return r.cfg.VariablePrefix + "/" + deployID
+}
+
+// Variable returns the Nomad Variable thaw writes (Variables().Create or
+// Update) before registering a vLLM job with private weights.
+func (r *Renderer) Variable(deployID, hfToken string) *api.Variable {
+	return &api.Variable{
+		Namespace: r.cfg.Namespace,
+		Path:      r.VariablePath(deployID),
+		Items:     api.VariableItems{HFTokenKey: hfToken},
+	}
+}
+
+// Job renders the deployment's job. It does no I/O.
+func (r *Renderer) Job(s Spec) (*api.Job, error) {
+	if s.Engine == "" {
+		s.Engine = EngineVLLM
+	}
+	model, err := r.validate(s)
+	if err != nil {
+		return nil, err
+	}
+
+	id := JobID(s.DeployID)
+	job := &api.Job{
+		ID:          new(id),
+		Name:        new(id),
+		Type:        new(api.JobTypeService),
+		Datacenters: slices.Clone(r.cfg.Datacenters),
+	}
+	// Unset means the client's namespace and region, Nomad's node pool.
+	if r.cfg.Namespace != "" {
+		job.Namespace = new(r.cfg.Namespace)
+	}
+	if r.cfg.Region != "" {
+		job.Region = new(r.cfg.Region)
+	}
+	if r.cfg.NodePool != "" {
+		job.NodePool = new(r.cfg.NodePool)
+	}
+	job.Meta = map[string]string{
+		MetaDeployID: s.DeployID,
+		MetaOwner:    s.Owner,
+		MetaModel:    s.Model,
+		MetaEngine:   string(s.Engine),
+		MetaGPU:      s.GPU,
+	}
+
+	var task *api.Task
+	port := api.Port{Label: PortLabel}
+	switch s.Engine {
+	case EngineVLLM:
+		task = r.vllmTask(s)
+		port.To = VLLMContainerPort
+	case EngineSim:
+		task = r.simTask(s)
+	}
+	numGPUs := uint64(s.NumGPUs)
+	task.Resources.Devices = []*api.RequestedDevice{{
+		Name:  DeviceName,
+		Count: &numGPUs,
+		Constraints: []*api.Constraint{
+			api.NewConstraint("${device.model}", "=", model),
+		},
+	}}
+	task.KillTimeout = new(killTimeout)
+
+	tg := api.NewTaskGroup(GroupName, s.Count)
+	tg.Update = &api.UpdateStrategy{MaxParallel: new(0)}
+	tg.Networks = []*api.NetworkResource{{DynamicPorts: []api.Port{port}}}
+	tg.RestartPolicy = &api.RestartPolicy{
+		Attempts: new(restartAttempts),
+		Interval: new(restartInterval),
+		Delay:    new(restartDelay),
+		Mode:     new("fail"),
+	}
+	tg.Services = []*api.Service{{
+		Name:      ServiceName(s.DeployID),
+		PortLabel: PortLabel,
+		Provider:  "nomad",
+		Tags:      []string{"thaw"},
+		Checks: []api.ServiceCheck{{
+			Name:     "health",
+			Type:     "http",
+			Path:     HealthPath,
+			Interval: checkInterval,
+			Timeout:  checkTimeout,
+		}},
+	}}
+	tg.Tasks = []*api.Task{task}
+	job.TaskGroups = []*api.TaskGroup{tg}
+	return job, nil
+}
+
+// validate checks s and returns the device model its GPU maps to.
+func (r *Renderer) validate(s Spec) (string, error) {
+	bad := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("%w: "+format, append([]any{ErrInvalidSpec}, args...)...)
+	}
+	switch {
+	case !deployIDRe.MatchString(s.DeployID):
+		return bad("deploy id %q: want lower-case letters, digits and dashes", s.DeployID)
+	case s.Model == "":
+		return bad("model name is empty")
+	case s.NumGPUs < 1:
+		return bad("num_gpus = %d, want at least 1", s.NumGPUs)
+	case s.MaxBatchSize < 1:
+		return bad("max_batch_size = %d, want at least 1", s.MaxBatchSize)
+	case s.Count < 0:
+		return bad("count = %d, must not be negative", s.Count)
+	case s.SimStartup < 0 || s.SimTokensPerSecond < 0:
+		return bad("simulator startup and tokens per second must not be negative")
+	}
+	switch s.Engine {
+	case EngineVLLM:
+		if s.HFRepo == "" {
+			return bad("hf repo is empty")
+		}
+	case EngineSim:
+		if s.ThawBinary == "" {
+			return bad("thaw binary path is empty")
+		}
+	default:
+		return bad("engine %q, want %q or %q", s.Engine, EngineVLLM, EngineSim)
+	}
+	model, ok := r.GPUModel(s.GPU)
+	if !ok {
+		return "", fmt.Errorf("%w %q (known: %s)", ErrUnknownGPU, s.GPU, strings.Join(r.GPUTypes(), ", "))
+	}
+	return model, nil
+}
+
+// hfTokenTemplate renders the HF token from the deployment's Nomad Variable
+// into the task's environment. nomadVarExists keeps a deployment without a
+// token (public weights) from blocking on a variable that never appears.
+func hfTokenTemplate(path string) string {
+	return fmt.Sprintf(`{{ if nomadVarExists %[1]q }}{{ with nomadVar %[1]q }}HF_TOKEN={{ .%[2]s }}{{ end }}{{ end }}`+"\n",
+		path, HFTokenKey)
+}
+
+// vllmTask is vLLM's OpenAI server on docker; GPUs come from the device
+// reservation (the docker driver picks the nvidia runtime for it).
+func (r *Renderer) vllmTask(s Spec) *api.Task {
+	args := []string{
+		s.HFRepo,
+		"--served-model-name", s.Model,
+		"--max-num-seqs", strconv.Itoa(s.MaxBatchSize),
+		"--tensor-parallel-size", strconv.Itoa(s.NumGPUs),
+		"--host", "0.0.0.0",
+		"--port", strconv.Itoa(VLLMContainerPort),
+	}
+	if s.HFRevision != "" {
+		args = append(args, "--revision", s.HFRevision)
+	}
+	args = append(args, s.ExtraArgs...)
+	config := map[string]any{
+		"image":      r.cfg.VLLMImage,
+		"entrypoint": []string{"vllm", "serve"},
+		"args":       args,
+		"ports":      []string{PortLabel},
+		"shm_size":   r.cfg.ShmSizeBytes,
+	}
+	if r.cfg.HFCacheHostPath != "" {
+		config["volumes"] = []string{r.cfg.HFCacheHostPath + ":/root/.cache/huggingface"}
+	}
+	t := api.NewTask(TaskName, "docker")
+	t.Config = config
+	t.Templates = []*api.Template{{
+		EmbeddedTmpl: new(hfTokenTemplate(r.VariablePath(s.DeployID))),
+		DestPath:     new("secrets/hf.env"),
+		Envvars:      new(true),
+		ChangeMode:   new("restart"),
+	}}
+	t.Resources = &api.Resources{CPU: new(r.cfg.VLLMCPU), MemoryMB: new(r.cfg.VLLMMemoryMB)}
+	return t
+}
+
+// simTask is `thaw sim` on raw_exec, listening on the group's dynamic port.
+func (r *Renderer) simTask(s Spec) *api.Task {
+	args := []string{
+		"sim",
+		"--host", "${NOMAD_IP_" + PortLabel + "}",
+		"--port", "${NOMAD_PORT_" + PortLabel + "}",
+		"--model", s.Model,
+		"--max-num-seqs", strconv.Itoa(s.MaxBatchSize),
+	}
+	if s.SimStartup > 0 {
+		args = append(args, "--startup", s.SimStartup.String())
+	}
+	if s.SimTokensPerSecond > 0 {
+		args = append(args, "--tokens-per-second", strconv.FormatFloat(s.SimTokensPerSecond, 'g', -1, 64))
+	}
+	t := api.NewTask(TaskName, "raw_exec")
+	t.Config = map[string]any{"command": s.ThawBinary, "args": args}
+	t.Resources = &api.Resources{CPU: new(r.cfg.SimCPU), MemoryMB: new(r.cfg.SimMemoryMB)}
+	return t
+}

@@ -1,0 +1,35 @@
+// Package localrt is the local runtime of `thaw dev`: it runs each model
+// server instance as a child process of thaw (by default `thaw sim`, the
+// bundled simulator) on a GPU inventory that it simulates. It implements
+// fleet.Runtime.
+//
+// It owns:
+//   - placement: the inventory, the reservation of GPUs, and the FIFO queue
+//     of pending instances with the reason each one waits (inventory.go, a
+//     pure function with table tests);
+//   - the children: their ports, environment (HF_TOKEN, never logged),
+//     output (logged at debug level; the last stderr lines explain a
+//     failure), stop (SIGTERM, then SIGKILL) and exit (reported
+//     PhaseFailed; replacing it is the fleet's decision);
+//   - orphans: children die with thaw even on SIGKILL (Pdeathsig, forked
+//     from one OS thread that lives as long as Run), and their PIDs are
+//     recorded in Config.StateDir so that the next Run kills any left over.
+//
+// Placement is FIFO per GPU type without skipping: an instance waits until
+// the instances of its GPU type started before it are placed, so a large
+// request is not starved by small ones; GPU types do not block each other,
+// and a request that can never fit (unknown type, more GPUs than the
+// inventory has) blocks nothing.
+//
+// Reports go out on Events through an unbounded queue and a pump goroutine,
+// so the runtime never blocks on a slow reader while it holds its lock.
+//
+// Usage:
+//
+//	rt, err := localrt.New(localrt.Config{
+//		Inventory: map[string]int{"A100-80GB": 8},
+//		StateDir:  dataDir,
+//	})
+//	// run rt.Run(ctx) in the errgroup; hand rt to the fleet as its
+//	// fleet.Runtime; rt.GPUs() for status pages and metrics.
+package localrt

@@ -1,0 +1,137 @@
+package localrt
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/fleet"
+)
+
+// TestHelperRuntime is not a test: run by TestChildDiesWithParent, it plays
+// thaw: it runs a Runtime with one instance, prints the instance's PID and
+// waits to be killed.
+func TestHelperRuntime(t *testing.T) {
+	if os.Getenv("LOCALRT_HELPER_RUNTIME") != "1" {
+		return
+	}
+	rt, err := New(Config{
+		Inventory: map[string]int{"A100-80GB": 1},
+		Command:   helperCommand,
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	go rt.Run(context.Background())
+	if _, err := rt.Start(context.Background(), fleet.Spec{Model: "listen", GPU: "A100-80GB", NumGPUs: 1}); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	for ev := range rt.Events() {
+		if ev.Phase == fleet.PhaseRunning {
+			rt.mu.Lock()
+			fmt.Println("child", rt.insts[ev.ID].pid)
+			rt.mu.Unlock()
+			break
+		}
+	}
+	time.Sleep(time.Minute)
+	os.Exit(1)
+}
+
+func TestChildDiesWithParent(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRuntime$")
+	cmd.Env = append(os.Environ(), "LOCALRT_HELPER_RUNTIME=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	var pid int
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "child "); ok {
+			fmt.Sscan(rest, &pid)
+			break
+		}
+	}
+	if pid == 0 || !alive(pid) {
+		t.Fatalf("helper runtime did not report a live child (pid %d)", pid)
+	}
+	// SIGKILL: thaw gets no chance to stop its children.
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(pid) {
+		syscallKill(pid)
+		t.Errorf("child %d outlived its SIGKILLed parent", pid)
+	}
+}
+
+// init keeps the main goroutine on the main thread, which the Go runtime
+// never retires, so that no other goroutine (the spawner) runs on it and
+// TestChildSurvivesThreadChurn can see a child forked from a thread that
+// exits.
+func init() { runtime.LockOSThread() }
+
+// TestChildSurvivesThreadChurn checks that children are not forked from a
+// thread the Go runtime may retire: Pdeathsig would kill them with it.
+func TestChildSurvivesThreadChurn(t *testing.T) {
+	// Both instances are forked in one batch, from one thread, as soon as
+	// Run starts; without a dedicated thread, that thread then goes on to
+	// wait for the last child in a system call, and is free again once
+	// that child is stopped.
+	var a, b string
+	h := startWith(t, Config{Inventory: map[string]int{"A100-80GB": 2}}, func(rt *Runtime) {
+		for _, id := range []*string{&a, &b} {
+			var err error
+			*id, err = rt.Start(context.Background(), fleet.Spec{Model: "listen", GPU: "A100-80GB", NumGPUs: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	dial(t, h.waitFor(a, fleet.PhaseRunning).Addr)
+	h.waitFor(b, fleet.PhaseRunning)
+	pid := h.pid(a)
+	if err := h.rt.Stop(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	// A goroutine that exits locked to its thread takes the thread with it.
+	// Many of them at once take every idle thread.
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range 200 {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			<-release
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatalf("child %d died when unrelated threads exited", pid)
+	}
+	if got := h.of(a); len(got) != 1 {
+		t.Errorf("reports = %+v, want only running", got)
+	}
+}

@@ -1,0 +1,214 @@
+package localrt
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/thawhq/thaw/fleet"
+)
+
+// waitDelay bounds how long a child's output is read after it exits, in case
+// a process it started keeps its stdout or stderr open.
+const waitDelay = 2 * time.Second
+
+// simCommand returns the default Config.Command: `thaw sim`. The simulator
+// takes none of vLLM's flags, so spec.ExtraArgs are not passed; neither is
+// the GPU count, which only placement uses.
+func simCommand(binary string, startup time.Duration, tps float64) func(fleet.Spec, int) *exec.Cmd {
+	return func(spec fleet.Spec, port int) *exec.Cmd {
+		args := []string{"sim",
+			"--port", strconv.Itoa(port),
+			"--model", spec.Model,
+			"--startup", startup.String(),
+			"--tokens-per-second", strconv.FormatFloat(tps, 'g', -1, 64),
+		}
+		if spec.MaxBatchSize > 0 {
+			args = append(args, "--max-num-seqs", strconv.Itoa(spec.MaxBatchSize))
+		}
+		return exec.Command(binary, args...)
+	}
+}
+
+// spawnLoop starts the placed instances until quit is closed.
+//
+// It runs locked to its OS thread for its whole life, and every child is
+// forked from that thread. Children get Pdeathsig SIGKILL, which the kernel
+// sends when the *thread* that forked them exits (golang/go#27505), not the
+// process: forking from an arbitrary goroutine would kill a child whenever
+// the Go runtime retired that thread. This thread lives until Run has seen
+// every child exit; when spawnLoop returns without unlocking, the runtime
+// terminates the thread, which is then harmless. If thaw dies, even by
+// SIGKILL, the thread dies with it and the kernel kills the children.
+func (r *Runtime) spawnLoop(quit <-chan struct{}) {
+	runtime.LockOSThread()
+	for {
+		r.mu.Lock()
+		for len(r.toSpawn) > 0 {
+			inst := r.toSpawn[0]
+			r.toSpawn = r.toSpawn[1:]
+			r.spawnLocked(inst)
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.spawnSig:
+		case <-quit:
+			return
+		}
+	}
+}
+
+// spawnLocked starts the process of a placed instance, which spawnLoop has
+// just taken off toSpawn. Called with mu held, on the spawner's thread.
+func (r *Runtime) spawnLocked(inst *instance) {
+	fail := func(err error) {
+		r.log.Warn("model server did not start", "instance", inst.id, "deploy", inst.spec.DeployID, "err", err)
+		r.finishLocked(inst, fleet.PhaseFailed, "could not start model server: "+err.Error())
+		r.placeLocked()
+	}
+	port, err := r.pickPortLocked()
+	if err != nil {
+		fail(err)
+		return
+	}
+	inst.port = port
+	cmd := r.cfg.Command(inst.spec, port)
+	if cmd == nil {
+		fail(errors.New("no command"))
+		return
+	}
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	if inst.spec.HFToken != "" {
+		// The last value of a key wins (exec.Cmd.Env).
+		cmd.Env = append(cmd.Env, "HF_TOKEN="+inst.spec.HFToken)
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	log := r.log.With("instance", inst.id, "deploy", inst.spec.DeployID)
+	inst.stderr = newLineLog(log, "stderr")
+	cmd.Stdout = newLineLog(log, "stdout")
+	cmd.Stderr = inst.stderr
+	cmd.WaitDelay = waitDelay
+	if err := cmd.Start(); err != nil {
+		fail(err)
+		return
+	}
+	inst.cmd = cmd
+	inst.pid = cmd.Process.Pid
+	inst.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	inst.state = stateRunning
+	if st, err := procStartTime(inst.pid); err == nil {
+		inst.startTime = st
+	}
+	r.writeStateLocked()
+	log.Info("model server started", "addr", inst.addr, "pid", inst.pid, "gpu", inst.spec.GPU, "num_gpus", inst.spec.NumGPUs)
+	r.emitLocked(inst, fleet.PhaseRunning, "")
+	r.procs.Add(1)
+	go r.wait(inst)
+}
+
+// wait waits for inst's process to exit, then reports it stopped (when asked
+// to stop) or failed, and places pending instances on the GPUs it freed.
+func (r *Runtime) wait(inst *instance) {
+	defer r.procs.Done()
+	err := inst.cmd.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if inst.stopping {
+		r.log.Info("model server stopped", "instance", inst.id, "deploy", inst.spec.DeployID)
+		r.finishLocked(inst, fleet.PhaseStopped, "")
+	} else {
+		reason := "model server exited: "
+		if err != nil {
+			reason += err.Error()
+		} else {
+			reason += "exit status 0"
+		}
+		if line := inst.stderr.last(); line != "" {
+			reason += ": " + line
+		}
+		r.log.Warn("model server exited", "instance", inst.id, "deploy", inst.spec.DeployID,
+			"reason", reason, "stderr", inst.stderr.tail())
+		r.finishLocked(inst, fleet.PhaseFailed, reason)
+	}
+	r.writeStateLocked()
+	r.placeLocked()
+}
+
+// terminateLocked asks a running instance to exit: SIGTERM now, SIGKILL
+// after StopGrace. Its wait goroutine reports the exit. Called with mu held.
+func (r *Runtime) terminateLocked(inst *instance) {
+	if inst.stopping {
+		return
+	}
+	inst.stopping = true
+	signalGroup(inst.pid, syscall.SIGTERM)
+	inst.killer = time.AfterFunc(r.cfg.StopGrace, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if !inst.gone {
+			r.log.Warn("model server ignored SIGTERM; killing it", "instance", inst.id, "pid", inst.pid)
+			signalGroup(inst.pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// signalGroup sends sig to the process group that the child pid leads
+// (Setpgid), so that processes it started get it too, and to the child
+// itself in case it left its group.
+//
+// The caller knows that pid has not been reaped (the instance is not gone),
+// so pid is not reused; its group may outlive it only through its own
+// descendants.
+func signalGroup(pid int, sig syscall.Signal) {
+	syscall.Kill(-pid, sig)
+	syscall.Kill(pid, sig)
+}
+
+// pickPortLocked returns a free loopback port that no live instance has:
+// a simulator opens its port only after its startup delay, so the kernel
+// could hand the same port out again meanwhile. Called with mu held.
+func (r *Runtime) pickPortLocked() (int, error) {
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !r.ports[port] {
+			r.ports[port] = true
+			return port, nil
+		}
+	}
+	return 0, errors.New("finding a free port: every port tried is taken")
+}
+
+// writeStateLocked records the running children in the state file. Called
+// with mu held, which orders the writes.
+func (r *Runtime) writeStateLocked() {
+	if r.statePath == "" {
+		return
+	}
+	var recs []record
+	for _, inst := range r.insts {
+		if inst.state != stateRunning || inst.gone {
+			continue
+		}
+		recs = append(recs, record{ID: inst.id, PID: inst.pid, Argv: inst.cmd.Args, StartTime: inst.startTime})
+	}
+	if err := writeState(r.statePath, recs); err != nil {
+		r.log.Warn("recording model server PIDs", "err", err)
+	}
+}

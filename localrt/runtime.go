@@ -1,0 +1,321 @@
+package localrt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/thawhq/thaw/fleet"
+)
+
+// Defaults of Config.
+const (
+	DefaultStartup         = 3 * time.Second
+	DefaultTokensPerSecond = 50.0
+	DefaultStopGrace       = 5 * time.Second
+)
+
+// ErrClosed is returned by Start once Run has begun to shut down.
+var ErrClosed = errors.New("localrt: runtime is shut down")
+
+// ErrAlreadyRun is returned by Run when the runtime has been run before.
+var ErrAlreadyRun = errors.New("localrt: runtime already run")
+
+// Config configures a Runtime. The zero value of each optional field means
+// its default.
+type Config struct {
+	// Inventory is the simulated GPUs by type, e.g. {"A100-80GB": 8,
+	// "H100-80GB": 8}. Instances of other types stay pending.
+	Inventory map[string]int
+	// Binary is the thaw executable to run `sim` with.
+	// Default os.Executable().
+	Binary string
+	// Command, when set, builds the process of an instance that listens on
+	// 127.0.0.1:port, instead of the sim command (tests use it to run
+	// something else). It is called with the runtime's lock held and must
+	// not call the Runtime. The runtime then sets the command's Stdout,
+	// Stderr, WaitDelay and SysProcAttr, and adds HF_TOKEN to its Env
+	// (os.Environ() when Env is nil).
+	Command func(spec fleet.Spec, port int) *exec.Cmd
+	// Startup is the simulator's startup delay, before it opens its port.
+	// Default DefaultStartup; negative means none.
+	Startup time.Duration
+	// TokensPerSecond is the simulator's generation speed per request.
+	// Default DefaultTokensPerSecond.
+	TokensPerSecond float64
+	// StateDir is the directory where the runtime records the PIDs of its
+	// children (file localrt-pids.json), so that the next Run kills the
+	// orphans a crash left behind; Run creates it. Empty: no record.
+	StateDir string
+	// StopGrace is how long a stopping child has between SIGTERM and
+	// SIGKILL. Default DefaultStopGrace.
+	StopGrace time.Duration
+	// Logger receives the runtime's logs, and the children's output at
+	// debug level. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// instState is where an instance is inside the runtime.
+type instState int
+
+const (
+	statePending instState = iota // in Runtime.pending, no GPUs
+	statePlaced                   // in Runtime.toSpawn, GPUs reserved
+	stateRunning                  // process started, GPUs reserved
+)
+
+// instance is one instance the runtime knows. Its fields are guarded by
+// Runtime.mu, except the read-only ones set at Start.
+type instance struct {
+	id   string     // read-only
+	spec fleet.Spec // read-only
+
+	state  instState
+	reason string // last pending reason reported
+	port   int
+	addr   string
+	cmd    *exec.Cmd
+	pid    int
+	// startTime is the child's start time from /proc (0: unknown), so
+	// that the state file tells it from a later process with its PID.
+	startTime uint64
+	stderr    *lineLog
+	stopping  bool          // Stop or shutdown asked it to stop
+	killer    *time.Timer   // sends SIGKILL after StopGrace
+	gone      bool          // finished: resources released, last report sent
+	done      chan struct{} // closed when gone
+}
+
+// Runtime runs model-server instances as child processes on this machine,
+// on a simulated GPU inventory. It implements fleet.Runtime. Start and Stop
+// are safe for concurrent use; instances start only while Run runs.
+type Runtime struct {
+	cfg       Config
+	log       *slog.Logger
+	total     map[string]int // Inventory; read-only
+	statePath string         // "" for no state file
+	nonce     string         // distinguishes this runtime's IDs from a previous run's
+	events    *eventQueue
+	spawnSig  chan struct{}  // capacity 1: "toSpawn may be non-empty"
+	procs     sync.WaitGroup // one per wait goroutine
+
+	// mu guards the fields below, the fields of every instance, and the
+	// state file; it is held while a child is forked.
+	mu      sync.Mutex
+	insts   map[string]*instance // every instance not yet gone
+	pending []*instance          // pending instances, in start order
+	toSpawn []*instance          // placed instances waiting for the spawner
+	used    map[string]int       // GPUs reserved, by type
+	ports   map[int]bool         // ports given to live instances
+	seq     uint64
+	started bool // Run was called
+	closing bool // Run is shutting down: no more starts
+}
+
+var _ fleet.Runtime = (*Runtime)(nil)
+
+// New validates cfg, fills in defaults and returns a Runtime. It starts no
+// goroutine and no process: see Run.
+func New(cfg Config) (*Runtime, error) {
+	for gpu, n := range cfg.Inventory {
+		if n < 0 {
+			return nil, fmt.Errorf("localrt: inventory: %d %s GPUs", n, gpu)
+		}
+	}
+	switch {
+	case cfg.Startup == 0:
+		cfg.Startup = DefaultStartup
+	case cfg.Startup < 0:
+		cfg.Startup = 0
+	}
+	if cfg.TokensPerSecond == 0 {
+		cfg.TokensPerSecond = DefaultTokensPerSecond
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Command == nil {
+		if cfg.Binary == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("localrt: finding the thaw binary: %w", err)
+			}
+			cfg.Binary = exe
+		}
+		cfg.Command = simCommand(cfg.Binary, cfg.Startup, cfg.TokensPerSecond)
+	}
+	var nonce [2]byte
+	rand.Read(nonce[:])
+	r := &Runtime{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		total:    maps.Clone(cfg.Inventory),
+		nonce:    hex.EncodeToString(nonce[:]),
+		events:   newEventQueue(),
+		spawnSig: make(chan struct{}, 1),
+		insts:    map[string]*instance{},
+		used:     map[string]int{},
+		ports:    map[int]bool{},
+	}
+	if r.total == nil {
+		r.total = map[string]int{}
+	}
+	if cfg.StateDir != "" {
+		r.statePath = filepath.Join(cfg.StateDir, stateFileName)
+	}
+	return r, nil
+}
+
+// Events delivers a report for every phase change of every instance, in
+// order. The channel is never closed.
+func (r *Runtime) Events() <-chan fleet.Instance { return r.events.ch }
+
+// GPUs reports free and total GPUs by type of the inventory.
+func (r *Runtime) GPUs() map[string]GPUCount {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return counts(r.total, r.used)
+}
+
+// Start asks for one more instance of spec and returns its ID at once. The
+// instance is reported PhaseRunning once its process has started, or
+// PhasePending with a reason while its GPUs are not free; pending instances
+// are placed in start order (see plan). Start fails only on a negative
+// spec.NumGPUs or after shutdown.
+func (r *Runtime) Start(ctx context.Context, spec fleet.Spec) (string, error) {
+	if spec.NumGPUs < 0 {
+		return "", fmt.Errorf("localrt: %d GPUs", spec.NumGPUs)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return "", ErrClosed
+	}
+	r.seq++
+	name := spec.DeployID
+	if name == "" {
+		name = "instance"
+	}
+	inst := &instance{
+		id:   fmt.Sprintf("%s-%s-%d", name, r.nonce, r.seq),
+		spec: spec,
+		done: make(chan struct{}),
+	}
+	r.insts[inst.id] = inst
+	r.pending = append(r.pending, inst)
+	r.log.Info("instance requested", "instance", inst.id, "deploy", spec.DeployID,
+		"model", spec.Model, "gpu", spec.GPU, "num_gpus", spec.NumGPUs)
+	r.placeLocked()
+	return inst.id, nil
+}
+
+// Stop stops an instance: a pending one is dropped at once; a running one
+// gets SIGTERM, then SIGKILL after StopGrace, and Stop returns once it has
+// exited and its GPUs are free (or when ctx is done; the stop goes on).
+// Stopping an unknown or stopped instance does nothing.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	r.mu.Lock()
+	inst := r.insts[id]
+	if inst == nil {
+		r.mu.Unlock()
+		return nil
+	}
+	if inst.state == stateRunning {
+		r.terminateLocked(inst)
+	} else {
+		r.finishLocked(inst, fleet.PhaseStopped, "")
+		r.placeLocked()
+	}
+	r.mu.Unlock()
+	select {
+	case <-inst.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("localrt: stopping %s: %w", id, ctx.Err())
+	}
+}
+
+// Run kills the orphans a previous run recorded in StateDir, then starts the
+// instances placed by Start until ctx is done. Then it stops every instance
+// (SIGTERM, then SIGKILL after StopGrace), waits for the processes to exit,
+// removes the record and returns nil.
+func (r *Runtime) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return ErrAlreadyRun
+	}
+	r.started = true
+	r.mu.Unlock()
+
+	// Before the spawner starts: the record must not yet name our own
+	// children.
+	if r.statePath != "" {
+		if err := os.MkdirAll(r.cfg.StateDir, 0o755); err != nil {
+			r.log.Warn("creating the state directory", "err", err)
+		}
+		killed, err := killOrphans(r.statePath)
+		for _, rec := range killed {
+			r.log.Warn("killed model server left by a previous run",
+				"instance", rec.ID, "pid", rec.PID)
+		}
+		if err != nil {
+			r.log.Warn("cleaning up orphaned model servers", "err", err)
+		}
+	}
+
+	pumpCtx, stopPump := context.WithCancel(context.Background())
+	pumpDone := make(chan struct{})
+	go func() {
+		defer close(pumpDone)
+		r.events.run(pumpCtx)
+	}()
+	quit := make(chan struct{})
+	spawnerDone := make(chan struct{})
+	go func() {
+		defer close(spawnerDone)
+		r.spawnLoop(quit)
+	}()
+
+	<-ctx.Done()
+
+	r.mu.Lock()
+	r.closing = true
+	var dones []chan struct{}
+	for _, inst := range r.insts {
+		dones = append(dones, inst.done)
+		if inst.state == stateRunning {
+			r.terminateLocked(inst)
+		} else {
+			r.finishLocked(inst, fleet.PhaseStopped, "")
+		}
+	}
+	r.mu.Unlock()
+	for _, d := range dones {
+		<-d
+	}
+	close(quit)
+	<-spawnerDone
+	r.procs.Wait()
+	if r.statePath != "" {
+		if err := os.Remove(r.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.log.Warn("removing the record of model servers", "err", err)
+		}
+	}
+	stopPump()
+	<-pumpDone
+	r.events.flush()
+	return nil
+}

@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Errors of Acquire. handler.go maps them to HTTP statuses in one place.
+var (
+	// ErrQueueFull: the deployment already holds MaxHeld requests.
+	ErrQueueFull = errors.New("too many requests waiting for this deployment")
+	// ErrHoldTimeout: no capacity came within the hold timeout.
+	ErrHoldTimeout = errors.New("no capacity became available within the hold timeout")
+	// ErrGone: the deployment was deleted while the request waited.
+	ErrGone = errors.New("deployment was deleted")
+)
+
+// FailedError is returned to held and new requests while the deployment is
+// marked failed (crash loop, bad weights).
+type FailedError struct{ Reason string }
+
+func (e *FailedError) Error() string { return e.Reason }
+
+// DemandSink receives per-deployment demand whenever it changes, and wake-ups
+// when a request arrives that no ready instance can take. Implementations
+// must not block: Set is called with the pool's lock held.
+type DemandSink interface {
+	Set(deployID string, held, inflight int)
+	Wake(deployID string)
+}
+
+// endpoint is one ready instance and its concurrency slots.
+type endpoint struct {
+	id       string
+	addr     string
+	inflight int
+	removed  bool          // out of load balancing; kept until inflight is 0
+	drained  chan struct{} // closed when removed and inflight == 0
+}
+
+// waiter is one held request. ch receives the endpoint it may use (buffered
+// so the dispatcher never blocks).
+type waiter struct {
+	ch chan *endpoint
+	el *list.Element
+}
+
+// pool holds one deployment's endpoints and waiters.
+type pool struct {
+	id   string
+	sink DemandSink
+
+	// mu guards every field below.
+	mu        sync.Mutex
+	capacity  int // per endpoint: max_batch_size
+	endpoints map[string]*endpoint
+	waiters   list.List // of *waiter, FIFO
+	inflight  int
+	failed    *FailedError
+	gone      bool
+}
+
+func newPool(id string, sink DemandSink) *pool {
+	return &pool{id: id, sink: sink, capacity: 1, endpoints: map[string]*endpoint{}}
+}
+
+// acquire returns an endpoint with a free slot, holding the caller in FIFO
+// order until one frees, ctx is done, or hold expires. held tells whether the
+// request waited, and cold whether it arrived with no ready instance.
+func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (ep *endpoint, held, cold bool, err error) {
+	p.mu.Lock()
+	if p.gone {
+		p.mu.Unlock()
+		return nil, false, false, ErrGone
+	}
+	if p.failed != nil {
+		e := p.failed
+		p.mu.Unlock()
+		return nil, false, false, e
+	}
+	if p.waiters.Len() == 0 {
+		if ep := p.pickLocked(); ep != nil {
+			p.takeLocked(ep)
+			p.mu.Unlock()
+			return ep, false, false, nil
+		}
+	}
+	if p.waiters.Len() >= maxHeld {
+		p.mu.Unlock()
+		return nil, false, false, ErrQueueFull
+	}
+	cold = p.readyCountLocked() == 0
+	w := &waiter{ch: make(chan *endpoint, 1)}
+	w.el = p.waiters.PushBack(w)
+	p.reportLocked()
+	p.mu.Unlock()
+	p.sink.Wake(p.id)
+
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	select {
+	case ep := <-w.ch:
+		if ep == nil {
+			return nil, true, cold, p.closedErr()
+		}
+		return ep, true, cold, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = ErrHoldTimeout
+	}
+	// Leave the queue. The dispatcher may have handed us an endpoint at the
+	// same moment: give its slot back.
+	p.mu.Lock()
+	if w.el != nil {
+		p.waiters.Remove(w.el)
+		w.el = nil
+		p.reportLocked()
+		p.mu.Unlock()
+		return nil, true, cold, err
+	}
+	p.mu.Unlock()
+	if ep := <-w.ch; ep != nil {
+		p.release(ep)
+	}
+	return nil, true, cold, err
+}
+
+func (p *pool) closedErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed != nil {
+		return p.failed
+	}
+	return ErrGone
+}
+
+// release frees ep's slot and hands it to the next waiter.
+func (p *pool) release(ep *endpoint) {
+	p.mu.Lock()
+	ep.inflight--
+	p.inflight--
+	if ep.removed && ep.inflight == 0 {
+		close(ep.drained)
+		delete(p.endpoints, ep.id)
+	}
+	p.dispatchLocked()
+	p.reportLocked()
+	p.mu.Unlock()
+}
+
+// pickLocked returns the routable endpoint with the most free slots, or nil.
+func (p *pool) pickLocked() *endpoint {
+	var best *endpoint
+	for _, ep := range p.endpoints {
+		if ep.removed || ep.inflight >= p.capacity {
+			continue
+		}
+		if best == nil || ep.inflight < best.inflight {
+			best = ep
+		}
+	}
+	return best
+}
+
+func (p *pool) takeLocked(ep *endpoint) {
+	ep.inflight++
+	p.inflight++
+	p.reportLocked()
+}
+
+// dispatchLocked hands free slots to waiters in FIFO order.
+func (p *pool) dispatchLocked() {
+	for p.waiters.Len() > 0 {
+		ep := p.pickLocked()
+		if ep == nil {
+			return
+		}
+		w := p.waiters.Remove(p.waiters.Front()).(*waiter)
+		w.el = nil
+		ep.inflight++
+		p.inflight++
+		w.ch <- ep
+	}
+}
+
+func (p *pool) readyCountLocked() int {
+	n := 0
+	for _, ep := range p.endpoints {
+		if !ep.removed {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *pool) reportLocked() {
+	p.sink.Set(p.id, p.waiters.Len(), p.inflight)
+}
+
+// set replaces the routable endpoints (id -> addr) and per-endpoint capacity,
+// then releases waiters onto any new capacity at once.
+func (p *pool) set(capacity int, addrs map[string]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if capacity < 1 {
+		capacity = 1
+	}
+	p.capacity = capacity
+	for id, ep := range p.endpoints {
+		if _, ok := addrs[id]; ok || ep.removed {
+			continue
+		}
+		ep.removed = true
+		if ep.inflight == 0 {
+			close(ep.drained)
+			delete(p.endpoints, id)
+		}
+	}
+	for id, addr := range addrs {
+		if ep, ok := p.endpoints[id]; ok && !ep.removed {
+			continue
+		}
+		p.endpoints[id] = &endpoint{id: id, addr: addr, drained: make(chan struct{})}
+	}
+	if len(addrs) > 0 {
+		p.failed = nil
+	}
+	p.dispatchLocked()
+	p.reportLocked()
+}
+
+// drained returns a channel closed when instance id has no request in flight
+// and is out of load balancing (or unknown).
+func (p *pool) drainedCh(id string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ep, ok := p.endpoints[id]
+	if !ok {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return ep.drained
+}
+
+// fail rejects every held request and new ones with reason.
+func (p *pool) fail(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed = &FailedError{Reason: reason}
+	p.rejectAllLocked()
+}
+
+func (p *pool) recover() {
+	p.mu.Lock()
+	p.failed = nil
+	p.mu.Unlock()
+}
+
+// remove marks the pool gone and rejects its waiters.
+func (p *pool) remove() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gone = true
+	p.rejectAllLocked()
+	for id, ep := range p.endpoints {
+		if !ep.removed {
+			ep.removed = true
+			if ep.inflight == 0 {
+				close(ep.drained)
+				delete(p.endpoints, id)
+			}
+		}
+	}
+	p.sink.Set(p.id, 0, p.inflight)
+}
+
+func (p *pool) rejectAllLocked() {
+	for p.waiters.Len() > 0 {
+		w := p.waiters.Remove(p.waiters.Front()).(*waiter)
+		w.el = nil
+		w.ch <- nil
+	}
+	p.reportLocked()
+}
+
+// counts reports held and in-flight requests.
+func (p *pool) counts() (held, inflight int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiters.Len(), p.inflight
+}

@@ -1,0 +1,81 @@
+package sim
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Finish reasons, as reported in responses and in
+// vllm:request_success_total's finished_reason label.
+const finishLength = "length"
+
+// metrics are the vLLM metrics the simulator exports, on a registry of its
+// own so that several servers can live in one process (tests, thaw dev).
+type metrics struct {
+	registry         *prometheus.Registry
+	requestSuccess   *prometheus.CounterVec
+	promptTokens     prometheus.Counter
+	generationTokens prometheus.Counter
+}
+
+// newMetrics registers vLLM's gauges, read live from lim, and counters.
+func newMetrics(model string, lim *limiter) *metrics {
+	labels := prometheus.Labels{"model_name": model}
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requestSuccess: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "vllm:request_success_total",
+			Help:        "Count of successfully processed requests.",
+			ConstLabels: labels,
+		}, []string{"finished_reason"}),
+		promptTokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "vllm:prompt_tokens_total",
+			Help:        "Number of prefill tokens processed.",
+			ConstLabels: labels,
+		}),
+		generationTokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "vllm:generation_tokens_total",
+			Help:        "Number of generation tokens processed.",
+			ConstLabels: labels,
+		}),
+	}
+	running := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "vllm:num_requests_running",
+		Help:        "Number of requests in model execution batches.",
+		ConstLabels: labels,
+	}, func() float64 {
+		r, _ := lim.counts()
+		return float64(r)
+	})
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "vllm:num_requests_waiting",
+		Help:        "Number of requests waiting to be processed.",
+		ConstLabels: labels,
+	}, func() float64 {
+		_, w := lim.counts()
+		return float64(w)
+	})
+	usage := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "vllm:kv_cache_usage_perc",
+		Help:        "KV-cache usage. 1 means 100 percent usage.",
+		ConstLabels: labels,
+	}, func() float64 {
+		r, _ := lim.counts()
+		return float64(r) / float64(lim.max)
+	})
+	// Like vLLM, expose the success counter from the start, at zero.
+	m.requestSuccess.WithLabelValues("stop")
+	m.requestSuccess.WithLabelValues(finishLength)
+	// The collectors are fresh and their names distinct: registration
+	// cannot fail, so MustRegister cannot panic.
+	m.registry.MustRegister(m.requestSuccess, m.promptTokens, m.generationTokens,
+		running, waiting, usage)
+	return m
+}
+
+// handler serves the registry in the Prometheus text format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}

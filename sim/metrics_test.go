@@ -1,0 +1,174 @@
+package sim
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// scrape returns /metrics as series -> value, the series written as in the
+// exposition (`name{label="v"}`), and the # TYPE of each metric.
+func scrape(t *testing.T, url string) (series map[string]float64, types map[string]string) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics status = %d", resp.StatusCode)
+	}
+	series, types = map[string]float64{}, map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			name, typ, _ := strings.Cut(rest, " ")
+			types[name] = typ
+			continue
+		}
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		series[line[:i]] = v
+	}
+	return series, types
+}
+
+const (
+	running = `vllm:num_requests_running{model_name="m"}`
+	waiting = `vllm:num_requests_waiting{model_name="m"}`
+	kvUsage = `vllm:kv_cache_usage_perc{model_name="m"}`
+)
+
+// gauges returns the three scheduler gauges.
+func gauges(t *testing.T, url string) [3]float64 {
+	s, _ := scrape(t, url)
+	return [3]float64{s[running], s[waiting], s[kvUsage]}
+}
+
+// longRequest starts a chat request that would generate for minutes, and
+// returns a func that disconnects it and waits until its client returns.
+func longRequest(t *testing.T, url string, stream bool) (disconnect func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	body := `{"model":"m","max_tokens":4096,"stream":` + strconv.FormatBool(stream) +
+		`,"messages":[{"role":"user","content":"hi"}]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestMetricsShowQueueing(t *testing.T) {
+	_, url := startHandler(t, Config{MaxNumSeqs: 2, TokensPerSecond: 10})
+	_, types := scrape(t, url)
+	wantTypes := map[string]string{
+		"vllm:num_requests_running":    "gauge",
+		"vllm:num_requests_waiting":    "gauge",
+		"vllm:kv_cache_usage_perc":     "gauge",
+		"vllm:request_success_total":   "counter",
+		"vllm:prompt_tokens_total":     "counter",
+		"vllm:generation_tokens_total": "counter",
+	}
+	if diff := cmp.Diff(wantTypes, types); diff != "" {
+		t.Errorf("metric types (-want +got):\n%s", diff)
+	}
+	if got := gauges(t, url); got != [3]float64{0, 0, 0} {
+		t.Errorf("idle gauges (running, waiting, kv usage) = %v, want all 0", got)
+	}
+
+	var stops []func()
+	for i := range 5 {
+		stops = append(stops, longRequest(t, url, i%2 == 0))
+	}
+	want := [3]float64{2, 3, 1}
+	var got [3]float64
+	waitFor(t, "2 running and 3 waiting", func() bool { got = gauges(t, url); return got == want })
+
+	stops[0]()
+	want = [3]float64{2, 2, 1}
+	waitFor(t, "a waiter to take the freed slot", func() bool { got = gauges(t, url); return got == want })
+
+	for _, stop := range stops {
+		stop()
+	}
+	waitFor(t, "all slots free after disconnects", func() bool { got = gauges(t, url); return got == [3]float64{} })
+}
+
+func TestDisconnectFreesSlot(t *testing.T) {
+	_, url := startHandler(t, Config{MaxNumSeqs: 1, TokensPerSecond: 100})
+	stopRunning := longRequest(t, url, false)
+	waitFor(t, "one running", func() bool { return gauges(t, url) == [3]float64{1, 0, 1} })
+	stopWaiting := longRequest(t, url, true)
+	waitFor(t, "one waiting", func() bool { return gauges(t, url) == [3]float64{1, 1, 1} })
+
+	stopWaiting()
+	waitFor(t, "the waiter to leave the queue", func() bool { return gauges(t, url) == [3]float64{1, 0, 1} })
+	stopRunning()
+	waitFor(t, "the running request to free its slot", func() bool { return gauges(t, url) == [3]float64{0, 0, 0} })
+
+	// The freed slot serves the next request at once.
+	began := time.Now()
+	resp := post(t, url, "/v1/completions", `{"prompt":"a b c","max_tokens":2}`)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Errorf("request after disconnects took %v; the slot was not freed", d)
+	}
+}
+
+func TestMetricsCountTokens(t *testing.T) {
+	_, url := startHandler(t, Config{TokensPerSecond: 1000})
+	for _, body := range []string{
+		`{"messages":[{"role":"user","content":"one two three"}],"max_tokens":4}`,
+		`{"messages":[{"role":"user","content":"four"}],"max_tokens":2,"stream":true}`,
+	} {
+		resp := post(t, url, "/v1/chat/completions", body)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	series, _ := scrape(t, url)
+	got := map[string]float64{}
+	for _, name := range []string{
+		`vllm:request_success_total{finished_reason="length",model_name="m"}`,
+		`vllm:prompt_tokens_total{model_name="m"}`,
+		`vllm:generation_tokens_total{model_name="m"}`,
+	} {
+		got[name] = series[name]
+	}
+	want := map[string]float64{
+		`vllm:request_success_total{finished_reason="length",model_name="m"}`: 2,
+		`vllm:prompt_tokens_total{model_name="m"}`:                            4,
+		`vllm:generation_tokens_total{model_name="m"}`:                        6,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counters (-want +got):\n%s", diff)
+	}
+}

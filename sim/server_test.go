@@ -1,0 +1,232 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// startHandler serves a new Server's Handler on a loopback httptest server
+// and returns the Server and the base URL.
+func startHandler(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	if cfg.Model == "" {
+		cfg.Model = "m"
+	}
+	cfg.Logger = quiet
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return s, ts.URL
+}
+
+// waitFor polls cond until it holds, failing the test after 5 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"minimal", Config{Model: "m"}, false},
+		{"full", Config{Model: "m", Host: "127.0.0.1", Port: 8000, Startup: time.Second,
+			TokensPerSecond: 10, MaxNumSeqs: 4}, false},
+		{"no model", Config{Port: 8000}, true},
+		{"negative port", Config{Model: "m", Port: -1}, true},
+		{"port too big", Config{Model: "m", Port: 65536}, true},
+		{"negative startup", Config{Model: "m", Startup: -time.Second}, true},
+		{"negative rate", Config{Model: "m", TokensPerSecond: -1}, true},
+		{"negative max num seqs", Config{Model: "m", MaxNumSeqs: -1}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Errorf("New(%+v) error = %v, want error %v", tt.cfg, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestRunListensOnlyAfterStartup(t *testing.T) {
+	const startup = 300 * time.Millisecond
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s, err := New(Config{Model: "m", Port: port, Startup: startup, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("port open during startup; want it closed until the weights are loaded")
+	}
+	select {
+	case <-s.Ready():
+		t.Fatal("Ready closed during startup")
+	default:
+	}
+	if got := s.Addr(); got != "" {
+		t.Errorf("Addr() during startup = %q, want empty", got)
+	}
+
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server never became ready")
+	}
+	if waited := time.Since(began); waited < startup {
+		t.Errorf("ready after %v, want at least %v", waited, startup)
+	}
+	if got := s.Addr(); got != addr {
+		t.Errorf("Addr() = %q, want %q", got, addr)
+	}
+	resp, err := http.Get("http://" + addr + "/health")
+	if err != nil {
+		t.Fatalf("GET /health after startup: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /health status = %d, want 200", resp.StatusCode)
+	}
+
+	if err := s.Run(ctx); !errors.Is(err, ErrAlreadyRun) {
+		t.Errorf("second Run = %v, want ErrAlreadyRun", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("port still open after Run returned")
+	}
+}
+
+func TestRunCancelledDuringStartup(t *testing.T) {
+	s, err := New(Config{Model: "m", Startup: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run ignored cancellation during startup")
+	}
+	select {
+	case <-s.Ready():
+		t.Error("Ready closed although the server never listened")
+	default:
+	}
+}
+
+func TestRunPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := New(Config{Model: "m", Port: ln.Addr().(*net.TCPAddr).Port, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(t.Context()); err == nil {
+		t.Error("Run on a port in use = nil, want an error")
+	}
+}
+
+func TestHealthAndModels(t *testing.T) {
+	_, url := startHandler(t, Config{Model: "acme/llama-8b"})
+
+	resp, err := http.Get(url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(body) != 0 {
+		t.Errorf("GET /health = %d %q, want 200 with an empty body", resp.StatusCode, body)
+	}
+
+	resp, err = http.Get(url + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/models status = %d, want 200", resp.StatusCode)
+	}
+	var got map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	data := got["data"].([]any)
+	card := data[0].(map[string]any)
+	if created, _ := card["created"].(float64); created < float64(time.Now().Add(-time.Hour).Unix()) {
+		t.Errorf("created = %v, want a recent unix time", card["created"])
+	}
+	delete(card, "created")
+	want := map[string]any{
+		"object": "list",
+		"data": []any{map[string]any{
+			"id": "acme/llama-8b", "object": "model", "owned_by": "thaw-sim",
+			"root": "acme/llama-8b", "max_model_len": float64(4096),
+		}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GET /v1/models (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,331 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// httpClient is shared by all tests; it keeps enough idle connections for
+// the bursts and never retries.
+var httpClient = &http.Client{
+	Timeout: 90 * time.Second,
+	Transport: &http.Transport{
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     30 * time.Second,
+		DisableCompression:  true,
+	},
+}
+
+// response is what a user sees of one HTTP exchange.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) String() string {
+	b := r.Body
+	if len(b) > 2000 {
+		b = append(b[:2000:2000], "...(truncated)"...)
+	}
+	return fmt.Sprintf("HTTP %d %s", r.Status, b)
+}
+
+// decode unmarshals the body into v or fails the test with the response.
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %T: %v; response: %s", v, err, r)
+	}
+}
+
+// do sends one request. body may be nil, []byte or string (sent as is), or
+// any other value (sent as JSON). An empty token sends no Authorization.
+func (p *thawProc) do(t *testing.T, method, path, token string, body any) response {
+	t.Helper()
+	r, err := p.doCtx(context.Background(), method, path, token, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// doCtx is do with a context and the transport error returned.
+func (p *thawProc) doCtx(ctx context.Context, method, path, token string, body any) (response, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return response{}, err
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.Base+path, rd)
+	if err != nil {
+		return response{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("read body: %w", err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// apiError is OpenAI's error shape.
+type apiError struct {
+	Error *struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    any     `json:"code"`
+	} `json:"error"`
+}
+
+// checkError reports (with t.Errorf) unless r has one of the statuses and
+// OpenAI's error shape with a message and a type. When field is set, the
+// error must name it in error.param or in the message. It returns the
+// decoded error.param ("" if absent).
+func checkError(t *testing.T, what string, r response, statuses []int, field string) string {
+	t.Helper()
+	if r.Status >= 500 {
+		t.Errorf("%s: got a 5xx for bad input: %s", what, r)
+		return ""
+	}
+	if !slices.Contains(statuses, r.Status) {
+		t.Errorf("%s: status %d, want one of %v; response: %s", what, r.Status, statuses, r)
+	}
+	var e apiError
+	if err := json.Unmarshal(r.Body, &e); err != nil || e.Error == nil {
+		t.Errorf("%s: body is not {\"error\":{...}}: %s", what, r)
+		return ""
+	}
+	if e.Error.Message == "" || e.Error.Type == "" {
+		t.Errorf("%s: error needs a message and a type: %s", what, r)
+	}
+	param := ""
+	if e.Error.Param != nil {
+		param = *e.Error.Param
+	}
+	if field != "" && param != field && !strings.Contains(e.Error.Message, field) {
+		t.Errorf("%s: error does not name %q (param %q): %s", what, field, param, r)
+	}
+	return param
+}
+
+// deployObject is the deploy object as DeepInfra's API shows it, plus
+// desired and reason in instances.
+type deployObject struct {
+	DeployID   string `json:"deploy_id"`
+	ModelName  string `json:"model_name"`
+	Type       string `json:"type"`
+	Status     string `json:"status"`
+	FailReason string `json:"fail_reason"`
+	Instances  struct {
+		Running int    `json:"running"`
+		Pending int    `json:"pending"`
+		Desired int    `json:"desired"`
+		Reason  string `json:"reason"`
+	} `json:"instances"`
+	Config struct {
+		GPU          string `json:"gpu"`
+		NumGPUs      int    `json:"num_gpus"`
+		MaxBatchSize int    `json:"max_batch_size"`
+		Weights      struct {
+			Repo     string `json:"repo"`
+			Revision string `json:"revision"`
+		} `json:"weights"`
+	} `json:"config"`
+	Settings struct {
+		MinInstances int `json:"min_instances"`
+		MaxInstances int `json:"max_instances"`
+	} `json:"settings"`
+	CreatedAt string `json:"created_at"`
+}
+
+func (d deployObject) instancesString() string {
+	i := d.Instances
+	return fmt.Sprintf("running=%d pending=%d desired=%d reason=%q", i.Running, i.Pending, i.Desired, i.Reason)
+}
+
+// llmBody is a POST /deploy/llm body.
+func llmBody(name, gpu string, numGPUs, batch, minInst, maxInst int) map[string]any {
+	return map[string]any{
+		"model_name":     name,
+		"gpu":            gpu,
+		"num_gpus":       numGPUs,
+		"max_batch_size": batch,
+		"hf":             map[string]any{"repo": "meta-llama/Llama-2-7b-chat-hf"},
+		"settings":       map[string]any{"min_instances": minInst, "max_instances": maxInst},
+	}
+}
+
+// create posts body to /deploy/llm as token's user and returns the deploy
+// object, failing the test unless it was created.
+func (p *thawProc) create(t *testing.T, token string, body map[string]any) deployObject {
+	t.Helper()
+	r := p.do(t, http.MethodPost, "/deploy/llm", token, body)
+	if r.Status != http.StatusOK && r.Status != http.StatusCreated {
+		t.Fatalf("POST /deploy/llm %v: %s", body["model_name"], r)
+	}
+	var d deployObject
+	r.decode(t, &d)
+	if d.DeployID == "" || d.ModelName != body["model_name"] {
+		t.Fatalf("POST /deploy/llm: deploy object lacks deploy_id or model_name %q: %s", body["model_name"], r)
+	}
+	return d
+}
+
+// get returns GET /deploy/{id} as dev, failing the test unless 200.
+func (p *thawProc) get(t *testing.T, id string) deployObject {
+	t.Helper()
+	r := p.do(t, http.MethodGet, "/deploy/"+id, devToken, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /deploy/%s: %s", id, r)
+	}
+	var d deployObject
+	r.decode(t, &d)
+	return d
+}
+
+// list returns GET /deploy/list as token's user: a JSON array of deploy
+// objects, as DeepInfra returns it.
+func (p *thawProc) list(t *testing.T, token string) []deployObject {
+	t.Helper()
+	r := p.do(t, http.MethodGet, "/deploy/list", token, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /deploy/list: %s", r)
+	}
+	var ds []deployObject
+	r.decode(t, &ds)
+	return ds
+}
+
+// waitDeploy polls GET /deploy/{id} every 100ms until cond holds, failing
+// the test with the last object after timeout.
+func (p *thawProc) waitDeploy(t *testing.T, id string, timeout time.Duration, what string, cond func(deployObject) bool) deployObject {
+	t.Helper()
+	var last deployObject
+	ok := waitFor(timeout, 100*time.Millisecond, func() bool {
+		last = p.get(t, id)
+		return cond(last)
+	})
+	if !ok {
+		t.Fatalf("deployment %s: not %s within %v; last instances: %s (status %q)", id, what, timeout, last.instancesString(), last.Status)
+	}
+	return last
+}
+
+// chatBody is a chat completion request.
+func chatBody(model string, maxTokens int, stream bool) map[string]any {
+	return map[string]any{
+		"model":      model,
+		"messages":   []map[string]string{{"role": "user", "content": "Say hello to the tests"}},
+		"max_tokens": maxTokens,
+		"stream":     stream,
+	}
+}
+
+// chat sends a non-streaming chat completion as dev.
+func (p *thawProc) chat(t *testing.T, model string, maxTokens int) response {
+	t.Helper()
+	return p.do(t, http.MethodPost, "/v1/openai/chat/completions", devToken, chatBody(model, maxTokens, false))
+}
+
+// chatCompletion is the part of an OpenAI chat completion the tests check.
+type chatCompletion struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"message"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+		TotalTokens      int `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+// checkChat returns a description of what is wrong with r as a chat
+// completion answer for maxTokens, or "" if it is a valid one.
+func checkChat(r response, maxTokens int) string {
+	if r.Status != http.StatusOK {
+		return "not 200: " + r.String()
+	}
+	var c chatCompletion
+	if err := json.Unmarshal(r.Body, &c); err != nil {
+		return fmt.Sprintf("body is not JSON (%v): %s", err, r)
+	}
+	switch {
+	case c.Object != "chat.completion":
+		return "object is not chat.completion: " + r.String()
+	case len(c.Choices) == 0 || c.Choices[0].Message.Content == "":
+		return "no choice with content: " + r.String()
+	case c.Choices[0].Message.Role != "assistant":
+		return "message role is not assistant: " + r.String()
+	case c.Usage == nil:
+		return "no usage: " + r.String()
+	case c.Usage.PromptTokens <= 0 || c.Usage.CompletionTokens <= 0 ||
+		c.Usage.CompletionTokens > maxTokens ||
+		c.Usage.TotalTokens != c.Usage.PromptTokens+c.Usage.CompletionTokens:
+		return fmt.Sprintf("usage is wrong for max_tokens %d: %s", maxTokens, r)
+	}
+	return ""
+}
+
+// coldStartHeader is the response header that tells how long a request
+// waited for a cold start.
+const coldStartHeader = "X-Thaw-Cold-Start"
+
+// parseColdStart parses the cold-start header: a Go duration ("512ms") or
+// a number of seconds ("0.512").
+func parseColdStart(v string) (time.Duration, bool) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return d, true
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		return time.Duration(f * float64(time.Second)), true
+	}
+	return 0, false
+}
+
+// uniqueName is a model name unique to this test run, so simulator
+// processes can be told apart by their command line.
+func uniqueName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "e2e-" + prefix + "-" + hex.EncodeToString(b)
+}

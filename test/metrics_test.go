@@ -1,0 +1,191 @@
+package test
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// metricLine is one sample of the Prometheus text format.
+type metricLine struct {
+	Name   string
+	Labels string // the raw {...} part
+	Value  float64
+	Raw    string
+}
+
+// scrape returns the samples of GET /metrics.
+func (p *thawProc) scrape(t *testing.T) []metricLine {
+	t.Helper()
+	r := p.do(t, http.MethodGet, "/metrics", devToken, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", r)
+	}
+	var out []metricLine
+	for line := range strings.SplitSeq(string(r.Body), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var m metricLine
+		m.Raw = line
+		rest := line
+		if i := strings.IndexByte(line, '{'); i >= 0 {
+			j := strings.LastIndexByte(line, '}')
+			if j < i {
+				continue
+			}
+			m.Name, m.Labels, rest = line[:i], line[i:j+1], line[j+1:]
+		} else {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			m.Name, rest = f[0], strings.Join(f[1:], " ")
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		m.Value = v
+		out = append(out, m)
+	}
+	return out
+}
+
+// findMetrics returns the samples whose name contains every one of nameParts and
+// whose labels mention one of keys (a deploy id or model name).
+func findMetrics(ms []metricLine, keys []string, nameParts ...string) []metricLine {
+	var out []metricLine
+	for _, m := range ms {
+		ok := true
+		for _, part := range nameParts {
+			if !strings.Contains(m.Name, part) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		for _, k := range keys {
+			if strings.Contains(m.Labels, k) {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// isGaugeName reports whether a sample name is not a histogram or counter
+// series (those end in _bucket, _sum, _count, _total or _created).
+func isGaugeName(name string) bool {
+	for _, suf := range []string{"_bucket", "_sum", "_count", "_total", "_created"} {
+		if strings.HasSuffix(name, suf) {
+			return false
+		}
+	}
+	return true
+}
+
+// heldGauge sums the gauge samples with "held" in their name for a
+// deployment; ok is false when there is no such sample.
+func heldGauge(ms []metricLine, keys []string) (float64, bool) {
+	sum, found := 0.0, false
+	for _, m := range findMetrics(ms, keys, "held") {
+		if isGaugeName(m.Name) {
+			sum += m.Value
+			found = true
+		}
+	}
+	return sum, found
+}
+
+func rawLines(ms []metricLine) string {
+	var b strings.Builder
+	for _, m := range ms {
+		b.WriteString(m.Raw)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// TestMetrics: after a cold start, /metrics has, per deployment, a
+// cold-start duration histogram, instance counts by state, held requests and
+// in-flight requests.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	p := startThaw(t, thawOpts{})
+	name := uniqueName("metrics")
+	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	if msg := checkChat(p.chat(t, "dev/"+name, 4), 4); msg != "" {
+		t.Fatalf("cold request: %s", msg)
+	}
+	keys := []string{d.DeployID, name}
+	ms := p.scrape(t)
+
+	var count float64
+	cold := findMetrics(ms, keys, "cold_start")
+	buckets := 0
+	for _, m := range cold {
+		if strings.HasSuffix(m.Name, "_count") {
+			count += m.Value
+		}
+		if strings.HasSuffix(m.Name, "_bucket") {
+			buckets++
+		}
+	}
+	if count < 1 || buckets == 0 {
+		t.Errorf("no cold-start histogram (name containing cold_start, with _bucket and _count >= 1) for %s; cold_start samples:\n%s", name, rawLines(cold))
+	}
+
+	inst := findMetrics(ms, keys, "instances")
+	running := 0.0
+	for _, m := range inst {
+		if strings.Contains(m.Labels, "running") || strings.Contains(m.Name, "running") {
+			running += m.Value
+		}
+	}
+	if running < 1 {
+		t.Errorf("no running instance counted for %s in samples named *instances*:\n%s", name, rawLines(inst))
+	}
+
+	if _, ok := heldGauge(ms, keys); !ok {
+		t.Errorf("no held-requests gauge for %s; samples with held:\n%s", name, rawLines(findMetrics(ms, []string{""}, "held")))
+	}
+	if len(findMetrics(ms, keys, "flight")) == 0 {
+		t.Errorf("no in-flight sample for %s; samples with flight:\n%s", name, rawLines(findMetrics(ms, []string{""}, "flight")))
+	}
+}
+
+// TestNativeInference: POST /v1/inference/<owner>/<model> with DeepInfra's
+// native body answers with generated text and token counts.
+func TestNativeInference(t *testing.T) {
+	t.Parallel()
+	p := startThaw(t, thawOpts{})
+	name := uniqueName("native")
+	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	r := p.do(t, http.MethodPost, "/v1/inference/dev/"+name, devToken, map[string]any{"input": "hello", "max_new_tokens": 8})
+	if r.Status != http.StatusOK {
+		t.Fatalf("native inference: %s", r)
+	}
+	var out struct {
+		Results []struct {
+			GeneratedText string `json:"generated_text"`
+		} `json:"results"`
+		NumTokens      int `json:"num_tokens"`
+		NumInputTokens int `json:"num_input_tokens"`
+	}
+	r.decode(t, &out)
+	if len(out.Results) == 0 || out.Results[0].GeneratedText == "" {
+		t.Errorf("native inference: no results[0].generated_text: %s", r)
+	}
+	if out.NumTokens <= 0 || out.NumInputTokens <= 0 {
+		t.Errorf("native inference: num_tokens %d, num_input_tokens %d, want both > 0: %s", out.NumTokens, out.NumInputTokens, r)
+	}
+}
