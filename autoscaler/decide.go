@@ -214,8 +214,12 @@ func Decide(cfg Config, st State, in Input) (Decision, State) {
 		reason = fmt.Sprintf("%s: %s %d x %s", label, requestsNeed(panicMax), up, num(per))
 	} else {
 		target, why := stableTarget(cfg, st, now, stableMax, per, in.Spec.Min)
+		idle := now.Sub(st.lastDemand) >= cfg.IdleTimeout
 		switch {
-		case target >= base:
+		case target >= base, idle:
+			// Idle: IdleTimeout without any demand is itself the evidence;
+			// the stable window and scale-down delay guard against
+			// shrinking under traffic, and there is none.
 			d, reason = target, why
 		case st.panicking:
 			d = base

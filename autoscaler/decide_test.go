@@ -34,6 +34,15 @@ func TestDecide(t *testing.T) {
 			{at: 1 * time.Second, current: 0, demand: 1, want: Decision{1, "wake: 1 request needs 1 x 8"}},
 		},
 	}, {
+		name: "an idle timeout shorter than the stable window still scales to zero on time",
+		cfg:  Config{IdleTimeout: 2 * time.Second},
+		spec: batch8,
+		steps: []step{
+			{at: 0, current: 0, demand: 3, want: Decision{1, "wake: 3 requests need 1 x 8"}},
+			{at: 1 * time.Second, current: 1, demand: 0, want: Decision{1, "stable: max 3 requests need 1 x 8 over 1m0s"}},
+			{at: 3 * time.Second, current: 1, demand: 0, want: Decision{0, "idle 2s: scale to min 0"}},
+		},
+	}, {
 		name: "woken before the demand source counted the request",
 		spec: batch8,
 		steps: []step{

@@ -188,7 +188,7 @@ func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 
 // Counts is a deployment's instances by state, for metrics.
 type Counts struct {
-	DeployID, Model                     string
+	DeployID, Model                    string
 	Ready, Starting, Pending, Draining int
 }
 

@@ -8,7 +8,7 @@ import (
 )
 
 // RegisterMetrics adds the gauge thaw.instances{deploy_id, model, state}
-// (state: ready, starting, pending, draining) to mp.
+// (state: running, starting, pending, draining) to mp.
 func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) error {
 	m := mp.Meter("github.com/thawhq/thaw/fleet")
 	g, err := m.Int64ObservableGauge("thaw.instances", metric.WithDescription("Instances per deployment by state."))
@@ -17,7 +17,7 @@ func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) error {
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for _, c := range f.Counts() {
-			for state, n := range map[string]int{"ready": c.Ready, "starting": c.Starting, "pending": c.Pending, "draining": c.Draining} {
+			for state, n := range map[string]int{"running": c.Ready, "starting": c.Starting, "pending": c.Pending, "draining": c.Draining} {
 				o.ObserveInt64(g, int64(n), metric.WithAttributes(
 					attribute.String("deploy_id", c.DeployID), attribute.String("model", c.Model), attribute.String("state", state)))
 			}

@@ -75,7 +75,8 @@ func TestHelperProcess(t *testing.T) {
 // helperCommand is a Config.Command running TestHelperProcess.
 func helperCommand(spec fleet.Spec, port int) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "--", spec.Model, fmt.Sprint(port))
-	cmd.Env = append(os.Environ(), "LOCALRT_HELPER=1", "WANT_TOKEN=hf_secret_123")
+	// GORACE: a -race binary otherwise sleeps 1s before it exits.
+	cmd.Env = append(os.Environ(), "LOCALRT_HELPER=1", "WANT_TOKEN=hf_secret_123", "GORACE=atexit_sleep_ms=0")
 	return cmd
 }
 

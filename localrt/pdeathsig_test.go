@@ -51,7 +51,7 @@ func TestHelperRuntime(t *testing.T) {
 
 func TestChildDiesWithParent(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRuntime$")
-	cmd.Env = append(os.Environ(), "LOCALRT_HELPER_RUNTIME=1")
+	cmd.Env = append(os.Environ(), "LOCALRT_HELPER_RUNTIME=1", "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -116,9 +116,9 @@ type Runtime struct {
 	toSpawn []*instance          // placed instances waiting for the spawner
 	used    map[string]int       // GPUs reserved, by type
 	ports   map[int]bool         // ports given to live instances
-	seq     uint64
-	started bool // Run was called
-	closing bool // Run is shutting down: no more starts
+	seq     uint64               // Starts so far, numbering the IDs
+	started bool                 // Run was called
+	closing bool                 // Run is shutting down: no more starts
 }
 
 var _ fleet.Runtime = (*Runtime)(nil)
@@ -130,6 +130,9 @@ func New(cfg Config) (*Runtime, error) {
 		if n < 0 {
 			return nil, fmt.Errorf("localrt: inventory: %d %s GPUs", n, gpu)
 		}
+	}
+	if cfg.TokensPerSecond < 0 {
+		return nil, fmt.Errorf("localrt: %v tokens per second", cfg.TokensPerSecond)
 	}
 	switch {
 	case cfg.Startup == 0:

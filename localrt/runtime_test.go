@@ -177,8 +177,9 @@ func TestRunCancelStopsAll(t *testing.T) {
 	for _, model := range []string{"listen", "ignore-term", "listen"} {
 		ids = append(ids, h.startInst(fleet.Spec{Model: model, GPU: "A100-80GB", NumGPUs: 1}))
 	}
-	h.waitFor(ids[0], fleet.PhaseRunning)
-	h.waitFor(ids[1], fleet.PhaseRunning)
+	// Listening: the second one now ignores SIGTERM and needs SIGKILL.
+	dial(t, h.waitFor(ids[0], fleet.PhaseRunning).Addr)
+	dial(t, h.waitFor(ids[1], fleet.PhaseRunning).Addr)
 	h.waitFor(ids[2], fleet.PhasePending)
 	pids := []int{h.pid(ids[0]), h.pid(ids[1])}
 	recs, err := readState(dir + "/" + stateFileName)
@@ -186,7 +187,11 @@ func TestRunCancelStopsAll(t *testing.T) {
 		t.Errorf("state file: %d records, err %v; want 2", len(recs), err)
 	}
 
+	begin := time.Now()
 	h.stop()
+	if took := time.Since(begin); took < 500*time.Millisecond {
+		t.Errorf("Run returned %v after cancel, want >= StopGrace (a child ignores SIGTERM)", took)
+	}
 	for _, pid := range pids {
 		if alive(pid) {
 			t.Errorf("process %d still runs after Run returned", pid)

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -122,7 +123,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, call fun
 			return
 		}
 		if cold && try == 1 {
-			p.cold.Record(ctx, waited.Seconds())
+			p.cold.Record(ctx, waited.Seconds(), metric.WithAttributes(attribute.String("deploy_id", t.DeployID), attribute.String("model", t.Model)))
 		}
 		if held {
 			w.Header().Set(ColdStartHeader, waited.Round(time.Millisecond).String())

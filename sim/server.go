@@ -14,9 +14,12 @@ import (
 
 // Defaults and limits of Config and of requests.
 const (
-	DefaultHost            = "127.0.0.1"
+	// DefaultHost is Config.Host's default: loopback only.
+	DefaultHost = "127.0.0.1"
+	// DefaultTokensPerSecond is Config.TokensPerSecond's default.
 	DefaultTokensPerSecond = 50.0
-	DefaultMaxNumSeqs      = 256
+	// DefaultMaxNumSeqs is Config.MaxNumSeqs's default, vLLM's own.
+	DefaultMaxNumSeqs = 256
 
 	// MaxModelLen is the context length the simulator advertises in
 	// /v1/models; max_tokens is capped at it.

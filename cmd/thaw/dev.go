@@ -204,8 +204,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	simStartup := cfg.simStartup
+	if simStartup == 0 {
+		simStartup = -1 // localrt: negative means none, zero means default
+	}
 	rt, err := localrt.New(localrt.Config{
-		Inventory: cfg.gpus, Startup: cfg.simStartup, TokensPerSecond: cfg.simTPS,
+		Inventory: cfg.gpus, Startup: simStartup, TokensPerSecond: cfg.simTPS,
 		StateDir: cfg.dataDir, Logger: log,
 	})
 	if err != nil {

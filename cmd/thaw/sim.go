@@ -30,9 +30,9 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	startup := fs.Duration("startup", 3*time.Second,
 		"how long to wait before listening, standing in for loading the weights")
 	rate := fs.Float64("tokens-per-second", sim.DefaultTokensPerSecond,
-		"generation speed of each request, in tokens per second (`rate`)")
+		"generation speed of each request: `rate` tokens per second")
 	maxNumSeqs := fs.Int("max-num-seqs", sim.DefaultMaxNumSeqs,
-		"how many requests generate at once (`n`), as vLLM's --max-num-seqs; later ones wait in FIFO order")
+		"at most `n` requests generate at once, as vLLM's --max-num-seqs; later ones wait in FIFO order")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

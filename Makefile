@@ -1,0 +1,43 @@
+SHELL := /bin/bash
+# thaw's two commands for users: `make run` and `make test`.
+# Everything they need is installed by `make deps` (idempotent, cached).
+
+GO       ?= go
+BIN      := $(CURDIR)/bin
+THAW     := $(BIN)/thaw
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test$$')
+# Flags for `make run`, e.g. make run ARGS="--sim-startup 10s".
+ARGS     ?=
+
+.PHONY: all build run test unit e2e vet deps bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(THAW) ./cmd/thaw
+
+## run: build and start `thaw dev` on 127.0.0.1:8080 (prints the API token).
+run: build
+	$(THAW) dev $(ARGS)
+
+## deps: install what the tests need (Redis, ...) into the system and ./bin.
+deps:
+	bash scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+## unit: unit tests with the race detector.
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+## e2e: end-to-end tests that start the real `thaw dev` (and real Redis).
+e2e: build
+	$(GO) test -count=1 -timeout 20m -v ./test/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+## test: everything CI runs.
+test: deps vet unit e2e
+
+clean:
+	rm -rf $(BIN)/thaw $(BIN)/e2e.log
