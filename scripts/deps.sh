@@ -133,8 +133,12 @@ prepare_nomad_src() {
 build_nomad() {
 	local ver=$1 src
 	src=$(prepare_nomad_src "$ver") || return 1
-	log "nomad: building $ver (about 4 minutes on 2 cores, seconds when cached)..."
-	(cd "$src" && go build -trimpath -o "$BIN/nomad.tmp" .) || return 1
+	local buildlog="$CACHE/nomad-build-$ver.log"
+	log "nomad: building $ver (about 4 minutes on 2 cores, seconds when cached; log: $buildlog)..."
+	if ! (cd "$src" && go build -trimpath -o "$BIN/nomad.tmp" .) >"$buildlog" 2>&1; then
+		grep -v '^go: downloading' "$buildlog" | tail -20 >&2
+		return 1
+	fi
 	mv "$BIN/nomad.tmp" "$BIN/nomad"
 	nomad_version_ok "$ver"
 }
@@ -175,11 +179,13 @@ else
 	rm -rf "$work"
 	mkdir -p "$work"
 	cp -r "$fakegpu_src"/. "$work"/
-	(cd "$work" &&
+	if ! (cd "$work" &&
 		go mod edit -replace "github.com/hashicorp/nomad=$nomad_src" \
 			-replace "github.com/hashicorp/nomad/api=github.com/hashicorp/nomad/api@$NOMAD_API_VERSION" &&
-		go build -trimpath -o "$BIN/plugins/thaw-fakegpu.tmp" ./cmd/thaw-fakegpu) ||
-		die "building thaw-fakegpu failed"
+		go build -trimpath -o "$BIN/plugins/thaw-fakegpu.tmp" ./cmd/thaw-fakegpu) >"$CACHE/fakegpu-build.log" 2>&1; then
+		grep -v '^go: downloading' "$CACHE/fakegpu-build.log" | tail -20 >&2
+		die "building thaw-fakegpu failed (log: $CACHE/fakegpu-build.log)"
+	fi
 	mv "$BIN/plugins/thaw-fakegpu.tmp" "$BIN/plugins/thaw-fakegpu"
 	echo "$want_stamp" >"$stamp"
 	log "thaw-fakegpu: built against nomad $nomad_built into bin/plugins/thaw-fakegpu"
