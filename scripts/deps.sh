@@ -9,17 +9,19 @@
 # Called by `make deps`. Each step prints one line. Reruns take seconds.
 #
 # Environment:
-#   NOMAD_VERSION      pinned Nomad version (default v1.10.5; v1.10.0 is the
-#                      known-good fallback used when the pinned one fails)
+#   NOMAD_VERSION      pinned Nomad version (default v1.10.5)
+#   NOMAD_FALLBACK_VERSION  built when the pinned one fails (default v1.10.0,
+#                      known to work)
 #   NOMAD_API_VERSION  pseudo-version of github.com/hashicorp/nomad/api the
 #                      build uses (the module zip lacks the nested api/ module)
 #   THAW_CACHE_DIR     build cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/thaw)
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/bin"
 NOMAD_VERSION=${NOMAD_VERSION:-v1.10.5}
-NOMAD_FALLBACK_VERSION=v1.10.0
+NOMAD_FALLBACK_VERSION=${NOMAD_FALLBACK_VERSION:-v1.10.0}
 # The same pseudo-version thaw's own go.mod uses, so it is already in the
 # module cache on any machine that built thaw.
 NOMAD_API_VERSION=${NOMAD_API_VERSION:-v0.0.0-20261016150620-df630b26e78a}
@@ -119,12 +121,12 @@ prepare_nomad_src() {
 	if [ ! -f "$src/.thaw-prepared" ]; then
 		dir=$(module_dir "github.com/hashicorp/nomad@$ver") || return 1
 		rm -rf "$src" "$src.tmp"
-		cp -r "$dir" "$src.tmp"
-		chmod -R u+w "$src.tmp"
+		cp -r "$dir" "$src.tmp" || return 1
+		chmod -R u+w "$src.tmp" || return 1
 		(cd "$src.tmp" &&
 			go mod edit -replace "github.com/hashicorp/nomad/api=github.com/hashicorp/nomad/api@$NOMAD_API_VERSION") || return 1
-		echo "$NOMAD_API_VERSION" >"$src.tmp/.thaw-prepared"
-		mv "$src.tmp" "$src"
+		echo "$NOMAD_API_VERSION" >"$src.tmp/.thaw-prepared" || return 1
+		mv "$src.tmp" "$src" || return 1
 	fi
 	printf '%s\n' "$src"
 }
@@ -139,7 +141,7 @@ build_nomad() {
 		grep -v '^go: downloading' "$buildlog" | tail -20 >&2
 		return 1
 	fi
-	mv "$BIN/nomad.tmp" "$BIN/nomad"
+	mv "$BIN/nomad.tmp" "$BIN/nomad" || return 1
 	nomad_version_ok "$ver"
 }
 
@@ -170,7 +172,8 @@ fi
 fakegpu_src="$ROOT/nomad/fakegpu"
 nomad_src=$(prepare_nomad_src "$nomad_built")
 stamp="$CACHE/fakegpu.stamp"
-want_stamp="$nomad_built $(cd "$fakegpu_src" && cat go.mod go.sum ./*.go ./cmd/thaw-fakegpu/*.go 2>/dev/null | cksum)"
+want_stamp="$nomad_built $(cd "$fakegpu_src" &&
+	find . -name '*.go' ! -name '*_test.go' -o -name 'go.*' | LC_ALL=C sort | xargs cat | cksum)"
 if [ -x "$BIN/plugins/thaw-fakegpu" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
 	log "thaw-fakegpu: already there (bin/plugins/thaw-fakegpu)"
 else

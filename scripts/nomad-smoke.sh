@@ -23,6 +23,7 @@ NOMAD="$ROOT/bin/nomad"
 PORT=${NOMAD_SMOKE_PORT:-4646}
 TIMEOUT=${NOMAD_SMOKE_TIMEOUT:-60}
 export NOMAD_ADDR="http://127.0.0.1:$PORT"
+export NOMAD_CLI_SHOW_HINTS=0 # no "View this job in the Web UI" lines
 H100="NVIDIA H100 80GB HBM3"
 A100="NVIDIA A100-SXM4-80GB"
 
@@ -165,7 +166,7 @@ job "smoke-gpu" {
   }
 }
 EOF
-"$NOMAD" job run -detach "$TMP/gpu.nomad.hcl" >/dev/null
+out=$("$NOMAD" job run -detach "$TMP/gpu.nomad.hcl" 2>&1) || die "nomad job run: $out"
 say "registered smoke-gpu: 3 x 2 \"$H100\" on 4 of them"
 
 wait_for /v1/job/smoke-gpu/allocations '[.[] | select(.ClientStatus == "running")] | length == 2' \
@@ -199,7 +200,8 @@ esac
 say "scale status: $(api /v1/job/smoke-gpu/scale |
 	jq -c '.TaskGroups.gpu | {Desired, Placed, Running, Healthy, Unhealthy}')"
 say "what Nomad said (FailedTGAllocs of the evaluation):"
-api /v1/job/smoke-gpu/evaluations | jq '[.[] | select(.FailedTGAllocs.gpu != null)][0] |
+# The registration's evaluation (the first one); it spawned the blocked one.
+api /v1/job/smoke-gpu/evaluations | jq '[.[] | select(.FailedTGAllocs.gpu != null)] | sort_by(.CreateIndex)[0] |
 	{EvalID: .ID, Status, BlockedEval, QueuedAllocations, FailedTGAllocs: .FailedTGAllocs.gpu |
 	{NodesEvaluated, NodesFiltered, NodesExhausted, ClassExhausted, DimensionExhausted,
 	 ConstraintFiltered, CoalescedFailures}}'
@@ -207,7 +209,7 @@ metrics=$(api /v1/job/smoke-gpu/evaluations | jq -c '[.[] | select(.FailedTGAllo
 [ "$(jq -r '.NodesExhausted' <<<"$metrics")" = 1 ] || die "NodesExhausted != 1: $metrics"
 jq -e '.DimensionExhausted | keys | any(startswith("devices"))' <<<"$metrics" >/dev/null ||
 	die "no devices dimension exhausted: $metrics"
-"$NOMAD" job status smoke-gpu | sed -n '/Placement Failure/,/^$/p' | sed 's/^/smoke:   /'
+"$NOMAD" job status smoke-gpu 2>/dev/null | sed -n '/Placement Failure/,/^$/p' | sed 's/^/smoke:   /'
 say "OK: placement failure reported"
 
 # --------------------------------------------- 2: Nomad Variable token ----

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // metricLine is one sample of the Prometheus text format.
@@ -127,8 +128,22 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("cold request: %s", msg)
 	}
 	keys := []string{d.DeployID, name}
-	ms := p.scrape(t)
 
+	// The samples may be recorded just after the answer: allow 2s.
+	var problems []string
+	waitFor(2*time.Second, 100*time.Millisecond, func() bool {
+		problems = metricProblems(p.scrape(t), keys)
+		return len(problems) == 0
+	})
+	for _, pr := range problems {
+		t.Errorf("%s: %s", name, pr)
+	}
+}
+
+// metricProblems lists what a deployment that just cold-started lacks in
+// /metrics.
+func metricProblems(ms []metricLine, keys []string) []string {
+	var problems []string
 	var count float64
 	cold := findMetrics(ms, keys, "cold_start")
 	buckets := 0
@@ -141,26 +156,29 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	if count < 1 || buckets == 0 {
-		t.Errorf("no cold-start histogram (name containing cold_start, with _bucket and _count >= 1) for %s; cold_start samples:\n%s", name, rawLines(cold))
+		problems = append(problems, "no cold-start histogram (name containing cold_start, with _bucket and _count >= 1); cold_start samples:\n"+rawLines(cold))
 	}
 
 	inst := findMetrics(ms, keys, "instances")
-	running := 0.0
+	serving := 0.0
 	for _, m := range inst {
-		if strings.Contains(m.Labels, "running") || strings.Contains(m.Name, "running") {
-			running += m.Value
+		for _, state := range []string{"running", "ready"} {
+			if strings.Contains(m.Labels, `"`+state+`"`) || strings.Contains(m.Name, state) {
+				serving += m.Value
+			}
 		}
 	}
-	if running < 1 {
-		t.Errorf("no running instance counted for %s in samples named *instances*:\n%s", name, rawLines(inst))
+	if serving < 1 {
+		problems = append(problems, "no running (or ready) instance counted in samples named *instances*:\n"+rawLines(inst))
 	}
 
 	if _, ok := heldGauge(ms, keys); !ok {
-		t.Errorf("no held-requests gauge for %s; samples with held:\n%s", name, rawLines(findMetrics(ms, []string{""}, "held")))
+		problems = append(problems, "no held-requests gauge; samples with held:\n"+rawLines(findMetrics(ms, []string{""}, "held")))
 	}
 	if len(findMetrics(ms, keys, "flight")) == 0 {
-		t.Errorf("no in-flight sample for %s; samples with flight:\n%s", name, rawLines(findMetrics(ms, []string{""}, "flight")))
+		problems = append(problems, "no in-flight sample; samples with flight:\n"+rawLines(findMetrics(ms, []string{""}, "flight")))
 	}
+	return problems
 }
 
 // TestNativeInference: POST /v1/inference/<owner>/<model> with DeepInfra's

@@ -93,6 +93,7 @@ func TestKill9LeavesNoOrphans(t *testing.T) {
 	if len(sims) == 0 {
 		t.Fatalf("no simulator process found under thaw while instances run")
 	}
+	t.Logf("killing thaw with %d simulator(s) running: %v", len(sims), sims)
 	p1.kill9()
 
 	p2 := startThaw(t, thawOpts{DataDir: dir})

@@ -224,7 +224,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	loop, err := autoscaler.NewLoop(autoscaler.LoopConfig{
 		Decide: autoscaler.Config{IdleTimeout: cfg.idleTimeout},
-		Fleet:  scaleTargets{fl, cfg.gpuQuota},
+		Fleet:  scaleTargets{fl},
 		Demand: demand.Reader{Redis: rdb},
 		Logger: log,
 	})

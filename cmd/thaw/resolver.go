@@ -40,20 +40,17 @@ func (r resolver) Models(user string) []proxy.Model {
 	return out
 }
 
-// scaleTargets adapts the fleet to the autoscaler's view.
-type scaleTargets struct {
-	*fleet.Fleet
-	quota int
-}
+// scaleTargets adapts the fleet to the autoscaler's view. The GPU quota is
+// not passed as the decision's QuotaMax: the quota is per user, across
+// deployments, so the fleet enforces it and reports the instances it holds
+// back in instances.reason; desired stays what the load needs.
+type scaleTargets struct{ *fleet.Fleet }
 
 func (s scaleTargets) Targets() []autoscaler.Target {
 	ts := s.Fleet.Targets()
 	out := make([]autoscaler.Target, 0, len(ts))
 	for _, t := range ts {
 		spec := autoscaler.Spec{Min: t.Min, Max: t.Max, BatchSize: t.MaxBatchSize}
-		if s.quota > 0 && t.NumGPUs > 0 {
-			spec.QuotaMax = max(s.quota/t.NumGPUs, 1)
-		}
 		out = append(out, autoscaler.Target{ID: t.ID, Spec: spec, Current: t.Current})
 	}
 	return out

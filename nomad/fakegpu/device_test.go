@@ -20,14 +20,13 @@ import (
 // built binary, and returns the agent-side client.
 func dispense(t *testing.T, p *Plugin) device.DevicePlugin {
 	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, true, map[string]plugin.Plugin{
+	client, _ := plugin.TestPluginGRPCConn(t, true, map[string]plugin.Plugin{
 		base.PluginTypeBase:   &base.PluginBase{Impl: p},
 		base.PluginTypeDevice: &device.PluginDevice{Impl: p},
 	})
-	t.Cleanup(func() {
-		client.Close()
-		server.Stop()
-	})
+	// Close asks the server to shut down over the connection, which stops
+	// it; calling server.Stop as well races inside go-plugin.
+	t.Cleanup(func() { client.Close() })
 	raw, err := client.Dispense(base.PluginTypeDevice)
 	if err != nil {
 		t.Fatalf("dispense: %v", err)

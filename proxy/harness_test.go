@@ -1,0 +1,268 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/auth"
+)
+
+// fakeResolver resolves "<user> <model>" keys to targets.
+type fakeResolver struct {
+	mu      sync.Mutex // mu guards targets and models.
+	targets map[string]Target
+	models  map[string][]Model
+}
+
+func (r *fakeResolver) Resolve(user, model string) (Target, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.targets[user+" "+model]
+	if !ok {
+		return Target{}, fmt.Errorf("%w: %s", ErrUnknownModel, model)
+	}
+	return t, nil
+}
+
+func (r *fakeResolver) Models(user string) []Model {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.models[user]
+}
+
+// fakeSink records the demand the proxy reports.
+type fakeSink struct {
+	mu    sync.Mutex // mu guards last and wakes.
+	last  map[string][2]int
+	wakes []string
+}
+
+func (s *fakeSink) Set(id string, held, inflight int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last[id] = [2]int{held, inflight}
+}
+
+func (s *fakeSink) Wake(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wakes = append(s.wakes, id)
+}
+
+func (s *fakeSink) get(id string) [2]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last[id]
+}
+
+func (s *fakeSink) woken(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, w := range s.wakes {
+		if w == id {
+			n++
+		}
+	}
+	return n
+}
+
+// seen is one request a fake model server received.
+type seen struct {
+	Path  string
+	Auth  string
+	Model string
+	Body  map[string]any
+}
+
+// upstream is a fake model server. handle, when set, answers instead of the
+// default completion.
+type upstream struct {
+	srv    *httptest.Server
+	mu     sync.Mutex // mu guards reqs.
+	reqs   []seen
+	handle func(w http.ResponseWriter, r *http.Request, body map[string]any)
+}
+
+func newUpstream(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, body map[string]any)) *upstream {
+	t.Helper()
+	u := &upstream{handle: handle}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		b, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(b, &body)
+		model, _ := body["model"].(string)
+		u.mu.Lock()
+		u.reqs = append(u.reqs, seen{Path: r.URL.Path, Auth: r.Header.Get("Authorization"), Model: model, Body: body})
+		u.mu.Unlock()
+		if u.handle != nil {
+			u.handle(w, r, body)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/completions" {
+			fmt.Fprintf(w, `{"object":"text_completion","model":%q,"choices":[{"index":0,"text":"hello world","finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, model)
+			return
+		}
+		fmt.Fprintf(w, `{"object":"chat.completion","model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`, model)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) addr() string { return strings.TrimPrefix(u.srv.URL, "http://") }
+
+func (u *upstream) seen() []seen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seen(nil), u.reqs...)
+}
+
+type harness struct {
+	t      *testing.T
+	p      *Proxy
+	sink   *fakeSink
+	res    *fakeResolver
+	srv    *httptest.Server
+	client *http.Client
+}
+
+// newHarness serves a Proxy behind real token auth: alice (tok-alice) owns
+// alice/m (deploy d1), bob (tok-bob) owns bob/m (d2).
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{
+		t:    t,
+		sink: &fakeSink{last: map[string][2]int{}},
+		res: &fakeResolver{
+			targets: map[string]Target{
+				"alice alice/m":      {DeployID: "d1", Model: "alice/m", MaxBatchSize: 2},
+				"alice deploy_id:d1": {DeployID: "d1", Model: "alice/m", MaxBatchSize: 2},
+				"bob bob/m":          {DeployID: "d2", Model: "bob/m", MaxBatchSize: 2},
+			},
+			models: map[string][]Model{
+				"alice": {{ID: "alice/m", Owner: "alice", Created: time.Unix(1700000000, 0)}},
+			},
+		},
+	}
+	cfg.Resolver, cfg.Demand = h.res, h.sink
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p = p
+	users := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"})
+	mux := http.NewServeMux()
+	p.Register(mux, users.Require)
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	h.client = &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	return h
+}
+
+// result is what a client saw.
+type result struct {
+	status int
+	header http.Header
+	body   string
+	err    error
+}
+
+// post sends body to path as user ("" = no token).
+func (h *harness) post(ctx context.Context, user, path, body string) result {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		return result{err: err}
+	}
+	if user != "" {
+		req.Header.Set("Authorization", "Bearer tok-"+user)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return result{err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return result{status: resp.StatusCode, header: resp.Header, body: string(b), err: err}
+}
+
+// postAsync sends in the background; the result arrives on the channel.
+func (h *harness) postAsync(ctx context.Context, user, path, body string) <-chan result {
+	ch := make(chan result, 1)
+	go func() { ch <- h.post(ctx, user, path, body) }()
+	return ch
+}
+
+// wait returns the result from ch, failing after d.
+func wait(t *testing.T, ch <-chan result, d time.Duration) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("request: %v", r.err)
+		}
+		return r
+	case <-time.After(d):
+		t.Fatalf("no response within %s", d)
+		return result{}
+	}
+}
+
+// eventually polls cond until it holds, failing after 3s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitHeld waits until the deployment holds n requests.
+func (h *harness) waitHeld(id string, n int) {
+	h.t.Helper()
+	eventually(h.t, fmt.Sprintf("%d held requests for %s", n, id), func() bool { return h.p.Counts()[id][0] == n })
+}
+
+// apiErr is the OpenAI error envelope.
+type apiErr struct {
+	Status     int
+	Type, Code string
+	Param      *string
+	RetryAfter string
+}
+
+func errOf(t *testing.T, r result) (apiErr, string) {
+	t.Helper()
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+			Code    string  `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &e); err != nil || e.Error.Message == "" {
+		t.Fatalf("status %d: not an OpenAI error: %q (%v)", r.status, r.body, err)
+	}
+	return apiErr{Status: r.status, Type: e.Error.Type, Code: e.Error.Code, Param: e.Error.Param, RetryAfter: r.header.Get("Retry-After")}, e.Error.Message
+}
+
+func strp(s string) *string { return &s }
+
+const chatBody = `{"model":"alice/m","messages":[{"role":"user","content":"hi"}]}`
