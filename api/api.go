@@ -184,6 +184,11 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	if err := json.Unmarshal(body, v); err != nil {
+		var fe *deploy.FieldError
+		if errors.As(err, &fe) {
+			httperr.Encode(w, http.StatusBadRequest, "invalid_type", fe.Field, fe.Message)
+			return false
+		}
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_type", typeErr.Field,

@@ -131,6 +131,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, call fun
 		a := &attempt{retry: try < tries}
 		otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
 		call(ep, a)
+		if a.dialFailed {
+			pl.refused(ep)
+		}
 		pl.release(ep)
 		if !a.dialFailed || !a.retry {
 			return

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,6 +60,11 @@ func (p *Proxy) native(w http.ResponseWriter, r *http.Request) {
 	}
 	var in nativeRequest
 	if err := json.Unmarshal(body, &in); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			httperr.Encode(w, http.StatusBadRequest, "invalid_type", typeErr.Field, fmt.Sprintf("%s must be of type %s", typeErr.Field, typeErr.Type))
+			return
+		}
 		httperr.Encode(w, http.StatusBadRequest, "invalid_json", "", "invalid request: "+err.Error())
 		return
 	}

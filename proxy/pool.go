@@ -38,6 +38,9 @@ type endpoint struct {
 	addr     string
 	inflight int
 	removed  bool          // out of load balancing; kept until inflight is 0
+	// refusedAt is when a connection to it was last refused; such an
+	// endpoint is picked only when no other has a free slot.
+	refusedAt time.Time
 	drained  chan struct{} // closed when removed and inflight == 0
 }
 
@@ -145,25 +148,41 @@ func (p *pool) release(ep *endpoint) {
 	p.inflight--
 	if ep.removed && ep.inflight == 0 {
 		close(ep.drained)
-		delete(p.endpoints, ep.id)
+		if p.endpoints[ep.id] == ep {
+			delete(p.endpoints, ep.id)
+		}
 	}
 	p.dispatchLocked()
 	p.reportLocked()
 	p.mu.Unlock()
 }
 
+// refusedFor is how long an endpoint that refused a connection is avoided.
+const refusedFor = 2 * time.Second
+
 // pickLocked returns the routable endpoint with the most free slots, or nil.
+// Endpoints that recently refused a connection come last.
 func (p *pool) pickLocked() *endpoint {
 	var best *endpoint
+	var bestRefused bool
+	now := time.Now()
 	for _, ep := range p.endpoints {
 		if ep.removed || ep.inflight >= p.capacity {
 			continue
 		}
-		if best == nil || ep.inflight < best.inflight {
-			best = ep
+		refused := !ep.refusedAt.IsZero() && now.Sub(ep.refusedAt) < refusedFor
+		if best == nil || (bestRefused && !refused) || (refused == bestRefused && ep.inflight < best.inflight) {
+			best, bestRefused = ep, refused
 		}
 	}
 	return best
+}
+
+// refused records that ep refused a connection.
+func (p *pool) refused(ep *endpoint) {
+	p.mu.Lock()
+	ep.refusedAt = time.Now()
+	p.mu.Unlock()
 }
 
 func (p *pool) takeLocked(ep *endpoint) {
@@ -221,7 +240,10 @@ func (p *pool) set(capacity int, addrs map[string]string) {
 		}
 	}
 	for id, addr := range addrs {
-		if ep, ok := p.endpoints[id]; ok && !ep.removed {
+		if ep, ok := p.endpoints[id]; ok {
+			// Back from draining before it emptied: route to it again
+			// (its drained channel is still open: inflight > 0).
+			ep.removed = false
 			continue
 		}
 		p.endpoints[id] = &endpoint{id: id, addr: addr, drained: make(chan struct{})}

@@ -145,23 +145,27 @@ build_nomad() {
 	nomad_version_ok "$ver"
 }
 
+FB=$NOMAD_FALLBACK_VERSION
 if nomad_version_ok "$NOMAD_VERSION"; then
 	log "nomad: already there ($NOMAD_VERSION, bin/nomad)"
 	nomad_built=$NOMAD_VERSION
 elif build_nomad "$NOMAD_VERSION"; then
 	log "nomad: built $NOMAD_VERSION into bin/nomad"
 	nomad_built=$NOMAD_VERSION
-elif [ "$NOMAD_VERSION" != "$NOMAD_FALLBACK_VERSION" ] && {
-	nomad_version_ok "$NOMAD_FALLBACK_VERSION" || {
-		log "nomad: $NOMAD_VERSION failed to build, falling back to $NOMAD_FALLBACK_VERSION"
-		build_nomad "$NOMAD_FALLBACK_VERSION"
-	}
-}; then
-	log "nomad: using $NOMAD_FALLBACK_VERSION in bin/nomad"
-	nomad_built=$NOMAD_FALLBACK_VERSION
-else
+elif [ "$NOMAD_VERSION" = "$FB" ]; then
 	rm -f "$BIN/nomad.tmp"
 	die "could not build nomad $NOMAD_VERSION"
+else
+	log "nomad: $NOMAD_VERSION failed to build; falling back to $FB"
+	if nomad_version_ok "$FB"; then
+		log "nomad: already there ($FB, bin/nomad)"
+	elif build_nomad "$FB"; then
+		log "nomad: built $FB into bin/nomad"
+	else
+		rm -f "$BIN/nomad.tmp"
+		die "could not build nomad $NOMAD_VERSION nor $FB"
+	fi
+	nomad_built=$FB
 fi
 
 # -------------------------------------------------------------- fakegpu ----
