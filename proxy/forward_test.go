@@ -201,13 +201,18 @@ func TestDialFailureRetried(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	h.p.SetEndpoints("d1", 4, map[string]string{"dead": dead, "good": up.addr()})
-	const n = 20
+	// Which instance the pool tries first depends on map order; fresh
+	// instance IDs each round vary it.
+	const rounds, perRound = 10, 3
+	const n = rounds * perRound
 	var failed []string
-	for i := range n {
-		r := h.post(context.Background(), "alice", "/v1/openai/chat/completions", chatBody)
-		if r.err != nil || r.status != http.StatusOK {
-			failed = append(failed, fmt.Sprintf("#%d: %d %v %s", i, r.status, r.err, strings.TrimSpace(r.body)))
+	for round := range rounds {
+		h.p.SetEndpoints("d1", 4, map[string]string{fmt.Sprint("dead-", round): dead, fmt.Sprint("good-", round): up.addr()})
+		for i := range perRound {
+			r := h.post(context.Background(), "alice", "/v1/openai/chat/completions", chatBody)
+			if r.err != nil || r.status != http.StatusOK {
+				failed = append(failed, fmt.Sprintf("#%d.%d: %d %v %s", round, i, r.status, r.err, strings.TrimSpace(r.body)))
+			}
 		}
 	}
 	if len(failed) > 0 {

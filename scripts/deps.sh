@@ -6,7 +6,8 @@
 #   bin/nomad                Nomad $NOMAD_VERSION built from the Go module proxy
 #   bin/plugins/thaw-fakegpu the fake nvidia/gpu device plugin (nomad/fakegpu)
 #
-# Called by `make deps`. Each step prints one line. Reruns take seconds.
+# Called by `make deps` (everything) and `make test` (`deps.sh redis`: what
+# its tests use so far). Each step prints one line. Reruns take seconds.
 #
 # Environment:
 #   NOMAD_VERSION      pinned Nomad version (default v1.10.5)
@@ -92,6 +93,11 @@ else
 	log "redis-server: already there ($redis_bin, $("$redis_bin" --version | awk '{print $3}'))"
 fi
 "$BIN/redis-server" --version >/dev/null || die "bin/redis-server does not run"
+
+# `deps.sh redis` stops here: what the thaw dev tests need.
+if [ "${1:-all}" = redis ]; then
+	exit 0
+fi
 
 # ---------------------------------------------------------------- nomad ----
 
