@@ -190,36 +190,49 @@ func TestStreaming(t *testing.T) {
 }
 
 // TestDialFailureRetried: an instance that refuses connections (died between
-// readiness and the request) must not fail the request while another
-// instance can serve it.
+// readiness and the request) must not fail a request another instance can
+// serve. The good instance is kept busy with one request so that the pool,
+// which prefers the least loaded instance, tries the dead one first.
 func TestDialFailureRetried(t *testing.T) {
 	h := newHarness(t, Config{})
-	up := newUpstream(t, nil)
+	good := newBlockingUpstream(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	// Which instance the pool tries first depends on map order; fresh
-	// instance IDs each round vary it.
-	const rounds, perRound = 10, 3
-	const n = rounds * perRound
-	var failed []string
-	for round := range rounds {
-		h.p.SetEndpoints("d1", 4, map[string]string{fmt.Sprint("dead-", round): dead, fmt.Sprint("good-", round): up.addr()})
-		for i := range perRound {
-			r := h.post(context.Background(), "alice", "/v1/openai/chat/completions", chatBody)
-			if r.err != nil || r.status != http.StatusOK {
-				failed = append(failed, fmt.Sprintf("#%d.%d: %d %v %s", round, i, r.status, r.err, strings.TrimSpace(r.body)))
-			}
+
+	h.p.SetEndpoints("d1", 4, map[string]string{"good": good.addr()})
+	first := h.postAsync(context.Background(), "alice", "/v1/chat/completions", seqBody(1))
+	if s := good.next(t); s != 1 {
+		t.Fatalf("good instance got seq %d, want 1", s)
+	}
+	h.p.SetEndpoints("d1", 4, map[string]string{"good": good.addr(), "dead": dead})
+
+	second := h.postAsync(context.Background(), "alice", "/v1/chat/completions", seqBody(2))
+	select {
+	case s := <-good.arrived:
+		if s != 2 {
+			t.Errorf("good instance got seq %d, want 2", s)
 		}
+		good.releaseOne(t)
+		good.releaseOne(t)
+	case r := <-second:
+		good.releaseOne(t)
+		t.Errorf("request failed although a good instance had free slots: %d %s", r.status, strings.TrimSpace(r.body))
+	case <-time.After(3 * time.Second):
+		t.Fatal("second request neither reached the good instance nor failed")
 	}
-	if len(failed) > 0 {
-		t.Errorf("%d of %d requests failed although a good instance was ready; first: %s", len(failed), n, failed[0])
-	}
-	if got := len(up.seen()); got != n-len(failed) {
-		t.Errorf("good instance served %d, want %d", got, n-len(failed))
+	for i, ch := range []<-chan result{first, second} {
+		select {
+		case r := <-ch:
+			if r.status != http.StatusOK {
+				t.Errorf("request %d: %d %s", i+1, r.status, strings.TrimSpace(r.body))
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("request %d: no response", i+1)
+		}
 	}
 	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == [2]int{0, 0} })
 }

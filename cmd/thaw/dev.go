@@ -29,6 +29,7 @@ import (
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/lease"
 	"github.com/thawhq/thaw/localrt"
 	"github.com/thawhq/thaw/proxy"
 	"github.com/thawhq/thaw/telemetry"
@@ -193,7 +194,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	host, _ := os.Hostname()
-	reporter, err := demand.NewReporter(demand.ReporterConfig{Redis: rdb, Replica: fmt.Sprintf("%s-%d", host, os.Getpid()), Logger: log})
+	replica := fmt.Sprintf("%s-%d", host, os.Getpid())
+	reporter, err := demand.NewReporter(demand.ReporterConfig{Redis: rdb, Replica: replica, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -228,6 +230,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Demand: demand.Reader{Redis: rdb},
 		Logger: log,
 	})
+	if err != nil {
+		return err
+	}
+	// One autoscaler acts at a time among replicas sharing this Redis.
+	leader, err := lease.New(lease.Config{Redis: rdb, Key: "thaw:leader:autoscaler", ID: replica, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -282,7 +289,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.Go(func() error { return demand.ListenWakes(gctx, rdb, loop.Wake) })
 	g.Go(func() error { return rt.Run(gctx) })
 	g.Go(func() error { return fl.Run(gctx) })
-	g.Go(func() error { return loop.Run(gctx) })
+	g.Go(func() error { return leader.Run(gctx, loop.Run) })
 	err = g.Wait()
 	log.Info("thaw dev stopped")
 	return err
