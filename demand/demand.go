@@ -163,8 +163,13 @@ func (r *Reporter) flush(ctx context.Context) error {
 		r.mu.Unlock()
 		return fmt.Errorf("write demand: %w", err)
 	}
-	for _, id := range wakes {
+	for i, id := range wakes {
 		if err := r.cfg.Redis.Publish(ctx, wakeChannel, id).Err(); err != nil {
+			r.mu.Lock()
+			for _, id := range wakes[i:] {
+				r.wakes[id] = true
+			}
+			r.mu.Unlock()
 			return fmt.Errorf("publish wake: %w", err)
 		}
 	}

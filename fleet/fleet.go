@@ -295,7 +295,8 @@ func (f *Fleet) syncStoreLocked() {
 		}
 		delete(f.deps, id)
 		f.cfg.Endpoints.Remove(id)
-		for iid := range ds.instances {
+		for iid, in := range ds.instances {
+			in.stopProbe()
 			go f.stopInstance(iid)
 		}
 		f.log.Info("deployment removed: stopping its instances", "deploy", id, "instances", len(ds.instances))
@@ -337,6 +338,7 @@ func (f *Fleet) scaleDownLocked(ctx context.Context, ds *depState, active []*ins
 	for _, in := range active[:n] {
 		in.draining = true // leaving: out of desired, still holds its GPUs
 		if !in.ready {
+			in.stopProbe()
 			go f.stopInstance(in.id)
 			continue
 		}
@@ -395,7 +397,8 @@ func (f *Fleet) onStopped(id string) {
 	}
 	delete(f.instOwner, id)
 	if ds, ok := f.deps[depID]; ok {
-		if _, ok := ds.instances[id]; ok {
+		if in, ok := ds.instances[id]; ok {
+			in.stopProbe()
 			delete(ds.instances, id)
 			f.pushLocked(ds)
 		}

@@ -122,6 +122,7 @@ func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
 		in.phase = PhaseRunning
 		in.addr = ev.Addr
 		in.since = time.Now()
+		in.stopProbe()
 		pctx, cancel := context.WithCancel(ctx)
 		in.cancel = cancel
 		go f.probe(pctx, ds.d.ID, ds.d.FullName(), in.id, ev.Addr)
@@ -242,4 +243,11 @@ func (f *Fleet) ready(ctx context.Context, addr, model string) bool {
 		}
 	}
 	return false
+}
+
+// stopProbe ends the instance's readiness probe, if one runs.
+func (in *inst) stopProbe() {
+	if in.cancel != nil {
+		in.cancel()
+	}
 }

@@ -41,7 +41,9 @@ func TestForwardWarm(t *testing.T) {
 			}
 			var resp struct {
 				Model string
-				Usage struct{ TotalTokens int `json:"total_tokens"` }
+				Usage struct {
+					TotalTokens int `json:"total_tokens"`
+				}
 			}
 			if err := json.Unmarshal([]byte(r.body), &resp); err != nil || resp.Usage.TotalTokens == 0 {
 				t.Errorf("client got %s (%v), want the model server's completion with usage", r.body, err)

@@ -37,11 +37,11 @@ type endpoint struct {
 	id       string
 	addr     string
 	inflight int
-	removed  bool          // out of load balancing; kept until inflight is 0
+	removed  bool // out of load balancing; kept until inflight is 0
 	// refusedAt is when a connection to it was last refused; such an
 	// endpoint is picked only when no other has a free slot.
 	refusedAt time.Time
-	drained  chan struct{} // closed when removed and inflight == 0
+	drained   chan struct{} // closed when removed and inflight == 0
 }
 
 // waiter is one held request. ch receives the endpoint it may use (buffered
@@ -82,6 +82,9 @@ func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (ep
 	if p.failed != nil {
 		e := p.failed
 		p.mu.Unlock()
+		// Still demand: keeps the deployment wanted, so the fleet goes on
+		// retrying (with backoff) and can recover by itself.
+		p.sink.Wake(p.id)
 		return nil, false, false, e
 	}
 	if p.waiters.Len() == 0 {

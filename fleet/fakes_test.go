@@ -1,0 +1,337 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/deploy"
+)
+
+// journal is a log of what the fakes saw, in order, shared by the fake
+// runtime and the fake endpoints so tests can check ordering across them.
+type journal struct {
+	mu      sync.Mutex // mu guards entries.
+	entries []string
+}
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = append(j.entries, fmt.Sprintf(format, args...))
+}
+
+func (j *journal) all() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.entries)
+}
+
+// index returns the position of the first entry equal to s, or -1.
+func (j *journal) index(s string) int { return slices.Index(j.all(), s) }
+
+// fakeRuntime hands out instance IDs i1, i2, ... and lets the test emit
+// events.
+type fakeRuntime struct {
+	j      *journal
+	events chan Instance
+
+	mu     sync.Mutex // mu guards specs and stops.
+	specs  map[string]Spec
+	order  []string
+	stops  []string
+	nextID int
+}
+
+func (r *fakeRuntime) Start(_ context.Context, spec Spec) (string, error) {
+	r.mu.Lock()
+	r.nextID++
+	id := fmt.Sprintf("i%d", r.nextID)
+	r.specs[id] = spec
+	r.order = append(r.order, id)
+	r.mu.Unlock()
+	r.j.add("start %s %s", spec.DeployID, id)
+	return id, nil
+}
+
+func (r *fakeRuntime) Stop(_ context.Context, id string) error {
+	r.mu.Lock()
+	r.stops = append(r.stops, id)
+	r.mu.Unlock()
+	r.j.add("stop %s", id)
+	return nil
+}
+
+func (r *fakeRuntime) Events() <-chan Instance { return r.events }
+
+func (r *fakeRuntime) started() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.order)
+}
+
+// startedFor lists the instances started for deployment id.
+func (r *fakeRuntime) startedFor(id string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, i := range r.order {
+		if r.specs[i].DeployID == id {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (r *fakeRuntime) stopped() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.stops)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (r *fakeRuntime) emit(ev Instance) { r.events <- ev }
+
+// fakeStore serves a settable list of deployments.
+type fakeStore struct {
+	mu      sync.Mutex // mu guards deps.
+	deps    []deploy.Deployment
+	changed chan struct{}
+}
+
+func (s *fakeStore) List(owner string) []deploy.Deployment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []deploy.Deployment
+	for _, d := range s.deps {
+		if owner == "" || d.Owner == owner {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (s *fakeStore) Changed() <-chan struct{} { return s.changed }
+
+func (s *fakeStore) set(deps ...deploy.Deployment) {
+	s.mu.Lock()
+	s.deps = deps
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// fakeEndpoints records what the fleet tells the request path.
+type fakeEndpoints struct {
+	j *journal
+
+	mu       sync.Mutex // mu guards the fields below.
+	sets     map[string]map[string]string
+	capacity map[string]int
+	drained  map[string]chan struct{}
+	failed   map[string]string
+	recov    []string
+	removed  []string
+}
+
+func (e *fakeEndpoints) SetEndpoints(deployID string, capacity int, addrs map[string]string) {
+	ids := make([]string, 0, len(addrs))
+	for id := range addrs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	e.mu.Lock()
+	e.sets[deployID] = addrs
+	e.capacity[deployID] = capacity
+	e.mu.Unlock()
+	e.j.add("set %s [%s]", deployID, strings.Join(ids, " "))
+}
+
+func (e *fakeEndpoints) drainCh(id string) chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.drained[id]
+	if !ok {
+		c = make(chan struct{})
+		e.drained[id] = c
+	}
+	return c
+}
+
+func (e *fakeEndpoints) Drained(_, instanceID string) <-chan struct{} { return e.drainCh(instanceID) }
+
+// drain closes instanceID's Drained channel.
+func (e *fakeEndpoints) drain(instanceID string) { close(e.drainCh(instanceID)) }
+
+func (e *fakeEndpoints) Fail(deployID, reason string) {
+	e.mu.Lock()
+	e.failed[deployID] = reason
+	e.mu.Unlock()
+	e.j.add("fail %s", deployID)
+}
+
+func (e *fakeEndpoints) Recover(deployID string) {
+	e.mu.Lock()
+	e.recov = append(e.recov, deployID)
+	e.mu.Unlock()
+	e.j.add("recover %s", deployID)
+}
+
+func (e *fakeEndpoints) Remove(deployID string) {
+	e.mu.Lock()
+	e.removed = append(e.removed, deployID)
+	e.mu.Unlock()
+	e.j.add("remove %s", deployID)
+}
+
+// routed returns the deployment's current endpoint set.
+func (e *fakeEndpoints) routed(deployID string) map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sets[deployID]
+}
+
+// modelServer is a fake model server answering /health and /v1/models.
+type modelServer struct {
+	srv     *httptest.Server
+	healthy atomic.Bool
+	probes  atomic.Int64
+}
+
+func newModelServer(t *testing.T, model string, healthy bool) *modelServer {
+	t.Helper()
+	m := &modelServer{}
+	m.healthy.Store(healthy)
+	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.probes.Add(1)
+		switch r.URL.Path {
+		case "/health":
+			if !m.healthy.Load() {
+				http.Error(w, "loading", http.StatusServiceUnavailable)
+			}
+		case "/v1/models":
+			fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, model)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(m.srv.Close)
+	return m
+}
+
+func (m *modelServer) addr() string { return strings.TrimPrefix(m.srv.URL, "http://") }
+
+type harness struct {
+	t     *testing.T
+	f     *Fleet
+	rt    *fakeRuntime
+	store *fakeStore
+	ep    *fakeEndpoints
+	j     *journal
+	// stop ends Run and waits for it; the test's cleanup calls it too.
+	stop func()
+}
+
+// startFleet runs a Fleet over deps until the test ends.
+func startFleet(t *testing.T, cfg Config, deps ...deploy.Deployment) *harness {
+	t.Helper()
+	j := &journal{}
+	h := &harness{
+		t:     t,
+		j:     j,
+		rt:    &fakeRuntime{j: j, events: make(chan Instance, 64), specs: map[string]Spec{}},
+		store: &fakeStore{deps: deps, changed: make(chan struct{}, 1)},
+		ep: &fakeEndpoints{j: j, sets: map[string]map[string]string{}, capacity: map[string]int{},
+			drained: map[string]chan struct{}{}, failed: map[string]string{}},
+	}
+	cfg.Runtime, cfg.Store, cfg.Endpoints = h.rt, h.store, h.ep
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.f = f
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not return after its context ended")
+			}
+		})
+	}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// eventually polls cond until it holds, failing after 3s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// live returns the fleet's view of dep.
+func (h *harness) live(d deploy.Deployment) deploy.Live { return h.f.Live(d) }
+
+// waitStarted waits until n instances of deployment id were started and
+// returns their IDs.
+func (h *harness) waitStarted(id string, n int) []string {
+	h.t.Helper()
+	eventually(h.t, fmt.Sprintf("%d instances of %s started", n, id), func() bool { return len(h.rt.startedFor(id)) >= n })
+	return h.rt.startedFor(id)
+}
+
+// waitRouted waits until the deployment's endpoints are exactly ids.
+func (h *harness) waitRouted(deployID string, ids ...string) {
+	h.t.Helper()
+	want := fmt.Sprintf("%v", slices.Sorted(slices.Values(ids)))
+	eventually(h.t, fmt.Sprintf("%s routed to %s", deployID, want), func() bool {
+		r := h.ep.routed(deployID)
+		got := make([]string, 0, len(r))
+		for id := range r {
+			got = append(got, id)
+		}
+		slices.Sort(got)
+		return fmt.Sprintf("%v", got) == want && (len(ids) > 0 || r != nil)
+	})
+}
+
+var created = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// dep is a deployment of owner/model with the given settings.
+func dep(id, owner, model string, numGPUs, min, max int) deploy.Deployment {
+	return deploy.Deployment{
+		ID: id, Owner: owner, ModelName: model,
+		Config: deploy.Config{GPU: "A100-80GB", NumGPUs: numGPUs, MaxBatchSize: 4,
+			Weights: deploy.Weights{Repo: "org/" + model, Revision: "main"}, ExtraArgs: deploy.ExtraArgs{"--seed", "1"}},
+		Settings:  deploy.Settings{MinInstances: min, MaxInstances: max},
+		CreatedAt: created,
+		HFToken:   "hf_x",
+	}
+}
