@@ -9,7 +9,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test$$')
 # Flags for `make run`, e.g. make run ARGS="--sim-startup 10s".
 ARGS     ?=
 
-.PHONY: all build run test unit e2e vet deps deps-test clean
+.PHONY: all build run test unit e2e vet deps deps-test bench clean
 
 all: build
 
@@ -43,6 +43,11 @@ deps-test:
 
 ## test: everything CI runs.
 test: deps-test vet unit e2e
+
+## bench: benchmark scenarios against a real thaw dev (not part of make test);
+## writes bench/results/latest.{json,md}.
+bench: build
+	$(GO) run ./bench/cmd/thawbench -thaw $(THAW) -out bench/results
 
 clean:
 	rm -rf $(BIN)/thaw $(BIN)/e2e.log

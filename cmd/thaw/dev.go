@@ -217,7 +217,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: px, GPUQuota: cfg.gpuQuota, Logger: log})
+	// Probing loopback every 2ms costs a refused connect per probe while a
+	// simulator loads, and keeps wake-to-serve to a few ms.
+	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: px, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/thawhq/thaw/bench"
+)
+
+// burstConfig sizes the burst scenario.
+type burstConfig struct {
+	Requests     int           // sent at once
+	MaxBatch     int           // the deployment's max_batch_size
+	MaxInstances int           // its max_instances (and the GPU quota)
+	MaxTokens    int           // per request
+	TPS          int           // --sim-tokens-per-second
+	Startup      time.Duration // --sim-startup
+}
+
+// runBurst sends cfg.Requests requests at once at a cold deployment and
+// watches it scale.
+func runBurst(ctx context.Context, bin string, cfg burstConfig) bench.Result {
+	res := bench.Result{
+		Name:   "burst",
+		Target: fmt.Sprintf("zero errors; %d instances running within 1 s", cfg.MaxInstances),
+		Method: fmt.Sprintf("%d concurrent chat completions (max_tokens %d at %d tokens/s) released at once at a "+
+			"cold deployment (min_instances 0, max_batch_size %d, max_instances %d, --gpu-quota %d, "+
+			"--sim-startup %v). GET /deploy/{id} every 20 ms from the release; times are from the release. "+
+			"The running time includes the simulator's startup.",
+			cfg.Requests, cfg.MaxTokens, cfg.TPS, cfg.MaxBatch, cfg.MaxInstances, cfg.MaxInstances, cfg.Startup),
+	}
+	p, err := startThaw(bin, "--sim-startup", cfg.Startup.String(), "--sim-tokens-per-second", fmt.Sprint(cfg.TPS),
+		"--gpu-quota", fmt.Sprint(cfg.MaxInstances), "--idle-timeout", "30m", "--hold-timeout", "2m")
+	if err != nil {
+		return failed(res, err)
+	}
+	defer p.Stop()
+	d, err := p.create(ctx, "burst", cfg.MaxBatch, 0, cfg.MaxInstances)
+	if err != nil {
+		return failed(res, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+
+	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: keepAliveClient(cfg.Requests)}
+	body := completionBody(d.FullName, cfg.MaxTokens)
+	outcomes := make([]outcome, cfg.Requests)
+	var ready, wg sync.WaitGroup
+	release := make(chan struct{})
+	for i := range outcomes {
+		wg.Add(1)
+		ready.Add(1)
+		go func() {
+			defer wg.Done()
+			ready.Done()
+			<-release
+			outcomes[i] = thaw.send(ctx, body)
+		}()
+	}
+	ready.Wait()
+	t0 := time.Now()
+	close(release)
+
+	// Watch the deployment until the burst is answered.
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+	var toDesired, toRunning time.Duration
+	maxRunning := 0
+	var timeline [][3]float64 // [ms since release, desired, running] at each change
+watch:
+	for {
+		if dd, err := p.get(ctx, d.ID); err == nil {
+			el := time.Since(t0)
+			if toDesired == 0 && dd.Instances.Desired >= cfg.MaxInstances {
+				toDesired = el
+			}
+			if toRunning == 0 && dd.Instances.Running >= cfg.MaxInstances {
+				toRunning = el
+			}
+			maxRunning = max(maxRunning, dd.Instances.Running)
+			if n := len(timeline); n == 0 || timeline[n-1][1] != float64(dd.Instances.Desired) || timeline[n-1][2] != float64(dd.Instances.Running) {
+				timeline = append(timeline, [3]float64{bench.Ms(el), float64(dd.Instances.Desired), float64(dd.Instances.Running)})
+			}
+		}
+		select {
+		case <-allDone:
+			break watch
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	var lat []time.Duration
+	var last time.Time
+	errs := 0
+	statuses := map[string]int{}
+	var firstErr string
+	for _, o := range outcomes {
+		key := fmt.Sprint(o.status)
+		if o.err != nil {
+			key = "transport_error"
+		}
+		statuses[key]++
+		if o.err != nil || o.status != http.StatusOK {
+			errs++
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("status %d: %v", o.status, o.err)
+			}
+			continue
+		}
+		lat = append(lat, o.latency)
+		if o.done.After(last) {
+			last = o.done
+		}
+	}
+	res.Status = bench.StatusOK
+	res.Met = errs == 0 && toRunning > 0 && toRunning <= time.Second
+	res.Figures = map[string]any{
+		"requests": cfg.Requests, "errors": errs, "statuses": statuses,
+		"time_to_max_desired_ms": bench.Ms(toDesired), "time_to_max_running_ms": bench.Ms(toRunning),
+		"max_running_seen": maxRunning, "time_to_last_response_ms": bench.Ms(last.Sub(t0)),
+		"latency": bench.Summarize(lat), "sim_startup_ms": bench.Ms(cfg.Startup),
+		"timeline_ms_desired_running": timeline,
+	}
+	if firstErr != "" {
+		res.Figures["first_error"] = firstErr
+	}
+	at := func(d time.Duration) string {
+		if d == 0 {
+			return "never"
+		}
+		return fmt.Sprintf("%.0f ms", bench.Ms(d))
+	}
+	res.Headline = fmt.Sprintf("%d errors; %d desired at %s, running at %s; last response at %.0f ms",
+		errs, cfg.MaxInstances, at(toDesired), at(toRunning), bench.Ms(last.Sub(t0)))
+	return res
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/thawhq/thaw/bench"
+)
+
+// holdConfig sizes the hold_capacity scenario.
+type holdConfig struct {
+	Requests int           // held at once
+	Startup  time.Duration // --sim-startup; must outlast sending all requests
+}
+
+// runHold holds cfg.Requests requests, each on its own connection, on a cold
+// deployment and reads thaw dev's resident memory while they are held.
+func runHold(ctx context.Context, bin string, cfg holdConfig) bench.Result {
+	res := bench.Result{
+		Name:   "hold_capacity",
+		Target: fmt.Sprintf("RSS < 200 MB with %d held; all answered", cfg.Requests),
+		Method: fmt.Sprintf("%d chat completions (max_tokens 1), each on its own connection (no keep-alive), "+
+			"at a cold deployment (max_batch_size 256, max_instances 4, --sim-startup %v). Once "+
+			"thaw_requests_held on /metrics counts them all, the bench reads VmRSS of the thaw dev "+
+			"process from /proc (its model servers are separate processes, not counted); then it waits "+
+			"for every answer.", cfg.Requests, cfg.Startup),
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(cfg.Requests)+1000 {
+		return failed(res, fmt.Errorf("open-file limit %d is too low for %d sockets: raise the hard limit (ulimit -Hn)", lim.Cur, cfg.Requests))
+	}
+	p, err := startThaw(bin, "--sim-startup", cfg.Startup.String(), "--sim-tokens-per-second", "100000",
+		"--gpu-quota", "4", "--max-held", fmt.Sprint(cfg.Requests), "--hold-timeout", "3m", "--idle-timeout", "30m")
+	if err != nil {
+		return failed(res, err)
+	}
+	defer p.Stop()
+	d, err := p.create(ctx, "hold", 256, 0, 4)
+	if err != nil {
+		return failed(res, err)
+	}
+	baseRSS, _, err := rssKB(p.PID)
+	if err != nil {
+		return failed(res, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Startup+2*time.Minute)
+	defer cancel()
+
+	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true},
+	}}
+	body := completionBody(d.FullName, 1)
+	outcomes := make([]outcome, cfg.Requests)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := range outcomes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outcomes[i] = thaw.send(ctx, body)
+		}()
+		if i%500 == 499 {
+			time.Sleep(10 * time.Millisecond) // lets thaw accept; the listen backlog is finite
+		}
+	}
+
+	// Wait until thaw reports every request held.
+	var allHeld time.Duration
+	var heldRSS int64
+	maxHeld := 0
+	for allHeld == 0 && ctx.Err() == nil && time.Since(t0) < cfg.Startup {
+		if n, err := heldRequests(ctx, p.Base); err == nil {
+			maxHeld = max(maxHeld, n)
+			if n >= cfg.Requests {
+				allHeld = time.Since(t0)
+				if heldRSS, _, err = rssKB(p.PID); err != nil {
+					return failed(res, err)
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	_, peakRSS, _ := rssKB(p.PID)
+
+	ok, errs := 0, 0
+	var firstErr string
+	var first, last time.Time
+	for _, o := range outcomes {
+		if o.err != nil || o.status != http.StatusOK {
+			errs++
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("status %d: %v", o.status, o.err)
+			}
+			continue
+		}
+		ok++
+		if first.IsZero() || o.done.Before(first) {
+			first = o.done
+		}
+		if o.done.After(last) {
+			last = o.done
+		}
+	}
+	mb := func(kb int64) float64 { return round1(float64(kb) / 1024) }
+	res.Figures = map[string]any{
+		"requests": cfg.Requests, "max_held_seen": maxHeld, "answered_ok": ok, "errors": errs,
+		"rss_idle_mb": mb(baseRSS), "rss_held_mb": mb(heldRSS), "rss_peak_mb": mb(peakRSS),
+		"time_to_all_held_ms": bench.Ms(allHeld), "release_ms": bench.Ms(last.Sub(first)),
+	}
+	if firstErr != "" {
+		res.Figures["first_error"] = firstErr
+	}
+	if allHeld == 0 {
+		return failed(res, fmt.Errorf("thaw never held all %d requests at once (max seen %d); %d answered, %d errors, first: %s",
+			cfg.Requests, maxHeld, ok, errs, firstErr))
+	}
+	res.Status = bench.StatusOK
+	res.Met = heldRSS < 200*1024 && ok == cfg.Requests
+	res.Headline = fmt.Sprintf("%.0f MB RSS with %d held (idle %.0f MB, peak %.0f MB); %d/%d answered, %d errors",
+		mb(heldRSS), cfg.Requests, mb(baseRSS), mb(peakRSS), ok, cfg.Requests, errs)
+	return res
+}
+
+// heldRequests sums thaw_requests_held over deployments from /metrics.
+func heldRequests(ctx context.Context, base string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	total, found := 0.0, false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "thaw_requests_held{") && !strings.HasPrefix(line, "thaw_requests_held ") {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		total += v
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("no thaw_requests_held in /metrics")
+	}
+	return int(total), sc.Err()
+}
