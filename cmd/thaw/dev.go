@@ -263,6 +263,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	// HTTP/1.1 and cleartext HTTP/2 (h2c) on the same port: an edge proxy
+	// (Envoy) multiplexes held requests over a few connections instead of
+	// paying a connection, and its buffers, per held request.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "thaw dev is serving on %s\n", base)
