@@ -53,18 +53,18 @@ func Setup(ctx context.Context, service string) (*Telemetry, error) {
 	}
 	otel.SetMeterProvider(t.meters)
 
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	// Without an exporter, spans would be recorded only to be dropped: keep
+	// the global no-op tracer (incoming trace context still propagates).
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
 		te, err := otlptracehttp.New(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("otlp trace exporter: %w", err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(te))
+		t.tracers = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(te))
+		otel.SetTracerProvider(t.tracers)
 		t.tracesOn = true
 	}
-	t.tracers = sdktrace.NewTracerProvider(opts...)
-	otel.SetTracerProvider(t.tracers)
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	return t, nil
 }
 
@@ -73,5 +73,9 @@ func (t *Telemetry) TracesExported() bool { return t.tracesOn }
 
 // Shutdown flushes and stops the providers.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	return errors.Join(t.tracers.Shutdown(ctx), t.meters.Shutdown(ctx))
+	var errTraces error
+	if t.tracers != nil {
+		errTraces = t.tracers.Shutdown(ctx)
+	}
+	return errors.Join(errTraces, t.meters.Shutdown(ctx))
 }
