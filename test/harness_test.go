@@ -75,6 +75,7 @@ type thawOpts struct {
 	Users           []string      // --user name=token, repeated
 	RedisAddr       string        // --redis-addr; "" uses the embedded one
 	DataDir         string        // --data-dir; "" makes a fresh one
+	Env             []string      // extra environment, e.g. OTEL_* settings
 }
 
 // thawProc is one running `thaw dev`.
@@ -154,7 +155,7 @@ func startThaw(t *testing.T, opts thawOpts) *thawProc {
 		out: &syncBuffer{}, done: make(chan struct{}), seen: map[int]procInfo{},
 	}
 	p.cmd = exec.Command(thawBin, args...)
-	p.cmd.Env = append(cleanEnv(), "THAW_DEV_TOKEN="+devToken)
+	p.cmd.Env = append(append(cleanEnv(), "THAW_DEV_TOKEN="+devToken), opts.Env...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
