@@ -7,6 +7,8 @@
 //	thaw:demand:<replica>  hash  deploy_id -> "<held> <inflight>", expires
 //	                             after TTL unless refreshed, so a dead
 //	                             replica's demand disappears by itself
+//	thaw:servers           hash  deploy_id -> "<running> <waiting>" scraped
+//	                             from the model servers' vLLM metrics
 //	thaw:wake              pub/sub channel of deploy_ids that need capacity
 package demand
 
@@ -176,8 +178,16 @@ func (r *Reporter) flush(ctx context.Context) error {
 	return nil
 }
 
-// Counts is a deployment's demand summed over live replicas.
-type Counts struct{ Held, InFlight int }
+// Counts is a deployment's demand: Held and InFlight summed over live
+// request holders, Running and Waiting as its model servers report them.
+type Counts struct{ Held, InFlight, Running, Waiting int }
+
+// Demand is the number of requests the deployment has to serve: held ones,
+// plus what its servers are working on. Requests a holder forwarded are also
+// running at a server, so the larger of the two views counts, not their
+// sum; the servers' view adds warm traffic that bypassed the holders and
+// requests queued inside the servers.
+func (c Counts) Demand() int { return c.Held + max(c.InFlight, c.Running+c.Waiting) }
 
 // Reader reads demand summed over every live replica.
 type Reader struct{ Redis redis.UniversalClient }
@@ -205,10 +215,23 @@ func (rd Reader) Counts(ctx context.Context) (map[string]Counts, error) {
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("scan demand: %w", err)
 	}
+	servers, err := rd.Redis.HGetAll(ctx, serversKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read server load: %w", err)
+	}
+	for id, v := range servers {
+		r, w, ok := parse(v)
+		if !ok {
+			continue
+		}
+		c := out[id]
+		c.Running, c.Waiting = r, w
+		out[id] = c
+	}
 	return out, nil
 }
 
-// Demand returns held + in flight per deployment (the autoscaler's input).
+// Demand returns Counts.Demand per deployment (the autoscaler's input).
 func (rd Reader) Demand(ctx context.Context) (map[string]int, error) {
 	c, err := rd.Counts(ctx)
 	if err != nil {
@@ -216,7 +239,7 @@ func (rd Reader) Demand(ctx context.Context) (map[string]int, error) {
 	}
 	out := make(map[string]int, len(c))
 	for id, v := range c {
-		out[id] = v.Held + v.InFlight
+		out[id] = v.Demand()
 	}
 	return out, nil
 }

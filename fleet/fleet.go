@@ -186,6 +186,22 @@ func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 	return ds.live()
 }
 
+// ReadyAddrs returns the addresses of each deployment's ready instances
+// (draining ones included: they still serve), for scraping their metrics.
+func (f *Fleet) ReadyAddrs() map[string][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string][]string{}
+	for id, ds := range f.deps {
+		for _, in := range ds.instances {
+			if in.ready {
+				out[id] = append(out[id], in.addr)
+			}
+		}
+	}
+	return out
+}
+
 // Counts is a deployment's instances by state, for metrics.
 type Counts struct {
 	DeployID, Model                    string

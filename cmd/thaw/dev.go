@@ -235,6 +235,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	scraper, err := demand.NewScraper(demand.ScraperConfig{Redis: rdb, Targets: fl.ReadyAddrs, Logger: log})
+	if err != nil {
+		return err
+	}
 	// One autoscaler acts at a time among replicas sharing this Redis.
 	leader, err := lease.New(lease.Config{Redis: rdb, Key: "thaw:leader:autoscaler", ID: replica, Logger: log})
 	if err != nil {
@@ -295,6 +299,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return srv.Shutdown(sctx)
 	})
 	g.Go(func() error { return reporter.Run(gctx) })
+	g.Go(func() error { return scraper.Run(gctx) })
 	g.Go(func() error { return demand.ListenWakes(gctx, rdb, loop.Wake) })
 	g.Go(func() error { return rt.Run(gctx) })
 	g.Go(func() error { return fl.Run(gctx) })
