@@ -20,9 +20,11 @@ build:
 run: build
 	$(THAW) dev $(ARGS)
 
-## deps: install what the tests need (Redis, ...) into the system and ./bin.
+## deps: install everything the tests and the cluster need, into the system
+## (Redis from Debian) and the repository (bin/, .venv-py).
 deps:
 	bash scripts/deps.sh
+	bash scripts/pyclient.sh
 
 vet:
 	$(GO) vet ./...
@@ -36,10 +38,11 @@ unit:
 e2e: build
 	$(GO) test -count=1 -timeout 20m -v ./test/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
-## deps-test: what `make test` needs today (Redis). Nomad and the fake GPUs
-## (`make deps`) join once the Nomad end-to-end tests do.
+## deps-test: what `make test` needs today (Redis, the OpenAI Python SDK).
+## Nomad and the fake GPUs (`make deps`) join once the Nomad end-to-end tests do.
 deps-test:
 	bash scripts/deps.sh redis
+	bash scripts/pyclient.sh
 
 ## test: everything CI runs.
 test: deps-test vet unit e2e
