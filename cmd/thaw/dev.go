@@ -49,6 +49,7 @@ type devConfig struct {
 	redisAddr   string
 	maxHeld     int
 	logLevel    slog.Level
+	pprofAddr   string
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -83,6 +84,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of a Redis to share demand through; empty runs an embedded one")
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -298,6 +300,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	if cfg.pprofAddr != "" {
+		pp := &http.Server{Addr: cfg.pprofAddr, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := pp.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("pprof: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error { <-gctx.Done(); return pp.Close() })
+	}
 	g.Go(func() error { return reporter.Run(gctx) })
 	g.Go(func() error { return scraper.Run(gctx) })
 	g.Go(func() error { return demand.ListenWakes(gctx, rdb, loop.Wake) })
