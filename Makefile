@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO       ?= go
 BIN      := $(CURDIR)/bin
 THAW     := $(BIN)/thaw
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/test$$')
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test(/|$$)')
 # Flags for `make run`, e.g. make run ARGS="--sim-startup 10s".
 ARGS     ?=
 
@@ -24,6 +24,7 @@ run: build
 ## (Redis from Debian) and the repository (bin/, .venv-py).
 deps:
 	bash scripts/deps.sh
+	bash scripts/envoy.sh
 	bash scripts/pyclient.sh
 
 vet:
@@ -36,12 +37,13 @@ unit:
 
 ## e2e: end-to-end tests that start the real `thaw dev` (and real Redis).
 e2e: build
-	$(GO) test -count=1 -timeout 20m -v ./test/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 20m -v ./test/ ./test/envoy/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
-## deps-test: what `make test` needs today (Redis, the OpenAI Python SDK).
+## deps-test: what `make test` needs today (Redis, Envoy, the OpenAI Python SDK).
 ## Nomad and the fake GPUs (`make deps`) join once the Nomad end-to-end tests do.
 deps-test:
 	bash scripts/deps.sh redis
+	bash scripts/envoy.sh
 	bash scripts/pyclient.sh
 
 ## test: everything CI runs.

@@ -50,6 +50,7 @@ type devConfig struct {
 	maxHeld     int
 	logLevel    slog.Level
 	pprofAddr   string
+	edge        edgeFlags
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -85,6 +86,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
+	c.edge.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -208,6 +210,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	defer ln.Close() // on early returns; Serve closes it too
+	// With --xds-addr, an Envoy edge routes warm traffic straight to the
+	// instances: the fleet tells both the activator and the edge.
+	xs, err := cfg.edge.newXDS(ln.Addr().String(), cfg.holdTimeout, log)
+	if err != nil {
+		return err
+	}
+	var endpoints fleet.Endpoints = px
+	if xs != nil {
+		endpoints = endpointsTee{activator: px, edge: xs}
+	}
 	simStartup := cfg.simStartup
 	if simStartup == 0 {
 		simStartup = -1 // localrt: negative means none, zero means default
@@ -221,7 +238,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// Probing loopback every 2ms costs a refused connect per probe while a
 	// simulator loads, and keeps wake-to-serve to a few ms.
-	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: px, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
+	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: endpoints, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -260,14 +277,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	mux.Handle("GET /metrics", tel.Metrics)
 	deployAPI.Register(mux, users.Require)
 	px.Register(mux, users.Require)
+	if xs != nil {
+		mux.Handle(proxy.AuthzPrefix+"/", px.Authz(users))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	// HTTP/1.1 and cleartext HTTP/2 (h2c) on the same port: an edge proxy
 	// (Envoy) multiplexes held requests over a few connections instead of
@@ -316,6 +332,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.Go(func() error { return rt.Run(gctx) })
 	g.Go(func() error { return fl.Run(gctx) })
 	g.Go(func() error { return leader.Run(gctx, loop.Run) })
+	if xs != nil {
+		g.Go(func() error { return xs.Run(gctx) })
+	}
 	err = g.Wait()
 	log.Info("thaw dev stopped")
 	return err

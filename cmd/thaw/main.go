@@ -20,6 +20,7 @@ Usage:
   thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
   thaw deploy create|list|get|update|delete [flags]
                                    manage deployments (THAW_ADDR, THAW_TOKEN)
+  thaw envoy-bootstrap [flags]     print an Envoy bootstrap that takes its config from --xds-addr
 `
 
 func main() {
@@ -44,6 +45,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, args[1:], stdout, stderr)
+	case "envoy-bootstrap":
+		return runEnvoyBootstrap(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/xds"
+)
+
+// runEnvoyBootstrap runs `thaw envoy-bootstrap`: it prints a minimal Envoy
+// bootstrap (node, admin, the ADS cluster) to stdout; every listener, route,
+// cluster and endpoint then comes from thaw's xDS server. Usage goes to
+// stderr; -h prints it and returns nil.
+func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("envoy-bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: thaw envoy-bootstrap [flags] > envoy.json\n\n"+
+			"Prints a minimal Envoy bootstrap that takes its whole configuration from thaw's\n"+
+			"xDS server (ADS). Run Envoy with it: envoy -c envoy.json\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var c xds.BootstrapConfig
+	fs.StringVar(&c.XDSAddr, "xds-addr", "127.0.0.1:18000", "`host:port` of thaw's xDS (ADS) server")
+	fs.StringVar(&c.NodeID, "node-id", "thaw-edge", "Envoy node `id`")
+	fs.StringVar(&c.NodeCluster, "node-cluster", "thaw", "Envoy node `cluster`")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9901", "`ip:port` of Envoy's admin interface")
+	fs.BoolVar(&c.Delta, "delta", false, "use incremental xDS (DELTA_GRPC) instead of state of the world")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("envoy-bootstrap: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("envoy-bootstrap: unexpected arguments %q", fs.Args())
+	}
+	b, err := xds.Bootstrap(c)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return err
+}
+
+// edgeFlags are the flags of `thaw dev` and `thaw server` that put an Envoy
+// edge in front of them: with --xds-addr set, thaw serves the edge's whole
+// configuration over ADS.
+type edgeFlags struct {
+	xdsAddr    string
+	listen     string
+	activators string
+	envoyAdmin string
+}
+
+// register adds the edge flags to fs.
+func (e *edgeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&e.xdsAddr, "xds-addr", "", "`host:port` to serve Envoy's configuration on (ADS, state of the world and delta); empty: no Envoy edge")
+	fs.StringVar(&e.listen, "edge-addr", "127.0.0.1:10000", "with --xds-addr: `ip:port` Envoy's listener takes traffic on")
+	fs.StringVar(&e.activators, "activators", "", "with --xds-addr: comma-separated `ip:port` list of the activator replicas Envoy falls back to while a model has no ready instance (default: this process's --addr)")
+	fs.StringVar(&e.envoyAdmin, "envoy-admin", "", "with --xds-addr: comma-separated admin `URLs` of the Envoys (http://127.0.0.1:9901); scale-down then waits for Envoy's in-flight requests to an instance")
+}
+
+// newXDS returns the xDS server the flags describe, nil without --xds-addr.
+// apiAddr is this process's --addr (thaw's API, /authz and, by default, the
+// activator).
+func (e *edgeFlags) newXDS(apiAddr string, holdTimeout time.Duration, log *slog.Logger) (*xds.Server, error) {
+	if e.xdsAddr == "" {
+		return nil, nil
+	}
+	api, err := dialable(apiAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
+	cfg := xds.Config{
+		Addr:   e.xdsAddr,
+		Edge:   xds.State{Listen: e.listen, API: api, HoldTimeout: holdTimeout},
+		Logger: log,
+	}
+	for _, a := range splitList(e.activators) {
+		if a, err = dialable(a); err != nil {
+			return nil, fmt.Errorf("--activators: %w", err)
+		}
+		cfg.Edge.Activators = append(cfg.Edge.Activators, a)
+	}
+	cfg.EnvoyAdmin = splitList(e.envoyAdmin)
+	// Catch bad addresses now rather than at the first push.
+	if _, err := xds.Build(cfg.Edge); err != nil {
+		return nil, err
+	}
+	return xds.New(cfg)
+}
+
+// dialable turns a listen address (":8080", "0.0.0.0:8080") into one Envoy
+// can connect to on this host.
+func dialable(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// endpointsTee feeds the fleet's endpoint updates to the activator (the
+// proxy) and to the Envoy edge (the xDS server). An instance is drained once
+// both have nothing in flight to it.
+type endpointsTee struct {
+	activator, edge fleet.Endpoints
+}
+
+func (t endpointsTee) SetEndpoints(deployID string, capacity int, addrs map[string]string) {
+	t.activator.SetEndpoints(deployID, capacity, addrs)
+	t.edge.SetEndpoints(deployID, capacity, addrs)
+}
+
+func (t endpointsTee) Drained(deployID, instanceID string) <-chan struct{} {
+	a, b := t.activator.Drained(deployID, instanceID), t.edge.Drained(deployID, instanceID)
+	ch := make(chan struct{})
+	go func() {
+		<-a
+		<-b
+		close(ch)
+	}()
+	return ch
+}
+
+func (t endpointsTee) Fail(deployID, reason string) {
+	t.activator.Fail(deployID, reason)
+	t.edge.Fail(deployID, reason)
+}
+
+func (t endpointsTee) Recover(deployID string) {
+	t.activator.Recover(deployID)
+	t.edge.Recover(deployID)
+}
+
+func (t endpointsTee) Remove(deployID string) {
+	t.activator.Remove(deployID)
+	t.edge.Remove(deployID)
+}
+
+// The xDS server takes the fleet's updates like the activator does.
+var _ fleet.Endpoints = (*xds.Server)(nil)

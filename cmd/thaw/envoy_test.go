@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestEnvoyBootstrap(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		args := []string{"--xds-addr", "127.0.0.1:18000", "--node-id", "edge-7", "--admin", "127.0.0.1:9902"}
+		want := "GRPC"
+		if delta {
+			args, want = append(args, "--delta"), "DELTA_GRPC"
+		}
+		var out bytes.Buffer
+		if err := runEnvoyBootstrap(context.Background(), args, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		var b struct {
+			Node  struct{ ID string }
+			Admin struct {
+				Address struct {
+					SocketAddress struct {
+						Address   string
+						PortValue int
+					}
+				}
+			}
+			DynamicResources struct {
+				AdsConfig struct {
+					APIType      string
+					GrpcServices []struct{ EnvoyGrpc struct{ ClusterName string } }
+				}
+				LdsConfig, CdsConfig struct{ Ads struct{} }
+			}
+			StaticResources struct {
+				Clusters []struct {
+					Name           string
+					LoadAssignment struct {
+						Endpoints []struct {
+							LbEndpoints []struct {
+								Endpoint struct {
+									Address struct {
+										SocketAddress struct {
+											Address   string
+											PortValue int
+										}
+									}
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(out.Bytes(), &b); err != nil {
+			t.Fatalf("bootstrap is not JSON: %v\n%s", err, out.String())
+		}
+		c := b.StaticResources.Clusters[0]
+		xdsAddr := c.LoadAssignment.Endpoints[0].LbEndpoints[0].Endpoint.Address.SocketAddress
+		got := []any{b.Node.ID, b.Admin.Address.SocketAddress.PortValue, b.DynamicResources.AdsConfig.APIType,
+			b.DynamicResources.AdsConfig.GrpcServices[0].EnvoyGrpc.ClusterName, c.Name, xdsAddr.Address, xdsAddr.PortValue}
+		wantAll := []any{"edge-7", 9902, want, "xds_cluster", "xds_cluster", "127.0.0.1", 18000}
+		if diff := cmp.Diff(wantAll, got); diff != "" {
+			t.Errorf("delta=%v bootstrap (-want +got):\n%s", delta, diff)
+		}
+		validateWithEnvoy(t, out.Bytes())
+	}
+
+	for _, args := range [][]string{{"--xds-addr", "nope"}, {"--admin", "localhost:9901"}, {"extra"}} {
+		if err := runEnvoyBootstrap(context.Background(), args, io.Discard, io.Discard); err == nil {
+			t.Errorf("runEnvoyBootstrap(%q) = nil, want an error", args)
+		}
+	}
+}
+
+// validateWithEnvoy runs `envoy --mode validate` on the bootstrap when
+// bin/envoy is installed (scripts/envoy.sh).
+func validateWithEnvoy(t *testing.T, boot []byte) {
+	t.Helper()
+	bin, err := filepath.Abs("../../bin/envoy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Logf("%s not installed: bootstrap not validated by Envoy", bin)
+		return
+	}
+	f := filepath.Join(t.TempDir(), "envoy.json")
+	if err := os.WriteFile(f, boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", f, "--disable-hot-restart").CombinedOutput()
+	if err != nil {
+		t.Errorf("envoy --mode validate: %v\n%s", err, out)
+	}
+}
+
+func TestEdgeFlags(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var none edgeFlags
+	if xs, err := none.newXDS(":8080", time.Minute, log); xs != nil || err != nil {
+		t.Errorf("without --xds-addr: %v, %v; want no server", xs, err)
+	}
+	e := edgeFlags{xdsAddr: "127.0.0.1:0", listen: "127.0.0.1:10000", activators: "127.0.0.1:8081, 127.0.0.1:8082"}
+	if xs, err := e.newXDS("0.0.0.0:8080", time.Minute, log); xs == nil || err != nil {
+		t.Errorf("newXDS = %v, %v", xs, err)
+	}
+	for _, bad := range []edgeFlags{
+		{xdsAddr: "127.0.0.1:0", listen: "localhost:10000"},
+		{xdsAddr: "127.0.0.1:0", listen: "127.0.0.1:10000", activators: "act:8081"},
+		{xdsAddr: "127.0.0.1:0", listen: "127.0.0.1:10000", activators: "127.0.0.1"},
+	} {
+		if _, err := bad.newXDS(":8080", time.Minute, log); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+	for in, want := range map[string]string{":8080": "127.0.0.1:8080", "0.0.0.0:1": "127.0.0.1:1", "[::]:2": "127.0.0.1:2", "10.0.0.5:3": "10.0.0.5:3"} {
+		if got, err := dialable(in); got != want || err != nil {
+			t.Errorf("dialable(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// recEndpoints records calls; Drained returns the channel in drained.
+type recEndpoints struct {
+	mu      sync.Mutex // mu guards calls.
+	calls   []string
+	drained chan struct{}
+}
+
+func (r *recEndpoints) rec(s string) {
+	r.mu.Lock()
+	r.calls = append(r.calls, s)
+	r.mu.Unlock()
+}
+
+func (r *recEndpoints) SetEndpoints(id string, c int, addrs map[string]string) {
+	r.rec("set " + id + " " + strings.Repeat("+", c) + " " + addrs["i"])
+}
+func (r *recEndpoints) Drained(id, inst string) <-chan struct{} {
+	r.rec("drained " + id + " " + inst)
+	return r.drained
+}
+func (r *recEndpoints) Fail(id, reason string) { r.rec("fail " + id + " " + reason) }
+func (r *recEndpoints) Recover(id string)      { r.rec("recover " + id) }
+func (r *recEndpoints) Remove(id string)       { r.rec("remove " + id) }
+
+func TestEndpointsTee(t *testing.T) {
+	a := &recEndpoints{drained: make(chan struct{})}
+	b := &recEndpoints{drained: make(chan struct{})}
+	tee := endpointsTee{activator: a, edge: b}
+	tee.SetEndpoints("d", 2, map[string]string{"i": "127.0.0.1:1"})
+	tee.Fail("d", "crash loop")
+	tee.Recover("d")
+	tee.Remove("d")
+	ch := tee.Drained("d", "i")
+	want := []string{"set d ++ 127.0.0.1:1", "fail d crash loop", "recover d", "remove d", "drained d i"}
+	for name, r := range map[string]*recEndpoints{"activator": a, "edge": b} {
+		if diff := cmp.Diff(want, r.calls); diff != "" {
+			t.Errorf("%s calls (-want +got):\n%s", name, diff)
+		}
+	}
+	close(a.drained)
+	select {
+	case <-ch:
+		t.Fatal("drained while the edge still has requests in flight")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(b.drained)
+	select {
+	case <-ch:
+	case <-time.After(time.Second):
+		t.Fatal("not drained once both are")
+	}
+}

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/httperr"
+)
+
+// Headers of an allowed authorization answer; Envoy copies them onto the
+// request and routes on them (they match the xds package's names).
+const (
+	// AuthzDeployIDHeader carries the deployment the request resolved to,
+	// "-" when it could not be told from a cut body.
+	AuthzDeployIDHeader = "X-Thaw-Deploy-Id"
+	// AuthzRouteHeader is AuthzDirect when the request may go straight to an
+	// instance, AuthzActivator when it must pass through the activator.
+	AuthzRouteHeader = "X-Thaw-Route"
+	AuthzDirect      = "direct"
+	AuthzActivator   = "activator"
+	// AuthzPartialHeader is set by Envoy when it sent only the start of a
+	// larger body.
+	AuthzPartialHeader = "X-Envoy-Auth-Partial-Body"
+)
+
+// AuthzPrefix is where Authz is mounted; Envoy checks a request for
+// <path> at AuthzPrefix+<path>, with the original method, headers and (the
+// start of) the body.
+const AuthzPrefix = "/authz"
+
+// Authz returns the handler of Envoy's ext_authz HTTP service. It
+// authenticates the bearer token and resolves the model the request names
+// (body "model", "<owner>/<name>" or "deploy_id:<id>", or the native
+// /v1/inference/<owner>/<name> path) among the caller's deployments. It
+// answers 200 with AuthzDeployIDHeader and AuthzRouteHeader, or the same
+// OpenAI-shaped 401/404/400 the built-in router would give, which Envoy
+// returns to the client: such a request never reaches a model server.
+//
+// Only the canonical name on the OpenAI paths goes direct: the deploy_id:
+// form must be rewritten to the served name and the native path translated,
+// which only the activator does.
+func (p *Proxy) Authz(users *auth.Users) http.Handler {
+	return http.StripPrefix(AuthzPrefix, users.Require(http.HandlerFunc(p.authz)))
+}
+
+func (p *Proxy) authz(w http.ResponseWriter, r *http.Request) {
+	user := auth.User(r.Context())
+	path := r.URL.Path
+	if native, ok := strings.CutPrefix(path, "/v1/inference/"); ok && r.Method == http.MethodPost {
+		owner, name, ok := strings.Cut(native, "/")
+		if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+			allow(w, "-", AuthzActivator) // thaw's router answers 404
+			return
+		}
+		p.authzModel(w, user, owner+"/"+name, false)
+		return
+	}
+	if !isOpenAIPath(path) || r.Method != http.MethodPost {
+		// Not a request a model server takes: thaw answers it.
+		allow(w, "-", AuthzActivator)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			allow(w, "-", AuthzActivator) // the activator answers 413
+			return
+		}
+		httperr.Encode(w, http.StatusBadRequest, "bad_body", "", "could not read request body: "+err.Error())
+		return
+	}
+	partial := strings.EqualFold(r.Header.Get(AuthzPartialHeader), "true")
+	model, found, complete := modelField(body)
+	switch {
+	case partial && !found:
+		// "model" lies past the part Envoy sent: the activator reads the
+		// whole body and checks it.
+		allow(w, "-", AuthzActivator)
+		return
+	case !partial && !complete:
+		httperr.Encode(w, http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
+		return
+	case model == "":
+		httperr.Encode(w, http.StatusBadRequest, "missing_model", "model", "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\"")
+		return
+	}
+	p.authzModel(w, user, model, true)
+}
+
+// authzModel resolves model for user and answers.
+func (p *Proxy) authzModel(w http.ResponseWriter, user, model string, openAI bool) {
+	t, err := p.cfg.Resolver.Resolve(user, model)
+	if err != nil {
+		p.writeErr(w, err, model)
+		return
+	}
+	route := AuthzActivator
+	if openAI && model == t.Model {
+		route = AuthzDirect
+	}
+	allow(w, t.DeployID, route)
+}
+
+func allow(w http.ResponseWriter, deployID, route string) {
+	w.Header().Set(AuthzDeployIDHeader, deployID)
+	w.Header().Set(AuthzRouteHeader, route)
+	w.WriteHeader(http.StatusOK)
+}
+
+// isOpenAIPath reports the OpenAI-compatible inference paths, which model
+// servers serve too (after /v1/openai/ -> /v1/).
+func isOpenAIPath(p string) bool {
+	switch p {
+	case "/v1/chat/completions", "/v1/completions", "/v1/openai/chat/completions", "/v1/openai/completions":
+		return true
+	}
+	return false
+}
+
+// modelField finds the top-level "model" of a JSON object that may be cut
+// short. found: a "model" string was read; complete: body is one whole,
+// valid JSON object. A "model" that is not a string reads as empty.
+func modelField(body []byte) (model string, found, complete bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false, false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return model, found, false
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return model, found, false
+		}
+		if key == "model" { // the last one wins, as in Go's and Python's decoders
+			found = true
+			if json.Unmarshal(v, &model) != nil {
+				model = ""
+			}
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return model, found, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return model, found, false // trailing data
+	}
+	return model, found, true
+}

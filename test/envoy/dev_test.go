@@ -1,0 +1,197 @@
+package envoy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/proxy"
+)
+
+// thawBinary builds ./cmd/thaw (or takes $THAW_BIN) and skips the test
+// while `thaw dev` has no --xds-addr flag.
+func thawBinary(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("THAW_BIN")
+	if bin == "" {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin = filepath.Join(t.TempDir(), "thaw")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/thaw")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build ./cmd/thaw: %v\n%s", err, out)
+		}
+	}
+	help, _ := exec.Command(bin, "dev", "-h").CombinedOutput()
+	if !bytes.Contains(help, []byte("-xds-addr")) {
+		t.Skip("thaw dev has no --xds-addr flag yet")
+	}
+	return bin
+}
+
+// TestThawDevBehindEnvoy runs the real `thaw dev --xds-addr` with Envoy in
+// front, configured from `thaw envoy-bootstrap`: the deploy API works
+// through the edge, a cold model is woken and served through the activator,
+// the next request goes straight to the instance.
+func TestThawDevBehindEnvoy(t *testing.T) {
+	t.Parallel()
+	envoy := envoyBin(t)
+	thaw := thawBinary(t)
+	dir := t.TempDir()
+	api, xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	start := func(name string, args ...string) {
+		logf, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(), "THAW_DEV_TOKEN=tok-dev")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			logf.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logf.Name())
+				t.Logf("%s log:\n%s", name, tail(string(b), 30))
+			}
+		})
+	}
+	start("thaw", thaw, "dev", "--addr", api, "--data-dir", filepath.Join(dir, "data"),
+		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
+		"--sim-startup", "300ms", "--sim-tokens-per-second", "500")
+	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
+	if err != nil {
+		t.Fatalf("thaw envoy-bootstrap: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start("envoy", envoy, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn")
+
+	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
+	e.waitFor(ctx, t, "edge /healthz", func() bool {
+		resp, err := e.client.Get(e.url + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	// The deploy API, through Envoy.
+	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"m1","gpu":"A100-80GB","num_gpus":1,"max_batch_size":4,`+
+		`"hf":{"repo":"org/m1"},"settings":{"min_instances":0,"max_instances":1}}`)
+	var d struct {
+		ID string `json:"deploy_id"`
+	}
+	if r.status != http.StatusOK && r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &d) != nil || d.ID == "" {
+		t.Fatalf("create deployment through envoy: %d %s", r.status, r.body)
+	}
+
+	// Cold: held by thaw (the activator), served once the instance is up.
+	r = e.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/m1"))
+	if r.status != http.StatusOK || r.header.Get(proxy.ColdStartHeader) == "" {
+		t.Fatalf("cold request: %d %v %s", r.status, r.header, r.body)
+	}
+	// Warm: straight to the instance, once Envoy has it.
+	var instance string
+	e.waitFor(ctx, t, "instance in envoy", func() bool {
+		instance = e.instanceHost(t, "deploy-"+d.ID, api)
+		return instance != ""
+	})
+	before := e.hostStat(t, "deploy-"+d.ID, instance, "rq_total")
+	act := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+d.ID, api, "rq_total")
+	for i := 0; i < 3; i++ {
+		if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/m1")); r.status != http.StatusOK || r.header.Get(proxy.ColdStartHeader) != "" {
+			t.Fatalf("warm request: %d %v %s", r.status, r.header, r.body)
+		}
+	}
+	if n := e.hostStat(t, "deploy-"+d.ID, instance, "rq_total") - before; n != 3 {
+		t.Errorf("envoy sent %d warm requests to the instance, want 3", n)
+	}
+	if n := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+d.ID, api, "rq_total") - act; n != 0 {
+		t.Errorf("envoy sent %d warm requests to the activator, want 0", n)
+	}
+	if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/nope")); errorOf(t, r) != (openAIError{404, "model_not_found", "not_found_error"}) {
+		t.Errorf("unknown model: %d %s", r.status, r.body)
+	}
+	checkNoEnvoyReject(t, e)
+}
+
+// instanceHost is a priority-0 host of the cluster other than skip.
+func (e *edge) instanceHost(t *testing.T, cluster, skip string) string {
+	t.Helper()
+	for host, prio := range e.hostsWith(t, cluster, "priority") {
+		if host != skip && prio == "0" {
+			return host
+		}
+	}
+	return ""
+}
+
+// hostStat is one numeric stat of a host in Envoy's /clusters.
+func (e *edge) hostStat(t *testing.T, cluster, host, stat string) int {
+	t.Helper()
+	n, _ := strconv.Atoi(e.hostsWith(t, cluster, stat)[host])
+	return n
+}
+
+// hostsWith maps each host of the cluster to the value of stat.
+func (e *edge) hostsWith(t *testing.T, cluster, stat string) map[string]string {
+	t.Helper()
+	resp, err := e.client.Get(e.admin + "/clusters")
+	if err != nil {
+		t.Fatalf("envoy admin: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		parts := strings.Split(sc.Text(), "::")
+		if len(parts) == 4 && parts[0] == cluster && parts[2] == stat {
+			out[parts[1]] = parts[3]
+		}
+	}
+	return out
+}
+
+// checkNoEnvoyReject: Envoy rejected no configuration.
+func checkNoEnvoyReject(t *testing.T, e *edge) {
+	t.Helper()
+	for name, v := range e.statsContaining(t, "update_rejected") {
+		if v != 0 {
+			t.Errorf("envoy %s = %d", name, v)
+		}
+	}
+	if n := e.stat(t, "control_plane.connected_state"); n != 1 {
+		t.Errorf("envoy control_plane.connected_state = %d, want 1", n)
+	}
+}

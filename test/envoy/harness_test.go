@@ -1,0 +1,382 @@
+// Package envoy_test runs thaw's Envoy data plane end to end: a real Envoy
+// (bin/envoy, installed by scripts/envoy.sh) configured only by the xds
+// package's ADS server, thaw's /authz and activator (the proxy package), and
+// simulated model servers (the sim package, what `thaw sim` runs).
+package envoy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/proxy"
+	"github.com/thawhq/thaw/sim"
+	"github.com/thawhq/thaw/xds"
+)
+
+// Deployments every edge knows. alice owns warm, cold and slow; bob owns
+// bobs (no instance ever).
+var deployments = map[string]proxy.Target{
+	"alice/warm": {DeployID: "d-warm", Model: "alice/warm", MaxBatchSize: 8},
+	"alice/cold": {DeployID: "d-cold", Model: "alice/cold", MaxBatchSize: 8},
+	"alice/slow": {DeployID: "d-slow", Model: "alice/slow", MaxBatchSize: 8},
+	"bob/bobs":   {DeployID: "d-bobs", Model: "bob/bobs", MaxBatchSize: 8},
+}
+
+type resolver struct{}
+
+func (resolver) Resolve(user, model string) (proxy.Target, error) {
+	for name, t := range deployments {
+		owner, _, _ := strings.Cut(name, "/")
+		if owner == user && (model == name || model == "deploy_id:"+t.DeployID) {
+			return t, nil
+		}
+	}
+	return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+}
+
+func (resolver) Models(string) []proxy.Model { return nil }
+
+type noDemand struct{}
+
+func (noDemand) Set(string, int, int) {}
+func (noDemand) Wake(string)          {}
+
+// counter counts the inference requests a server received.
+type counter struct {
+	h http.Handler
+	n atomic.Int64
+}
+
+func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		c.n.Add(1)
+	}
+	c.h.ServeHTTP(w, r)
+}
+
+// edge is one Envoy in front of thaw's pieces.
+type edge struct {
+	xs        *xds.Server
+	px        *proxy.Proxy
+	activator *counter
+	url       string // Envoy's listener
+	admin     string // Envoy's admin
+	client    *http.Client
+	log       string // Envoy's log file
+
+	// mu guards addrs.
+	mu    sync.Mutex
+	addrs map[string]string // deploy id -> its one instance
+}
+
+const holdTimeout = time.Minute
+
+// envoyBin is bin/envoy; without it the test fails in CI and is skipped
+// elsewhere.
+func envoyBin(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	bin := filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), "bin", "envoy")
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s missing (run scripts/envoy.sh): %v", bin, err)
+		}
+		t.Skipf("%s missing (run scripts/envoy.sh)", bin)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startEdge starts the activator, thaw's API (/authz), the xDS server and
+// Envoy (state of the world, or delta xDS).
+func startEdge(t *testing.T, delta bool) *edge {
+	t.Helper()
+	bin := envoyBin(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &edge{addrs: map[string]string{}}
+	users := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"})
+	px, err := proxy.New(proxy.Config{Resolver: resolver{}, Demand: noDemand{}, HoldTimeout: holdTimeout, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.px = px
+
+	actMux := http.NewServeMux()
+	px.Register(actMux, users.Require)
+	e.activator = &counter{h: actMux}
+	act := httptest.NewServer(e.activator)
+	t.Cleanup(act.Close)
+
+	apiMux := http.NewServeMux()
+	apiMux.Handle(proxy.AuthzPrefix+"/", px.Authz(users))
+	apiMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	apiMux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httperr.Encode(w, http.StatusNotFound, "not_found", "", "no route for "+r.Method+" "+r.URL.Path)
+	})
+	api := httptest.NewServer(apiMux)
+	t.Cleanup(api.Close)
+
+	listen, admin := freeAddr(t), freeAddr(t)
+	xln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.admin = "http://" + admin
+	e.xs, err = xds.New(xds.Config{
+		Listener: xln,
+		Edge: xds.State{
+			Listen: listen, API: strings.TrimPrefix(api.URL, "http://"),
+			Activators: []string{strings.TrimPrefix(act.URL, "http://")}, HoldTimeout: holdTimeout,
+		},
+		EnvoyAdmin: []string{e.admin},
+		Logger:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xsDone := make(chan error, 1)
+	go func() { xsDone <- e.xs.Run(ctx) }()
+	for name, tg := range deployments {
+		e.xs.SetModel(tg.DeployID, name)
+	}
+
+	nodeID := fmt.Sprintf("edge-%s-%v", t.Name(), delta)
+	boot, err := xds.Bootstrap(xds.BootstrapConfig{XDSAddr: xln.Addr().String(), NodeID: nodeID, Admin: admin, Delta: delta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.log = filepath.Join(dir, "envoy.log")
+	logf, err := os.Create(e.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart",
+		"--concurrency", "1", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		cancel()
+		<-xsDone
+		if t.Failed() {
+			b, _ := os.ReadFile(e.log)
+			t.Logf("envoy log:\n%s", tail(string(b), 40))
+		}
+	})
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	t.Cleanup(tr.CloseIdleConnections)
+	e.client = &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+	e.url = "http://" + listen
+
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := e.xs.WaitForNode(wctx, nodeID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(wctx, t, "edge ready", func() bool {
+		resp, err := e.client.Get(e.url + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return e
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls cond every 20ms until it holds or ctx ends (fatal).
+func (e *edge) waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within the deadline", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startInstance starts a simulated model server for deployment model and
+// makes it ready on both the activator and Envoy, as the fleet does.
+func (e *edge) startInstance(t *testing.T, model string, tokensPerSecond float64) *counter {
+	t.Helper()
+	tg := deployments[model]
+	s, err := sim.New(sim.Config{Model: model, TokensPerSecond: tokensPerSecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &counter{h: s.Handler()}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	addrs := map[string]string{"i-" + tg.DeployID: strings.TrimPrefix(srv.URL, "http://")}
+	e.px.SetEndpoints(tg.DeployID, tg.MaxBatchSize, addrs)
+	e.xs.SetEndpoints(tg.DeployID, tg.MaxBatchSize, addrs)
+	e.mu.Lock()
+	e.addrs[tg.DeployID] = addrs["i-"+tg.DeployID]
+	e.mu.Unlock()
+	return c
+}
+
+// waitRoutable waits until Envoy has the deployment's instances in load
+// balancing (the push is asynchronous).
+func (e *edge) waitRoutable(t *testing.T, deployID string) {
+	t.Helper()
+	e.mu.Lock()
+	addr := e.addrs[deployID]
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.waitFor(ctx, t, "instance of "+deployID+" in envoy", func() bool {
+		return e.hostFlags(t, "deploy-"+deployID, addr) == "healthy"
+	})
+}
+
+// hostFlags is the health_flags Envoy's /clusters reports for the host, ""
+// when Envoy does not list it.
+func (e *edge) hostFlags(t *testing.T, cluster, addr string) string {
+	t.Helper()
+	resp, err := e.client.Get(e.admin + "/clusters")
+	if err != nil {
+		t.Fatalf("envoy admin: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), cluster+"::"+addr+"::health_flags::"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// stat reads one counter or gauge from Envoy's admin; -1 when absent.
+func (e *edge) stat(t *testing.T, name string) int {
+	t.Helper()
+	resp, err := e.client.Get(e.admin + "/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
+	if err != nil {
+		t.Fatalf("envoy admin: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+": "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return -1
+}
+
+// stats sums every stat whose name contains part.
+func (e *edge) statsContaining(t *testing.T, part string) map[string]int {
+	t.Helper()
+	resp, err := e.client.Get(e.admin + "/stats")
+	if err != nil {
+		t.Fatalf("envoy admin: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), ": ")
+		if ok && strings.Contains(name, part) {
+			out[name], _ = strconv.Atoi(v)
+		}
+	}
+	return out
+}
+
+// reply is what a client of the edge saw.
+type reply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// post sends a JSON body through Envoy with token ("" = none) and extra
+// headers (name, value pairs).
+func (e *edge) post(t *testing.T, path, token, body string, headers ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("POST %s: reading body: %v", path, err)
+	}
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}

@@ -1,0 +1,335 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Paths the routes match. openAIPath is served by model servers too (after
+// /v1/openai/ -> /v1/); inferencePath also includes the native path, which
+// only thaw serves.
+const (
+	openAIPath    = `^/v1/(openai/)?(chat/)?completions$`
+	inferencePath = `^/v1/((openai/)?(chat/)?completions|inference/.+)$`
+)
+
+// Envoy's defaults that would cut LLM traffic, raised: the default circuit
+// breaker allows 1024 requests per cluster (the activator holds up to 10000
+// per deployment) and 3 concurrent retries.
+const (
+	maxRequests   = 100000
+	maxRetries    = 1000
+	connectTimout = 2 * time.Second
+	authzTimeout  = 5 * time.Second
+)
+
+// Build turns s into a validated, consistent snapshot. Each resource type's
+// version is a hash of its resources, so the same state always yields the
+// same versions and Envoy is sent only the types that changed (a new
+// instance re-sends endpoints, not listeners).
+func Build(s State) (*cache.Snapshot, error) {
+	res, err := Resources(s)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := cache.NewSnapshot("", res)
+	if err != nil {
+		return nil, fmt.Errorf("xds: snapshot: %w", err)
+	}
+	for typ, rs := range res {
+		h := sha256.New()
+		for _, r := range rs {
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+			if err != nil {
+				return nil, fmt.Errorf("xds: marshal %s: %w", typ, err)
+			}
+			h.Write(b)
+		}
+		snap.Resources[cache.GetResponseType(typ)].Version = hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// validator is what every Envoy resource implements (protoc-gen-validate).
+type validator interface{ ValidateAll() error }
+
+// Resources builds the resources of s, each validated with ValidateAll.
+func Resources(s State) (map[resource.Type][]types.Resource, error) {
+	if s.HoldTimeout <= 0 {
+		s.HoldTimeout = DefaultHoldTimeout
+	}
+	if s.API == "" || s.Listen == "" {
+		return nil, fmt.Errorf("%w: Listen and API are required", ErrInvalidState)
+	}
+	activators := s.Activators
+	if len(activators) == 0 {
+		activators = []string{s.API}
+	}
+	idle := s.HoldTimeout + HoldMargin
+	deps := append([]Deployment(nil), s.Deployments...)
+	sort.Slice(deps, func(i, j int) bool { return deps[i].ID < deps[j].ID })
+
+	lis, err := buildListener(s.Listen, idle)
+	if err != nil {
+		return nil, err
+	}
+	api, err := staticCluster(APICluster, s.API)
+	if err != nil {
+		return nil, err
+	}
+	act, err := activatorLoad(activators, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[resource.Type][]types.Resource{
+		resource.ListenerType: {lis},
+		resource.RouteType:    {buildRoutes(deps, idle)},
+		resource.ClusterType:  {api, edsCluster(ActivatorCluster)},
+		resource.EndpointType: {&endpoint.ClusterLoadAssignment{ClusterName: ActivatorCluster, Endpoints: act}},
+	}
+	seen := map[string]bool{}
+	for _, d := range deps {
+		if d.ID == "" || seen[d.ID] {
+			return nil, fmt.Errorf("%w: empty or duplicate deployment id %q", ErrInvalidState, d.ID)
+		}
+		seen[d.ID] = true
+		name := DeployClusterPrefix + d.ID
+		cla, err := deploymentLoad(name, d, activators)
+		if err != nil {
+			return nil, err
+		}
+		out[resource.ClusterType] = append(out[resource.ClusterType], edsCluster(name))
+		out[resource.EndpointType] = append(out[resource.EndpointType], cla)
+	}
+	for typ, rs := range out {
+		for _, r := range rs {
+			if err := r.(validator).ValidateAll(); err != nil {
+				return nil, fmt.Errorf("xds: invalid %s %q: %w", typ, cache.GetResourceName(r), err)
+			}
+		}
+	}
+	return out, nil
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		// Only an unregistered message type fails, which is a build-time bug.
+		panic(err)
+	}
+	return a
+}
+
+// socket is addr as an Envoy address. EDS and STATIC hosts must be IPs
+// (Envoy does not resolve names there and would reject the update).
+func socket(addr string, needIP bool) (*core.Address, error) {
+	host, port, err := hostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if needIP && net.ParseIP(host) == nil {
+		return nil, fmt.Errorf("%w: address %q: want an IP address", ErrInvalidState, addr)
+	}
+	return &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+		Address: host, PortSpecifier: &core.SocketAddress_PortValue{PortValue: port},
+	}}}, nil
+}
+
+func adsSource() *core.ConfigSource {
+	return &core.ConfigSource{
+		ResourceApiVersion:    core.ApiVersion_V3,
+		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+	}
+}
+
+func exact(s string) *matcher.StringMatcher {
+	return &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: s}}
+}
+
+func exactList(names ...string) *matcher.ListStringMatcher {
+	l := &matcher.ListStringMatcher{}
+	for _, n := range names {
+		l.Patterns = append(l.Patterns, exact(n))
+	}
+	return l
+}
+
+func regex(re string) *matcher.RegexMatcher { return &matcher.RegexMatcher{Regex: re} }
+
+func buildListener(listen string, idle time.Duration) (*listener.Listener, error) {
+	addr, err := socket(listen, true)
+	if err != nil {
+		return nil, err
+	}
+	authz := &extauthz.ExtAuthz{
+		TransportApiVersion: core.ApiVersion_V3,
+		Services: &extauthz.ExtAuthz_HttpService{HttpService: &extauthz.HttpService{
+			ServerUri: &core.HttpUri{
+				Uri:              "http://" + APICluster + AuthzPathPrefix,
+				HttpUpstreamType: &core.HttpUri_Cluster{Cluster: APICluster},
+				Timeout:          durationpb.New(authzTimeout),
+			},
+			PathPrefix: AuthzPathPrefix,
+			AuthorizationResponse: &extauthz.AuthorizationResponse{
+				AllowedUpstreamHeaders: exactList(DeployIDHeader, RouteHeader),
+				AllowedClientHeaders:   exactList("content-type", "retry-after"),
+			},
+		}},
+		AllowedHeaders: exactList("content-type"),
+		WithRequestBody: &extauthz.BufferSettings{
+			MaxRequestBytes: AuthzMaxBody, AllowPartialMessage: true,
+		},
+		ClearRouteCache: true,
+		// thaw unreachable: 503, never let the request through.
+		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+	}
+	manager := &hcm.HttpConnectionManager{
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		StatPrefix: "thaw",
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			ConfigSource: adsSource(), RouteConfigName: RouteConfigName,
+		}},
+		HttpFilters: []*hcm.HttpFilter{
+			{Name: "envoy.filters.http.ext_authz", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(authz)}},
+			{Name: "envoy.filters.http.router", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})}},
+		},
+		// A held request is silent until an instance is ready: the default
+		// 5 min would cut it with 408.
+		StreamIdleTimeout: durationpb.New(idle),
+		// No whole-request deadline: streams last as long as they stream.
+		RequestTimeout: durationpb.New(0),
+		NormalizePath:  wrapperspb.Bool(true),
+		MergeSlashes:   true,
+		// This is the edge: the client's address is the peer's, and x-envoy-*
+		// headers from outside (retry and timeout overrides) are not honored.
+		UseRemoteAddress: wrapperspb.Bool(true),
+	}
+	return &listener.Listener{
+		Name:    ListenerName,
+		Address: addr,
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(manager)},
+		}}}},
+	}, nil
+}
+
+func thresholds() *cluster.CircuitBreakers {
+	return &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+		Priority:           core.RoutingPriority_DEFAULT,
+		MaxConnections:     wrapperspb.UInt32(maxRequests),
+		MaxPendingRequests: wrapperspb.UInt32(maxRequests),
+		MaxRequests:        wrapperspb.UInt32(maxRequests),
+		MaxRetries:         wrapperspb.UInt32(maxRetries),
+	}}}
+}
+
+func edsCluster(name string) *cluster.Cluster {
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
+		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       durationpb.New(connectTimout),
+		LbPolicy:             cluster.Cluster_LEAST_REQUEST,
+		CircuitBreakers:      thresholds(),
+	}
+}
+
+func staticCluster(name, addr string) (*cluster.Cluster, error) {
+	a, err := socket(addr, false)
+	if err != nil {
+		return nil, err
+	}
+	typ := cluster.Cluster_STATIC
+	if net.ParseIP(a.GetSocketAddress().GetAddress()) == nil {
+		typ = cluster.Cluster_STRICT_DNS
+	}
+	return &cluster.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: typ},
+		ConnectTimeout:       durationpb.New(connectTimout),
+		CircuitBreakers:      thresholds(),
+		LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpoint.LocalityLbEndpoints{{
+			LbEndpoints: []*endpoint.LbEndpoint{lbEndpoint(a, core.HealthStatus_UNKNOWN)},
+		}}},
+	}, nil
+}
+
+func lbEndpoint(a *core.Address, h core.HealthStatus) *endpoint.LbEndpoint {
+	return &endpoint.LbEndpoint{
+		HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: a}},
+		HealthStatus:   h,
+	}
+}
+
+func activatorLoad(addrs []string, priority uint32) ([]*endpoint.LocalityLbEndpoints, error) {
+	l := &endpoint.LocalityLbEndpoints{Priority: priority}
+	for _, addr := range addrs {
+		a, err := socket(addr, true)
+		if err != nil {
+			return nil, err
+		}
+		l.LbEndpoints = append(l.LbEndpoints, lbEndpoint(a, core.HealthStatus_UNKNOWN))
+	}
+	return []*endpoint.LocalityLbEndpoints{l}, nil
+}
+
+// deploymentLoad: priority 0 = the deployment's instances, priority 1 = the
+// activators. Envoy sends everything to priority 1 while priority 0 has no
+// healthy (non-draining) host.
+func deploymentLoad(name string, d Deployment, activators []string) (*endpoint.ClusterLoadAssignment, error) {
+	p0 := &endpoint.LocalityLbEndpoints{Priority: 0}
+	eps := append([]Endpoint(nil), d.Endpoints...)
+	sort.Slice(eps, func(i, j int) bool { return eps[i].ID < eps[j].ID })
+	for _, e := range eps {
+		if d.Failed {
+			break
+		}
+		a, err := socket(e.Addr, true)
+		if err != nil {
+			return nil, fmt.Errorf("deployment %s instance %s: %w", d.ID, e.ID, err)
+		}
+		h := core.HealthStatus_HEALTHY
+		if e.Draining {
+			h = core.HealthStatus_DRAINING
+		}
+		ep := lbEndpoint(a, h)
+		ep.Metadata = &core.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			"thaw": {Fields: map[string]*structpb.Value{"instance_id": structpb.NewStringValue(e.ID)}},
+		}}
+		p0.LbEndpoints = append(p0.LbEndpoints, ep)
+	}
+	p1, err := activatorLoad(activators, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &endpoint.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints:   append([]*endpoint.LocalityLbEndpoints{p0}, p1...),
+	}, nil
+}

@@ -1,0 +1,95 @@
+package xds
+
+import (
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previouspriorities "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// buildRoutes: per deployment a direct route (headers set by ext_authz),
+// then the activator route for every other inference request, then the
+// catch-all to thaw's API with ext_authz off. Order matters: first match
+// wins.
+func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguration {
+	vh := &route.VirtualHost{Name: "thaw", Domains: []string{"*"}}
+	for _, d := range deps {
+		if d.Failed {
+			continue // the activator fails its requests at once
+		}
+		vh.Routes = append(vh.Routes, &route.Route{
+			Name: DeployClusterPrefix + d.ID,
+			Match: &route.RouteMatch{
+				PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: regex(openAIPath)},
+				Headers: []*route.HeaderMatcher{
+					{Name: DeployIDHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(d.ID)}},
+					{Name: RouteHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(RouteDirect)}},
+				},
+			},
+			Action: &route.Route_Route{Route: upstream(DeployClusterPrefix+d.ID, idle, true)},
+			Metadata: &core.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				"thaw": {Fields: map[string]*structpb.Value{
+					"deploy_id": structpb.NewStringValue(d.ID), "model": structpb.NewStringValue(d.Model),
+				}},
+			}},
+		})
+	}
+	vh.Routes = append(vh.Routes,
+		&route.Route{
+			Name:   "activator",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: regex(inferencePath)}},
+			Action: &route.Route_Route{Route: upstream(ActivatorCluster, idle, false)},
+		},
+		&route.Route{
+			Name:   "thaw-api",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: upstream(APICluster, idle, false)},
+			TypedPerFilterConfig: map[string]*anypb.Any{
+				"envoy.filters.http.ext_authz": mustAny(&extauthz.ExtAuthzPerRoute{
+					Override: &extauthz.ExtAuthzPerRoute_Disabled{Disabled: true},
+				}),
+			},
+		},
+	)
+	return &route.RouteConfiguration{Name: RouteConfigName, VirtualHosts: []*route.VirtualHost{vh}}
+}
+
+// upstream is a route action with LLM-sized timeouts and safe retries.
+func upstream(clusterName string, idle time.Duration, rewriteOpenAI bool) *route.RouteAction {
+	a := &route.RouteAction{
+		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: clusterName},
+		// 0 disables the 15 s default that would cut SSE streams.
+		Timeout:     durationpb.New(0),
+		IdleTimeout: durationpb.New(idle),
+		RetryPolicy: &route.RetryPolicy{
+			// Only where the model server cannot have seen the request.
+			RetryOn:    "connect-failure,refused-stream,reset-before-request",
+			NumRetries: wrapperspb.UInt32(3),
+			RetryHostPredicate: []*route.RetryPolicy_RetryHostPredicate{{
+				Name:       "envoy.retry_host_predicates.previous_hosts",
+				ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushosts.PreviousHostsPredicate{})},
+			}},
+			HostSelectionRetryMaxAttempts: 5,
+			// After a failed instance, the next attempt may go to the next
+			// priority (the activator).
+			RetryPriority: &route.RetryPolicy_RetryPriority{
+				Name: "envoy.retry_priorities.previous_priorities",
+				ConfigType: &route.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAny(&previouspriorities.PreviousPrioritiesConfig{
+					UpdateFrequency: 1,
+				})},
+			},
+		},
+	}
+	if rewriteOpenAI {
+		a.RegexRewrite = &matcher.RegexMatchAndSubstitute{Pattern: regex(`^/v1/openai/`), Substitution: "/v1/"}
+	}
+	return a
+}

@@ -1,0 +1,312 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// startServer runs a Server on a loopback port and returns a connection to
+// it.
+func startServer(t *testing.T, admin ...string) (*Server, *grpc.ClientConn) {
+	return startServerGrace(t, 0, admin...)
+}
+
+func startServerGrace(t *testing.T, grace time.Duration, admin ...string) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{
+		Listener:   ln,
+		Edge:       State{Listen: "127.0.0.1:10000", API: "127.0.0.1:8080"},
+		EnvoyAdmin: admin,
+		DrainPoll:  10 * time.Millisecond,
+		DrainGrace: grace,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return s, conn
+}
+
+func clusterNames(t *testing.T, resp *discovery.DiscoveryResponse) []string {
+	t.Helper()
+	var out []string
+	for _, a := range resp.GetResources() {
+		var cla endpoint.ClusterLoadAssignment
+		if err := a.UnmarshalTo(&cla); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s:%d", cla.GetClusterName(), len(cla.GetEndpoints()[0].GetLbEndpoints())))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestServerStateOfTheWorld(t *testing.T) {
+	s, conn := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{ActivatorCluster, "deploy-d1"}
+	// recvUntil receives (and ACKs) responses until one has want.
+	recvUntil := func(want []string) *discovery.DiscoveryResponse {
+		t.Helper()
+		var last []string
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatalf("waiting for %v (last %v): %v", want, last, err)
+			}
+			if last = clusterNames(t, resp); cmp.Equal(want, last) {
+				return resp
+			}
+			if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: names,
+				ResponseNonce: resp.GetNonce(), VersionInfo: resp.GetVersionInfo()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "edge-1"}, TypeUrl: resource.EndpointType, ResourceNames: names}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetEndpoints("d1", 2, map[string]string{"i1": "127.0.0.1:9001"})
+	resp := recvUntil([]string{"deploy-d1:1", "thaw-activator:1"})
+	if err := s.WaitForNode(ctx, "edge-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Envoy rejects it: counted, and the next change still goes out.
+	if err := st.Send(&discovery.DiscoveryRequest{
+		TypeUrl: resource.EndpointType, ResourceNames: names, ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Code: 3, Message: "malformed IP address: nope"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetEndpoints("d1", 2, map[string]string{"i1": "127.0.0.1:9001", "i2": "127.0.0.1:9002"})
+	resp2 := recvUntil([]string{"deploy-d1:2", "thaw-activator:1"})
+	for i := 0; i < 100 && s.Version(resource.EndpointType) != resp2.GetVersionInfo(); i++ {
+		time.Sleep(5 * time.Millisecond) // Version is recorded just after the push
+	}
+	if resp2.GetVersionInfo() == resp.GetVersionInfo() || resp2.GetVersionInfo() != s.Version(resource.EndpointType) {
+		t.Errorf("versions: first %q, second %q, server %q", resp.GetVersionInfo(), resp2.GetVersionInfo(), s.Version(resource.EndpointType))
+	}
+	if n := s.NACKs(); n != 1 {
+		t.Errorf("NACKs = %d, want 1", n)
+	}
+}
+
+func TestServerDelta(t *testing.T) {
+	s, conn := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "edge-d"}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range resp.GetResources() {
+		got = append(got, r.GetName())
+	}
+	sort.Strings(got)
+	if diff := cmp.Diff([]string{ActivatorCluster, APICluster}, got); diff != "" {
+		t.Errorf("clusters (-want +got):\n%s", diff)
+	}
+	// ACK, then a change arrives as a delta.
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetEndpoints("d1", 1, nil)
+	resp, err = st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "deploy-d1" {
+		t.Errorf("delta after adding d1: %v", resp.GetResources())
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{
+		TypeUrl: resource.ClusterType, ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Code: 3, Message: "rejected"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.NACKs() != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.NACKs(); n != 1 {
+		t.Errorf("NACKs = %d, want 1", n)
+	}
+}
+
+// fakeAdmin serves Envoy's /clusters with rq_active for one host.
+type fakeAdmin struct {
+	mu       sync.Mutex // mu guards active and draining.
+	active   int
+	draining bool
+}
+
+func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	flags := "healthy"
+	if f.draining {
+		flags = "/eds_status_draining"
+	}
+	fmt.Fprintf(w, "deploy-d1::127.0.0.1:9001::rq_active::%d\ndeploy-d1::127.0.0.1:9001::health_flags::%s\n", f.active, flags)
+}
+
+func (f *fakeAdmin) set(active int, draining bool) {
+	f.mu.Lock()
+	f.active, f.draining = active, draining
+	f.mu.Unlock()
+}
+
+func TestServerDrained(t *testing.T) {
+	fa := &fakeAdmin{active: 2}
+	admin := httptest.NewServer(fa)
+	t.Cleanup(admin.Close)
+	s, _ := startServer(t, admin.URL)
+	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001"})
+	s.SetEndpoints("d1", 1, nil) // scale-down: i1 leaves load balancing
+	endpoints := func() []Endpoint {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return append([]Endpoint(nil), s.deps["d1"].Endpoints...)
+	}
+	if diff := cmp.Diff([]Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}}, endpoints()); diff != "" {
+		t.Errorf("while draining (-want +got):\n%s", diff)
+	}
+	ch := s.Drained("d1", "i1")
+	for _, step := range []struct {
+		active   int
+		draining bool
+	}{{2, false}, {2, true}, {0, false}} {
+		fa.set(step.active, step.draining)
+		select {
+		case <-ch:
+			t.Fatalf("drained with %d in flight, draining=%v", step.active, step.draining)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	fa.set(0, true)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not drained with nothing in flight")
+	}
+	if got := endpoints(); len(got) != 0 {
+		t.Errorf("after drain: %v", got)
+	}
+
+	// Unknown instance, or no admin to ask: at once.
+	select {
+	case <-s.Drained("d1", "nope"):
+	case <-time.After(time.Second):
+		t.Fatal("unknown instance not drained at once")
+	}
+}
+
+func (s *Server) endpointsOf(id string) []Endpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.deps[id]; ok {
+		return append([]Endpoint(nil), d.Endpoints...)
+	}
+	return nil
+}
+
+func waitEndpoints(t *testing.T, s *Server, id string, want []Endpoint) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cmp.Equal(want, s.endpointsOf(id)) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if diff := cmp.Diff(want, s.endpointsOf(id)); diff != "" {
+		t.Errorf("endpoints of %s (-want +got):\n%s", id, diff)
+	}
+}
+
+// The fleet may ask Drained before it takes the instance out.
+func TestServerDrainedBeforeRemoval(t *testing.T) {
+	fa := &fakeAdmin{active: 1}
+	admin := httptest.NewServer(fa)
+	t.Cleanup(admin.Close)
+	s, _ := startServer(t, admin.URL)
+	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001"})
+	ch := s.Drained("d1", "i1")
+	s.SetEndpoints("d1", 1, nil)
+	waitEndpoints(t, s, "d1", []Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}})
+	fa.set(0, true)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not drained")
+	}
+	waitEndpoints(t, s, "d1", nil)
+}
+
+// An instance that left without anyone draining it (it failed) leaves EDS
+// after DrainGrace; one that a Drained call waits for stays.
+func TestServerDrainGrace(t *testing.T) {
+	fa := &fakeAdmin{active: 1, draining: true}
+	admin := httptest.NewServer(fa)
+	t.Cleanup(admin.Close)
+	s, _ := startServerGrace(t, 50*time.Millisecond, admin.URL)
+	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001", "i2": "127.0.0.1:9002"})
+	ch := s.Drained("d1", "i1") // i1 is scaled down; i2 just vanishes
+	s.SetEndpoints("d1", 1, nil)
+	waitEndpoints(t, s, "d1", []Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}})
+	select {
+	case <-ch:
+		t.Fatal("drained with a request in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	fa.set(0, true)
+	<-ch
+	waitEndpoints(t, s, "d1", nil)
+}
