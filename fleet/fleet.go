@@ -299,7 +299,11 @@ func (f *Fleet) syncStoreLocked() {
 		seen[d.ID] = true
 		ds, ok := f.deps[d.ID]
 		if !ok {
-			f.deps[d.ID] = &depState{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
+			ds = &depState{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
+			f.deps[d.ID] = ds
+			// Announce it with no instance: request paths elsewhere
+			// (activator replicas, the edge) learn it exists and hold.
+			f.pushLocked(ds)
 			continue
 		}
 		ds.d = d

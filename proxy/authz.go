@@ -41,7 +41,9 @@ const AuthzPrefix = "/authz"
 // OpenAI-shaped 401/404/400 the built-in router would give, which Envoy
 // returns to the client: such a request never reaches a model server.
 //
-// Only the canonical name on the OpenAI paths goes direct: the deploy_id:
+// Only the canonical name on the OpenAI paths of a deployment with a ready
+// instance goes direct: a cold deployment's requests are held by the
+// activator, and the deploy_id:
 // form must be rewritten to the served name and the native path translated,
 // which only the activator does.
 func (p *Proxy) Authz(users *auth.Users) http.Handler {
@@ -100,8 +102,10 @@ func (p *Proxy) authzModel(w http.ResponseWriter, user, model string, openAI boo
 		p.writeErr(w, err, model)
 		return
 	}
+	// Cold deployments go to the activator route, whose retries also cover
+	// an activator replica dying while it holds the request.
 	route := AuthzActivator
-	if openAI && model == t.Model {
+	if openAI && model == t.Model && p.ready(t.DeployID) {
 		route = AuthzDirect
 	}
 	allow(w, t.DeployID, route)

@@ -23,6 +23,7 @@ type authzAnswer struct {
 
 func TestAuthz(t *testing.T) {
 	h := newHarness(t, Config{MaxBody: 1 << 20})
+	h.p.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:1"}) // warm: may go direct
 	users := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"})
 	srv := httptest.NewServer(h.p.Authz(users))
 	t.Cleanup(srv.Close)
@@ -101,6 +102,24 @@ func TestAuthz(t *testing.T) {
 				t.Errorf("answer (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestAuthzColdGoesToActivator: with no ready instance, requests take the
+// activator route (held there, retried on another replica if one dies).
+func TestAuthzColdGoesToActivator(t *testing.T) {
+	h := newHarness(t, Config{})
+	srv := httptest.NewServer(h.p.Authz(auth.NewUsers(map[string]string{"alice": "tok-alice"})))
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+AuthzPrefix+"/v1/chat/completions", strings.NewReader(`{"model":"alice/m"}`))
+	req.Header.Set("Authorization", "Bearer tok-alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get(AuthzRouteHeader); resp.StatusCode != http.StatusOK || got != AuthzActivator {
+		t.Errorf("cold deployment: %d, route %q; want 200, %q", resp.StatusCode, got, AuthzActivator)
 	}
 }
 

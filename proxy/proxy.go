@@ -215,3 +215,39 @@ func (p *Proxy) Counts() map[string][2]int {
 	}
 	return out
 }
+
+// InstanceInflight reports requests in flight per instance (endpoint id),
+// draining ones included, so that a control plane elsewhere can tell when
+// this replica has drained an instance.
+func (p *Proxy) InstanceInflight() map[string]int {
+	p.mu.Lock()
+	pools := make([]*pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		pools = append(pools, pl)
+	}
+	p.mu.Unlock()
+	out := map[string]int{}
+	for _, pl := range pools {
+		pl.mu.Lock()
+		for id, ep := range pl.endpoints {
+			if ep.inflight > 0 {
+				out[id] = ep.inflight
+			}
+		}
+		pl.mu.Unlock()
+	}
+	return out
+}
+
+// ready reports whether the deployment has a routable instance.
+func (p *Proxy) ready(deployID string) bool {
+	p.mu.Lock()
+	pl, ok := p.pools[deployID]
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.readyCountLocked() > 0
+}

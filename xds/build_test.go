@@ -159,7 +159,7 @@ func TestBuildRoutes(t *testing.T) {
 		// Sorted by id; the failed deployment has no direct route.
 		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: RouteDirect},
 		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: RouteDirect},
-		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry},
+		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry + ",reset"},
 		// The catch-all is last, to thaw, with ext_authz off.
 		{Name: "thaw-api", Cluster: APICluster, Idle: idle, Retry: retry, AuthzOff: true},
 	}

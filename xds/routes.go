@@ -46,7 +46,7 @@ func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguratio
 		&route.Route{
 			Name:   "activator",
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: regex(inferencePath)}},
-			Action: &route.Route_Route{Route: upstream(ActivatorCluster, idle, false)},
+			Action: &route.Route_Route{Route: activatorUpstream(idle)},
 		},
 		&route.Route{
 			Name:   "thaw-api",
@@ -60,6 +60,16 @@ func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguratio
 		},
 	)
 	return &route.RouteConfiguration{Name: RouteConfigName, VirtualHosts: []*route.VirtualHost{vh}}
+}
+
+// activatorUpstream is upstream plus retry on "reset": a request an
+// activator held dies with that replica before any model server saw it (and
+// one it had forwarded is cancelled with it), so another replica may take
+// it; Envoy never retries once response headers went to the client.
+func activatorUpstream(idle time.Duration) *route.RouteAction {
+	a := upstream(ActivatorCluster, idle, false)
+	a.RetryPolicy.RetryOn = "connect-failure,refused-stream,reset-before-request,reset"
+	return a
 }
 
 // upstream is a route action with LLM-sized timeouts and safe retries.

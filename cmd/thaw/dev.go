@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/thawhq/thaw/autoscaler"
 	"github.com/thawhq/thaw/demand"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/endpoints"
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/lease"
@@ -166,6 +168,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cfg.users["dev"] = tok
+	// Activator replicas (thaw activator --users-file) read the users from
+	// here, as token hashes.
+	if err := writeUsersFile(filepath.Join(cfg.dataDir, "users"), cfg.users); err != nil {
+		return err
+	}
 
 	tel, err := telemetry.Setup(ctx, "thaw-dev")
 	if err != nil {
@@ -221,9 +228,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var endpoints fleet.Endpoints = px
+	eps := endpointsTee{px}
+	var pub *endpoints.Publisher
 	if xs != nil {
-		endpoints = endpointsTee{activator: px, edge: xs}
+		// Activator replicas elsewhere (thaw activator) follow the same
+		// updates through Redis.
+		if pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: rdb, Lookup: store.Get, Logger: log}); err != nil {
+			return err
+		}
+		eps = append(eps, xs, pub)
 	}
 	simStartup := cfg.simStartup
 	if simStartup == 0 {
@@ -238,7 +251,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// Probing loopback every 2ms costs a refused connect per probe while a
 	// simulator loads, and keeps wake-to-serve to a few ms.
-	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: endpoints, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
+	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: eps, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -334,8 +347,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.Go(func() error { return leader.Run(gctx, loop.Run) })
 	if xs != nil {
 		g.Go(func() error { return xs.Run(gctx) })
+		g.Go(func() error { return pub.Run(gctx) })
 	}
 	err = g.Wait()
 	log.Info("thaw dev stopped")
 	return err
+}
+
+// writeUsersFile writes users (name -> token) as a users file of token
+// hashes (auth.ParseUsers's format).
+func writeUsersFile(path string, users map[string]string) error {
+	var b strings.Builder
+	b.WriteString("# thaw users: <name> sha256:<hex of the token's SHA-256>; written by thaw dev\n")
+	names := make([]string, 0, len(users))
+	for n := range users {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %s\n", n, auth.HashToken(users[n]))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write users file: %w", err)
+	}
+	return nil
 }

@@ -122,42 +122,49 @@ func splitList(s string) []string {
 	return out
 }
 
-// endpointsTee feeds the fleet's endpoint updates to the activator (the
-// proxy) and to the Envoy edge (the xDS server). An instance is drained once
-// both have nothing in flight to it.
-type endpointsTee struct {
-	activator, edge fleet.Endpoints
-}
+// endpointsTee feeds the fleet's endpoint updates to every request path:
+// the built-in activator (the proxy), the Envoy edge (the xDS server) and
+// activator replicas elsewhere (the Redis publisher). An instance is drained
+// once all of them have nothing in flight to it.
+type endpointsTee []fleet.Endpoints
 
 func (t endpointsTee) SetEndpoints(deployID string, capacity int, addrs map[string]string) {
-	t.activator.SetEndpoints(deployID, capacity, addrs)
-	t.edge.SetEndpoints(deployID, capacity, addrs)
+	for _, e := range t {
+		e.SetEndpoints(deployID, capacity, addrs)
+	}
 }
 
 func (t endpointsTee) Drained(deployID, instanceID string) <-chan struct{} {
-	a, b := t.activator.Drained(deployID, instanceID), t.edge.Drained(deployID, instanceID)
-	ch := make(chan struct{})
+	chs := make([]<-chan struct{}, len(t))
+	for i, e := range t {
+		chs[i] = e.Drained(deployID, instanceID)
+	}
+	done := make(chan struct{})
 	go func() {
-		<-a
-		<-b
-		close(ch)
+		for _, c := range chs {
+			<-c
+		}
+		close(done)
 	}()
-	return ch
+	return done
 }
 
 func (t endpointsTee) Fail(deployID, reason string) {
-	t.activator.Fail(deployID, reason)
-	t.edge.Fail(deployID, reason)
+	for _, e := range t {
+		e.Fail(deployID, reason)
+	}
 }
 
 func (t endpointsTee) Recover(deployID string) {
-	t.activator.Recover(deployID)
-	t.edge.Recover(deployID)
+	for _, e := range t {
+		e.Recover(deployID)
+	}
 }
 
 func (t endpointsTee) Remove(deployID string) {
-	t.activator.Remove(deployID)
-	t.edge.Remove(deployID)
+	for _, e := range t {
+		e.Remove(deployID)
+	}
 }
 
 // The xDS server takes the fleet's updates like the activator does.

@@ -163,7 +163,7 @@ func (r *recEndpoints) Remove(id string)       { r.rec("remove " + id) }
 func TestEndpointsTee(t *testing.T) {
 	a := &recEndpoints{drained: make(chan struct{})}
 	b := &recEndpoints{drained: make(chan struct{})}
-	tee := endpointsTee{activator: a, edge: b}
+	tee := endpointsTee{a, b}
 	tee.SetEndpoints("d", 2, map[string]string{"i": "127.0.0.1:1"})
 	tee.Fail("d", "crash loop")
 	tee.Recover("d")

@@ -20,6 +20,7 @@ Usage:
   thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
   thaw deploy create|list|get|update|delete [flags]
                                    manage deployments (THAW_ADDR, THAW_TOKEN)
+  thaw activator [flags]           run a request holder replica behind Envoy (see thaw activator -h)
   thaw envoy-bootstrap [flags]     print an Envoy bootstrap that takes its config from --xds-addr
 `
 
@@ -45,6 +46,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, args[1:], stdout, stderr)
+	case "activator":
+		return runActivator(ctx, args[1:], stdout, stderr)
 	case "envoy-bootstrap":
 		return runEnvoyBootstrap(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":

@@ -1,0 +1,148 @@
+package endpoints
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/proxy"
+)
+
+// applier records what a Subscriber applies.
+type applier struct {
+	mu      sync.Mutex
+	addrs   map[string]map[string]string
+	failed  map[string]string
+	removed []string
+}
+
+func (a *applier) SetEndpoints(id string, _ int, addrs map[string]string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.addrs[id] = addrs
+}
+func (a *applier) Fail(id, reason string) { a.mu.Lock(); a.failed[id] = reason; a.mu.Unlock() }
+func (a *applier) Recover(id string)      { a.mu.Lock(); delete(a.failed, id); a.mu.Unlock() }
+func (a *applier) Remove(id string)       { a.mu.Lock(); a.removed = append(a.removed, id); a.mu.Unlock() }
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	deps := map[string]deploy.Deployment{
+		"d1": {ID: "d1", Owner: "alice", ModelName: "m"},
+		"d2": {ID: "d2", Owner: "bob", ModelName: "m"},
+	}
+	pub, err := NewPublisher(PublisherConfig{Redis: rdb, DrainPoll: 5 * time.Millisecond, Lookup: func(id string) (deploy.Deployment, error) {
+		d, ok := deps[id]
+		if !ok {
+			return deploy.Deployment{}, errors.New("unknown")
+		}
+		return d, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &applier{addrs: map[string]map[string]string{}, failed: map[string]string{}}
+	sub, err := NewSubscriber(SubscriberConfig{Redis: rdb, Apply: app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go pub.Run(ctx)
+	go sub.Run(ctx)
+	return pub, sub, app, mr, rdb
+}
+
+func TestPublishedEndpointsReachActivators(t *testing.T) {
+	pub, sub, app, _, _ := setup(t)
+	pub.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:9001"})
+	pub.SetEndpoints("d2", 4, nil)
+	eventually(t, "d1's instance applied", func() bool {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return app.addrs["d1"]["i1"] == "127.0.0.1:9001"
+	})
+	eventually(t, "d2 known", func() bool { _, err := sub.Resolve("bob", "bob/m"); return err == nil })
+
+	got, err := sub.Resolve("alice", "alice/m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(proxy.Target{DeployID: "d1", Model: "alice/m", MaxBatchSize: 8}, got); diff != "" {
+		t.Errorf("Resolve (-want +got):\n%s", diff)
+	}
+	if got, err := sub.Resolve("alice", "deploy_id:d1"); err != nil || got.DeployID != "d1" {
+		t.Errorf("Resolve(deploy_id:d1) = %v, %v", got, err)
+	}
+	if _, err := sub.Resolve("alice", "bob/m"); !errors.Is(err, proxy.ErrUnknownModel) {
+		t.Errorf("alice resolved bob's model: %v", err)
+	}
+	if _, err := sub.Resolve("alice", "deploy_id:d2"); !errors.Is(err, proxy.ErrUnknownModel) {
+		t.Errorf("alice resolved bob's deploy_id: %v", err)
+	}
+
+	pub.Fail("d1", "crash loop")
+	eventually(t, "failure applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "crash loop" })
+	pub.Recover("d1")
+	eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
+
+	pub.Remove("d1")
+	eventually(t, "removal applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return len(app.removed) == 1 && app.removed[0] == "d1" })
+	if _, err := sub.Resolve("alice", "alice/m"); err == nil {
+		t.Error("a removed deployment still resolves")
+	}
+}
+
+// TestDrainedWaitsForEveryReplica: an instance is drained only once no
+// activator replica reports a request in flight to it.
+func TestDrainedWaitsForEveryReplica(t *testing.T) {
+	pub, _, _, mr, rdb := setup(t)
+	var mu sync.Mutex
+	inflight := map[string]int{"i1": 2}
+	rep := InflightReporter{Redis: rdb, Replica: "a1", Interval: 5 * time.Millisecond, Inflight: func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int{}
+		for k, v := range inflight {
+			out[k] = v
+		}
+		return out
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rep.Run(ctx)
+	eventually(t, "replica reported", func() bool { return mr.Exists(inflightPrefix + "a1") })
+
+	done := pub.Drained("d1", "i1")
+	select {
+	case <-done:
+		t.Fatal("drained while a replica has 2 requests in flight to the instance")
+	case <-time.After(100 * time.Millisecond):
+	}
+	mu.Lock()
+	inflight["i1"] = 0
+	mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("not drained after the replica's requests finished")
+	}
+}

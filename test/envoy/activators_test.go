@@ -1,0 +1,237 @@
+package envoy_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is a process a test started; stop ends it (SIGTERM, then SIGKILL).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) kill9() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+func startProc(t *testing.T, dir, name string, env []string, args ...string) *proc {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("%s log:\n%s", name, tail(string(b), 30))
+		}
+	})
+	return p
+}
+
+func redisServer(t *testing.T, dir string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("redis-server not found (make deps installs it): %v", err)
+		}
+		t.Skipf("redis-server not found: %v", err)
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	startProc(t, dir, "redis", nil, bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not start")
+		}
+	}
+}
+
+// TestActivatorReplicaKilledMidBurst: Envoy in front of thaw dev and two
+// `thaw activator` replicas sharing a real Redis. A cold burst is held by
+// both replicas; one is killed while they hold; Envoy retries what it held
+// on the other, and every request is answered.
+func TestActivatorReplicaKilledMidBurst(t *testing.T) {
+	envoy := envoyBin(t)
+	thaw := thawBinary(t)
+	dir := t.TempDir()
+	rdb := redisServer(t, dir)
+	api, xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	a1, a2 := freeAddr(t), freeAddr(t)
+	data := filepath.Join(dir, "data")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := []string{"THAW_DEV_TOKEN=tok-dev"}
+
+	startProc(t, dir, "thaw", env, thaw, "dev", "--addr", api, "--data-dir", data, "--redis-addr", rdb,
+		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
+		"--activators", a1+","+a2, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
+	// thaw dev writes <data>/users once it runs.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(data, "users")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("thaw dev wrote no users file")
+		}
+	}
+	act1 := startProc(t, dir, "activator1", nil, thaw, "activator", "--addr", a1, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
+	startProc(t, dir, "activator2", nil, thaw, "activator", "--addr", a2, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
+	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
+	if err != nil {
+		t.Fatalf("thaw envoy-bootstrap: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, dir, "envoy", nil, envoy, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn")
+
+	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
+	e.waitFor(ctx, t, "edge /healthz", func() bool {
+		resp, err := e.client.Get(e.url + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	for _, a := range []string{a1, a2} {
+		e.waitFor(ctx, t, "activator "+a, func() bool {
+			resp, err := http.Get("http://" + a + "/healthz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"burst","gpu":"A100-80GB","num_gpus":1,"max_batch_size":8,`+
+		`"hf":{"repo":"org/m"},"settings":{"min_instances":0,"max_instances":2}}`)
+	if r.status != http.StatusOK {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	// The activators learn the deployment through Redis.
+	e.waitFor(ctx, t, "activators to know the model", func() bool {
+		for _, a := range []string{a1, a2} {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+a+"/v1/openai/models", nil)
+			req.Header.Set("Authorization", "Bearer tok-dev")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			var m struct {
+				Data []struct{ ID string } `json:"data"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			resp.Body.Close()
+			if len(m.Data) != 1 || m.Data[0].ID != "dev/burst" {
+				return false
+			}
+		}
+		return true
+	})
+
+	const n = 60
+	var wg sync.WaitGroup
+	results := make([]reply, n)
+	client := &http.Client{Timeout: time.Minute}
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/openai/chat/completions", strings.NewReader(chat("dev/burst")))
+			req.Header.Set("Authorization", "Bearer tok-dev")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				results[i] = reply{status: -1, body: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			var b strings.Builder
+			_, _ = readAll(&b, resp)
+			results[i] = reply{status: resp.StatusCode, body: b.String()}
+		}()
+	}
+	// Both replicas hold part of the burst (3s simulator startup)...
+	e.waitFor(ctx, t, "both activators to hold requests", func() bool {
+		return held(t, a1) > 0 && held(t, a2) > 0
+	})
+	h1 := held(t, a1)
+	// ...and one dies with its held requests.
+	act1.kill9()
+	wg.Wait()
+	failed := 0
+	for i, r := range results {
+		if r.status != http.StatusOK {
+			failed++
+			if failed <= 3 {
+				t.Errorf("request %d: %d %s", i, r.status, r.body)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed after an activator holding %d of them was killed", failed, n, h1)
+	}
+	t.Logf("killed an activator holding %d of %d requests; %d failed", h1, n, failed)
+	checkNoEnvoyReject(t, e)
+}
+
+// held is the number of requests an activator holds, from its /metrics.
+func held(t *testing.T, addr string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = readAll(&b, resp)
+	total := 0
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(line, "thaw_requests_held{") {
+			f := strings.Fields(line)
+			var v float64
+			_ = json.Unmarshal([]byte(f[len(f)-1]), &v)
+			total += int(v)
+		}
+	}
+	return total
+}
+
+func readAll(b *strings.Builder, resp *http.Response) (int64, error) { return io.Copy(b, resp.Body) }
