@@ -105,7 +105,11 @@ func TestPublishedEndpointsReachActivators(t *testing.T) {
 	eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
 
 	pub.Remove("d1")
-	eventually(t, "removal applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return len(app.removed) == 1 && app.removed[0] == "d1" })
+	eventually(t, "removal applied", func() bool {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return len(app.removed) == 1 && app.removed[0] == "d1"
+	})
 	if _, err := sub.Resolve("alice", "alice/m"); err == nil {
 		t.Error("a removed deployment still resolves")
 	}
