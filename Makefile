@@ -9,7 +9,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test(/|$$)')
 # Flags for `make run`, e.g. make run ARGS="--sim-startup 10s".
 ARGS     ?=
 
-.PHONY: all build run test unit e2e vet deps deps-test bench clean
+.PHONY: all build run test unit e2e vet deps bench cluster clean
 
 all: build
 
@@ -37,22 +37,21 @@ unit:
 
 ## e2e: end-to-end tests that start the real `thaw dev` (and real Redis).
 e2e: build
-	$(GO) test -count=1 -timeout 20m -v ./test/ ./test/envoy/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
-
-## deps-test: what `make test` needs today (Redis, Envoy, the OpenAI Python SDK).
-## Nomad and the fake GPUs (`make deps`) join once the Nomad end-to-end tests do.
-deps-test:
-	bash scripts/deps.sh redis
-	bash scripts/envoy.sh
-	bash scripts/pyclient.sh
+	THAW_BIN=$(THAW) $(GO) test -count=1 -timeout 30m -v ./test/ ./test/envoy/ ./test/nomad/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 ## test: everything CI runs.
-test: deps-test vet unit e2e
+test: deps vet unit e2e
 
 ## bench: benchmark scenarios against a real thaw dev (not part of make test);
 ## writes bench/results/latest.{json,md}.
 bench: build
 	$(GO) run ./bench/cmd/thawbench -thaw $(THAW) -out bench/results
+
+## cluster: the production topology on loopback, in the foreground: Redis,
+## nomad agent -dev with fake GPUs, thaw server --engine sim on 127.0.0.1:8080.
+## Ctrl-C stops everything.
+cluster: build deps
+	bash scripts/cluster.sh $(ARGS)
 
 clean:
 	rm -rf $(BIN)/thaw $(BIN)/e2e.log

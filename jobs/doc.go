@@ -1,6 +1,8 @@
 // Package jobs renders thaw deployments into Nomad jobs: one service job per
 // deployment ("thaw-<deploy id>"), one task group ("model") whose count is
-// the number of instances, one task ("server"). It builds *api.Job values
+// the number of instances, one task ("server"). The nomad runtime renames
+// the rendered group once per instance ("i-<hex>", count 1), so that it can
+// stop exactly the instance the fleet drained. It builds *api.Job values
 // directly rather than templating HCL, so a job is type-checked, needs no
 // parser, and the caller passes it straight to Jobs().Register. Rendering
 // is pure: no I/O, no clock.

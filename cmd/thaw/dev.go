@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,20 +18,10 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/auth"
-	"github.com/thawhq/thaw/autoscaler"
-	"github.com/thawhq/thaw/demand"
 	"github.com/thawhq/thaw/deploy"
-	"github.com/thawhq/thaw/endpoints"
-	"github.com/thawhq/thaw/fleet"
-	"github.com/thawhq/thaw/httperr"
-	"github.com/thawhq/thaw/lease"
 	"github.com/thawhq/thaw/localrt"
-	"github.com/thawhq/thaw/proxy"
 	"github.com/thawhq/thaw/telemetry"
 )
 
@@ -204,40 +192,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("redis at %s: %w", redisAddr, err)
 	}
 
-	host, _ := os.Hostname()
-	replica := fmt.Sprintf("%s-%d", host, os.Getpid())
-	reporter, err := demand.NewReporter(demand.ReporterConfig{Redis: rdb, Replica: replica, Logger: log})
-	if err != nil {
-		return err
-	}
-	px, err := proxy.New(proxy.Config{
-		Resolver: resolver{store}, Demand: reporter,
-		HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
-	}
-	defer ln.Close() // on early returns; Serve closes it too
-	// With --xds-addr, an Envoy edge routes warm traffic straight to the
-	// instances: the fleet tells both the activator and the edge.
-	xs, err := cfg.edge.newXDS(ln.Addr().String(), cfg.holdTimeout, log)
-	if err != nil {
-		return err
-	}
-	eps := endpointsTee{px}
-	var pub *endpoints.Publisher
-	if xs != nil {
-		// Activator replicas elsewhere (thaw activator) follow the same
-		// updates through Redis.
-		if pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: rdb, Lookup: store.Get, Logger: log}); err != nil {
-			return err
-		}
-		eps = append(eps, xs, pub)
-	}
 	simStartup := cfg.simStartup
 	if simStartup == 0 {
 		simStartup = -1 // localrt: negative means none, zero means default
@@ -249,109 +203,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	// Probing loopback every 2ms costs a refused connect per probe while a
-	// simulator loads, and keeps wake-to-serve to a few ms.
-	fl, err := fleet.New(fleet.Config{Runtime: rt, Store: store, Endpoints: eps, GPUQuota: cfg.gpuQuota, ProbeInterval: 2 * time.Millisecond, Logger: log})
-	if err != nil {
-		return err
-	}
-	if err := fl.RegisterMetrics(otel.GetMeterProvider()); err != nil {
-		return err
-	}
-	loop, err := autoscaler.NewLoop(autoscaler.LoopConfig{
-		Decide: autoscaler.Config{IdleTimeout: cfg.idleTimeout},
-		Fleet:  scaleTargets{fl},
-		Demand: demand.Reader{Redis: rdb},
-		Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	scraper, err := demand.NewScraper(demand.ScraperConfig{Redis: rdb, Targets: fl.ReadyAddrs, Logger: log})
-	if err != nil {
-		return err
-	}
-	// One autoscaler acts at a time among replicas sharing this Redis.
-	leader, err := lease.New(lease.Config{Redis: rdb, Key: "thaw:leader:autoscaler", ID: replica, Logger: log})
-	if err != nil {
-		return err
-	}
-	deployAPI, err := api.New(api.Config{Store: store, Live: fl, GPUQuota: cfg.gpuQuota, Logger: log})
-	if err != nil {
-		return err
-	}
-
-	users := auth.NewUsers(cfg.users)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ok"}`)
-	})
-	mux.Handle("GET /metrics", tel.Metrics)
-	deployAPI.Register(mux, users.Require)
-	px.Register(mux, users.Require)
-	if xs != nil {
-		mux.Handle(proxy.AuthzPrefix+"/", px.Authz(users))
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-	})
-
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	// HTTP/1.1 and cleartext HTTP/2 (h2c) on the same port: an edge proxy
-	// (Envoy) multiplexes held requests over a few connections instead of
-	// paying a connection, and its buffers, per held request.
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
-
-	base := "http://" + ln.Addr().String()
-	fmt.Fprintf(stdout, "thaw dev is serving on %s\n", base)
-	fmt.Fprintf(stdout, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
-	if generated {
-		fmt.Fprintf(stdout, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
-	} else {
-		fmt.Fprintf(stdout, "  token of user dev: %s\n", tok)
-	}
-	fmt.Fprintf(stdout, "  export THAW_TOKEN=%s THAW_ADDR=%s\n", tok, base)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	if cfg.pprofAddr != "" {
-		pp := &http.Server{Addr: cfg.pprofAddr, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		g.Go(func() error {
-			if err := pp.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("pprof: %w", err)
+	return controlPlane{
+		Name: "thaw dev", Addr: cfg.addr, Store: store, Redis: rdb,
+		Runtime: rt, RunRuntime: rt.Run,
+		Users:    auth.NewUsers(cfg.users),
+		GPUQuota: cfg.gpuQuota,
+		// Probing loopback every 2ms costs a refused connect per probe
+		// while a simulator loads, and keeps wake-to-serve to a few ms.
+		ProbeInterval: 2 * time.Millisecond,
+		PprofAddr:     cfg.pprofAddr,
+		IdleTimeout:   cfg.idleTimeout, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld,
+		Telemetry: tel, Log: log, Edge: cfg.edge,
+		Banner: func(w io.Writer, base string) {
+			fmt.Fprintf(w, "thaw dev is serving on %s\n", base)
+			fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+			if generated {
+				fmt.Fprintf(w, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
+			} else {
+				fmt.Fprintf(w, "  token of user dev: %s\n", tok)
 			}
-			return nil
-		})
-		g.Go(func() error { <-gctx.Done(); return pp.Close() })
-	}
-	g.Go(func() error { return reporter.Run(gctx) })
-	g.Go(func() error { return scraper.Run(gctx) })
-	g.Go(func() error { return demand.ListenWakes(gctx, rdb, loop.Wake) })
-	g.Go(func() error { return rt.Run(gctx) })
-	g.Go(func() error { return fl.Run(gctx) })
-	g.Go(func() error { return leader.Run(gctx, loop.Run) })
-	if xs != nil {
-		g.Go(func() error { return xs.Run(gctx) })
-		g.Go(func() error { return pub.Run(gctx) })
-	}
-	err = g.Wait()
-	log.Info("thaw dev stopped")
-	return err
+			fmt.Fprintf(w, "  export THAW_TOKEN=%s THAW_ADDR=%s\n", tok, base)
+		},
+	}.run(ctx, stdout)
 }
 
 // writeUsersFile writes users (name -> token) as a users file of token

@@ -17,6 +17,8 @@ const usage = `thaw: serverless custom LLM deployments on Nomad GPU clusters
 
 Usage:
   thaw dev [flags]                 run the whole product in one process (see thaw dev -h)
+  thaw server --redis-addr H:P [flags]
+                                   the production control plane on Nomad (see thaw server -h)
   thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
   thaw deploy create|list|get|update|delete [flags]
                                    manage deployments (THAW_ADDR, THAW_TOKEN)
@@ -46,6 +48,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "deploy":
 		return runDeploy(ctx, args[1:], stdout, stderr)
+	case "server":
+		return runServer(ctx, args[1:], stdout, stderr)
 	case "activator":
 		return runActivator(ctx, args[1:], stdout, stderr)
 	case "envoy-bootstrap":

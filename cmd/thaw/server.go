@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	nomadapi "github.com/hashicorp/nomad/api"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/thawhq/thaw/api"
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/jobs"
+	"github.com/thawhq/thaw/nomad"
+	"github.com/thawhq/thaw/telemetry"
+)
+
+// jobsConfigFile is the operator's job template overrides in --jobs-dir.
+const jobsConfigFile = "jobs.json"
+
+// serverConfig is `thaw server`'s configuration, from flags and environment.
+type serverConfig struct {
+	addr        string
+	nomadAddr   string
+	nomadToken  string
+	redisAddr   string
+	engine      jobs.Engine
+	jobsDir     string
+	dataDir     string
+	usersFile   string
+	idleTimeout time.Duration
+	holdTimeout time.Duration
+	gpuQuota    int
+	maxHeld     int
+	adoptGrace  time.Duration
+	simStartup  time.Duration
+	simTPS      float64
+	pprofAddr   string
+	logLevel    slog.Level
+	edge        edgeFlags
+}
+
+func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
+	c := &serverConfig{}
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = io.WriteString(fs.Output(), "Usage: thaw server --redis-addr HOST:PORT [flags]\n\n"+
+			"Runs thaw's production control plane: the deploy API and the OpenAI-compatible\n"+
+			"endpoint, with every deployment a Nomad job and every instance a GPU allocation.\n\n"+
+			"Users come from --users-file, which the operator manages: one line per user,\n"+
+			"`<name> sha256:<hex>`, the hex being the SHA-256 of the user's token, e.g.\n"+
+			"  echo \"alice sha256:$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" >> users\n"+
+			"Tokens are never stored in clear. Restart thaw server to apply changes.\n\n"+
+			"Deployments (with their HF tokens, mode 0600) are kept in <data-dir>/deployments.json.\n\n"+
+			"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
+			"--nomad-token.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	defNomad := os.Getenv("NOMAD_ADDR")
+	if defNomad == "" {
+		defNomad = "http://127.0.0.1:4646"
+	}
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to serve the API and inference endpoints on")
+	fs.StringVar(&c.nomadAddr, "nomad-addr", defNomad, "Nomad HTTP API `URL` (default $NOMAD_ADDR, else http://127.0.0.1:4646)")
+	fs.StringVar(&c.nomadToken, "nomad-token", os.Getenv("NOMAD_TOKEN"), "Nomad ACL `token` (default $NOMAD_TOKEN)")
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis holding demand and wake signals (required)")
+	engine := fs.String("engine", string(jobs.EngineVLLM), "model server the jobs run: vllm (docker, GPUs) or sim (raw_exec, the simulator)")
+	fs.StringVar(&c.jobsDir, "jobs-dir", "", "`directory` with the operator's job overrides, "+jobsConfigFile+" (see the jobs package)")
+	fs.StringVar(&c.dataDir, "data-dir", ".thaw-server", "`directory` of the deployments store")
+	fs.StringVar(&c.usersFile, "users-file", "", "users and token hashes `file` (default <data-dir>/users)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "scale a deployment to min_instances after this long without traffic")
+	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
+	fs.IntVar(&c.gpuQuota, "gpu-quota", 0, "GPUs one user may run at once (0: no quota)")
+	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
+	fs.DurationVar(&c.adoptGrace, "adopt-grace", nomad.DefaultAdoptGrace, "after a restart, how long allocations found in Nomad wait to be adopted before they are stopped")
+	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "with --engine sim: the simulator's startup delay")
+	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "with --engine sim: the simulator's generation speed per request")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	c.edge.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.engine = jobs.Engine(*engine)
+	switch {
+	case c.engine != jobs.EngineVLLM && c.engine != jobs.EngineSim:
+		return nil, fmt.Errorf("--engine %q: want vllm or sim", *engine)
+	case c.redisAddr == "":
+		return nil, errors.New("--redis-addr is required: thaw server shares demand through a real Redis")
+	case c.nomadAddr == "":
+		return nil, errors.New("--nomad-addr is empty")
+	case c.idleTimeout <= 0 || c.holdTimeout <= 0 || c.adoptGrace <= 0 || c.simTPS <= 0:
+		return nil, errors.New("--idle-timeout, --hold-timeout, --adopt-grace and --sim-tokens-per-second must be positive")
+	case c.gpuQuota < 0 || c.maxHeld < 1 || c.simStartup < 0:
+		return nil, errors.New("--gpu-quota and --sim-startup must not be negative, --max-held at least 1")
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.usersFile == "" {
+		c.usersFile = filepath.Join(c.dataDir, "users")
+	}
+	return c, nil
+}
+
+// loadJobsConfig reads <jobs-dir>/jobs.json; no --jobs-dir means defaults.
+func loadJobsConfig(dir string) (jobs.Config, error) {
+	if dir == "" {
+		return jobs.Config{}, nil
+	}
+	return jobs.LoadConfig(filepath.Join(dir, jobsConfigFile))
+}
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServerFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	slog.SetDefault(log)
+	users, err := auth.LoadUsersFile(cfg.usersFile)
+	if err != nil {
+		return err
+	}
+	jcfg, err := loadJobsConfig(cfg.jobsDir)
+	if err != nil {
+		return err
+	}
+	renderer, err := jobs.New(jcfg)
+	if err != nil {
+		return err
+	}
+	nc, err := nomadapi.NewClient(&nomadapi.Config{
+		Address: cfg.nomadAddr, SecretID: cfg.nomadToken,
+		Namespace: jcfg.Namespace, Region: jcfg.Region,
+	})
+	if err != nil {
+		return fmt.Errorf("nomad client: %w", err)
+	}
+	rt, err := nomad.New(nomad.Config{
+		Client: nc, Renderer: renderer, Engine: cfg.engine,
+		SimStartup: cfg.simStartup, SimTokensPerSecond: cfg.simTPS,
+		AdoptGrace: cfg.adoptGrace, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	store, err := deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr})
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis at %s: %w", cfg.redisAddr, err)
+	}
+	tel, err := telemetry.Setup(ctx, "thaw-server")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+
+	fan := newFanout(store)
+	pg := &purger{store: store, changed: fan.purge, rt: rt, log: log}
+	cp := controlPlane{
+		Name: "thaw server", Addr: cfg.addr, Store: store, FleetStore: fan,
+		Redis: rdb, Runtime: rt, RunRuntime: rt.Run, Users: users,
+		WrapLive: func(l api.Live) api.Live { return nomadLive{l, rt} },
+		GPUQuota: cfg.gpuQuota, IdleTimeout: cfg.idleTimeout, HoldTimeout: cfg.holdTimeout,
+		MaxHeld: cfg.maxHeld, Telemetry: tel, Log: log, PprofAddr: cfg.pprofAddr,
+		Health: func() map[string]string {
+			if err := rt.Err(); err != nil {
+				return map[string]string{"nomad": "unreachable: " + err.Error()}
+			}
+			return map[string]string{"nomad": "ok"}
+		},
+		Banner: func(w io.Writer, base string) {
+			fmt.Fprintf(w, "thaw server is serving on %s\n", base)
+			fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+			fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
+		},
+		Extra: []func(context.Context) error{fan.run, pg.run},
+		Edge:  cfg.edge,
+	}
+	return cp.run(ctx, stdout)
+}
+
+// nomadLive adds "Nomad is unreachable" to the status the deploy API shows
+// while the runtime cannot reach Nomad: warm deployments keep serving, but
+// scaling waits for Nomad.
+type nomadLive struct {
+	fleet api.Live
+	rt    interface{ Err() error }
+}
+
+func (n nomadLive) Live(d deploy.Deployment) deploy.Live {
+	l := n.fleet.Live(d)
+	if err := n.rt.Err(); err != nil {
+		why := "Nomad is unreachable (" + err.Error() + "): running instances keep serving; scaling resumes when it returns"
+		l.Instances.Reason = strings.TrimPrefix(l.Instances.Reason+"; "+why, "; ")
+	}
+	return l
+}

@@ -1,0 +1,122 @@
+package nomad
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/thawhq/thaw/jobs"
+)
+
+// allocView is what the runtime needs of an allocation, from an event's
+// *api.Allocation or a listing's *api.AllocationListStub.
+type allocView struct {
+	ID, JobID, TaskGroup, NodeName string
+	DesiredStatus, ClientStatus    string
+	DesiredDescription             string
+	ClientDescription              string
+	// Addr is host:port of the model server's port, "" when unknown.
+	Addr        string
+	TaskStates  map[string]*api.TaskState
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+func viewOfAlloc(a *api.Allocation) allocView {
+	return allocView{
+		ID: a.ID, JobID: a.JobID, TaskGroup: a.TaskGroup, NodeName: a.NodeName,
+		DesiredStatus: a.DesiredStatus, ClientStatus: a.ClientStatus,
+		DesiredDescription: a.DesiredDescription, ClientDescription: a.ClientDescription,
+		Addr: addrOf(a.AllocatedResources), TaskStates: a.TaskStates,
+		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex,
+	}
+}
+
+func viewOfStub(a *api.AllocationListStub) allocView {
+	return allocView{
+		ID: a.ID, JobID: a.JobID, TaskGroup: a.TaskGroup, NodeName: a.NodeName,
+		DesiredStatus: a.DesiredStatus, ClientStatus: a.ClientStatus,
+		DesiredDescription: a.DesiredDescription, ClientDescription: a.ClientDescription,
+		Addr: addrOf(a.AllocatedResources), TaskStates: a.TaskStates,
+		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex,
+	}
+}
+
+// addrOf returns host:port of the group's jobs.PortLabel port.
+func addrOf(r *api.AllocatedResources) string {
+	if r == nil {
+		return ""
+	}
+	for _, p := range r.Shared.Ports {
+		if p.Label == jobs.PortLabel && p.Value > 0 {
+			return net.JoinHostPort(p.HostIP, strconv.Itoa(p.Value))
+		}
+	}
+	for _, n := range r.Shared.Networks {
+		for _, p := range n.DynamicPorts {
+			if p.Label == jobs.PortLabel && p.Value > 0 {
+				return net.JoinHostPort(n.IP, strconv.Itoa(p.Value))
+			}
+		}
+	}
+	return ""
+}
+
+// terminal reports whether the allocation is over: its resources are free.
+func (a allocView) terminal() bool {
+	switch a.ClientStatus {
+	case api.AllocClientStatusComplete, api.AllocClientStatusFailed, api.AllocClientStatusLost:
+		return true
+	}
+	return false
+}
+
+// causes are the task event types that say why a task ended.
+var causes = map[string]bool{
+	api.TaskTerminated: true, api.TaskDriverFailure: true, api.TaskSetupFailure: true,
+	api.TaskFailedValidation: true, api.TaskArtifactDownloadFailed: true, "Template": true,
+}
+
+// failReason explains an allocation that ended without thaw asking: the
+// last task event that says why (driver failure, exit code, ...), else
+// Nomad's descriptions. Pure.
+func failReason(a allocView) string {
+	var why string
+	if ts := a.TaskStates[jobs.TaskName]; ts != nil {
+		for _, ev := range slices.Backward(ts.Events) {
+			msg := ev.DisplayMessage
+			if msg == "" {
+				msg = ev.Message
+			}
+			if msg != "" && causes[ev.Type] {
+				why = ev.Type + ": " + msg
+				break
+			}
+		}
+		if ts.Restarts > 0 {
+			why = strings.TrimSpace(fmt.Sprintf("%s (restarted %d times)", why, ts.Restarts))
+		}
+	}
+	switch {
+	case a.ClientStatus == api.AllocClientStatusLost:
+		return "Nomad lost the node running the instance" + suffix(a.NodeName)
+	case why != "":
+		return "model server failed: " + why
+	case a.DesiredDescription != "":
+		return "stopped by Nomad: " + a.DesiredDescription
+	case a.ClientDescription != "":
+		return "model server ended: " + a.ClientDescription
+	}
+	return "model server ended (Nomad allocation " + a.ClientStatus + ")"
+}
+
+func suffix(node string) string {
+	if node == "" {
+		return ""
+	}
+	return " (" + node + ")"
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# cluster.sh (`make cluster`): thaw's production topology on one machine, on
+# loopback, in the foreground:
+#
+#   Redis                  127.0.0.1:$CLUSTER_REDIS_PORT (default 6390)
+#   nomad agent -dev       127.0.0.1:$CLUSTER_NOMAD_PORT (default 4646, RPC
+#                          and serf on the next two), with the fake GPU plugin
+#                          advertising $CLUSTER_GPUS (default 4 x "NVIDIA H100
+#                          80GB HBM3", 2 x "NVIDIA A100-SXM4-80GB")
+#   thaw server --engine sim on $CLUSTER_ADDR (default 127.0.0.1:8080):
+#                          deployments become Nomad jobs running `thaw sim`
+#                          on raw_exec, asking for the fake GPUs
+#
+# User dev's token is $THAW_DEV_TOKEN, generated and printed when unset.
+# Deployments persist in $CLUSTER_DIR/thaw (default .cluster/thaw); Nomad
+# and Redis start empty each time. Ctrl-C stops everything: thaw, then every
+# thaw job (purged, so no allocation outlives the agent), the agent, Redis;
+# any process left in the agent's data dir is killed and reported.
+#
+# Needs bin/thaw (make build; THAW_BIN overrides it) and what `make deps`
+# installs. Extra arguments go to thaw server (e.g. --idle-timeout 1m).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NOMAD="$ROOT/bin/nomad"
+THAW=${THAW_BIN:-$ROOT/bin/thaw}
+REDIS="$ROOT/bin/redis-server"
+PLUGIN="$ROOT/bin/plugins/thaw-fakegpu"
+REDIS_PORT=${CLUSTER_REDIS_PORT:-6390}
+NOMAD_PORT=${CLUSTER_NOMAD_PORT:-4646}
+ADDR=${CLUSTER_ADDR:-127.0.0.1:8080}
+GPUS=${CLUSTER_GPUS:-NVIDIA H100 80GB HBM3:4,NVIDIA A100-SXM4-80GB:2}
+STATE=${CLUSTER_DIR:-$ROOT/.cluster}
+export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
+export NOMAD_CLI_SHOW_HINTS=0
+
+say() { printf 'cluster: %s\n' "$*"; }
+die() {
+	printf 'cluster: ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+for f in "$NOMAD" "$PLUGIN" "$REDIS"; do
+	[ -x "$f" ] || die "$f missing: run make deps"
+done
+[ -x "$THAW" ] || die "$THAW missing: run make build"
+command -v curl >/dev/null || die "curl is required"
+busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$REDIS_PORT" "$NOMAD_PORT" "$((NOMAD_PORT + 1))" "$((NOMAD_PORT + 2))" "${ADDR##*:}"; do
+	busy "$p" && die "port $p on 127.0.0.1 is in use (see the CLUSTER_* variables)"
+done
+
+mkdir -p "$STATE/thaw"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/thaw-cluster.XXXXXX")
+REDIS_PID= AGENT_PID= THAW_PID=
+
+# stop_pid sends $2 to pid $1 and waits up to $3 seconds, then SIGKILLs it.
+stop_pid() {
+	local pid=$1 sig=$2 secs=$3 i
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill "-$sig" "$pid" 2>/dev/null || true
+	for ((i = 0; i < secs * 5; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.2
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		say "pid $pid did not stop in ${secs}s; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? i jobs left p
+	trap - INT TERM EXIT
+	say "stopping..."
+	stop_pid "$THAW_PID" TERM 40
+	if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+		# thaw server leaves allocations running for its next start; here
+		# nothing may outlive the agent, so purge thaw's jobs first.
+		jobs=$(curl -fsS "$NOMAD_ADDR/v1/jobs?prefix=thaw-" 2>/dev/null | grep -o '"ID":"thaw-[^"]*"' | cut -d'"' -f4 || true)
+		for j in $jobs; do
+			"$NOMAD" job stop -purge -detach "$j" >/dev/null 2>&1 || true
+		done
+		for ((i = 0; i < 100; i++)); do
+			curl -fsS "$NOMAD_ADDR/v1/allocations" 2>/dev/null | grep -q '"ClientStatus":"\(running\|pending\)"' || break
+			sleep 0.2
+		done
+		stop_pid "$AGENT_PID" INT 30
+	fi
+	stop_pid "$REDIS_PID" TERM 10
+	left=
+	for p in /proc/[0-9]*; do
+		case "$(readlink "$p/cwd" 2>/dev/null)" in "$TMP" | "$TMP"/*) ;; *) continue ;; esac
+		# Nomad 1.10's agent does not stop its device plugins on exit.
+		if [ "$(readlink "$p/exe" 2>/dev/null)" = "$PLUGIN" ]; then
+			kill -KILL "${p#/proc/}" 2>/dev/null || true
+			continue
+		fi
+		left="$left ${p#/proc/}"
+	done
+	if [ -n "$left" ]; then
+		say "processes left in $TMP:$left - killing them"
+		for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
+		rc=1
+	fi
+	# Nomad leaves the secrets/private tmpfs of recently stopped
+	# allocations mounted; unmount them so the directory can go.
+	{ grep -o " $TMP/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
+		umount -l "$m" 2>/dev/null || sudo -n umount -l "$m" 2>/dev/null || true
+	done
+	if ! rm -rf "$TMP" 2>/dev/null; then
+		say "could not remove $TMP (mounts left by Nomad?)"
+		rc=1
+	fi
+	say "stopped; nothing left running"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+TOKEN=${THAW_DEV_TOKEN:-}
+generated=
+if [ -z "$TOKEN" ]; then
+	TOKEN="thaw_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+	generated=1
+fi
+printf 'dev sha256:%s\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" >"$STATE/thaw/users"
+chmod 600 "$STATE/thaw/users"
+
+mkdir -p "$TMP/redis"
+# Redis and the agent get their own sessions: Ctrl-C reaches this script
+# (and thaw), which then stops them in order.
+(cd "$TMP" && exec setsid "$REDIS" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+	--dir "$TMP/redis" >"$TMP/redis.log" 2>&1) &
+REDIS_PID=$!
+
+cat >"$TMP/agent.hcl" <<HCL
+data_dir             = "$TMP/nomad"
+plugin_dir           = "$ROOT/bin/plugins"
+disable_update_check = true
+ports {
+  http = $NOMAD_PORT
+  rpc  = $((NOMAD_PORT + 1))
+  serf = $((NOMAD_PORT + 2))
+}
+client {
+  options {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+plugin "thaw-fakegpu" {
+  config {
+    gpus = "$GPUS"
+  }
+}
+HCL
+# Started in $TMP: everything it starts (plugins, executors, tasks)
+# inherits that working directory, which is how cleanup finds leftovers.
+(cd "$TMP" && exec setsid "$NOMAD" agent -dev -bind 127.0.0.1 -network-interface lo \
+	-config "$TMP/agent.hcl" >"$TMP/nomad.log" 2>&1) &
+AGENT_PID=$!
+say "nomad agent -dev on $NOMAD_ADDR (log: $TMP/nomad.log), GPUs: $GPUS"
+
+ngpus=0
+IFS=, read -ra specs <<<"$GPUS"
+for s in "${specs[@]}"; do ngpus=$((ngpus + ${s##*:})); done
+for ((i = 0; ; i++)); do
+	kill -0 "$AGENT_PID" 2>/dev/null || die "nomad agent exited: $(tail -5 "$TMP/nomad.log")"
+	nodes=$(curl -fsS "$NOMAD_ADDR/v1/nodes?resources=true" 2>/dev/null || true)
+	if grep -q '"Status":"ready"' <<<"$nodes" &&
+		[ "$(grep -o '"ID":"GPU-[^"]*"' <<<"$nodes" | sort -u | wc -l)" -ge "$ngpus" ]; then
+		break
+	fi
+	[ "$i" -lt 300 ] || die "nomad node with $ngpus fake GPUs not ready in 60s (log: $TMP/nomad.log)"
+	sleep 0.2
+done
+say "nomad node ready with $ngpus fake GPUs"
+busy "$REDIS_PORT" || die "redis did not start: $(tail -5 "$TMP/redis.log")"
+
+"$THAW" server --engine sim --addr "$ADDR" --nomad-addr "$NOMAD_ADDR" \
+	--redis-addr "127.0.0.1:$REDIS_PORT" --data-dir "$STATE/thaw" --users-file "$STATE/thaw/users" \
+	--adopt-grace 10s "$@" &
+THAW_PID=$!
+for ((i = 0; ; i++)); do
+	kill -0 "$THAW_PID" 2>/dev/null || die "thaw server exited"
+	curl -fsS "http://$ADDR/healthz" >/dev/null 2>&1 && break
+	[ "$i" -lt 150 ] || die "thaw server not healthy in 30s"
+	sleep 0.2
+done
+if [ -n "$generated" ]; then
+	say "token of user dev (new; set THAW_DEV_TOKEN to choose it): $TOKEN"
+else
+	say "token of user dev: \$THAW_DEV_TOKEN"
+fi
+say "ready: export THAW_ADDR=http://$ADDR THAW_TOKEN=$TOKEN"
+say "Nomad UI: $NOMAD_ADDR/ui   Ctrl-C stops everything"
+wait "$THAW_PID" || true
+THAW_PID=
+die "thaw server exited"

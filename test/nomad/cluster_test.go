@@ -1,0 +1,162 @@
+package nomadtest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestClusterScript runs scripts/cluster.sh (`make cluster`) on its own
+// ports: it prints user dev's generated token, serves a deployment through
+// its Nomad agent, and on SIGTERM (the same trap as Ctrl-C) stops
+// everything, leaving no process behind.
+func TestClusterScript(t *testing.T) {
+	needCluster(t)
+	base := consecutiveFreePorts(t, 3)
+	redisPort, thawAddr := freeAddr(t), freeAddr(t)
+	_, redisPort, _ = net.SplitHostPort(redisPort)
+	dir := t.TempDir()
+	cmd := exec.Command("bash", filepath.Join(root, "scripts", "cluster.sh"), "--sim-startup", "300ms")
+	cmd.Env = append(cleanEnv(),
+		"THAW_BIN="+thawBin,
+		fmt.Sprintf("CLUSTER_NOMAD_PORT=%d", base),
+		"CLUSTER_REDIS_PORT="+redisPort,
+		"CLUSTER_ADDR="+thawAddr,
+		"CLUSTER_DIR="+dir,
+	)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		if t.Failed() {
+			t.Logf("cluster.sh output:\n%s", out.tail(16<<10))
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			<-exited
+		}
+	})
+
+	readyRe := regexp.MustCompile(`cluster: ready: export THAW_ADDR=(\S+) THAW_TOKEN=(\S+)`)
+	var m []string
+	if !waitFor(90*time.Second, 100*time.Millisecond, func() bool {
+		m = readyRe.FindStringSubmatch(out.tail(64 << 10))
+		return m != nil
+	}) {
+		t.Fatalf("cluster.sh not ready within 90s")
+	}
+	if !strings.Contains(out.tail(64<<10), "token of user dev (new") {
+		t.Errorf("cluster.sh did not say it generated user dev's token")
+	}
+	s := &server{t: t, base: m[1]}
+	token := m[2]
+	name := uniqueName("cluster")
+	r, err := s.doAs(token, "POST", "/deploy/llm", map[string]any{
+		"model_name": name, "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 4,
+		"hf": map[string]any{"repo": "org/model"}, "settings": map[string]any{"min_instances": 0, "max_instances": 1},
+	})
+	if err != nil || r.Status != 200 {
+		t.Fatalf("create: %v %s", err, r)
+	}
+	r, err = s.doAs(token, "POST", "/v1/openai/chat/completions", map[string]any{
+		"model": "dev/" + name, "max_tokens": 5, "messages": []map[string]string{{"role": "user", "content": "hi"}},
+	})
+	if msg := checkChat(r, err); msg != "" {
+		t.Fatalf("chat through make cluster: %s", msg)
+	}
+	t.Logf("served dev/%s through cluster.sh (cold start %s)", name, r.Header.Get("X-Thaw-Cold-Start"))
+
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("cluster.sh did not stop within 90s of SIGTERM")
+	}
+	if !strings.Contains(out.tail(4<<10), "cluster: stopped; nothing left running") {
+		t.Errorf("cluster.sh did not report a clean stop")
+	}
+	for _, marker := range []string{"--model dev/" + name, "--redis-addr 127.0.0.1:" + redisPort, fmt.Sprintf("http = %d", base)} {
+		if pids := procsMatching(marker); len(pids) > 0 {
+			t.Errorf("processes left after cluster.sh stopped (%q): %v", marker, pids)
+		}
+	}
+	if pids := procsMatching(fmt.Sprintf("--port %s", redisPort)); len(pids) > 0 {
+		t.Errorf("redis left running: %v", pids)
+	}
+}
+
+// doAs sends one request with token.
+func (s *server) doAs(token, method, path string, body any) (response, error) {
+	saved := devTokenOverride
+	devTokenOverride = token
+	defer func() { devTokenOverride = saved }()
+	return s.do(method, path, body)
+}
+
+// consecutiveFreePorts finds n consecutive free loopback ports.
+func consecutiveFreePorts(t *testing.T, n int) int {
+	t.Helper()
+	for range 50 {
+		ps, err := freePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := true
+		for i := 1; i < n && ok; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ps[0]+i))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			return ps[0]
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+// procsMatching returns the PIDs whose command line contains s.
+func procsMatching(s string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " ")+" ", s) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// cleanEnv is the environment without THAW_*, CLUSTER_* and NOMAD_*.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "THAW_") || strings.HasPrefix(kv, "CLUSTER_") || strings.HasPrefix(kv, "NOMAD_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
