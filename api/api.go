@@ -216,8 +216,12 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, deploy.ErrDuplicate):
 		httperr.Encode(w, http.StatusConflict, "duplicate_model_name", "model_name", err.Error())
 	default:
+		// The store could not be read or written (Nomad unreachable, disk
+		// full): nothing was changed, and a retry may succeed.
 		slog.Error("deploy api", "err", err)
-		httperr.Encode(w, http.StatusInternalServerError, "internal_error", "", "internal error: "+err.Error())
+		e := httperr.New(http.StatusServiceUnavailable, "store_unavailable", "", "the deployment store is unavailable, nothing was changed: "+err.Error())
+		e.RetryAfter = 5 * time.Second
+		httperr.Write(w, e)
 	}
 }
 

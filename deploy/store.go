@@ -20,43 +20,86 @@ var ErrNotFound = errors.New("deployment not found")
 // model_name.
 var ErrDuplicate = errors.New("deployment with that model_name already exists")
 
-// Store keeps deployments durably in one JSON file, rewritten atomically
-// (temp file + rename) on every change, so that a crash leaves either the old
-// or the new file. It is the dev-mode store; it suits one thaw process.
-type Store struct {
-	path string
+// Backend persists deployment records. Put and Delete get the whole set
+// after the change as well as the one record, so that a backend may rewrite
+// everything (one file) or only that record (one Nomad Variable each).
+type Backend interface {
+	Load() ([]Deployment, error)
+	Put(all []Deployment, d Deployment) error
+	Delete(all []Deployment, id string) error
+}
 
-	// mu guards byID and serialises writes to path.
+// Store keeps deployments in memory, written through to a Backend on every
+// change, and serialises changes so that checks (quota, duplicates) and the
+// write are atomic. It suits one writer per backend.
+type Store struct {
+	backend Backend
+
+	// mu guards byID and serialises writes to the backend.
 	mu   sync.Mutex
 	byID map[string]Deployment
 
 	changed chan struct{}
 }
 
+// NewStore loads the deployments in b.
+func NewStore(b Backend) (*Store, error) {
+	s := &Store{backend: b, byID: map[string]Deployment{}, changed: make(chan struct{}, 1)}
+	ds, err := b.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		s.byID[d.ID] = d
+	}
+	return s, nil
+}
+
+// OpenStore loads the store kept in the JSON file at path (FileBackend),
+// creating an empty one when the file does not exist.
+func OpenStore(path string) (*Store, error) { return NewStore(FileBackend{Path: path}) }
+
+// FileBackend keeps all deployments in one JSON file, rewritten atomically
+// (temp file + rename) on every change, so that a crash leaves either the
+// old or the new file. Mode 0600: records hold HF tokens.
+type FileBackend struct{ Path string }
+
 type storeFile struct {
 	Version     int          `json:"version"`
 	Deployments []Deployment `json:"deployments"`
 }
 
-// OpenStore loads the store at path, creating an empty one when the file does
-// not exist.
-func OpenStore(path string) (*Store, error) {
-	s := &Store{path: path, byID: map[string]Deployment{}, changed: make(chan struct{}, 1)}
-	b, err := os.ReadFile(path)
+// Load reads the file; a missing file is an empty store.
+func (f FileBackend) Load() ([]Deployment, error) {
+	b, err := os.ReadFile(f.Path)
 	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read deployments: %w", err)
 	}
-	var f storeFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("parse deployments %s: %w", path, err)
+	var sf storeFile
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return nil, fmt.Errorf("parse deployments %s: %w", f.Path, err)
 	}
-	for _, d := range f.Deployments {
-		s.byID[d.ID] = d
+	return sf.Deployments, nil
+}
+
+// Put rewrites the file with all.
+func (f FileBackend) Put(all []Deployment, _ Deployment) error { return f.save(all) }
+
+// Delete rewrites the file with all.
+func (f FileBackend) Delete(all []Deployment, _ string) error { return f.save(all) }
+
+func (f FileBackend) save(all []Deployment) error {
+	b, err := json.MarshalIndent(storeFile{Version: 1, Deployments: all}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode deployments: %w", err)
 	}
-	return s, nil
+	if err := writeFileAtomic(f.Path, b, 0o600); err != nil {
+		return fmt.Errorf("save deployments: %w", err)
+	}
+	return nil
 }
 
 // Changed receives a value after any change (coalesced: one pending signal at
@@ -87,10 +130,11 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 	}
 	d.ID = newID()
 	s.byID[d.ID] = d
-	if err := s.saveLocked(); err != nil {
+	if err := s.backend.Put(s.allLocked(), d); err != nil {
 		delete(s.byID, d.ID)
 		return Deployment{}, err
 	}
+	s.signal()
 	return d, nil
 }
 
@@ -160,10 +204,11 @@ func (s *Store) Update(id string, fn func(*Deployment), check func(d *Deployment
 		}
 	}
 	s.byID[id] = d
-	if err := s.saveLocked(); err != nil {
+	if err := s.backend.Put(s.allLocked(), d); err != nil {
 		s.byID[id] = old
 		return Deployment{}, err
 	}
+	s.signal()
 	return d, nil
 }
 
@@ -176,33 +221,29 @@ func (s *Store) Delete(id string) error {
 		return ErrNotFound
 	}
 	delete(s.byID, id)
-	if err := s.saveLocked(); err != nil {
+	if err := s.backend.Delete(s.allLocked(), id); err != nil {
 		s.byID[id] = old
 		return err
 	}
+	s.signal()
 	return nil
 }
 
-// saveLocked writes the file atomically and signals Changed. Called with mu
-// held.
-func (s *Store) saveLocked() error {
-	f := storeFile{Version: 1, Deployments: make([]Deployment, 0, len(s.byID))}
+// allLocked returns every deployment, by ID. Called with mu held.
+func (s *Store) allLocked() []Deployment {
+	all := make([]Deployment, 0, len(s.byID))
 	for _, d := range s.byID {
-		f.Deployments = append(f.Deployments, d)
+		all = append(all, d)
 	}
-	sort.Slice(f.Deployments, func(i, j int) bool { return f.Deployments[i].ID < f.Deployments[j].ID })
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode deployments: %w", err)
-	}
-	if err := writeFileAtomic(s.path, b, 0o600); err != nil {
-		return fmt.Errorf("save deployments: %w", err)
-	}
+	sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	return all
+}
+
+func (s *Store) signal() {
 	select {
 	case s.changed <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // writeFileAtomic writes b to path through a synced temp file and a rename.

@@ -211,6 +211,13 @@ func (r *Runtime) resyncAll(ctx context.Context) (uint64, error) {
 func (r *Runtime) resyncJob(ctx context.Context, depID string) error {
 	jobID := jobs.JobID(depID)
 	q := (&api.QueryOptions{}).WithContext(ctx)
+	// Nomad's index before the listings: an allocation created after it may
+	// be missing from them without being gone (an event may have bound it
+	// to a slot meanwhile).
+	_, before, err := r.nc.Jobs().List((&api.QueryOptions{Prefix: jobID}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("read nomad index: %w", err)
+	}
 	evals, _, err := r.nc.Jobs().Evaluations(jobID, q)
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("list evaluations of %s: %w", jobID, err)
@@ -248,7 +255,7 @@ func (r *Runtime) resyncJob(ctx context.Context, depID string) error {
 	// back, garbage collected) is over.
 	if d := r.deps[depID]; d != nil {
 		for _, s := range slices.Clone(d.slots) {
-			if s.alloc != "" && !seen[s.alloc] {
+			if s.alloc != "" && !seen[s.alloc] && s.allocCreate <= before.LastIndex {
 				r.endLocked(d, s, "Nomad no longer knows the instance's allocation")
 			}
 		}

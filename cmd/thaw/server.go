@@ -35,6 +35,7 @@ type serverConfig struct {
 	engine      jobs.Engine
 	jobsDir     string
 	dataDir     string
+	storeKind   string
 	usersFile   string
 	idleTimeout time.Duration
 	holdTimeout time.Duration
@@ -60,7 +61,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 			"`<name> sha256:<hex>`, the hex being the SHA-256 of the user's token, e.g.\n"+
 			"  echo \"alice sha256:$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" >> users\n"+
 			"Tokens are never stored in clear. Restart thaw server to apply changes.\n\n"+
-			"Deployments (with their HF tokens, mode 0600) are kept in <data-dir>/deployments.json.\n\n"+
+			"Deployments (with their HF tokens) are kept in Nomad Variables (thaw/records/<id>),\n"+
+			"or with --store file in <data-dir>/deployments.json (mode 0600).\n\n"+
 			"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
 			"--nomad-token.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -75,7 +77,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis holding demand and wake signals (required)")
 	engine := fs.String("engine", string(jobs.EngineVLLM), "model server the jobs run: vllm (docker, GPUs) or sim (raw_exec, the simulator)")
 	fs.StringVar(&c.jobsDir, "jobs-dir", "", "`directory` with the operator's job overrides, "+jobsConfigFile+" (see the jobs package)")
-	fs.StringVar(&c.dataDir, "data-dir", ".thaw-server", "`directory` of the deployments store")
+	fs.StringVar(&c.dataDir, "data-dir", ".thaw-server", "`directory` for the users file and, with --store file, the deployments")
+	fs.StringVar(&c.storeKind, "store", "nomad", "where deployments persist: nomad (Nomad Variables under thaw/records/, replicated by Nomad) or file (<data-dir>/deployments.json)")
 	fs.StringVar(&c.usersFile, "users-file", "", "users and token hashes `file` (default <data-dir>/users)")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "scale a deployment to min_instances after this long without traffic")
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
@@ -97,6 +100,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	switch {
 	case c.engine != jobs.EngineVLLM && c.engine != jobs.EngineSim:
 		return nil, fmt.Errorf("--engine %q: want vllm or sim", *engine)
+	case c.storeKind != "nomad" && c.storeKind != "file":
+		return nil, fmt.Errorf("--store %q: want nomad or file", c.storeKind)
 	case c.redisAddr == "":
 		return nil, errors.New("--redis-addr is required: thaw server shares demand through a real Redis")
 	case c.nomadAddr == "":
@@ -163,7 +168,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	store, err := deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
+	var backend deploy.Backend = deploy.FileBackend{Path: filepath.Join(cfg.dataDir, "deployments.json")}
+	if cfg.storeKind == "nomad" {
+		backend = nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}
+	}
+	store, err := openStoreRetrying(ctx, backend, log)
 	if err != nil {
 		return err
 	}
@@ -222,4 +231,22 @@ func (n nomadLive) Live(d deploy.Deployment) deploy.Live {
 		l.Instances.Reason = strings.TrimPrefix(l.Instances.Reason+"; "+why, "; ")
 	}
 	return l
+}
+
+// openStoreRetrying loads the deployments, retrying for a while: thaw server
+// may start while Nomad (the store) is still coming up.
+func openStoreRetrying(ctx context.Context, b deploy.Backend, log *slog.Logger) (*deploy.Store, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		store, err := deploy.NewStore(b)
+		if err == nil || time.Now().After(deadline) {
+			return store, err
+		}
+		log.Warn("deployment store not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

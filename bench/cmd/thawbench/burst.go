@@ -29,7 +29,9 @@ func runBurst(ctx context.Context, bin string, cfg burstConfig) bench.Result {
 		Method: fmt.Sprintf("%d concurrent chat completions (max_tokens %d at %d tokens/s) released at once at a "+
 			"cold deployment (min_instances 0, max_batch_size %d, max_instances %d, --gpu-quota %d, "+
 			"--sim-startup %v). GET /deploy/{id} every 20 ms from the release; times are from the release. "+
-			"The running time includes the simulator's startup.",
+			"The running time includes the simulator's startup. The same burst runs on Nomad (figures under "+
+			"\"nomad\": thaw server --engine sim on a one-node nomad agent -dev with 4 fake H100s, "+
+			"--sim-startup 300ms), judged on the same target.",
 			cfg.Requests, cfg.MaxTokens, cfg.TPS, cfg.MaxBatch, cfg.MaxInstances, cfg.MaxInstances, cfg.Startup),
 	}
 	p, err := startThaw(bin, "--sim-startup", cfg.Startup.String(), "--sim-tokens-per-second", fmt.Sprint(cfg.TPS),
@@ -38,9 +40,20 @@ func runBurst(ctx context.Context, bin string, cfg burstConfig) bench.Result {
 		return failed(res, err)
 	}
 	defer p.Stop()
-	d, err := p.create(ctx, "burst", cfg.MaxBatch, 0, cfg.MaxInstances)
+	figs, headline, met, err := burstOn(ctx, p, "A100-80GB", cfg)
 	if err != nil {
 		return failed(res, err)
+	}
+	res.Status, res.Figures, res.Headline, res.Met = bench.StatusOK, figs, headline, met
+	return res
+}
+
+// burstOn sends the burst at a new cold deployment of p on gpu and returns
+// its figures, headline and whether the target was met.
+func burstOn(ctx context.Context, p *thawProc, gpu string, cfg burstConfig) (map[string]any, string, bool, error) {
+	d, err := p.createOn(ctx, gpu, "burst", cfg.MaxBatch, 0, cfg.MaxInstances)
+	if err != nil {
+		return nil, "", false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -115,9 +128,8 @@ watch:
 			last = o.done
 		}
 	}
-	res.Status = bench.StatusOK
-	res.Met = errs == 0 && toRunning > 0 && toRunning <= time.Second
-	res.Figures = map[string]any{
+	met := errs == 0 && toRunning > 0 && toRunning <= time.Second
+	figs := map[string]any{
 		"requests": cfg.Requests, "errors": errs, "statuses": statuses,
 		"time_to_max_desired_ms": bench.Ms(toDesired), "time_to_max_running_ms": bench.Ms(toRunning),
 		"max_running_seen": maxRunning, "time_to_last_response_ms": bench.Ms(last.Sub(t0)),
@@ -125,7 +137,7 @@ watch:
 		"timeline_ms_desired_running": timeline,
 	}
 	if firstErr != "" {
-		res.Figures["first_error"] = firstErr
+		figs["first_error"] = firstErr
 	}
 	at := func(d time.Duration) string {
 		if d == 0 {
@@ -133,7 +145,7 @@ watch:
 		}
 		return fmt.Sprintf("%.0f ms", bench.Ms(d))
 	}
-	res.Headline = fmt.Sprintf("%d errors; %d desired at %s, running at %s; last response at %.0f ms",
+	headline := fmt.Sprintf("%d errors; %d desired at %s, running at %s; last response at %.0f ms",
 		errs, cfg.MaxInstances, at(toDesired), at(toRunning), bench.Ms(last.Sub(t0)))
-	return res
+	return figs, headline, met, nil
 }

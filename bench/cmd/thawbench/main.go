@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated `scenarios` to run (default: all); the others are reported as not run")
 	coldStarts := fs.Int("cold-starts", 50, "cold starts measured for wake_to_serve and cold_start_overhead")
 	warmRequests := fs.Int("warm-requests", 6000, "measured requests per target and concurrency level in warm_overhead")
+	nomadCold := fs.Int("nomad-cold-starts", 5, "cold starts measured on Nomad for cold_start_overhead")
 	holdRequests := fs.Int("hold-requests", 10000, "requests held in hold_capacity")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if selected("warm_overhead") {
 		step("warm_overhead")
 		rep.Results = append(rep.Results, runWarm(ctx, *bin, warmConfig{
-			Requests: *warmRequests, Warmup: 500, Concurrency: []int{1, 16}, Rounds: 3,
+			Requests: *warmRequests, Warmup: 500, Concurrency: []int{1, 16}, Rounds: 3, Envoy: true,
 		}))
 	} else {
 		rep.Results = append(rep.Results, skipped("warm_overhead"))
@@ -104,16 +105,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		rep.Results = append(rep.Results, skipped("burst"))
 	}
+	if selected("cold_start_overhead") || selected("burst") {
+		step("cold_start_overhead, burst on Nomad")
+		var cold, burst *bench.Result
+		for i := range rep.Results {
+			switch r := &rep.Results[i]; r.Name {
+			case "cold_start_overhead":
+				cold = r
+			case "burst":
+				burst = r
+			}
+		}
+		runNomad(ctx, *bin, *nomadCold, cold, burst, burstConfig{
+			Requests: 1000, MaxBatch: 8, MaxInstances: 4, MaxTokens: 8, TPS: 100,
+		})
+	}
 	if selected("hold_capacity") {
 		step("hold_capacity")
 		rep.Results = append(rep.Results, runHold(ctx, *bin, holdConfig{Requests: *holdRequests, Startup: 20 * time.Second}))
 	} else {
 		rep.Results = append(rep.Results, skipped("hold_capacity"))
 	}
-	rep.Results = append(rep.Results, bench.Result{
-		Name: "xds_scale", Status: bench.StatusNotRun, Target: "snapshot push for 1,000 deployments < 100 ms",
-		Why: "the xDS control plane and Envoy path are not built yet",
-	})
+	if selected("xds_scale") {
+		step("xds_scale")
+		rep.Results = append(rep.Results, runXDSScale(ctx, *bin, xdsConfig{Deployments: 1000, Changes: 20}))
+	} else {
+		rep.Results = append(rep.Results, skipped("xds_scale"))
+	}
 	step("done")
 
 	if err := rep.WriteTable(stdout); err != nil {

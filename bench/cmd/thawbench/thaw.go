@@ -56,7 +56,12 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"dev", "--addr", addr, "--data-dir", dir}, extra...)
+	return launchThaw(bin, dir, addr, append([]string{"dev", "--addr", addr, "--data-dir", dir}, extra...))
+}
+
+// launchThaw runs bin with args (serving on addr, data in dir, which Stop
+// removes) and waits for /healthz.
+func launchThaw(bin, dir, addr string, args []string) (*thawProc, error) {
 	p := &thawProc{Base: "http://" + addr, dir: dir, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), "THAW_DEV_TOKEN="+token, "OTEL_EXPORTER_OTLP_ENDPOINT=")
@@ -76,7 +81,7 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(p.Base + "/healthz")
 		if err == nil {
@@ -88,12 +93,12 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 		select {
 		case <-p.done:
 			p.Stop()
-			return nil, fmt.Errorf("thaw dev exited at start:\n%s", p.Tail())
+			return nil, fmt.Errorf("thaw %s exited at start:\n%s", args[0], p.Tail())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.Stop()
-			return nil, fmt.Errorf("thaw dev not healthy within 20s:\n%s", p.Tail())
+			return nil, fmt.Errorf("thaw %s not healthy within 30s:\n%s", args[0], p.Tail())
 		}
 	}
 }
@@ -226,9 +231,14 @@ func (p *thawProc) api(ctx context.Context, method, path string, body, out any) 
 
 // create makes a deployment of one A100 per instance.
 func (p *thawProc) create(ctx context.Context, name string, batch, minInst, maxInst int) (deployment, error) {
+	return p.createOn(ctx, "A100-80GB", name, batch, minInst, maxInst)
+}
+
+// createOn makes a deployment of one gpu per instance.
+func (p *thawProc) createOn(ctx context.Context, gpu, name string, batch, minInst, maxInst int) (deployment, error) {
 	var d deployment
 	err := p.api(ctx, http.MethodPost, "/deploy/llm", map[string]any{
-		"model_name": name, "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": batch,
+		"model_name": name, "gpu": gpu, "num_gpus": 1, "max_batch_size": batch,
 		"hf":       map[string]string{"repo": "bench/" + name},
 		"settings": map[string]int{"min_instances": minInst, "max_instances": maxInst},
 	}, &d)

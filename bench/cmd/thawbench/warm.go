@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/thawhq/thaw/bench"
@@ -13,25 +16,48 @@ type warmConfig struct {
 	Requests    int   // measured requests per target and concurrency level
 	Warmup      int   // unmeasured requests per target first
 	Concurrency []int // closed-loop concurrency levels; the first one is judged
-	Rounds      int   // direct and thaw alternate this many times, pooled
+	Rounds      int   // the targets alternate this many times, pooled
+	Envoy       bool  // also measure through Envoy (xDS and static)
 }
 
-// runWarm measures small completions straight to one simulator instance and
-// through thaw dev to that same instance.
+// namedTarget is one path to the same simulator instance.
+type namedTarget struct {
+	name string
+	t    target
+}
+
+// runWarm measures small completions straight to one simulator instance,
+// through thaw dev, through Envoy configured by thaw dev's xDS server, and
+// through Envoy with a static config to that same instance.
 func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 	res := bench.Result{
 		Name:   "warm_overhead",
-		Target: fmt.Sprintf("added p50 < 0.3 ms (concurrency %d)", cfg.Concurrency[0]),
-		Method: "One thaw dev with a warm deployment (min_instances 1, max_batch_size 256, " +
-			"--sim-tokens-per-second 100000). Non-streaming chat completions with max_tokens 1, " +
-			"closed loop over keep-alive connections, sent straight to that deployment's simulator " +
-			"instance and through thaw dev's /v1/openai endpoint, in alternating rounds. " +
-			"Latency is send to body read at the client; added = thaw minus direct.",
-		Figures: map[string]any{
-			"envoy": notRun("the Envoy path (make cluster topology) is not built yet"),
-		},
+		Target: fmt.Sprintf("added p50 < 0.3 ms (concurrency %d); Envoy (xDS) within noise of Envoy (static)", cfg.Concurrency[0]),
+		Method: "One thaw dev (--xds-addr, thaw itself the activator) with a warm deployment (min_instances 1, " +
+			"max_batch_size 256, --sim-tokens-per-second 1e9). Non-streaming chat completions with max_tokens 1, " +
+			"closed loop over keep-alive connections, in alternating rounds, to four paths ending at the same " +
+			"simulator instance: direct; thaw dev's /v1/openai; Envoy configured by thaw's xDS (ext_authz to " +
+			"thaw's /authz, then straight to the instance); Envoy with a static cluster to the instance (no " +
+			"thaw, Envoy's own floor). Both Envoys run --concurrency 1. Latency is send to body read at the " +
+			"client; added = path minus direct (or minus static Envoy) at the same percentile. Envoy's " +
+			"/clusters and stats count what reached the activator during the measured rounds.",
+		Figures: map[string]any{},
 	}
-	p, err := startThaw(bin, "--sim-startup", "100ms", "--sim-tokens-per-second", "1e9", "--idle-timeout", "30m")
+	extra := []string{"--sim-startup", "100ms", "--sim-tokens-per-second", "1e9", "--idle-timeout", "30m"}
+	var xdsAddr, edgeAddr, adminAddr string
+	if cfg.Envoy {
+		var err error
+		if xdsAddr, err = freeAddr(); err == nil {
+			if edgeAddr, err = freeAddr(); err == nil {
+				adminAddr, err = freeAddr()
+			}
+		}
+		if err != nil {
+			return failed(res, err)
+		}
+		extra = append(extra, "--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+adminAddr)
+	}
+	p, err := startThaw(bin, extra...)
 	if err != nil {
 		return failed(res, err)
 	}
@@ -53,54 +79,162 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 	}
 	body := completionBody(d.FullName, 1)
 
+	var edge *envoyProc
+	var edgeURL, staticURL string // the two Envoys' listeners
+	cluster := "deploy-" + d.ID
+	apiAddr := strings.TrimPrefix(p.Base, "http://")
+	if cfg.Envoy {
+		boot, err := exec.CommandContext(ctx, bin, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", adminAddr).Output()
+		if err != nil {
+			return failed(res, fmt.Errorf("thaw envoy-bootstrap: %w", err))
+		}
+		if edge, err = startEnvoy(envoyBinFor(bin), boot, adminAddr); err != nil {
+			return failed(res, err)
+		}
+		defer edge.Stop()
+		if err := waitHealthy(ctx, edge, cluster, addr); err != nil {
+			return failed(res, err)
+		}
+		sListen, err := freeAddr()
+		if err != nil {
+			return failed(res, err)
+		}
+		sAdmin, err := freeAddr()
+		if err != nil {
+			return failed(res, err)
+		}
+		conf, err := staticEnvoyConfig(sListen, sAdmin, addr)
+		if err != nil {
+			return failed(res, err)
+		}
+		static, err := startEnvoy(envoyBinFor(bin), conf, sAdmin)
+		if err != nil {
+			return failed(res, err)
+		}
+		defer static.Stop()
+		edgeURL, staticURL = "http://"+edgeAddr, "http://"+sListen
+	} else {
+		res.Figures["envoy"] = notRun("not selected")
+	}
+
 	headline := ""
 	for i, conc := range cfg.Concurrency {
-		direct := target{url: "http://" + addr + "/v1/chat/completions", client: keepAliveClient(conc)}
-		thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: keepAliveClient(conc)}
-		var dLat, tLat []time.Duration
-		var dWall, tWall time.Duration
-		for _, t := range []target{direct, thaw} {
-			if _, _, n, err := closedLoop(ctx, t, body, cfg.Warmup, conc); n > 0 {
-				return failed(res, fmt.Errorf("warm-up against %s: %d failed, first: %v", t.url, n, err))
+		targets := []namedTarget{
+			{"direct", target{url: "http://" + addr + "/v1/chat/completions", client: keepAliveClient(conc)}},
+			{"thaw_dev", target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: keepAliveClient(conc)}},
+		}
+		if edge != nil {
+			targets = append(targets,
+				namedTarget{"envoy_xds", target{url: edgeURL + "/v1/chat/completions", auth: true, client: keepAliveClient(conc)}},
+				namedTarget{"envoy_static", target{url: staticURL + "/v1/chat/completions", client: keepAliveClient(conc)}})
+		}
+		for _, t := range targets {
+			if _, _, n, err := closedLoop(ctx, t.t, body, cfg.Warmup, conc); n > 0 {
+				return failed(res, fmt.Errorf("warm-up against %s: %d failed, first: %v", t.t.url, n, err))
 			}
 		}
+		var actBefore, instBefore int64
+		if edge != nil {
+			if actBefore, instBefore, err = activatorCount(ctx, edge, cluster, apiAddr, addr); err != nil {
+				return failed(res, err)
+			}
+		}
+		lats := make([][]time.Duration, len(targets))
+		walls := make([]time.Duration, len(targets))
 		per := cfg.Requests / cfg.Rounds
 		for range cfg.Rounds {
-			for _, x := range []struct {
-				t    target
-				lat  *[]time.Duration
-				wall *time.Duration
-			}{{direct, &dLat, &dWall}, {thaw, &tLat, &tWall}} {
-				lat, wall, n, err := closedLoop(ctx, x.t, body, per, conc)
+			for j, t := range targets {
+				lat, wall, n, err := closedLoop(ctx, t.t, body, per, conc)
 				if n > 0 {
-					return failed(res, fmt.Errorf("%s at concurrency %d: %d failed, first: %v", x.t.url, conc, n, err))
+					return failed(res, fmt.Errorf("%s at concurrency %d: %d failed, first: %v", t.t.url, conc, n, err))
 				}
-				*x.lat = append(*x.lat, lat...)
-				*x.wall += wall
+				lats[j] = append(lats[j], lat...)
+				walls[j] += wall
 			}
 		}
-		ds, ts := bench.Summarize(dLat), bench.Summarize(tLat)
-		dRPS := float64(len(dLat)) / dWall.Seconds()
-		tRPS := float64(len(tLat)) / tWall.Seconds()
-		addP50, addP99 := round3(ts.P50Ms-ds.P50Ms), round3(ts.P99Ms-ds.P99Ms)
-		ratio := round3(tRPS / dRPS)
-		res.Figures[fmt.Sprintf("concurrency_%d", conc)] = map[string]any{
-			"direct": ds, "thaw_dev": ts,
-			"direct_rps": round1(dRPS), "thaw_dev_rps": round1(tRPS),
-			"added_p50_ms": addP50, "added_p99_ms": addP99, "throughput_ratio": ratio,
+		fig := map[string]any{}
+		sums := map[string]bench.Summary{}
+		rps := map[string]float64{}
+		for j, t := range targets {
+			sums[t.name] = bench.Summarize(lats[j])
+			rps[t.name] = float64(len(lats[j])) / walls[j].Seconds()
+			fig[t.name] = sums[t.name]
+			fig[t.name+"_rps"] = round1(rps[t.name])
 		}
-		if i == 0 {
-			res.Met = addP50 < 0.3
-			res.Figures["added_p50_ms"], res.Figures["added_p99_ms"] = addP50, addP99
-		}
+		addP50 := round3(sums["thaw_dev"].P50Ms - sums["direct"].P50Ms)
+		addP99 := round3(sums["thaw_dev"].P99Ms - sums["direct"].P99Ms)
+		ratio := round3(rps["thaw_dev"] / rps["direct"])
+		fig["added_p50_ms"], fig["added_p99_ms"], fig["throughput_ratio"] = addP50, addP99, ratio
 		if headline != "" {
 			headline += "; "
 		}
-		headline += fmt.Sprintf("c=%d: +%.3f ms p50, +%.3f ms p99, throughput x%.2f", conc, addP50, addP99, ratio)
+		headline += fmt.Sprintf("c=%d: thaw dev +%.3f ms p50, +%.3f ms p99, x%.2f rps", conc, addP50, addP99, ratio)
+		if edge != nil {
+			act, inst, err := activatorCount(ctx, edge, cluster, apiAddr, addr)
+			if err != nil {
+				return failed(res, err)
+			}
+			x, s, dr := sums["envoy_xds"], sums["envoy_static"], sums["direct"]
+			ev := map[string]any{
+				"added_vs_static_p50_ms": round3(x.P50Ms - s.P50Ms), "added_vs_static_p99_ms": round3(x.P99Ms - s.P99Ms),
+				"added_vs_direct_p50_ms": round3(x.P50Ms - dr.P50Ms), "added_vs_direct_p99_ms": round3(x.P99Ms - dr.P99Ms),
+				"static_added_vs_direct_p50_ms": round3(s.P50Ms - dr.P50Ms),
+				"throughput_ratio_vs_static":    round3(rps["envoy_xds"] / rps["envoy_static"]),
+				"activator_requests":            act - actBefore,
+				"instance_requests":             inst - instBefore,
+				"measured_requests":             sums["envoy_xds"].N,
+			}
+			fig["envoy"] = ev
+			headline += fmt.Sprintf("; Envoy xDS vs static +%.3f ms p50, +%.3f ms p99 (vs direct +%.3f p50), activator got %d of %d",
+				ev["added_vs_static_p50_ms"], ev["added_vs_static_p99_ms"], ev["added_vs_direct_p50_ms"], act-actBefore, sums["envoy_xds"].N)
+		}
+		res.Figures[fmt.Sprintf("concurrency_%d", conc)] = fig
+		if i == 0 {
+			res.Met = addP50 < 0.3
+			res.Figures["added_p50_ms"], res.Figures["added_p99_ms"] = addP50, addP99
+			if ev, ok := fig["envoy"].(map[string]any); ok {
+				// Within noise: under 0.1 ms at p50 and nothing through the activator.
+				envoyMet := ev["added_vs_static_p50_ms"].(float64) < 0.1 && ev["activator_requests"].(int64) == 0
+				res.Figures["envoy_met"] = envoyMet
+				res.Met = res.Met && envoyMet
+			}
+		}
 	}
 	res.Status = bench.StatusOK
 	res.Headline = headline
 	return res
+}
+
+// waitHealthy waits until Envoy has addr as a healthy host of cluster.
+func waitHealthy(ctx context.Context, e *envoyProc, cluster, addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		hs, err := e.HostStats(ctx, cluster, "health_flags")
+		if err == nil && hs[addr] == "healthy" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("envoy: %s not a healthy host of %s within 20s (%v, %v):\n%s", addr, cluster, hs, err, e.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// activatorCount is how many requests Envoy sent to the activator (the
+// thaw-activator cluster plus the activator host of the deployment's
+// cluster, at priority 1) and to the instance so far.
+func activatorCount(ctx context.Context, e *envoyProc, cluster, activator, instance string) (act, inst int64, err error) {
+	n, err := e.Stat(ctx, "cluster.thaw-activator.upstream_rq_total")
+	if err != nil {
+		return 0, 0, err
+	}
+	hs, err := e.HostStats(ctx, cluster, "rq_total")
+	if err != nil {
+		return 0, 0, err
+	}
+	a, _ := strconv.ParseInt(hs[activator], 10, 64)
+	i, _ := strconv.ParseInt(hs[instance], 10, 64)
+	return max(n, 0) + a, i, nil
 }
 
 func failed(r bench.Result, err error) bench.Result {
