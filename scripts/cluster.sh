@@ -9,7 +9,13 @@
 #                          80GB HBM3", 2 x "NVIDIA A100-SXM4-80GB")
 #   thaw server --engine sim on $CLUSTER_ADDR (default 127.0.0.1:8080):
 #                          deployments become Nomad jobs running `thaw sim`
-#                          on raw_exec, asking for the fake GPUs
+#                          on raw_exec, asking for the fake GPUs; it serves
+#                          Envoy's configuration (xDS) on 127.0.0.1:$CLUSTER_XDS_PORT
+#                          (default 18000)
+#   two thaw activators    127.0.0.1:$CLUSTER_ACTIVATOR_PORTS (default 8091,8092)
+#   Envoy                  $CLUSTER_EDGE (default 127.0.0.1:10000), admin on
+#                          127.0.0.1:$CLUSTER_ENVOY_ADMIN_PORT (default 9901):
+#                          the deploy API and inference through Envoy's port
 #
 # User dev's token is $THAW_DEV_TOKEN, generated and printed when unset.
 # Deployments persist in $CLUSTER_DIR/thaw (default .cluster/thaw); Nomad
@@ -31,6 +37,11 @@ NOMAD_PORT=${CLUSTER_NOMAD_PORT:-4646}
 ADDR=${CLUSTER_ADDR:-127.0.0.1:8080}
 GPUS=${CLUSTER_GPUS:-NVIDIA H100 80GB HBM3:4,NVIDIA A100-SXM4-80GB:2}
 STATE=${CLUSTER_DIR:-$ROOT/.cluster}
+ENVOY="$ROOT/bin/envoy"
+XDS_PORT=${CLUSTER_XDS_PORT:-18000}
+EDGE=${CLUSTER_EDGE:-127.0.0.1:10000}
+ENVOY_ADMIN_PORT=${CLUSTER_ENVOY_ADMIN_PORT:-9901}
+IFS=, read -ra ACT_PORTS <<<"${CLUSTER_ACTIVATOR_PORTS:-8091,8092}"
 export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
 export NOMAD_CLI_SHOW_HINTS=0
 
@@ -40,19 +51,21 @@ die() {
 	exit 1
 }
 
-for f in "$NOMAD" "$PLUGIN" "$REDIS"; do
+for f in "$NOMAD" "$PLUGIN" "$REDIS" "$ENVOY"; do
 	[ -x "$f" ] || die "$f missing: run make deps"
 done
 [ -x "$THAW" ] || die "$THAW missing: run make build"
 command -v curl >/dev/null || die "curl is required"
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$REDIS_PORT" "$NOMAD_PORT" "$((NOMAD_PORT + 1))" "$((NOMAD_PORT + 2))" "${ADDR##*:}"; do
+for p in "$REDIS_PORT" "$NOMAD_PORT" "$((NOMAD_PORT + 1))" "$((NOMAD_PORT + 2))" "${ADDR##*:}" \
+	"$XDS_PORT" "${EDGE##*:}" "$ENVOY_ADMIN_PORT" "${ACT_PORTS[@]}"; do
 	busy "$p" && die "port $p on 127.0.0.1 is in use (see the CLUSTER_* variables)"
 done
 
 mkdir -p "$STATE/thaw"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/thaw-cluster.XXXXXX")
-REDIS_PID= AGENT_PID= THAW_PID=
+REDIS_PID= AGENT_PID= THAW_PID= ENVOY_PID=
+ACT_PIDS=()
 
 # stop_pid sends $2 to pid $1 and waits up to $3 seconds, then SIGKILLs it.
 stop_pid() {
@@ -74,6 +87,8 @@ cleanup() {
 	local rc=$? i jobs left p
 	trap - INT TERM EXIT
 	say "stopping..."
+	stop_pid "$ENVOY_PID" TERM 10
+	for p in "${ACT_PIDS[@]}"; do stop_pid "$p" TERM 20; done
 	stop_pid "$THAW_PID" TERM 40
 	if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
 		# thaw server leaves allocations running for its next start; here
@@ -178,9 +193,13 @@ done
 say "nomad node ready with $ngpus fake GPUs"
 busy "$REDIS_PORT" || die "redis did not start: $(tail -5 "$TMP/redis.log")"
 
+activators=
+for p in "${ACT_PORTS[@]}"; do activators="${activators:+$activators,}127.0.0.1:$p"; done
 "$THAW" server --engine sim --addr "$ADDR" --nomad-addr "$NOMAD_ADDR" \
 	--redis-addr "127.0.0.1:$REDIS_PORT" --data-dir "$STATE/thaw" --users-file "$STATE/thaw/users" \
-	--adopt-grace 10s "$@" &
+	--store file --adopt-grace 10s \
+	--xds-addr "127.0.0.1:$XDS_PORT" --edge-addr "$EDGE" --envoy-admin "http://127.0.0.1:$ENVOY_ADMIN_PORT" \
+	--activators "$activators" "$@" &
 THAW_PID=$!
 for ((i = 0; ; i++)); do
 	kill -0 "$THAW_PID" 2>/dev/null || die "thaw server exited"
@@ -188,12 +207,29 @@ for ((i = 0; ; i++)); do
 	[ "$i" -lt 150 ] || die "thaw server not healthy in 30s"
 	sleep 0.2
 done
+for p in "${ACT_PORTS[@]}"; do
+	"$THAW" activator --addr "127.0.0.1:$p" --redis-addr "127.0.0.1:$REDIS_PORT" \
+		--users-file "$STATE/thaw/users" >"$TMP/activator-$p.log" 2>&1 &
+	ACT_PIDS+=($!)
+done
+"$THAW" envoy-bootstrap --xds-addr "127.0.0.1:$XDS_PORT" --admin "127.0.0.1:$ENVOY_ADMIN_PORT" >"$TMP/envoy.json"
+(cd "$TMP" && exec "$ENVOY" -c "$TMP/envoy.json" --disable-hot-restart --log-level warn >"$TMP/envoy.log" 2>&1) &
+ENVOY_PID=$!
+for ((i = 0; ; i++)); do
+	kill -0 "$ENVOY_PID" 2>/dev/null || die "envoy exited: $(tail -5 "$TMP/envoy.log")"
+	ok=1
+	for p in "${ACT_PORTS[@]}"; do curl -fsS "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 || ok=; done
+	[ -n "$ok" ] && curl -fsS "http://$EDGE/healthz" >/dev/null 2>&1 && break
+	[ "$i" -lt 150 ] || die "envoy edge or activators not ready in 30s (logs in $TMP)"
+	sleep 0.2
+done
+say "envoy edge on http://$EDGE (admin 127.0.0.1:$ENVOY_ADMIN_PORT), activators on ${ACT_PORTS[*]}"
 if [ -n "$generated" ]; then
 	say "token of user dev (new; set THAW_DEV_TOKEN to choose it): $TOKEN"
 else
 	say "token of user dev: \$THAW_DEV_TOKEN"
 fi
-say "ready: export THAW_ADDR=http://$ADDR THAW_TOKEN=$TOKEN"
+say "ready: export THAW_ADDR=http://$EDGE THAW_TOKEN=$TOKEN   (thaw server itself: http://$ADDR)"
 say "Nomad UI: $NOMAD_ADDR/ui   Ctrl-C stops everything"
 wait "$THAW_PID" || true
 THAW_PID=

@@ -2,7 +2,9 @@ package nomadtest
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,9 @@ func TestClusterScript(t *testing.T) {
 	base := consecutiveFreePorts(t, 3)
 	redisPort, thawAddr := freeAddr(t), freeAddr(t)
 	_, redisPort, _ = net.SplitHostPort(redisPort)
+	port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
+	edge, envoyAdmin, xdsPort := freeAddr(t), port(), port()
+	act1, act2 := port(), port()
 	dir := t.TempDir()
 	cmd := exec.Command("bash", filepath.Join(root, "scripts", "cluster.sh"), "--sim-startup", "300ms")
 	cmd.Env = append(cleanEnv(),
@@ -30,6 +35,10 @@ func TestClusterScript(t *testing.T) {
 		"CLUSTER_REDIS_PORT="+redisPort,
 		"CLUSTER_ADDR="+thawAddr,
 		"CLUSTER_DIR="+dir,
+		"CLUSTER_EDGE="+edge,
+		"CLUSTER_ENVOY_ADMIN_PORT="+envoyAdmin,
+		"CLUSTER_XDS_PORT="+xdsPort,
+		"CLUSTER_ACTIVATOR_PORTS="+act1+","+act2,
 	)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -63,6 +72,9 @@ func TestClusterScript(t *testing.T) {
 	if !strings.Contains(out.tail(64<<10), "token of user dev (new") {
 		t.Errorf("cluster.sh did not say it generated user dev's token")
 	}
+	if m[1] != "http://"+edge {
+		t.Errorf("cluster.sh points users at %s, want the Envoy edge http://%s", m[1], edge)
+	}
 	s := &server{t: t, base: m[1]}
 	token := m[2]
 	name := uniqueName("cluster")
@@ -79,7 +91,39 @@ func TestClusterScript(t *testing.T) {
 	if msg := checkChat(r, err); msg != "" {
 		t.Fatalf("chat through make cluster: %s", msg)
 	}
-	t.Logf("served dev/%s through cluster.sh (cold start %s)", name, r.Header.Get("X-Thaw-Cold-Start"))
+	t.Logf("served dev/%s through Envoy on cluster.sh (cold start %s)", name, r.Header.Get("X-Thaw-Cold-Start"))
+
+	// The official OpenAI Python SDK through Envoy: a second, cold
+	// deployment (chat, streaming, completions, models, a 404).
+	py := filepath.Join(root, ".venv-py", "bin", "python")
+	if _, err := os.Stat(py); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("OpenAI Python SDK missing (%v): make deps installs it", err)
+		}
+		t.Logf("skipping the Python SDK part: %v", err)
+	} else {
+		pyName := uniqueName("pysdk")
+		if r, err := s.doAs(token, "POST", "/deploy/llm", map[string]any{
+			"model_name": pyName, "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 8,
+			"hf": map[string]any{"repo": "org/model"}, "settings": map[string]any{"min_instances": 0, "max_instances": 1},
+		}); err != nil || r.Status != 200 {
+			t.Fatalf("create: %v %s", err, r)
+		}
+		out, err := exec.Command(py, filepath.Join(root, "test", "testdata", "openai_sdk_check.py"), m[1]+"/v1/openai", token, "dev/"+pyName).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"status": 404`) || !strings.Contains(string(out), `"completion_tokens": 4`) {
+			t.Errorf("OpenAI Python SDK through Envoy: %v\n%s", err, out)
+		}
+	}
+	// Envoy accepted every configuration thaw sent.
+	if stats, err := httpBody("http://127.0.0.1:" + envoyAdmin + "/stats?filter=update_rejected"); err != nil {
+		t.Errorf("envoy admin: %v", err)
+	} else {
+		for _, line := range strings.Split(stats, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[1] != "0" {
+				t.Errorf("envoy rejected a configuration: %s", line)
+			}
+		}
+	}
 
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -159,4 +203,15 @@ func cleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// httpBody GETs url and returns its body.
+func httpBody(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
