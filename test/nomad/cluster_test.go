@@ -1,6 +1,7 @@
 package nomadtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,6 +87,10 @@ func TestClusterScript(t *testing.T) {
 	if err != nil || r.Status != 200 {
 		t.Fatalf("create: %v %s", err, r)
 	}
+	var created struct {
+		ID string `json:"deploy_id"`
+	}
+	_ = json.Unmarshal(r.Body, &created)
 	r, err = s.doAs(token, "POST", "/v1/openai/chat/completions", map[string]any{
 		"model": "dev/" + name, "max_tokens": 5, "messages": []map[string]string{{"role": "user", "content": "hi"}},
 	})
@@ -92,6 +98,53 @@ func TestClusterScript(t *testing.T) {
 		t.Fatalf("chat through make cluster: %s", msg)
 	}
 	t.Logf("served dev/%s through Envoy on cluster.sh (cold start %s)", name, r.Header.Get("X-Thaw-Cold-Start"))
+
+	// Warm requests go from Envoy straight to the Nomad allocation: the
+	// deployment's cluster counts them on its priority-0 host, the
+	// activators (priority 1 and the activator cluster) see none.
+	cluster := "deploy-" + created.ID
+	var instance string
+	waitFor(10*time.Second, 50*time.Millisecond, func() bool {
+		hosts, _ := envoyHosts("http://127.0.0.1:"+envoyAdmin, cluster, "priority")
+		for h, prio := range hosts {
+			if prio == "0" {
+				instance = h
+			}
+		}
+		return instance != ""
+	})
+	if instance == "" {
+		t.Fatalf("envoy never got a ready instance in %s", cluster)
+	}
+	count := func() (direct, activators int) {
+		rq, _ := envoyHosts("http://127.0.0.1:"+envoyAdmin, cluster, "rq_total")
+		for h, v := range rq {
+			n, _ := strconv.Atoi(v)
+			if h == instance {
+				direct += n
+			} else {
+				activators += n
+			}
+		}
+		stats, _ := httpBody("http://127.0.0.1:" + envoyAdmin + "/stats?filter=^cluster.thaw-activator.upstream_rq_total$")
+		if f := strings.Fields(strings.TrimSpace(stats)); len(f) == 2 {
+			n, _ := strconv.Atoi(f[1])
+			activators += n
+		}
+		return
+	}
+	d0, a0 := count()
+	for i := 0; i < 5; i++ {
+		r, err := s.doAs(token, "POST", "/v1/chat/completions", map[string]any{
+			"model": "dev/" + name, "max_tokens": 2, "messages": []map[string]string{{"role": "user", "content": "hi"}},
+		})
+		if msg := checkChat(r, err); msg != "" {
+			t.Fatalf("warm chat through envoy: %s", msg)
+		}
+	}
+	if d1, a1 := count(); d1-d0 != 5 || a1 != a0 {
+		t.Errorf("5 warm requests: %d went straight to the instance, %d through activators; want 5 and 0", d1-d0, a1-a0)
+	}
 
 	// The official OpenAI Python SDK through Envoy: a second, cold
 	// deployment (chat, streaming, completions, models, a 404).
@@ -214,4 +267,21 @@ func httpBody(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// envoyHosts maps each host of an Envoy cluster to one of its stats, from
+// the admin /clusters page (lines cluster::host::stat::value).
+func envoyHosts(admin, cluster, stat string) (map[string]string, error) {
+	body, err := httpBody(admin + "/clusters")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(body, "\n") {
+		parts := strings.Split(line, "::")
+		if len(parts) == 4 && parts[0] == cluster && parts[2] == stat {
+			out[parts[1]] = parts[3]
+		}
+	}
+	return out, nil
 }
