@@ -83,12 +83,12 @@ func TestRuntimeLifecycle(t *testing.T) {
 		{"same evaluation again (resync)", func() {
 			r.onEvalLocked(&api.Evaluation{JobID: "thaw-d-1", ModifyIndex: 10, FailedTGAllocs: map[string]*api.AllocationMetric{group: metric}})
 		}, nil},
-		{"placed by the blocked evaluation", func() {
+		{"placed by the blocked evaluation: the port is known, the fleet may probe", func() {
 			r.onAllocLocked(alloc("a1", group, "run", "pending", 20, "127.0.0.1:9000"))
-		}, []fleet.Instance{{ID: id, DeployID: "d-1", Phase: fleet.PhasePending}}},
-		{"running", func() {
-			r.onAllocLocked(alloc("a1", group, "run", "running", 21, "127.0.0.1:9000"))
 		}, []fleet.Instance{{ID: id, DeployID: "d-1", Phase: fleet.PhaseRunning, Addr: "127.0.0.1:9000"}}},
+		{"running: nothing new to report", func() {
+			r.onAllocLocked(alloc("a1", group, "run", "running", 21, "127.0.0.1:9000"))
+		}, nil},
 		{"stale view and duplicate are ignored", func() {
 			r.onAllocLocked(alloc("a1", group, "run", "pending", 20, "127.0.0.1:9000"))
 			r.onAllocLocked(alloc("a1", group, "run", "running", 21, "127.0.0.1:9000"))

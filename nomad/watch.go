@@ -302,7 +302,11 @@ func (r *Runtime) onAllocLocked(v allocView) {
 	switch {
 	case v.DesiredStatus != api.AllocDesiredStatusRun:
 		// Nomad is stopping it; the terminal report ends the slot.
-	case v.ClientStatus == api.AllocClientStatusRunning && v.Addr != "":
+	case (v.ClientStatus == api.AllocClientStatusRunning || v.ClientStatus == api.AllocClientStatusPending) && v.Addr != "":
+		// The port is known once Nomad placed the allocation: report it
+		// then, so the fleet probes the model server as it starts instead
+		// of waiting for the client to tell the servers "running" (0.4-0.6 s
+		// later on a dev agent). The probe copes with refused connections.
 		r.setLocked(d, s, fleet.PhaseRunning, v.Addr, "")
 	case s.phase == fleet.PhasePending && s.reason != "":
 		// Placed: no longer "not placed".

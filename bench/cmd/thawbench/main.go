@@ -1,7 +1,7 @@
-// Command thawbench is `make bench`: it starts real `thaw dev` processes on
+// Command thawbench is `make bench`: it starts real `thaw dev` processes,
+// Envoys (bin/envoy) and a one-node Nomad with fake GPUs (bin/nomad) on
 // 127.0.0.1, runs each benchmark scenario against them, prints a table and
-// writes results/latest.json and results/latest.md. Scenarios whose path is
-// not built yet (Envoy, Nomad, xDS) are reported as not run.
+// writes results/latest.json and results/latest.md.
 //
 // Usage:
 //

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -129,7 +128,21 @@ func (c *nomadCluster) ready() bool {
 	for _, d := range nodes[0].NodeResources.Devices {
 		n += len(d.Instances)
 	}
-	return n >= 4
+	if n < 4 {
+		return false
+	}
+	// thaw server keeps deployments in Nomad Variables, which need the
+	// keyring: a fresh dev agent has none for its first seconds.
+	var keys []struct{ State string }
+	if c.getJSON("/v1/operator/keyring/keys", &keys) != nil {
+		return false
+	}
+	for _, k := range keys {
+		if k.State == "active" {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *nomadCluster) getJSON(path string, out any) error {
@@ -254,37 +267,4 @@ func procsIn(dir string) []int {
 		}
 	}
 	return out
-}
-
-// nomadColdStarts runs n cold starts through thaw server on the cluster:
-// a new min_instances 0 deployment each, one request, then the deployment
-// is deleted and its allocation waited out. It returns first-byte latency
-// minus startup for each.
-func nomadColdStarts(ctx context.Context, c *nomadCluster, p *thawProc, n int, startup time.Duration) ([]time.Duration, []time.Duration, error) {
-	client := keepAliveClient(4)
-	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: client}
-	var overheads, headers []time.Duration
-	for i := range n {
-		d, err := p.createOn(ctx, "H100-80GB", fmt.Sprintf("cold-%02d", i), 8, 0, 1)
-		if err != nil {
-			return nil, nil, err
-		}
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		sent := time.Now()
-		o := thaw.send(rctx, completionBody(d.FullName, 1))
-		cancel()
-		if o.err != nil || o.status != http.StatusOK {
-			return nil, nil, fmt.Errorf("cold request %d: status %d, %v\n%s", i, o.status, o.err, p.Tail())
-		}
-		overheads = append(overheads, o.firstByte.Sub(sent)-startup)
-		h, _ := time.ParseDuration(o.header.Get("X-Thaw-Cold-Start"))
-		headers = append(headers, h)
-		if err := p.remove(ctx, d.ID); err != nil {
-			return nil, nil, err
-		}
-		if err := c.waitNoAllocs(30 * time.Second); err != nil {
-			return nil, nil, err
-		}
-	}
-	return overheads, headers, nil
 }

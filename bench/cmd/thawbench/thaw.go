@@ -156,6 +156,24 @@ func (p *thawProc) WatchStarts() <-chan serverStarted {
 	return ch
 }
 
+// WatchMsg returns a channel of the moments (at the bench) log lines with
+// msg were read from now on (buffered; events beyond its room are dropped).
+func (p *thawProc) WatchMsg(msg string) <-chan time.Time {
+	ch := make(chan time.Time, 64)
+	needle := fmt.Sprintf("msg=%q", msg)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.watchers = append(p.watchers, func(line string) {
+		if strings.Contains(line, needle) {
+			select {
+			case ch <- time.Now():
+			default:
+			}
+		}
+	})
+	return ch
+}
+
 // logField is the value of key in a slog text line, unquoted values only.
 func logField(line, key string) string {
 	i := strings.Index(line, " "+key+"=")

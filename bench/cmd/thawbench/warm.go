@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -40,11 +41,16 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 			"thaw's /authz, then straight to the instance); Envoy with a static cluster to the instance (no " +
 			"thaw, Envoy's own floor). Both Envoys run --concurrency 1. Latency is send to body read at the " +
 			"client; added = path minus direct (or minus static Envoy) at the same percentile. Envoy's " +
-			"/clusters and stats count what reached the activator during the measured rounds.",
+			"/clusters and stats count what reached the activator during the measured rounds. thaw_authz_alone " +
+			"is the same request sent straight to thaw's /authz (what ext_authz asks on every request).",
 		Figures: map[string]any{},
 	}
 	extra := []string{"--sim-startup", "100ms", "--sim-tokens-per-second", "1e9", "--idle-timeout", "30m"}
 	var xdsAddr, edgeAddr, adminAddr string
+	envoyWhy := "not selected"
+	if _, err := os.Stat(envoyBinFor(bin)); cfg.Envoy && err != nil {
+		cfg.Envoy, envoyWhy = false, envoyBinFor(bin)+" missing (make deps)"
+	}
 	if cfg.Envoy {
 		var err error
 		if xdsAddr, err = freeAddr(); err == nil {
@@ -114,7 +120,7 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 		defer static.Stop()
 		edgeURL, staticURL = "http://"+edgeAddr, "http://"+sListen
 	} else {
-		res.Figures["envoy"] = notRun("not selected")
+		res.Figures["envoy"] = notRun(envoyWhy)
 	}
 
 	headline := ""
@@ -126,7 +132,9 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 		if edge != nil {
 			targets = append(targets,
 				namedTarget{"envoy_xds", target{url: edgeURL + "/v1/chat/completions", auth: true, client: keepAliveClient(conc)}},
-				namedTarget{"envoy_static", target{url: staticURL + "/v1/chat/completions", client: keepAliveClient(conc)}})
+				namedTarget{"envoy_static", target{url: staticURL + "/v1/chat/completions", client: keepAliveClient(conc)}},
+				// What ext_authz asks thaw on each request through the xDS Envoy.
+				namedTarget{"thaw_authz_alone", target{url: p.Base + "/authz/v1/chat/completions", auth: true, client: keepAliveClient(conc)}})
 		}
 		for _, t := range targets {
 			if _, _, n, err := closedLoop(ctx, t.t, body, cfg.Warmup, conc); n > 0 {
@@ -179,6 +187,7 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 				"added_vs_static_p50_ms": round3(x.P50Ms - s.P50Ms), "added_vs_static_p99_ms": round3(x.P99Ms - s.P99Ms),
 				"added_vs_direct_p50_ms": round3(x.P50Ms - dr.P50Ms), "added_vs_direct_p99_ms": round3(x.P99Ms - dr.P99Ms),
 				"static_added_vs_direct_p50_ms": round3(s.P50Ms - dr.P50Ms),
+				"authz_call_p50_ms":             sums["thaw_authz_alone"].P50Ms,
 				"throughput_ratio_vs_static":    round3(rps["envoy_xds"] / rps["envoy_static"]),
 				"activator_requests":            act - actBefore,
 				"instance_requests":             inst - instBefore,

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/bench"
+	"github.com/thawhq/thaw/xds"
+)
+
+// repoBin is the repository's bin/ directory.
+func repoBin(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), "bin")
+}
+
+func TestStaticEnvoyConfig(t *testing.T) {
+	b, err := staticEnvoyConfig("127.0.0.1:10001", "127.0.0.1:10002", "127.0.0.1:10003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Admin struct {
+			Address struct {
+				SocketAddress struct{ PortValue int } `json:"socket_address"`
+			}
+		}
+		StaticResources struct {
+			Listeners []struct {
+				Address struct {
+					SocketAddress struct{ PortValue int } `json:"socket_address"`
+				}
+			}
+			Clusters []struct {
+				Name           string
+				Type           string
+				LoadAssignment struct {
+					Endpoints []struct {
+						LbEndpoints []struct {
+							Endpoint struct {
+								Address struct {
+									SocketAddress struct {
+										Address   string
+										PortValue int `json:"port_value"`
+									} `json:"socket_address"`
+								}
+							}
+						} `json:"lb_endpoints"`
+					}
+				} `json:"load_assignment"`
+			}
+		} `json:"static_resources"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	cl := c.StaticResources.Clusters
+	if len(cl) != 1 || cl[0].Type != "STATIC" || len(cl[0].LoadAssignment.Endpoints) != 1 ||
+		cl[0].LoadAssignment.Endpoints[0].LbEndpoints[0].Endpoint.Address.SocketAddress.PortValue != 10003 {
+		t.Errorf("clusters = %+v, want one STATIC cluster to port 10003", cl)
+	}
+	if _, err := staticEnvoyConfig("nope", "127.0.0.1:1", "127.0.0.1:2"); err == nil {
+		t.Error("staticEnvoyConfig accepted a listen address without a port")
+	}
+
+	envoy := filepath.Join(repoBin(t), "envoy")
+	if _, err := os.Stat(envoy); err != nil {
+		t.Skipf("%s missing (make deps): Envoy's own validation skipped", envoy)
+	}
+	path := filepath.Join(t.TempDir(), "envoy.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(envoy, "--mode", "validate", "-c", path).CombinedOutput(); err != nil {
+		t.Errorf("envoy --mode validate: %v\n%s", err, out)
+	}
+}
+
+func TestParseHostStats(t *testing.T) {
+	in := "deploy-d-1::default_priority::max_connections::100000\n" +
+		"deploy-d-1::127.0.0.1:4000::rq_total::12\n" +
+		"deploy-d-1::127.0.0.1:4000::health_flags::healthy\n" +
+		"deploy-d-1::127.0.0.1:8080::rq_total::0\n" +
+		"deploy-d-2::127.0.0.1:5000::rq_total::7\n"
+	got, err := parseHostStats(strings.NewReader(in), "deploy-d-1", "rq_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"127.0.0.1:4000": "12", "127.0.0.1:8080": "0"}, got); diff != "" {
+		t.Errorf("parseHostStats (-want +got):\n%s", diff)
+	}
+}
+
+// TestProbeServers: the stand-in /authz routes straight to the deployment
+// named in the query, as thaw's /authz does for a warm model.
+func TestProbeServers(t *testing.T) {
+	api, old, nu, err := probeServers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	defer old.Close()
+	defer nu.Close()
+	resp, err := http.Post("http://"+api.Addr+xds.AuthzPathPrefix+"/v1/chat/completions?d=d-0007", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(xds.DeployIDHeader) != "d-0007" || resp.Header.Get(xds.RouteHeader) != xds.RouteDirect {
+		t.Errorf("authz: %d %v", resp.StatusCode, resp.Header)
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for addr, want := range map[string]string{api.Addr: "api", old.Addr: "old", nu.Addr: "new"} {
+		if got, err := probeOnce(context.Background(), c, "http://"+addr+"/v1/chat/completions"); got != want || err != nil {
+			t.Errorf("probe %s = %q, %v; want %q", addr, got, err, want)
+		}
+	}
+}
+
+// TestChangedDistinct: every measured change touches a deployment of its
+// own (it must still route to "old" before the change).
+func TestChangedDistinct(t *testing.T) {
+	seen := map[int]bool{}
+	for k := range 20 {
+		i := changed(k, 1000)
+		if i < 0 || i >= 1000 || seen[i] {
+			t.Fatalf("changed(%d, 1000) = %d: out of range or repeated", k, i)
+		}
+		seen[i] = true
+	}
+}
+
+// TestXDSScaleSmall runs the xds_scale scenario end to end at a small size
+// with the real Envoy.
+func TestXDSScaleSmall(t *testing.T) {
+	bin := repoBin(t)
+	if _, err := os.Stat(filepath.Join(bin, "envoy")); err != nil {
+		t.Skipf("bin/envoy missing (make deps)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := runXDSScale(ctx, filepath.Join(bin, "thaw"), xdsConfig{Deployments: 20, Changes: 3})
+	if res.Status != "ok" {
+		t.Fatalf("xds_scale: %s: %s", res.Status, res.Why)
+	}
+	for _, proto := range []string{"sotw", "delta"} {
+		fig := res.Figures[proto].(map[string]any)
+		if s := fig["applied_ms"].(bench.Summary); s.N != 3 || s.MinMs <= 0 {
+			t.Errorf("%s: applied_ms = %+v, want 3 positive samples", proto, s)
+		}
+		if fig["nacks"].(int64) != 0 {
+			t.Errorf("%s: %v NACKs", proto, fig["nacks"])
+		}
+	}
+}
+
+func TestNomadReady(t *testing.T) {
+	keyState := ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/nodes":
+			w.Write([]byte(`[{"Status":"ready","NodeResources":{"Devices":[{"Instances":[{},{},{},{}]}]}}]`))
+		case "/v1/operator/keyring/keys":
+			if keyState == "" {
+				w.Write([]byte(`[]`))
+				return
+			}
+			w.Write([]byte(`[{"State":"` + keyState + `"}]`))
+		}
+	}))
+	defer srv.Close()
+	c := &nomadCluster{URL: srv.URL}
+	if c.ready() {
+		t.Error("ready with no keyring key")
+	}
+	keyState = "active"
+	if !c.ready() {
+		t.Error("not ready with 4 GPUs and an active key")
+	}
+}
