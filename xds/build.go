@@ -109,7 +109,7 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	out := map[resource.Type][]types.Resource{
 		resource.ListenerType: {lis},
 		resource.RouteType:    {buildRoutes(deps, idle)},
-		resource.ClusterType:  {api, edsCluster(ActivatorCluster)},
+		resource.ClusterType:  {api, activatorCluster()},
 		resource.EndpointType: {&endpoint.ClusterLoadAssignment{ClusterName: ActivatorCluster, Endpoints: act}},
 	}
 	seen := map[string]bool{}
@@ -258,6 +258,23 @@ func edsCluster(name string) *cluster.Cluster {
 		LbPolicy:             cluster.Cluster_LEAST_REQUEST,
 		CircuitBreakers:      thresholds(),
 	}
+}
+
+// activatorCluster ejects an activator replica as soon as connections to it
+// fail (it died): least-request balancing would otherwise keep choosing the
+// dead replica, which has no request in flight, for retries of the requests
+// it was holding.
+func activatorCluster() *cluster.Cluster {
+	c := edsCluster(ActivatorCluster)
+	c.OutlierDetection = &cluster.OutlierDetection{
+		SplitExternalLocalOriginErrors:         true,
+		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(1),
+		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+		Interval:                               durationpb.New(time.Second),
+		BaseEjectionTime:                       durationpb.New(5 * time.Second),
+		MaxEjectionPercent:                     wrapperspb.UInt32(100),
+	}
+	return c
 }
 
 func staticCluster(name, addr string) (*cluster.Cluster, error) {

@@ -69,6 +69,9 @@ func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguratio
 func activatorUpstream(idle time.Duration) *route.RouteAction {
 	a := upstream(ActivatorCluster, idle, false)
 	a.RetryPolicy.RetryOn = "connect-failure,refused-stream,reset-before-request,reset"
+	a.RetryPolicy.NumRetries = wrapperspb.UInt32(5)
+	a.RetryPolicy.HostSelectionRetryMaxAttempts = 20
+	a.RetryPolicy.RetryPriority = nil // one priority: the replicas
 	return a
 }
 
