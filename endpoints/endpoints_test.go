@@ -60,7 +60,7 @@ func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredi
 		t.Fatal(err)
 	}
 	app := &applier{addrs: map[string]map[string]string{}, failed: map[string]string{}}
-	sub, err := NewSubscriber(SubscriberConfig{Redis: rdb, Apply: app})
+	sub, err := NewSubscriber(SubscriberConfig{Redis: rdb, Apply: app, MissWait: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +112,26 @@ func TestPublishedEndpointsReachActivators(t *testing.T) {
 	})
 	if _, err := sub.Resolve("alice", "alice/m"); err == nil {
 		t.Error("a removed deployment still resolves")
+	}
+}
+
+// TestResolveWaitsForANewDeployment: a request for a deployment created a
+// moment ago (published after the request arrived) is not a 404.
+func TestResolveWaitsForANewDeployment(t *testing.T) {
+	pub, sub, _, _, _ := setup(t)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		pub.SetEndpoints("d1", 8, nil)
+	}()
+	if got, err := sub.Resolve("alice", "alice/m"); err != nil || got.DeployID != "d1" {
+		t.Errorf("Resolve of a deployment published 50ms later = %v, %v", got, err)
+	}
+	start := time.Now()
+	if _, err := sub.Resolve("alice", "alice/unknown"); !errors.Is(err, proxy.ErrUnknownModel) {
+		t.Errorf("unknown model: %v", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("unknown model answered after %v, want about MissWait (300ms)", d)
 	}
 }
 

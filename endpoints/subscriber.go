@@ -34,7 +34,11 @@ type SubscriberConfig struct {
 	// Resync reloads every record this often, catching missed messages and
 	// removals. Default 5s.
 	Resync time.Duration
-	Logger *slog.Logger
+	// MissWait is how long Resolve waits for a model it does not know yet to
+	// be published: behind Envoy, thaw's /authz already found the model, so
+	// a miss here is a deployment created a moment ago. Default 2s.
+	MissWait time.Duration
+	Logger   *slog.Logger
 }
 
 // Subscriber follows the published records: it applies them to an
@@ -42,9 +46,13 @@ type SubscriberConfig struct {
 type Subscriber struct {
 	cfg SubscriberConfig
 
-	// mu guards recs.
+	resyncNow chan struct{}
+
+	// mu guards recs and updated.
 	mu   sync.Mutex
 	recs map[string]Record
+	// updated is closed (and replaced) whenever a record is applied.
+	updated chan struct{}
 }
 
 // NewSubscriber returns a Subscriber; Run starts following.
@@ -55,10 +63,13 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 5 * time.Second
 	}
+	if cfg.MissWait <= 0 {
+		cfg.MissWait = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Subscriber{cfg: cfg, recs: map[string]Record{}}, nil
+	return &Subscriber{cfg: cfg, recs: map[string]Record{}, updated: make(chan struct{}), resyncNow: make(chan struct{}, 1)}, nil
 }
 
 // SetApplier sets Apply; call it before Run.
@@ -85,6 +96,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			if err := s.resync(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("endpoints: resync failed", "err", err)
+			}
+		case <-s.resyncNow:
 			if err := s.resync(ctx); err != nil && ctx.Err() == nil {
 				s.cfg.Logger.Warn("endpoints: resync failed", "err", err)
 			}
@@ -148,6 +163,8 @@ func (s *Subscriber) apply(r Record) {
 	s.mu.Lock()
 	old, had := s.recs[r.DeployID]
 	s.recs[r.DeployID] = r
+	close(s.updated)
+	s.updated = make(chan struct{})
 	s.mu.Unlock()
 	s.cfg.Apply.SetEndpoints(r.DeployID, r.Capacity, r.Addrs)
 	switch {
@@ -169,26 +186,50 @@ func (s *Subscriber) remove(id string) {
 }
 
 // Resolve maps "<owner>/<model_name>" or "deploy_id:<id>" to the user's
-// deployment; another user's is unknown.
+// deployment; another user's is unknown. A model not known yet is waited for
+// up to MissWait (it may have been created a moment ago).
 func (s *Subscriber) Resolve(user, model string) (proxy.Target, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var r Record
-	var ok bool
-	if id, isID := strings.CutPrefix(model, "deploy_id:"); isID {
-		r, ok = s.recs[id]
-	} else {
-		for _, c := range s.recs {
-			if c.Model == model {
-				r, ok = c, true
-				break
+	deadline := time.NewTimer(s.cfg.MissWait)
+	defer deadline.Stop()
+	asked := false
+	for {
+		s.mu.Lock()
+		r, ok := s.findLocked(model)
+		updated := s.updated
+		s.mu.Unlock()
+		if ok {
+			if r.Owner != user {
+				return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+			}
+			return proxy.Target{DeployID: r.DeployID, Model: r.Model, MaxBatchSize: r.Capacity}, nil
+		}
+		if !asked {
+			asked = true
+			select {
+			case s.resyncNow <- struct{}{}:
+			default:
 			}
 		}
+		select {
+		case <-updated:
+		case <-deadline.C:
+			return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+		}
 	}
-	if !ok || r.Owner != user {
-		return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+}
+
+// findLocked looks model up by name or deploy_id form. Called with mu held.
+func (s *Subscriber) findLocked(model string) (Record, bool) {
+	if id, isID := strings.CutPrefix(model, "deploy_id:"); isID {
+		r, ok := s.recs[id]
+		return r, ok
 	}
-	return proxy.Target{DeployID: r.DeployID, Model: r.Model, MaxBatchSize: r.Capacity}, nil
+	for _, r := range s.recs {
+		if r.Model == model {
+			return r, true
+		}
+	}
+	return Record{}, false
 }
 
 // Models lists the user's deployments, oldest first.
