@@ -110,26 +110,10 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
 	fmt.Fprintf(stdout, "thaw activator %s is serving on http://%s (redis %s)\n", replica, ln.Addr(), *redisAddr)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	serveHTTP(g, gctx, ln, mux)
 	g.Go(func() error { return reporter.Run(gctx) })
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return inflight.Run(gctx) })

@@ -162,31 +162,12 @@ func (c controlPlane) run(ctx context.Context, stdout io.Writer) error {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
-	// HTTP/1.1 and cleartext HTTP/2 (h2c) on the same port: an edge proxy
-	// (Envoy) multiplexes held requests over a few connections instead of
-	// paying a connection, and its buffers, per held request.
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
 	if c.Banner != nil {
 		c.Banner(stdout, "http://"+ln.Addr().String())
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	serveHTTP(g, gctx, ln, mux)
 	if c.PprofAddr != "" {
 		pp := &http.Server{Addr: c.PprofAddr, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
