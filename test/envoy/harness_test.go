@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/test/testnet"
+
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/proxy"
@@ -109,12 +111,11 @@ func envoyBin(t *testing.T) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := testnet.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return a
 }
 
 // startEdge starts the activator, thaw's API (/authz), the xDS server and
