@@ -179,8 +179,17 @@ func (p *Proxy) SetEndpoints(deployID string, capacity int, addrs map[string]str
 
 // Drained returns a channel closed once the instance has left load balancing
 // and has no request in flight.
+// An unknown deployment (deleted meanwhile) has nothing in flight.
 func (p *Proxy) Drained(deployID, instanceID string) <-chan struct{} {
-	return p.pool(deployID).drainedCh(instanceID)
+	p.mu.Lock()
+	pl, ok := p.pools[deployID]
+	p.mu.Unlock()
+	if !ok {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return pl.drainedCh(instanceID)
 }
 
 // Fail fails held and new requests of the deployment with reason (503).
