@@ -165,8 +165,10 @@ func (s State) Panicking() bool { return s.panicking }
 // window needs, only after a full stable window of history, only once
 // ScaleDownDelay has passed since the last change, and never in panic mode.
 // Idle: while any demand was seen within IdleTimeout at least one instance
-// stays; after that the deployment goes to Min. Last, Desired is clamped to
-// [Min, Max] and to the GPU quota, and Reason says which limit applied.
+// stays; after that the deployment goes to Min, and the demand seen before
+// is forgotten, so neither window scales it back up without a new request.
+// Last, Desired is clamped to [Min, Max] and to the GPU quota, and Reason
+// says which limit applied.
 func Decide(cfg Config, st State, in Input) (Decision, State) {
 	cfg = cfg.WithDefaults()
 	now := in.Now
@@ -188,6 +190,15 @@ func Decide(cfg Config, st State, in Input) (Decision, State) {
 	}
 	if demand > 0 || (len(st.window) > 0 && st.window[len(st.window)-1].demand > 0) {
 		st.lastDemand = now
+	}
+	if now.Sub(st.lastDemand) >= cfg.IdleTimeout {
+		// Idle: no demand for IdleTimeout, so whatever the windows still
+		// hold is demand that is gone, and it already counted toward
+		// the idle scale-down. Forget it: a window longer than the idle
+		// timeout (the 6s panic window after a 3s one) must not scale
+		// the deployment back up on the request it idled out after.
+		// The next request is new demand and wakes it at once.
+		st.window, st.panicking = nil, false
 	}
 	st.window = record(st.window, sample{at: now, demand: demand}, now.Add(-max(cfg.StableWindow, cfg.PanicWindow)))
 	stableMax := maxSince(st.window, now.Add(-cfg.StableWindow))

@@ -1,6 +1,7 @@
 package autoscaler
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -277,6 +278,118 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := tt.cfg.validate(); (err == nil) != tt.ok {
 				t.Errorf("validate() = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// quiet is one observation per second in [from, to] with no demand, each
+// expecting want: a tick-by-tick silence.
+func quiet(from, to time.Duration, current int, want Decision) []step {
+	var out []step
+	for at := from; at <= to; at += time.Second {
+		out = append(out, step{at: at, current: current, want: want})
+	}
+	return out
+}
+
+// TestDecideIdleForgetsGoneDemand steps second by second through the scale
+// to zero (or min) of an idle deployment whose IdleTimeout is shorter than
+// the panic (6s) or stable (60s) window. The demand that was seen before the
+// scale-down is gone: nothing may scale back up on it for a whole stable
+// window, and a request that arrives after it must still wake at once.
+func TestDecideIdleForgetsGoneDemand(t *testing.T) {
+	batch8 := Spec{Min: 0, Max: 10, BatchSize: 8}
+	idle3 := Decision{0, "idle 3s: scale to min 0"}
+	idle30 := Decision{0, "idle 30s: scale to min 0"}
+	// oneRequest is one request that wakes the deployment at 0, is
+	// served from 1s to 2s and ends: the last demand is seen at 2s.
+	oneRequest := []step{
+		{at: 0, current: 0, demand: 1, woken: true, want: Decision{1, "wake: 1 request needs 1 x 8"}},
+		{at: 1 * time.Second, current: 1, demand: 1, want: Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}},
+	}
+	tests := []struct {
+		name  string
+		cfg   Config
+		spec  Spec
+		steps []step
+	}{{
+		name: "idle timeout shorter than the panic window: no phantom wake",
+		cfg:  Config{IdleTimeout: 3 * time.Second},
+		spec: batch8,
+		steps: slices.Concat(oneRequest,
+			quiet(2*time.Second, 4*time.Second, 1, Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}),
+			// 3s after the last demand (2s).
+			[]step{{at: 5 * time.Second, current: 1, want: idle3}},
+			// The panic window (until 8s) and the stable window (until
+			// 62s) still span the request: it is gone all the same.
+			quiet(6*time.Second, 5*time.Second+DefaultStableWindow+time.Second, 0, idle3),
+		),
+	}, {
+		name: "idle timeout shorter than the panic window: a new request wakes at once",
+		cfg:  Config{IdleTimeout: 3 * time.Second},
+		spec: batch8,
+		steps: slices.Concat(oneRequest,
+			quiet(2*time.Second, 4*time.Second, 1, Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}),
+			[]step{
+				{at: 5 * time.Second, current: 1, want: idle3},
+				{at: 6 * time.Second, current: 0, want: idle3},
+				// Woken before the demand source counted it.
+				{at: 6500 * time.Millisecond, current: 0, woken: true, want: Decision{1, "wake: 1 request needs 1 x 8"}},
+				{at: 7 * time.Second, current: 1, demand: 1, want: Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}},
+				{at: 8 * time.Second, current: 1, want: Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}},
+				{at: 11 * time.Second, current: 1, want: idle3},
+				{at: 12 * time.Second, current: 0, want: idle3},
+				// Counted by the demand source, not woken.
+				{at: 13 * time.Second, current: 0, demand: 9, want: Decision{2, "wake: 9 requests need 2 x 8"}},
+			},
+		),
+	}, {
+		name: "idle timeout between the panic and the stable window: no phantom wake",
+		cfg:  Config{IdleTimeout: 30 * time.Second},
+		spec: batch8,
+		steps: slices.Concat(oneRequest,
+			[]step{{at: 2 * time.Second, current: 1, want: Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}}},
+			quiet(3*time.Second, 31*time.Second, 1, Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}),
+			[]step{{at: 32 * time.Second, current: 1, want: idle30}},
+			quiet(33*time.Second, 32*time.Second+DefaultStableWindow+time.Second, 0, idle30),
+		),
+	}, {
+		name: "idle scale-down to min after a burst: no phantom scale-up from the panic window",
+		cfg:  Config{IdleTimeout: 3 * time.Second},
+		spec: Spec{Min: 1, Max: 10, BatchSize: 8},
+		steps: slices.Concat(
+			[]step{
+				{at: 0, current: 1, demand: 20, want: Decision{3, "burst: 20 requests need 3 x 8"}},
+				{at: 1 * time.Second, current: 3, want: Decision{3, "stable: max 20 requests need 3 x 8 over 1m0s"}},
+			},
+			quiet(2*time.Second, 3*time.Second, 3, Decision{3, "stable: max 20 requests need 3 x 8 over 1m0s"}),
+			[]step{{at: 4 * time.Second, current: 3, want: Decision{1, "idle 3s: scale to min 1"}}},
+			quiet(5*time.Second, 4*time.Second+DefaultStableWindow+time.Second, 1, Decision{1, "idle 3s: scale to min 1"}),
+		),
+	}, {
+		name: "idle at max_instances: the panic window does not hold the instance past the idle timeout",
+		cfg:  Config{IdleTimeout: 3 * time.Second},
+		spec: Spec{Min: 0, Max: 1, BatchSize: 8},
+		steps: slices.Concat(
+			[]step{
+				{at: 0, current: 0, demand: 20, want: Decision{1, "wake: 20 requests need 3 x 8; max_instances limits it to 1"}},
+			},
+			// 20 requests at the one instance allowed is a burst.
+			quiet(1*time.Second, 3*time.Second, 1, Decision{1, "burst: 20 requests need 3 x 8; max_instances limits it to 1"}),
+			[]step{{at: 4 * time.Second, current: 1, want: idle3}},
+			quiet(5*time.Second, 4*time.Second+DefaultStableWindow+time.Second, 0, idle3),
+		),
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var st State
+			for i, s := range tt.steps {
+				var got Decision
+				got, st = Decide(tt.cfg, st, Input{Now: t0.Add(s.at), Spec: tt.spec, Current: s.current, Demand: s.demand, Woken: s.woken})
+				if diff := cmp.Diff(s.want, got); diff != "" {
+					t.Fatalf("step %d (t0+%v): Decide() mismatch (-want +got):\n%s", i, s.at, diff)
+				}
 			}
 		})
 	}

@@ -51,6 +51,11 @@
 //     reaches zero after about 90s (window plus grace), but its pods start in
 //     seconds; an LLM instance starts in minutes, so a few idle minutes of
 //     one instance are cheaper for users than a cold start on every pause.
+//     Going idle forgets the demand the windows still hold: it is gone, and
+//     an idle timeout shorter than a window (3s against the 6s panic
+//     window) must not wake the deployment again on the request it
+//     idled out after. Only a request that arrives after the scale-down
+//     wakes it, and that one at once.
 //   - TargetUtilization 1.0: max_batch_size is already the model server's
 //     concurrency limit (vLLM --max-num-seqs), so counting a full batch as
 //     an instance's capacity is what the user configured.
