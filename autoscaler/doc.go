@@ -62,8 +62,10 @@
 //
 // Missing data is not zero demand: when the DemandSource fails the tick is
 // skipped and every count is held, and a gap in samples carries the last
-// known demand forward. A loop that starts with no history (after a restart)
-// neither shrinks a deployment before it has seen a full stable window nor
+// known demand forward. A loop that starts with no history (after a
+// restart, or on winning the autoscaler lease back: what it remembered from
+// its last term is stale, and wakes heard meanwhile are dropped) neither
+// shrinks a deployment before it has seen a full stable window nor
 // idles it out before IdleTimeout.
 //
 // Clamps are applied last: min_instances is always kept, even with no

@@ -73,10 +73,11 @@ type Loop struct {
 	log  *slog.Logger
 	wake chan struct{} // capacity 1: coalesces Wake calls
 
-	mu    sync.Mutex // mu guards woken.
-	woken map[string]bool
+	mu      sync.Mutex // mu guards running and woken.
+	running bool       // a Run is going: wakes are recorded
+	woken   map[string]bool
 
-	// states is owned by the goroutine in Run.
+	// states is owned by the goroutine in Run, and begun anew by each Run.
 	states map[string]*targetState
 }
 
@@ -123,7 +124,14 @@ func NewLoop(cfg LoopConfig) (*Loop, error) {
 
 // Run evaluates every deployment at once and then each tick, and a woken
 // deployment as soon as Wake is called. It returns nil when ctx is done.
+//
+// Run may be called again after it returned (this replica won the
+// autoscaler lease back), never concurrently. Each Run starts with no
+// history: while it was not running another replica scaled, and demand
+// remembered from the last term is not demand now.
 func (l *Loop) Run(ctx context.Context) error {
+	l.begin()
+	defer l.end()
 	t := time.NewTicker(l.cfg.Tick)
 	defer t.Stop()
 	l.evaluate(ctx, true)
@@ -143,12 +151,40 @@ func (l *Loop) Run(ctx context.Context) error {
 // one request for it. Call it when a request arrives for a deployment with
 // no ready capacity. It never blocks; calls made while an evaluation runs
 // are coalesced into the next one. Safe for concurrent use.
+//
+// A Wake while no Run is going (this replica does not lead) is dropped:
+// by the time a Run starts, its request is served, gone, or counted by the
+// DemandSource, which the Run reads first.
 func (l *Loop) Wake(id string) {
 	l.mu.Lock()
+	if !l.running {
+		l.mu.Unlock()
+		return
+	}
 	l.woken[id] = true
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// begin starts a Run with no history and no wakes.
+func (l *Loop) begin() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.running = true
+	l.states = make(map[string]*targetState)
+}
+
+// end stops recording wakes and drops those not yet taken.
+func (l *Loop) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.running = false
+	clear(l.woken)
+	select {
+	case <-l.wake:
 	default:
 	}
 }

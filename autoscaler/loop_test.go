@@ -334,3 +334,43 @@ func TestNewLoopErrors(t *testing.T) {
 		t.Errorf("NewLoop(defaults) = %v, want nil", err)
 	}
 }
+
+// TestLoopRunAgainStartsFresh: Run is called again when this replica wins
+// the lease back. Meanwhile another leader scaled the deployment down and
+// its demand went away; neither the old term's demand history nor a wake
+// heard while not leading is demand now.
+func TestLoopRunAgainStartsFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fleet := newFakeFleet(Target{ID: "a", Spec: spec8})
+		demand := &fakeDemand{demand: map[string]int{"a": 20}}
+		l, err := NewLoop(LoopConfig{Fleet: fleet, Demand: demand})
+		if err != nil {
+			t.Fatal(err)
+		}
+		term := func(d time.Duration) {
+			ctx, cancel := context.WithTimeout(context.Background(), d)
+			defer cancel()
+			if err := l.Run(ctx); err != nil {
+				t.Errorf("Run() = %v, want nil", err)
+			}
+		}
+		term(10 * time.Second) // lead for 10s, then lose the lease
+
+		// Another leader: the burst ends, the deployment idles to zero.
+		// A request arrives and is served there; this replica only hears
+		// its wake.
+		demand.set(map[string]int{}, nil)
+		fleet.mu.Lock()
+		fleet.targets["a"].Current = 0
+		fleet.mu.Unlock()
+		time.Sleep(time.Minute)
+		l.Wake("a")
+		time.Sleep(5 * time.Minute)
+
+		term(time.Minute) // the lease is back
+		want := []call{{At: 0, ID: "a", N: 3, Reason: "wake: 20 requests need 3 x 8"}}
+		if diff := cmp.Diff(want, fleet.Calls()); diff != "" {
+			t.Errorf("SetDesired calls (-want +got):\n%s", diff)
+		}
+	})
+}
