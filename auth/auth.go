@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/thawhq/thaw/httperr"
 )
@@ -61,14 +62,24 @@ func (u *Users) Require(next http.Handler) http.Handler {
 			tok, ok = strings.CutPrefix(h, "bearer ")
 		}
 		if !ok || tok == "" {
-			httperr.Encode(w, http.StatusUnauthorized, "missing_token", "", "missing API token: send Authorization: Bearer <token>")
+			unauthorized(w, "missing_token", "missing API token: send Authorization: Bearer <token>")
 			return
 		}
 		user, ok := u.Lookup(strings.TrimSpace(tok))
 		if !ok {
-			httperr.Encode(w, http.StatusUnauthorized, "invalid_token", "", "invalid API token")
+			unauthorized(w, "invalid_token", "invalid API token")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithUser(r.Context(), user)))
 	})
+}
+
+// unauthorized answers 401 at once and closes the connection: the request
+// body, which may be slow or never end, is not read. net/http would
+// otherwise read what is left of it, before answering (to reuse the
+// connection) or after (to discard it).
+func unauthorized(w http.ResponseWriter, code, msg string) {
+	w.Header().Set("Connection", "close")
+	httperr.Encode(w, http.StatusUnauthorized, code, "", msg)
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
