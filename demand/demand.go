@@ -35,7 +35,8 @@ type ReporterConfig struct {
 	Redis redis.UniversalClient
 	// Replica names this process; it must be unique among live replicas.
 	Replica string
-	// TTL is how long a replica's numbers outlive its last write. Default 5s.
+	// TTL is how long a replica's numbers outlive its last write, and how
+	// long a Wake may wait for Redis before it is dropped. Default 5s.
 	TTL time.Duration
 	// Heartbeat rewrites the numbers (refreshing TTL) at least this often.
 	// Default 1s.
@@ -56,7 +57,7 @@ type Reporter struct {
 	// mu guards counts and wakes.
 	mu     sync.Mutex
 	counts map[string][2]int
-	wakes  map[string]bool
+	wakes  map[string]time.Time // unpublished wakes: when each was asked
 }
 
 // NewReporter returns a Reporter; Run starts writing.
@@ -78,7 +79,7 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	}
 	return &Reporter{
 		cfg: cfg, key: keyPrefix + cfg.Replica, dirty: make(chan struct{}, 1),
-		counts: map[string][2]int{}, wakes: map[string]bool{},
+		counts: map[string][2]int{}, wakes: map[string]time.Time{},
 	}, nil
 }
 
@@ -92,11 +93,28 @@ func (r *Reporter) Set(deployID string, held, inflight int) {
 
 // Wake asks the autoscaler to look at deployID now. The signal is published
 // after the demand that caused it is written, so the autoscaler reads it.
+//
+// A wake that could not be published within TTL (Redis was down) is
+// dropped: the autoscaler counts it as a request that just arrived, and by
+// then that request is either still held, and so in the demand the
+// autoscaler reads every tick, or gone, and must not start an instance.
 func (r *Reporter) Wake(deployID string) {
 	r.mu.Lock()
-	r.wakes[deployID] = true
+	r.wakes[deployID] = time.Now()
 	r.mu.Unlock()
 	r.signal()
+}
+
+// requeue puts back wakes that failed to publish, keeping their time, unless
+// a Wake of the same deployment came meanwhile (it is newer).
+func (r *Reporter) requeue(wakes map[string]time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, at := range wakes {
+		if _, ok := r.wakes[id]; !ok {
+			r.wakes[id] = at
+		}
+	}
 }
 
 func (r *Reporter) signal() {
@@ -142,9 +160,12 @@ func (r *Reporter) flush(ctx context.Context) error {
 		}
 		fields = append(fields, id, fmt.Sprintf("%d %d", c[0], c[1]))
 	}
-	wakes := make([]string, 0, len(r.wakes))
-	for id := range r.wakes {
-		wakes = append(wakes, id)
+	now := time.Now()
+	wakes := make(map[string]time.Time, len(r.wakes))
+	for id, at := range r.wakes {
+		if now.Sub(at) < r.cfg.TTL {
+			wakes[id] = at
+		}
 	}
 	clear(r.wakes)
 	r.mu.Unlock()
@@ -158,22 +179,15 @@ func (r *Reporter) flush(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		r.mu.Lock()
-		for _, id := range wakes {
-			r.wakes[id] = true
-		}
-		r.mu.Unlock()
+		r.requeue(wakes)
 		return fmt.Errorf("write demand: %w", err)
 	}
-	for i, id := range wakes {
+	for id := range wakes {
 		if err := r.cfg.Redis.Publish(ctx, wakeChannel, id).Err(); err != nil {
-			r.mu.Lock()
-			for _, id := range wakes[i:] {
-				r.wakes[id] = true
-			}
-			r.mu.Unlock()
+			r.requeue(wakes)
 			return fmt.Errorf("publish wake: %w", err)
 		}
+		delete(wakes, id)
 	}
 	return nil
 }

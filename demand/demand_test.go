@@ -2,10 +2,15 @@ package demand
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -259,4 +264,114 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 2}})
+}
+
+// failPipelines fails every pipeline (and MULTI transaction) while down is
+// set: Redis unreachable for the Reporter's writes.
+type failPipelines struct{ down *atomic.Bool }
+
+func (failPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (failPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (f failPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if f.down.Load() {
+			return errors.New("redis: connection refused")
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// pipeClient returns a client of mr over in-memory pipes, which a synctest
+// bubble can wait on (never a socket). Call it inside the bubble.
+func pipeClient(t *testing.T, mr *miniredis.Miniredis) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{
+		Addr:   "127.0.0.1:6379", // never dialed; an IP, so nothing resolves it
+		Dialer: func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
+	})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// TestWakeAfterOutage: a wake the Reporter could not publish while
+// Redis was down is published when Redis is back within TTL, and dropped
+// after that: its request was held too long ago to still be news (if it is
+// still held, its held count says so).
+func TestWakeAfterOutage(t *testing.T) {
+	tests := []struct {
+		name     string
+		outage   time.Duration
+		heldFor  time.Duration  // the request leaves after this (hold timeout)
+		want     []string       // wakes published
+		wantDemd map[string]int // demand read after the outage
+	}{
+		{name: "outage shorter than TTL: the wake is late but news", outage: 2 * time.Second, heldFor: time.Minute,
+			want: []string{"d1"}, wantDemd: map[string]int{"d1": 1}},
+		{name: "the request left during an outage longer than TTL: no wake", outage: 10 * time.Second, heldFor: 3 * time.Second,
+			want: nil, wantDemd: map[string]int{}},
+		{name: "still held after an outage longer than TTL: its count is the news", outage: 10 * time.Second, heldFor: time.Minute,
+			want: nil, wantDemd: map[string]int{"d1": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mr := miniredis.NewMiniRedis()
+				t.Cleanup(mr.Close)
+				rdb := pipeClient(t, mr)
+				var down atomic.Bool
+				reporting := pipeClient(t, mr)
+				reporting.AddHook(failPipelines{&down})
+
+				ctx, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				var mu sync.Mutex // mu guards woken.
+				var woken []string
+				wg.Go(func() {
+					_ = ListenWakes(ctx, rdb, func(id string) {
+						mu.Lock()
+						defer mu.Unlock()
+						woken = append(woken, id)
+					})
+				})
+				r, err := NewReporter(ReporterConfig{Redis: reporting, Replica: "r1", Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() { _ = r.Run(ctx) })
+				defer func() {
+					cancel()
+					wg.Wait()
+				}()
+				synctest.Wait()
+
+				down.Store(true)
+				r.Set("d1", 1, 0)
+				r.Wake("d1")
+				var left sync.WaitGroup
+				left.Go(func() {
+					time.Sleep(tt.heldFor)
+					r.Set("d1", 0, 0)
+				})
+				time.Sleep(tt.outage)
+				down.Store(false)
+				time.Sleep(time.Second) // past a heartbeat
+				synctest.Wait()
+
+				mu.Lock()
+				got := slices.Clone(woken)
+				mu.Unlock()
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("wakes published (-want +got):\n%s", diff)
+				}
+				d, err := Reader{Redis: rdb}.Demand(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.wantDemd, d); diff != "" {
+					t.Errorf("demand after the outage (-want +got):\n%s", diff)
+				}
+				cancel()
+				left.Wait()
+			})
+		})
+	}
 }
