@@ -11,8 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
@@ -67,13 +67,18 @@ func (a *API) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	var req deploy.CreateRequest
-	if !a.decode(w, r, &req) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := deploy.DecodeCreate(body)
+	if err != nil {
+		a.writeErr(w, "create", err)
 		return
 	}
 	d, err := deploy.Normalize(req)
 	if err != nil {
-		writeErr(w, err)
+		a.writeErr(w, "create", err)
 		return
 	}
 	now := a.cfg.Now().UTC()
@@ -83,7 +88,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 		return deploy.CheckQuota(a.cfg.GPUQuota, d, others)
 	})
 	if err != nil {
-		writeErr(w, err)
+		a.writeErr(w, "create", err)
 		return
 	}
 	a.cfg.Logger.Info("deployment created", "deploy", saved.ID, "model", saved.FullName(),
@@ -95,7 +100,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	status := deploy.Status(r.URL.Query().Get("status"))
 	if status != "" && !validStatus(status) {
 		httperr.Encode(w, http.StatusBadRequest, "invalid_status", "status",
-			fmt.Sprintf("unknown status %q, want one of initializing, deploying, running, stopped, failed, deleted", status))
+			fmt.Sprintf("unknown status %q, want one of initializing, deploying, running, stopped, failed, deleted", clip(string(status))))
 		return
 	}
 	out := []deploy.View{}
@@ -110,9 +115,10 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 
 // mine returns the caller's deployment named in the path, or writes 404.
 func (a *API) mine(w http.ResponseWriter, r *http.Request) (deploy.Deployment, bool) {
-	d, err := a.cfg.Store.Get(r.PathValue("id"))
+	id := r.PathValue("id")
+	d, err := a.cfg.Store.Get(id)
 	if err != nil || d.Owner != auth.User(r.Context()) {
-		writeErr(w, fmt.Errorf("%w: %s", deploy.ErrNotFound, r.PathValue("id")))
+		notFound(w, id)
 		return deploy.Deployment{}, false
 	}
 	return d, true
@@ -131,8 +137,13 @@ func (a *API) update(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req deploy.UpdateRequest
-	if !a.decode(w, r, &req) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := deploy.DecodeUpdate(body)
+	if err != nil {
+		a.writeErr(w, "update", err)
 		return
 	}
 	if req.Settings == nil {
@@ -140,7 +151,7 @@ func (a *API) update(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := deploy.ValidateSettings(*req.Settings); err != nil {
-		writeErr(w, err)
+		a.writeErr(w, "update", err)
 		return
 	}
 	saved, err := a.cfg.Store.Update(d.ID, func(d *deploy.Deployment) {
@@ -149,8 +160,12 @@ func (a *API) update(w http.ResponseWriter, r *http.Request) {
 	}, func(d *deploy.Deployment, others []*deploy.Deployment) error {
 		return deploy.CheckQuota(a.cfg.GPUQuota, d, others)
 	})
+	if errors.Is(err, deploy.ErrNotFound) { // deleted meanwhile
+		notFound(w, d.ID)
+		return
+	}
 	if err != nil {
-		writeErr(w, err)
+		a.writeErr(w, "update", err)
 		return
 	}
 	a.cfg.Logger.Info("deployment updated", "deploy", saved.ID, "min", saved.Settings.MinInstances, "max", saved.Settings.MaxInstances)
@@ -162,8 +177,13 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.cfg.Store.Delete(d.ID); err != nil {
-		writeErr(w, err)
+	err := a.cfg.Store.Delete(d.ID)
+	if errors.Is(err, deploy.ErrNotFound) { // deleted meanwhile
+		notFound(w, d.ID)
+		return
+	}
+	if err != nil {
+		a.writeErr(w, "delete", err)
 		return
 	}
 	a.cfg.Logger.Info("deployment deleted", "deploy", d.ID, "model", d.FullName())
@@ -171,58 +191,77 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, deploy.NewView(&d, deploy.Live{Status: deploy.StatusDeleted}))
 }
 
-// decode reads a bounded JSON body into v, writing 400/413 on failure.
-func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+// readBody reads a request body of at most MaxBody bytes, writing 413 (or
+// 400) when it cannot.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			httperr.Encode(w, http.StatusRequestEntityTooLarge, "body_too_large", "", fmt.Sprintf("request body over %d bytes", a.cfg.MaxBody))
-			return false
+			return nil, false
 		}
 		httperr.Encode(w, http.StatusBadRequest, "bad_body", "", "could not read request body")
-		return false
+		return nil, false
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var fe *deploy.FieldError
-		if errors.As(err, &fe) {
-			httperr.Encode(w, http.StatusBadRequest, "invalid_type", fe.Field, fe.Message)
-			return false
-		}
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			httperr.Encode(w, http.StatusBadRequest, "invalid_type", typeErr.Field,
-				fmt.Sprintf("%s must be of type %s", typeErr.Field, typeErr.Type))
-			return false
-		}
-		httperr.Encode(w, http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON: "+err.Error())
-		return false
-	}
-	return true
+	return body, true
 }
 
-// writeErr maps deploy API errors to statuses, in one place.
-func writeErr(w http.ResponseWriter, err error) {
+// storeUnavailable is all a client learns of a store failure; the detail
+// (a path, an OS or Nomad error) goes to the log only.
+const storeUnavailable = "deployment store unavailable; nothing was changed, retry later"
+
+// writeErr maps the deploy API's errors to statuses, in one place. Only a
+// *deploy.FieldError's message, written for the API's user, reaches the
+// response; any other error is a store failure, logged and answered 503.
+func (a *API) writeErr(w http.ResponseWriter, op string, err error) {
 	var fe *deploy.FieldError
-	switch {
-	case errors.As(err, &fe):
-		code := "invalid_value"
-		if strings.Contains(fe.Message, "quota") {
-			code = "quota_exceeded"
-		}
-		httperr.Encode(w, http.StatusUnprocessableEntity, code, fe.Field, fe.Message)
-	case errors.Is(err, deploy.ErrNotFound):
-		httperr.Encode(w, http.StatusNotFound, "deployment_not_found", "deploy_id", err.Error())
-	case errors.Is(err, deploy.ErrDuplicate):
-		httperr.Encode(w, http.StatusConflict, "duplicate_model_name", "model_name", err.Error())
-	default:
+	if !errors.As(err, &fe) {
 		// The store could not be read or written (Nomad unreachable, disk
 		// full): nothing was changed, and a retry may succeed.
-		slog.Error("deploy api", "err", err)
-		e := httperr.New(http.StatusServiceUnavailable, "store_unavailable", "", "the deployment store is unavailable, nothing was changed: "+err.Error())
+		a.cfg.Logger.Error("deployment store failed", "op", op, "err", err)
+		e := httperr.New(http.StatusServiceUnavailable, "store_unavailable", "", storeUnavailable)
 		e.RetryAfter = 5 * time.Second
 		httperr.Write(w, e)
+		return
 	}
+	status, code := http.StatusUnprocessableEntity, "invalid_value"
+	switch {
+	case errors.Is(fe, deploy.ErrBadJSON):
+		status, code = http.StatusBadRequest, "invalid_json"
+	case errors.Is(fe, deploy.ErrWrongType):
+		status, code = http.StatusBadRequest, "invalid_type"
+	case errors.Is(fe, deploy.ErrUnknownField):
+		status, code = http.StatusBadRequest, "unknown_field"
+	case errors.Is(fe, deploy.ErrRepeatedField):
+		status, code = http.StatusBadRequest, "repeated_field"
+	case errors.Is(fe, deploy.ErrMalformed):
+		status, code = http.StatusBadRequest, "invalid_value"
+	case errors.Is(fe, deploy.ErrOverQuota):
+		code = "quota_exceeded"
+	case errors.Is(fe, deploy.ErrDuplicate):
+		status, code = http.StatusConflict, "duplicate_model_name"
+	}
+	httperr.Encode(w, status, code, fe.Field, fe.Message)
+}
+
+// notFound answers 404 for the deployment id, whether it does not exist or
+// belongs to someone else.
+func notFound(w http.ResponseWriter, id string) {
+	httperr.Encode(w, http.StatusNotFound, "deployment_not_found", "deploy_id", fmt.Sprintf("deployment %q not found", clip(id)))
+}
+
+// clip cuts s to 80 bytes for an error message, on a rune boundary.
+func clip(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "..."
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -16,8 +16,8 @@ import (
 // else: callers never learn that another user's deployment exists).
 var ErrNotFound = errors.New("deployment not found")
 
-// ErrDuplicate is returned when the owner already has a deployment of that
-// model_name.
+// ErrDuplicate is returned (in a *FieldError on model_name) when the owner
+// already has a deployment of that model_name.
 var ErrDuplicate = errors.New("deployment with that model_name already exists")
 
 // Backend persists deployment records. Put and Delete get the whole set
@@ -108,7 +108,8 @@ func (s *Store) Changed() <-chan struct{} { return s.changed }
 
 // Create assigns d an ID and stores it. check, when not nil, runs under the
 // store's lock with the owner's other deployments, so that quota checks and
-// the insert are atomic.
+// the insert are atomic. A name the owner already has is a *FieldError
+// wrapping ErrDuplicate.
 func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (Deployment, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,7 +119,8 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 			continue
 		}
 		if o.ModelName == d.ModelName {
-			return Deployment{}, fmt.Errorf("%w: %s", ErrDuplicate, d.FullName())
+			return Deployment{}, &FieldError{Field: "model_name", Err: ErrDuplicate, Message: fmt.Sprintf(
+				"you already have a deployment named %q (%s)", o.ModelName, o.ID)}
 		}
 		o := o
 		mine = append(mine, &o)

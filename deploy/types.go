@@ -52,7 +52,7 @@ func (e *ExtraArgs) UnmarshalJSON(b []byte) error {
 	}
 	var a []string
 	if err := json.Unmarshal(b, &a); err != nil {
-		return fieldErr("extra_args", "extra_args must be a string or an array of strings")
+		return kindErr(ErrWrongType, "extra_args", "extra_args must be a string or an array of strings")
 	}
 	*e = a
 	return nil

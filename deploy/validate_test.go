@@ -3,10 +3,12 @@ package deploy
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func intp(n int) *int { return &n }
@@ -106,6 +108,13 @@ func TestNormalizeInvalid(t *testing.T) {
 		{"hf.repo a URL", func(r *CreateRequest) { r.HF = &HF{Repo: "https://huggingface.co/gpt2"} }, "hf.repo"},
 		{"hf.repo too long", func(r *CreateRequest) { r.HF = &HF{Repo: "a/" + strings.Repeat("b", 200)} }, "hf.repo"},
 		{"hf.revision with space", func(r *CreateRequest) { r.HF.Revision = "main branch" }, "hf.revision"},
+		{"hf.revision interpolated by Nomad", func(r *CreateRequest) { r.HF.Revision = "${NOMAD_TOKEN}" }, "hf.revision"},
+		{"hf.revision climbing", func(r *CreateRequest) { r.HF.Revision = "../main" }, "hf.revision"},
+		{"hf.repo a flag", func(r *CreateRequest) { r.HF = &HF{Repo: "--trust-remote-code"} }, "hf.repo"},
+		{"hf.token with a newline", func(r *CreateRequest) { r.HF.Token = "hf_x\nLD_PRELOAD=/x.so" }, "hf.token"},
+		{"hf.token with a space", func(r *CreateRequest) { r.HF.Token = "hf_x y" }, "hf.token"},
+		{"hf.token too long", func(r *CreateRequest) { r.HF.Token = strings.Repeat("x", 257) }, "hf.token"},
+		{"extra_args interpolated by Nomad", func(r *CreateRequest) { r.ExtraArgs = ExtraArgs{"--x=${attr.unique.hostname}"} }, "extra_args"},
 		{"min > max", func(r *CreateRequest) { r.Settings = &Settings{MinInstances: 3, MaxInstances: 2} }, "settings.min_instances"},
 		{"negative min", func(r *CreateRequest) { r.Settings = &Settings{MinInstances: -1, MaxInstances: 2} }, "settings.min_instances"},
 		{"max 0", func(r *CreateRequest) { r.Settings = &Settings{MinInstances: 0, MaxInstances: 0} }, "settings.max_instances"},
@@ -127,6 +136,149 @@ func TestNormalizeInvalid(t *testing.T) {
 			}
 			if !strings.Contains(fe.Message, strings.TrimPrefix(tt.wantField, "settings.")) {
 				t.Errorf("message %q does not name %s", fe.Message, tt.wantField)
+			}
+		})
+	}
+}
+
+// TestNormalizeKinds checks which refusals are malformed names
+// (ErrMalformed, 400 in the API) rather than values out of range (422).
+func TestNormalizeKinds(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*CreateRequest)
+		want   error
+	}{
+		{"model_name grammar", func(r *CreateRequest) { r.ModelName = "a b" }, ErrMalformed},
+		{"hf.repo grammar", func(r *CreateRequest) { r.HF.Repo = "a/b/c" }, ErrMalformed},
+		{"hf.revision grammar", func(r *CreateRequest) { r.HF.Revision = "$x" }, ErrMalformed},
+		{"extra_args NUL", func(r *CreateRequest) { r.ExtraArgs = ExtraArgs{"\x00"} }, ErrMalformed},
+		{"hf.token with a newline", func(r *CreateRequest) { r.HF.Token = "hf_x\nLD_PRELOAD=/x.so" }, ErrMalformed},
+		{"model_name missing", func(r *CreateRequest) { r.ModelName = "" }, nil},
+		{"num_gpus out of range", func(r *CreateRequest) { r.NumGPUs = intp(9) }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := validRequest()
+			tt.change(&req)
+			_, err := Normalize(req)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Normalize error = %v, want a *FieldError", err)
+			}
+			if fe.Err != tt.want {
+				t.Errorf("kind = %v, want %v", fe.Err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckHFRepo(t *testing.T) {
+	rule := `; a Hugging Face repository is "owner/name" (or a bare "name"): 1-96 letters, digits, '.', '_' or '-' in each part, ` +
+		`starting and ending with a letter, digit or '_', without "--" or "..", not ending in ".git"`
+	tests := []struct {
+		repo string
+		want string // message; "" = valid
+	}{
+		{"meta-llama/Llama-2-7b-chat-hf", ""},
+		{"gpt2", ""},
+		{"Qwen/Qwen2.5-0.5B-Instruct", ""},
+		{"_org/_m_", ""},
+		{"a/b", ""},
+		{strings.Repeat("o", 96) + "/" + strings.Repeat("n", 96), ""},
+		{"", `hf.repo "" has an empty part` + rule},
+		{"a/", `hf.repo "a/" has an empty part` + rule},
+		{"/b", `hf.repo "/b" has an empty part` + rule},
+		{"a/b/c", `hf.repo "a/b/c" has more than one '/'` + rule},
+		{"https://huggingface.co/gpt2", `hf.repo "https://huggingface.co/gpt2" has more than one '/'` + rule},
+		{"a/" + strings.Repeat("n", 97), `hf.repo "a/` + strings.Repeat("n", 78) + `..." has a part longer than 96 characters` + rule},
+		{strings.Repeat("o", 97) + "/b", `hf.repo "` + strings.Repeat("o", 80) + `..." has a part longer than 96 characters` + rule},
+		{"meta llama/x", `hf.repo "meta llama/x" is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{"-org/m", `hf.repo "-org/m" is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{"org/m.", `hf.repo "org/m." is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{".org/m", `hf.repo ".org/m" is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{"org/${x}", `hf.repo "org/${x}" is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{"org/modèle", `hf.repo "org/modèle" is not made of letters, digits, '.', '_' and '-' with a letter, digit or '_' at each end` + rule},
+		{"org/a..b", `hf.repo "org/a..b" contains "--" or ".."` + rule},
+		{"org/a--b", `hf.repo "org/a--b" contains "--" or ".."` + rule},
+		{"org/m.git", `hf.repo "org/m.git" ends in ".git"` + rule},
+	}
+	for _, tt := range tests {
+		t.Run(tt.repo, func(t *testing.T) {
+			err := CheckHFRepo(tt.repo)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("CheckHFRepo(%q) = %v, want nil", tt.repo, err)
+				}
+				return
+			}
+			want := FieldError{Field: "hf.repo", Err: ErrMalformed, Message: tt.want}
+			var got *FieldError
+			if !errors.As(err, &got) {
+				t.Fatalf("CheckHFRepo(%q) = %v, want a *FieldError", tt.repo, err)
+			}
+			if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
+				t.Errorf("CheckHFRepo(%q) (-want +got):\n%s", tt.repo, diff)
+			}
+		})
+	}
+}
+
+func TestCheckHFRevision(t *testing.T) {
+	rule := "; a revision is a branch, tag or commit of the repository (e.g. main, v1.0, refs/pr/1): " +
+		"up to 200 letters, digits, '.', '_', '-', '+' and '/', not starting with '-', '.' or '/', " +
+		`without ".." or "//", no part starting with '.' or ending in ".lock", not ending with '/' or '.'`
+	tests := []struct {
+		rev  string
+		want string // the reason; "" = valid
+	}{
+		{"main", ""},
+		{"v1.0.2", ""},
+		{"refs/pr/12", ""},
+		{"0e9e39f249a16976918f6564b8830bc894c89659", ""},
+		{"gptq-4bit-32g-actorder_True", ""},
+		{"v1.0+cu118", ""},
+		{strings.Repeat("a", 200), ""},
+		{"", `is empty or longer than 200 characters`},
+		{strings.Repeat("a", 201), `is empty or longer than 200 characters`},
+		{"${NOMAD_TOKEN}", `contains '$'`},
+		{"main\"", `contains '"'`},
+		{"it's", `contains '\''`},
+		{`a\b`, `contains '\\'`},
+		{"main branch", `contains ' '`},
+		{"main\n", `contains '\n'`},
+		{"tab\tx", `contains '\t'`},
+		{"x\x00", `contains '\x00'`},
+		{"ma~in", `contains '~'`},
+		{"a:b", `contains ':'`},
+		{"é", `contains 'é'`},
+		{"-rf", `starts with '-', '/' or '.'`},
+		{"/main", `starts with '-', '/' or '.'`},
+		{".hidden", `starts with '-', '/' or '.'`},
+		{"main/", `ends with '/' or '.'`},
+		{"v1.", `ends with '/' or '.'`},
+		{"a..b", `contains ".." or "//"`},
+		{"refs//pr", `contains ".." or "//"`},
+		{"refs/.x", `has a part starting with '.' or ending in ".lock"`},
+		{"main.lock", `has a part starting with '.' or ending in ".lock"`},
+		{"a.lock/b", `has a part starting with '.' or ending in ".lock"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rev, func(t *testing.T) {
+			err := CheckHFRevision(tt.rev)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("CheckHFRevision(%q) = %v, want nil", tt.rev, err)
+				}
+				return
+			}
+			want := FieldError{Field: "hf.revision", Err: ErrMalformed, Message: fmt.Sprintf("hf.revision %q %s%s", clip(tt.rev), tt.want, rule)}
+			var got *FieldError
+			if !errors.As(err, &got) {
+				t.Fatalf("CheckHFRevision(%q) = %v, want a *FieldError", tt.rev, err)
+			}
+			if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
+				t.Errorf("CheckHFRevision(%q) (-want +got):\n%s", tt.rev, diff)
 			}
 		})
 	}
