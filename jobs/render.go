@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+	"github.com/thawhq/thaw/deploy"
 )
 
 // Names shared by every rendered job; thaw finds its allocations, services
@@ -285,8 +286,19 @@ func (r *Renderer) validate(s Spec) (string, error) {
 	}
 	switch s.Engine {
 	case EngineVLLM:
+		// The repository and revision become vLLM's arguments, where Nomad
+		// would interpolate "${...}": render only names that pass the
+		// deploy API's own rules, even for records stored before them.
 		if s.HFRepo == "" {
 			return bad("hf repo is empty")
+		}
+		if err := deploy.CheckHFRepo(s.HFRepo); err != nil {
+			return bad("%v", err)
+		}
+		if s.HFRevision != "" {
+			if err := deploy.CheckHFRevision(s.HFRevision); err != nil {
+				return bad("%v", err)
+			}
 		}
 	case EngineSim:
 		if s.ThawBinary == "" {

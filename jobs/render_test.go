@@ -284,6 +284,12 @@ func TestJobRejects(t *testing.T) {
 		{"zero batch", func(s *Spec) { s.MaxBatchSize = 0 }, ErrInvalidSpec},
 		{"negative count", func(s *Spec) { s.Count = -1 }, ErrInvalidSpec},
 		{"vllm without repo", func(s *Spec) { s.HFRepo = "" }, ErrInvalidSpec},
+		// Stored before the deploy API checked them: never rendered into
+		// vLLM's arguments, where Nomad interpolates ${...}.
+		{"repo a flag", func(s *Spec) { s.HFRepo = "--trust-remote-code" }, ErrInvalidSpec},
+		{"revision interpolated by Nomad", func(s *Spec) { s.HFRevision = "${NOMAD_TOKEN}" }, ErrInvalidSpec},
+		{"revision a flag", func(s *Spec) { s.HFRevision = "-x" }, ErrInvalidSpec},
+		{"revision climbing", func(s *Spec) { s.HFRevision = "../../etc" }, ErrInvalidSpec},
 		{"sim without binary", func(s *Spec) { s.Engine, s.ThawBinary = EngineSim, "" }, ErrInvalidSpec},
 		{"unknown engine", func(s *Spec) { s.Engine = "tgi" }, ErrInvalidSpec},
 	}
