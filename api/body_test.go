@@ -110,6 +110,24 @@ func TestBodyErrors(t *testing.T) {
 	}
 }
 
+func TestCreateDuplicateIgnoresCase(t *testing.T) {
+	h := newHarness(t, 0)
+	foo := h.create("alice", "foo")
+	got := h.do("alice", http.MethodPost, "/deploy/llm", createBody("Foo")).err(t)
+	want := apiError{Status: 409, Type: "conflict_error", Code: "duplicate_model_name", Param: strp("model_name"),
+		Message: `you already have a deployment named "foo" (` + foo.ID + `); model names are unique regardless of case`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("error (-want +got):\n%s", diff)
+	}
+	if got := names(t, h.do("alice", http.MethodGet, "/deploy/list", nil)); !cmp.Equal([]string{"alice/foo"}, got) {
+		t.Errorf("list = %v, want only alice/foo", got)
+	}
+	// Another user's names do not count.
+	if v := h.create("bob", "Foo"); v.FullName != "bob/Foo" {
+		t.Errorf("bob's full_name = %q", v.FullName)
+	}
+}
+
 func TestMalformedNamesAre400(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -17,7 +18,8 @@ import (
 var ErrNotFound = errors.New("deployment not found")
 
 // ErrDuplicate is returned (in a *FieldError on model_name) when the owner
-// already has a deployment of that model_name.
+// already has a deployment of that model_name, compared regardless of case:
+// "Foo" and "foo" would be two models one typo apart.
 var ErrDuplicate = errors.New("deployment with that model_name already exists")
 
 // Backend persists deployment records. Put and Delete get the whole set
@@ -60,8 +62,10 @@ func NewStore(b Backend) (*Store, error) {
 func OpenStore(path string) (*Store, error) { return NewStore(FileBackend{Path: path}) }
 
 // FileBackend keeps all deployments in one JSON file, rewritten atomically
-// (temp file + rename) on every change, so that a crash leaves either the
-// old or the new file. Mode 0600: records hold HF tokens.
+// (temp file + rename, then a sync of the directory) on every change, so that
+// a crash leaves either the old or the new file. The file and its temp copies
+// are mode 0600: records hold HF tokens. It assumes one writer: Load removes
+// the temp copies a crash left behind.
 type FileBackend struct{ Path string }
 
 type storeFile struct {
@@ -69,8 +73,12 @@ type storeFile struct {
 	Deployments []Deployment `json:"deployments"`
 }
 
-// Load reads the file; a missing file is an empty store.
+// Load removes the temp copies a crashed writer left next to the file, then
+// reads the file; a missing file is an empty store.
 func (f FileBackend) Load() ([]Deployment, error) {
+	if err := removeTemps(f.Path); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(f.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -108,8 +116,8 @@ func (s *Store) Changed() <-chan struct{} { return s.changed }
 
 // Create assigns d an ID and stores it. check, when not nil, runs under the
 // store's lock with the owner's other deployments, so that quota checks and
-// the insert are atomic. A name the owner already has is a *FieldError
-// wrapping ErrDuplicate.
+// the insert are atomic. A name the owner already has, in any case, is a
+// *FieldError wrapping ErrDuplicate.
 func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (Deployment, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,9 +126,9 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 		if o.Owner != d.Owner {
 			continue
 		}
-		if o.ModelName == d.ModelName {
+		if strings.EqualFold(o.ModelName, d.ModelName) {
 			return Deployment{}, &FieldError{Field: "model_name", Err: ErrDuplicate, Message: fmt.Sprintf(
-				"you already have a deployment named %q (%s)", o.ModelName, o.ID)}
+				"you already have a deployment named %q (%s); model names are unique regardless of case", o.ModelName, o.ID)}
 		}
 		o := o
 		mine = append(mine, &o)
@@ -248,13 +256,42 @@ func (s *Store) signal() {
 	}
 }
 
-// writeFileAtomic writes b to path through a synced temp file and a rename.
+// tempPrefix is the name prefix of path's temp copies.
+func tempPrefix(path string) string { return ".tmp-" + filepath.Base(path) + "-" }
+
+// removeTemps removes the temp copies of path that writeFileAtomic left
+// when the process died between creating one and renaming or removing it.
+func removeTemps(path string) error {
+	ents, err := os.ReadDir(filepath.Dir(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list deployments dir: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), tempPrefix(path)) {
+			if err := os.Remove(filepath.Join(filepath.Dir(path), e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove stale temp copies of the deployments (they hold HF tokens): %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes b to path through a synced temp file (created
+// 0600 by os.CreateTemp, then set to perm) and a rename, then syncs the
+// directory so that the rename survives a crash.
 func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return err
 	}
@@ -274,7 +311,20 @@ func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries of dir (a rename into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func newID() string {

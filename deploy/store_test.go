@@ -158,15 +158,98 @@ func TestStoreChangedCoalesces(t *testing.T) {
 
 func TestStoreDuplicateName(t *testing.T) {
 	s, _ := openStore(t)
-	mustCreate(t, s, newDep("alice", "m", t0))
-	if _, err := s.Create(newDep("alice", "m", t0), nil); !errors.Is(err, ErrDuplicate) {
-		t.Errorf("same owner, same name: error = %v, want ErrDuplicate", err)
+	m := mustCreate(t, s, newDep("alice", "my-Model", t0))
+	tests := []struct {
+		owner, name string
+		want        error // nil: created
+	}{
+		{"alice", "my-Model", ErrDuplicate},
+		{"alice", "my-model", ErrDuplicate},
+		{"alice", "MY-MODEL", ErrDuplicate},
+		{"alice", "my-model2", nil},
+		{"bob", "my-model", nil},
 	}
-	if _, err := s.Create(newDep("bob", "m", t0), nil); err != nil {
-		t.Errorf("another owner, same name: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.owner+"/"+tt.name, func(t *testing.T) {
+			_, err := s.Create(newDep(tt.owner, tt.name, t0), nil)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Create error = %v, want %v", err, tt.want)
+			}
+			if tt.want == nil {
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "model_name" {
+				t.Fatalf("Create error = %#v, want a *FieldError on model_name", err)
+			}
+			want := `you already have a deployment named "my-Model" (` + m.ID + `); model names are unique regardless of case`
+			if diff := cmp.Diff(want, fe.Message); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+		})
 	}
-	if got := len(s.List("")); got != 2 {
-		t.Errorf("stored %d deployments, want 2", got)
+	if got := len(s.List("")); got != 3 {
+		t.Errorf("stored %d deployments, want 3", got)
+	}
+	// Lookups by name stay exact.
+	if _, err := s.ByName("alice", "my-model"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ByName(alice, my-model) error = %v, want ErrNotFound (names look up exactly)", err)
+	}
+}
+
+func TestStoreRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "deployments.json")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, newDep("alice", "a", t0))
+	// What a crash between creating a temp copy and renaming it leaves,
+	// and files of others that only look alike.
+	for _, name := range []string{".tmp-deployments.json-123", ".tmp-deployments.json-", ".tmp-other.json-1", "deployments.json.bak"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(`{"hf_token":"hf_secret"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	re, err := OpenStore(path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if got := len(re.List("")); got != 1 {
+		t.Errorf("reopened store lists %d deployments, want 1", got)
+	}
+	var names []string
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{".tmp-other.json-1", "deployments.json", "deployments.json.bak"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("data dir after reopen (-want +got):\n%s", diff)
+	}
+}
+
+func TestWriteFileAtomicFailureLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "deployments.json")
+	// A directory where the file should be makes the rename fail after
+	// the temp copy was written.
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(path, []byte("{}"), 0o600); err == nil {
+		t.Fatal("writeFileAtomic over a directory succeeded")
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("data dir holds %d entries, want only the directory (the temp copy removed)", len(entries))
 	}
 }
 
