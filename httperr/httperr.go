@@ -62,8 +62,9 @@ func typeFor(status int) string {
 	return "invalid_request_error"
 }
 
-// Write sends e as JSON with its status (and Retry-After when set).
-func Write(w http.ResponseWriter, e *Error) {
+// Body returns e's JSON envelope, for writers that are not a
+// ResponseWriter (a rewritten proxied response).
+func (e *Error) Body() Body {
 	d := Detail{Message: e.Message, Type: e.Type, Code: e.Code}
 	if d.Type == "" {
 		d.Type = typeFor(e.Status)
@@ -72,13 +73,18 @@ func Write(w http.ResponseWriter, e *Error) {
 		p := e.Param
 		d.Param = &p
 	}
+	return Body{Error: d}
+}
+
+// Write sends e as JSON with its status (and Retry-After when set).
+func Write(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(Body{Error: d})
+	_ = json.NewEncoder(w).Encode(e.Body())
 }
 
 // Encode is a convenience for the common case.

@@ -97,6 +97,9 @@ func TestWrite(t *testing.T) {
 			if diff := cmp.Diff(tt.wantBody, got); diff != "" {
 				t.Errorf("body (-want +got):\n%s", diff)
 			}
+			if diff := cmp.Diff(tt.wantBody, tt.err.Body()); diff != "" {
+				t.Errorf("Body() (-want +got):\n%s", diff)
+			}
 		})
 	}
 }
