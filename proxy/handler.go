@@ -3,14 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -24,49 +20,37 @@ import (
 	"github.com/thawhq/thaw/httperr"
 )
 
-// ColdStartHeader carries how long a request was held waiting for capacity.
-const ColdStartHeader = "X-Thaw-Cold-Start"
-
-// Register adds the inference routes to mux. They expect auth.Require in
-// front (the caller's user in the request context).
+// Register adds the inference and model routes to mux. They expect
+// auth.Require in front (the caller's user in the request context).
 func (p *Proxy) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	for _, prefix := range []string{"/v1/openai", "/v1"} {
 		mux.Handle("POST "+prefix+"/chat/completions", wrap(p.forward("/v1/chat/completions")))
 		mux.Handle("POST "+prefix+"/completions", wrap(p.forward("/v1/completions")))
 		mux.Handle("GET "+prefix+"/models", wrap(http.HandlerFunc(p.models)))
+		// A model id has a slash ("owner/name"), sent raw or as %2F: the
+		// wildcard's value is unescaped either way.
+		mux.Handle("GET "+prefix+"/models/{model...}", wrap(http.HandlerFunc(p.model)))
 	}
 	mux.Handle("POST /v1/inference/{owner}/{model}", wrap(http.HandlerFunc(p.native)))
-}
-
-// readBody reads a bounded JSON body and its "model" and "stream" fields.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, map[string]json.RawMessage, *httperr.Error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, nil, httperr.New(http.StatusRequestEntityTooLarge, "body_too_large", "", fmt.Sprintf("request body over %d bytes", p.cfg.MaxBody))
-		}
-		return nil, nil, httperr.New(http.StatusBadRequest, "bad_body", "", "could not read request body: "+err.Error())
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
-		return nil, nil, httperr.New(http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
-	}
-	return body, fields, nil
 }
 
 // forward serves an OpenAI-compatible POST by proxying it to an instance's
 // upstreamPath.
 func (p *Proxy) forward(upstreamPath string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, fields, herr := p.readBody(w, r)
+		hold, herr := holdFor(r.Header, p.cfg.HoldTimeout)
 		if herr != nil {
 			httperr.Write(w, herr)
 			return
 		}
-		var model string
-		if raw, ok := fields["model"]; !ok || json.Unmarshal(raw, &model) != nil || model == "" {
-			httperr.Encode(w, http.StatusBadRequest, "missing_model", "model", "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\"")
+		body, herr := p.readBody(w, r)
+		if herr != nil {
+			httperr.Write(w, herr)
+			return
+		}
+		fields, model, herr := parseInference(body)
+		if herr != nil {
+			httperr.Write(w, herr)
 			return
 		}
 		t, err := p.cfg.Resolver.Resolve(auth.User(r.Context()), model)
@@ -75,67 +59,54 @@ func (p *Proxy) forward(upstreamPath string) http.Handler {
 			return
 		}
 		if model != t.Model {
-			fields["model"], _ = json.Marshal(t.Model)
-			if body, err = json.Marshal(fields); err != nil {
+			if body, err = withModel(fields, t.Model); err != nil {
 				httperr.Encode(w, http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
 				return
 			}
 		}
-		p.serve(w, r, t, func(ep *endpoint, a *attempt) {
+		p.serve(w, r, t, hold, func(ep *endpoint, a *attempt) {
+			// The client's context: the model server sees the request
+			// cancelled when the client leaves.
 			out := r.Clone(context.WithValue(r.Context(), attemptKey{}, a))
 			out.URL.Path, out.URL.RawPath = upstreamPath, ""
 			out.URL.Host = ep.addr
 			out.Body = io.NopCloser(bytes.NewReader(body))
 			out.ContentLength = int64(len(body))
 			out.Header.Del("Authorization") // the user's token never reaches a model server
+			out.Header.Del(HoldTimeoutHeader)
 			p.rp.ServeHTTP(w, out)
 		})
 	})
 }
 
-// serve acquires a slot on one of t's instances (holding while there is
-// none), runs call on it, and releases the slot. A connection refused before
-// the model server saw the request is retried on another slot.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, call func(*endpoint, *attempt)) {
+// request is one client request across its forwarding attempts.
+type request struct {
+	target   Target
+	pool     *pool
+	call     func(*endpoint, *attempt) // forwards to an instance
+	start    time.Time
+	hold     time.Duration // effective hold (HoldTimeoutHeader applied)
+	deadline time.Time     // start + hold
+	held     bool          // some attempt waited in the queue
+	cold     bool          // it arrived with no ready instance
+}
+
+// serve acquires a slot on one of t's instances (holding at most hold while
+// there is none), runs call on it, and gives the slot back however call
+// ends. A connection refused before the model server saw the request is
+// retried on another slot.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold time.Duration, call func(*endpoint, *attempt)) {
 	ctx, span := p.tracer.Start(r.Context(), "thaw.inference", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("thaw.deploy_id", t.DeployID), attribute.String("thaw.model", t.Model)))
 	defer span.End()
-	r = r.WithContext(ctx)
-	pl := p.pool(t.DeployID)
-	start := time.Now()
-	deadline := start.Add(p.cfg.HoldTimeout)
+	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
+	now := time.Now()
+	rq := &request{target: t, pool: p.pool(t.DeployID), call: call, start: now, hold: hold, deadline: now.Add(hold)}
 	const tries = 3
 	for try := 1; ; try++ {
-		ep, held, cold, err := pl.acquire(ctx, time.Until(deadline), p.cfg.MaxHeld)
-		waited := time.Since(start)
-		if held {
-			span.AddEvent("released", trace.WithAttributes(attribute.Float64("thaw.held_seconds", waited.Seconds())))
-			span.SetAttributes(attribute.Bool("thaw.cold", cold), attribute.Float64("thaw.held_seconds", waited.Seconds()))
-		}
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				// The client left while held: nothing to answer.
-				span.SetStatus(codes.Error, "client disconnected while held")
-				return
-			}
-			span.SetStatus(codes.Error, err.Error())
-			p.writeErr(w, err, t.Model)
-			return
-		}
-		if cold && try == 1 {
-			p.cold.Record(ctx, waited.Seconds(), metric.WithAttributes(attribute.String("deploy_id", t.DeployID), attribute.String("model", t.Model)))
-		}
-		if held {
-			w.Header().Set(ColdStartHeader, waited.Round(time.Millisecond).String())
-		}
 		a := &attempt{retry: try < tries}
-		otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
-		call(ep, a)
-		if a.dialFailed {
-			pl.refused(ep)
-		}
-		pl.release(ep)
-		if !a.dialFailed || !a.retry {
+		ep := p.try(ctx, w, rq, a, try == 1)
+		if ep == nil || !a.dialFailed || !a.retry {
 			return
 		}
 		p.log.Warn("instance refused connection; retrying on another", "deploy", t.DeployID, "instance", ep.id, "try", try)
@@ -147,9 +118,70 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, call fun
 	}
 }
 
+// try runs one attempt: acquire a slot, call, release the slot (deferred,
+// so that the http.ErrAbortHandler panic of a client gone mid-response
+// releases it too). It returns the endpoint used, nil when there was none
+// (the error answered).
+func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, rq *request, a *attempt, first bool) *endpoint {
+	span := trace.SpanFromContext(ctx)
+	l, g, err := rq.pool.acquire(ctx, time.Until(rq.deadline), p.cfg.MaxHeld)
+	waited := time.Since(rq.start)
+	if g.held {
+		rq.held, rq.cold = true, rq.cold || g.cold
+		span.AddEvent("released", trace.WithAttributes(attribute.Float64("thaw.held_seconds", waited.Seconds())))
+		span.SetAttributes(attribute.Bool("thaw.cold", rq.cold), attribute.Float64("thaw.held_seconds", waited.Seconds()))
+	}
+	if err != nil {
+		p.acquireFailed(ctx, w, rq, err, waited)
+		return nil
+	}
+	defer l.Release()
+	defer p.noteLeft(ctx, rq)
+	if g.cold && first {
+		p.cold.Record(ctx, waited.Seconds(), metric.WithAttributes(attribute.String("deploy_id", rq.target.DeployID), attribute.String("model", rq.target.Model)))
+	}
+	stampWait(w.Header(), rq.held, rq.cold, waited)
+	rq.call(l.ep, a)
+	if a.dialFailed {
+		rq.pool.refused(l.ep)
+	}
+	return l.ep
+}
+
+// acquireFailed answers a request that got no slot.
+func (p *Proxy) acquireFailed(ctx context.Context, w http.ResponseWriter, rq *request, err error, waited time.Duration) {
+	span := trace.SpanFromContext(ctx)
+	if errors.Is(err, context.Canceled) {
+		// The client left while held: nothing to answer.
+		span.SetStatus(codes.Error, "client disconnected while held")
+		p.log.Debug("client left", "deploy", rq.target.DeployID, "while", "held", "after", waited)
+		return
+	}
+	span.SetStatus(codes.Error, err.Error())
+	if errors.Is(err, ErrHoldTimeout) {
+		err = &holdExpiredError{hold: rq.hold}
+	}
+	p.writeErr(w, err, rq.target.Model)
+}
+
+// noteLeft logs how long the request ran if its context ended before its
+// handler did: the client left (its slot is released all the same).
+func (p *Proxy) noteLeft(ctx context.Context, rq *request) {
+	if ctx.Err() != nil {
+		p.log.Debug("client left", "deploy", rq.target.DeployID, "while", "in flight", "after", time.Since(rq.start))
+	}
+}
+
+// holdExpiredError is ErrHoldTimeout with the hold that expired.
+type holdExpiredError struct{ hold time.Duration }
+
+func (e *holdExpiredError) Error() string { return fmt.Sprintf("%v (%s)", ErrHoldTimeout, e.hold) }
+func (e *holdExpiredError) Unwrap() error { return ErrHoldTimeout }
+
 // writeErr maps request-path errors to HTTP statuses, in one place.
 func (p *Proxy) writeErr(w http.ResponseWriter, err error, model string) {
 	var failed *FailedError
+	var expired *holdExpiredError
 	switch {
 	case errors.Is(err, ErrUnknownModel), errors.Is(err, ErrGone):
 		httperr.Encode(w, http.StatusNotFound, "model_not_found", "model", fmt.Sprintf("The model `%s` does not exist.", model))
@@ -158,7 +190,11 @@ func (p *Proxy) writeErr(w http.ResponseWriter, err error, model string) {
 		e.RetryAfter = time.Second
 		httperr.Write(w, e)
 	case errors.Is(err, ErrHoldTimeout), errors.Is(err, context.DeadlineExceeded):
-		e := httperr.New(http.StatusServiceUnavailable, "no_capacity", "", fmt.Sprintf("no instance of %s became available within the hold timeout (%s)", model, p.cfg.HoldTimeout))
+		hold := p.cfg.HoldTimeout
+		if errors.As(err, &expired) {
+			hold = expired.hold
+		}
+		e := httperr.New(http.StatusServiceUnavailable, "no_capacity", "", fmt.Sprintf("no instance of %s became available within the hold timeout (%s)", model, hold))
 		e.RetryAfter = 30 * time.Second
 		httperr.Write(w, e)
 	case errors.As(err, &failed):
@@ -169,65 +205,4 @@ func (p *Proxy) writeErr(w http.ResponseWriter, err error, model string) {
 		p.log.Error("request failed", "model", model, "err", err)
 		httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", "could not reach the model server")
 	}
-}
-
-func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
-	type entry struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
-	}
-	out := struct {
-		Object string  `json:"object"`
-		Data   []entry `json:"data"`
-	}{Object: "list", Data: []entry{}}
-	for _, m := range p.cfg.Resolver.Models(auth.User(r.Context())) {
-		out.Data = append(out.Data, entry{ID: m.ID, Object: "model", Created: m.Created.Unix(), OwnedBy: m.Owner})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
-}
-
-// attempt records what happened to one forwarding attempt.
-type attempt struct {
-	retry      bool // another attempt may follow
-	dialFailed bool // the model server never saw the request
-}
-
-type attemptKey struct{}
-
-// dialTracking marks attempts whose connection could not be established, so
-// they can be retried safely.
-type dialTracking struct{ base http.RoundTripper }
-
-func (d *dialTracking) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := d.base.RoundTrip(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok {
-				a.dialFailed = true
-			}
-		}
-	}
-	return resp, err
-}
-
-func rewrite(pr *httputil.ProxyRequest) {
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = pr.In.URL.Host
-	pr.Out.Host = pr.In.URL.Host
-	pr.Out.URL.Path = pr.In.URL.Path
-}
-
-func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && a.dialFailed && a.retry {
-		return // serve retries on another slot
-	}
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	p.log.Warn("upstream error", "path", r.URL.Path, "host", r.URL.Host, "err", err)
-	httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", "the model server failed: "+strings.TrimSpace(err.Error()))
 }

@@ -155,7 +155,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		},
 	}
 	cfg.Resolver, cfg.Demand = h.res, h.sink
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -182,9 +184,17 @@ type result struct {
 
 // post sends body to path as user ("" = no token).
 func (h *harness) post(ctx context.Context, user, path, body string) result {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+path, strings.NewReader(body))
+	return h.do(ctx, user, http.MethodPost, path, body, nil)
+}
+
+// do sends a request with header (may be nil) as user ("" = no token).
+func (h *harness) do(ctx context.Context, user, method, path, body string, header http.Header) result {
+	req, err := http.NewRequestWithContext(ctx, method, h.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		return result{err: err}
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if user != "" {
 		req.Header.Set("Authorization", "Bearer tok-"+user)
@@ -266,3 +276,39 @@ func errOf(t *testing.T, r result) (apiErr, string) {
 func strp(s string) *string { return &s }
 
 const chatBody = `{"model":"alice/m","messages":[{"role":"user","content":"hi"}]}`
+
+// logRecorder is a slog.Handler that keeps the messages and attributes
+// logged, at every level.
+type logRecorder struct {
+	mu   sync.Mutex // mu guards recs.
+	recs []map[string]string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := map[string]string{"msg": r.Message, "level": r.Level.String()}
+	r.Attrs(func(a slog.Attr) bool {
+		rec[a.Key] = a.Value.String()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, rec)
+	return nil
+}
+
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+// find returns the first record with message msg, or nil.
+func (l *logRecorder) find(msg string) map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.recs {
+		if r["msg"] == msg {
+			return r
+		}
+	}
+	return nil
+}

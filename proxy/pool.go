@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Errors of Acquire. handler.go maps them to HTTP statuses in one place.
+// Errors of acquire. handler.go maps them to HTTP statuses in one place.
 var (
 	// ErrQueueFull: the deployment already holds MaxHeld requests.
 	ErrQueueFull = errors.New("too many requests waiting for this deployment")
@@ -70,14 +70,33 @@ func newPool(id string, sink DemandSink) *pool {
 	return &pool{id: id, sink: sink, capacity: 1, endpoints: map[string]*endpoint{}}
 }
 
-// acquire returns an endpoint with a free slot, holding the caller in FIFO
-// order until one frees, ctx is done, or hold expires. held tells whether the
-// request waited, and cold whether it arrived with no ready instance.
-func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (ep *endpoint, held, cold bool, err error) {
+// lease is one slot on an endpoint. Release gives it back; it may be called
+// any number of times, so callers defer it and a panic or an early return
+// cannot leak the slot.
+type lease struct {
+	pool *pool
+	ep   *endpoint
+	once sync.Once
+}
+
+// Release frees the slot and hands it to the next waiter, once.
+func (l *lease) Release() { l.once.Do(func() { l.pool.free(l.ep) }) }
+
+// grant is what acquire tells about a request's wait.
+type grant struct {
+	held bool // the request waited in the queue
+	cold bool // it arrived with no ready instance
+}
+
+// acquire returns a lease on an endpoint with a free slot, holding the
+// caller in FIFO order until one frees, ctx is done, or hold expires. The
+// caller must Release the lease (defer it). The grant is valid with an
+// error too.
+func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (*lease, grant, error) {
 	p.mu.Lock()
 	if p.gone {
 		p.mu.Unlock()
-		return nil, false, false, ErrGone
+		return nil, grant{}, ErrGone
 	}
 	if p.failed != nil {
 		e := p.failed
@@ -85,54 +104,65 @@ func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (ep
 		// Still demand: keeps the deployment wanted, so the fleet goes on
 		// retrying (with backoff) and can recover by itself.
 		p.sink.Wake(p.id)
-		return nil, false, false, e
+		return nil, grant{}, e
 	}
 	if p.waiters.Len() == 0 {
 		if ep := p.pickLocked(); ep != nil {
 			p.takeLocked(ep)
 			p.mu.Unlock()
-			return ep, false, false, nil
+			return p.lease(ep), grant{}, nil
 		}
 	}
 	if p.waiters.Len() >= maxHeld {
 		p.mu.Unlock()
-		return nil, false, false, ErrQueueFull
+		return nil, grant{}, ErrQueueFull
 	}
-	cold = p.readyCountLocked() == 0
+	g := grant{held: true, cold: p.readyCountLocked() == 0}
 	w := &waiter{ch: make(chan *endpoint, 1)}
 	w.el = p.waiters.PushBack(w)
 	p.reportLocked()
 	p.mu.Unlock()
 	p.sink.Wake(p.id)
+	ep, err := p.wait(ctx, w, hold)
+	if err != nil {
+		return nil, g, err
+	}
+	return p.lease(ep), g, nil
+}
 
+func (p *pool) lease(ep *endpoint) *lease { return &lease{pool: p, ep: ep} }
+
+// wait waits for w's endpoint; on ctx done or hold expired it takes w out of
+// the queue, giving back a slot handed to it meanwhile.
+func (p *pool) wait(ctx context.Context, w *waiter, hold time.Duration) (*endpoint, error) {
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
+	var err error
 	select {
 	case ep := <-w.ch:
 		if ep == nil {
-			return nil, true, cold, p.closedErr()
+			return nil, p.closedErr()
 		}
-		return ep, true, cold, nil
+		return ep, nil
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-timer.C:
 		err = ErrHoldTimeout
 	}
-	// Leave the queue. The dispatcher may have handed us an endpoint at the
-	// same moment: give its slot back.
 	p.mu.Lock()
 	if w.el != nil {
 		p.waiters.Remove(w.el)
 		w.el = nil
 		p.reportLocked()
 		p.mu.Unlock()
-		return nil, true, cold, err
+		return nil, err
 	}
 	p.mu.Unlock()
+	// The dispatcher handed us an endpoint at the same moment.
 	if ep := <-w.ch; ep != nil {
-		p.release(ep)
+		p.free(ep)
 	}
-	return nil, true, cold, err
+	return nil, err
 }
 
 func (p *pool) closedErr() error {
@@ -144,8 +174,9 @@ func (p *pool) closedErr() error {
 	return ErrGone
 }
 
-// release frees ep's slot and hands it to the next waiter.
-func (p *pool) release(ep *endpoint) {
+// free frees ep's slot and hands it to the next waiter. Only lease.Release
+// and wait call it.
+func (p *pool) free(ep *endpoint) {
 	p.mu.Lock()
 	ep.inflight--
 	p.inflight--

@@ -121,8 +121,11 @@ func New(cfg Config) (*Proxy, error) {
 		Rewrite:      rewrite,
 		Transport:    tr,
 		ErrorHandler: p.upstreamError,
-		// SSE responses are flushed as they come (ReverseProxy does that
-		// for text/event-stream); others are flushed on completion.
+		// Error answers are rewritten into thaw's shape; others, streams
+		// among them, pass untouched.
+		ModifyResponse: p.modifyResponse,
+		// SSE and other responses of unknown length (chunked) are flushed
+		// as they come: ReverseProxy does that by itself.
 	}
 	if err := p.initMetrics(); err != nil {
 		return nil, err

@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/thawhq/thaw/httperr"
+)
+
+// modelUsage is the message of a request without a usable "model".
+const modelUsage = "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\""
+
+// readBody reads a request body of at most p.cfg.MaxBody bytes.
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httperr.Error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, httperr.New(http.StatusRequestEntityTooLarge, "body_too_large", "", fmt.Sprintf("request body over %d bytes", p.cfg.MaxBody))
+		}
+		// The error names this server's address: keep it out of the answer.
+		p.log.Debug("could not read request body", "err", err)
+		return nil, httperr.New(http.StatusBadRequest, "bad_body", "", "could not read the request body")
+	}
+	return body, nil
+}
+
+// parseInference reads an OpenAI-compatible request body: a JSON object with
+// a non-empty string "model". A body accepted has a non-empty model; a body
+// rejected gets a 400.
+func parseInference(body []byte) (fields map[string]json.RawMessage, model string, herr *httperr.Error) {
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		return nil, "", httperr.New(http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
+	}
+	raw, ok := fields["model"]
+	if !ok || json.Unmarshal(raw, &model) != nil || model == "" {
+		return nil, "", httperr.New(http.StatusBadRequest, "missing_model", "model", modelUsage)
+	}
+	return fields, model, nil
+}
+
+// withModel returns the body of fields with "model" set to model, the name
+// the model server serves; other fields are kept as sent.
+func withModel(fields map[string]json.RawMessage, model string) ([]byte, error) {
+	raw, err := json.Marshal(model)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]json.RawMessage, len(fields))
+	for k, v := range fields {
+		out[k] = v
+	}
+	out["model"] = raw
+	return json.Marshal(out)
+}

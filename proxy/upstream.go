@@ -1,0 +1,265 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/thawhq/thaw/httperr"
+)
+
+// maxErrorBody bounds what is read of a model server's error answer.
+const maxErrorBody = 1 << 20
+
+// maxErrorMessage bounds the message passed on from a model server.
+const maxErrorMessage = 4 << 10
+
+// attempt records what happened to one forwarding attempt.
+type attempt struct {
+	retry      bool // another attempt may follow
+	dialFailed bool // the model server never saw the request
+}
+
+type attemptKey struct{}
+
+// dialTracking marks attempts whose connection could not be established, so
+// they can be retried safely.
+type dialTracking struct{ base http.RoundTripper }
+
+func (d *dialTracking) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := d.base.RoundTrip(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok {
+				a.dialFailed = true
+			}
+		}
+	}
+	return resp, err
+}
+
+func rewrite(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = pr.In.URL.Host
+	pr.Out.Host = pr.In.URL.Host
+	pr.Out.URL.Path = pr.In.URL.Path
+}
+
+// upstreamError is the ReverseProxy's ErrorHandler: the model server could
+// not be reached or failed before its response headers. The client gets a
+// plain message; the detail (addresses, OS errors) goes to the log only.
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	a, _ := r.Context().Value(attemptKey{}).(*attempt)
+	if a != nil && a.dialFailed && a.retry {
+		return // serve retries on another slot
+	}
+	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
+		return // the client left: nobody to answer
+	}
+	p.log.Warn("model server failed", "host", r.URL.Host, "path", r.URL.Path, "err", err)
+	msg := "the model server failed to answer"
+	if a != nil && a.dialFailed {
+		msg = "could not reach the model server"
+	}
+	httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", msg)
+}
+
+// modifyResponse is the ReverseProxy's ModifyResponse: it rewrites a model
+// server's error answer into thaw's OpenAI shape, status unchanged. Other
+// answers (streams among them) pass untouched.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode < 400 {
+		return nil
+	}
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		return nil // not ours to decode
+	}
+	e, err := p.readUpstreamError(resp)
+	if err != nil {
+		return err // upstreamError answers 502
+	}
+	b, err := json.Marshal(e.Body())
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	return nil
+}
+
+// readUpstreamError reads (at most maxErrorBody of) resp's error answer and
+// closes its body.
+func (p *Proxy) readUpstreamError(resp *http.Response) (*httperr.Error, error) {
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the model server's error answer: %w", err)
+	}
+	if len(body) > maxErrorBody {
+		body = nil // too big to be an error message
+	}
+	e := upstreamErr(resp.StatusCode, resp.Header, body)
+	if e.Status >= 500 {
+		p.log.Warn("model server error", "status", resp.StatusCode, "body", truncate(string(body), maxErrorMessage))
+	}
+	return e, nil
+}
+
+// upstreamErr turns a model server's error answer (vLLM's
+// {"object":"error","message",...,"code":400}, OpenAI's {"error":{...}} or
+// FastAPI's {"detail":...}) into thaw's, keeping the status, the message
+// (of a 4xx: a 5xx's may carry server paths, so it is replaced), the param,
+// and a string code: the model server's own, or one for the status.
+func upstreamErr(status int, h http.Header, body []byte) *httperr.Error {
+	msg, param, code := errorFields(h.Get("Content-Type"), body)
+	if code == "" {
+		code = codeFor(status)
+	}
+	if msg == "" || status >= 500 {
+		msg = fmt.Sprintf("the model server answered %d %s", status, http.StatusText(status))
+	}
+	e := httperr.New(status, code, param, truncate(msg, maxErrorMessage))
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
+		e.RetryAfter = time.Duration(s) * time.Second
+	}
+	return e
+}
+
+// errorFields reads the message, param and string code of an error body;
+// each is "" when the body does not say.
+func errorFields(contentType string, body []byte) (msg, param, code string) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if mt == "text/plain" && utf8.Valid(body) {
+		return strings.TrimSpace(string(body)), "", ""
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return "", "", ""
+	}
+	fields := top
+	var inner map[string]json.RawMessage
+	if json.Unmarshal(top["error"], &inner) == nil && inner != nil {
+		fields = inner // {"error":{...}}
+	}
+	msg = firstString(fields["message"], top["error"])
+	if msg == "" {
+		msg, param = fastAPIDetail(top["detail"])
+	}
+	if p := firstString(fields["param"]); p != "" {
+		param = p
+	}
+	return msg, param, firstString(fields["code"])
+}
+
+// fastAPIDetail reads FastAPI's "detail": a string, or a validation error
+// list [{"loc":["body","max_tokens"],"msg":"..."}], whose first loc names
+// the param.
+func fastAPIDetail(raw json.RawMessage) (msg, param string) {
+	if s := firstString(raw); s != "" {
+		return s, ""
+	}
+	var items []struct {
+		Loc []any  `json:"loc"`
+		Msg string `json:"msg"`
+	}
+	if json.Unmarshal(raw, &items) != nil {
+		return "", ""
+	}
+	var msgs []string
+	for i, it := range items {
+		loc := locPath(it.Loc)
+		if i == 0 {
+			param = loc
+		}
+		if loc != "" {
+			msgs = append(msgs, loc+": "+it.Msg)
+		} else if it.Msg != "" {
+			msgs = append(msgs, it.Msg)
+		}
+	}
+	return strings.Join(msgs, "; "), param
+}
+
+// locPath turns FastAPI's loc (["body","messages",0,"content"]) into
+// "messages.0.content".
+func locPath(loc []any) string {
+	if len(loc) > 0 && loc[0] == "body" {
+		loc = loc[1:]
+	}
+	parts := make([]string, 0, len(loc))
+	for _, l := range loc {
+		parts = append(parts, fmt.Sprint(l))
+	}
+	return strings.Join(parts, ".")
+}
+
+// firstString returns the first of raws that is a non-empty JSON string.
+func firstString(raws ...json.RawMessage) string {
+	for _, raw := range raws {
+		var s string
+		if json.Unmarshal(raw, &s) == nil && s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// codeFor is the code of an error answer that has no string code.
+func codeFor(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case http.StatusRequestTimeout:
+		return "request_timeout"
+	case http.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case http.StatusUnprocessableEntity:
+		return "invalid_request"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusNotImplemented:
+		return "not_implemented"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusGatewayTimeout:
+		return "timeout"
+	}
+	if status >= 500 {
+		return "upstream_error"
+	}
+	return "invalid_request"
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
