@@ -156,12 +156,19 @@ func (c *Client) UpdateRaw(ctx context.Context, id string, s deploy.Settings) (j
 
 // Delete deletes a deployment (DELETE /deploy/{id}), stopping its instances.
 func (c *Client) Delete(ctx context.Context, id string) error {
+	_, err := c.DeleteRaw(ctx, id)
+	return err
+}
+
+// DeleteRaw is Delete returning the server's answer unchanged: thaw sends
+// the deleted deploy object; a server may also send another object, or
+// nothing at all (204), which comes back as an empty RawMessage.
+func (c *Client) DeleteRaw(ctx context.Context, id string) (json.RawMessage, error) {
 	path, err := deployPath(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = c.do(ctx, http.MethodDelete, path, nil)
-	return err
+	return c.do(ctx, http.MethodDelete, path, nil)
 }
 
 // deployPath is the URL path of one deployment.

@@ -126,6 +126,16 @@ func TestRequests(t *testing.T) {
 		name: "delete 200 with a body", status: 200, body: `{"deploy_id":"d-1","status":"deleted"}`,
 		call: func(c *Client) (any, error) { return nil, c.Delete(ctx, "d-1") },
 		req:  seen{Method: "DELETE", Path: "/deploy/d-1", Auth: "Bearer tok-1"},
+	}, {
+		name: "delete raw keeps the answer", status: 200, body: `{"deploy_id":"d-1","status":"deleted"}`,
+		call: func(c *Client) (any, error) { b, err := c.DeleteRaw(ctx, "d-1"); return string(b), err },
+		want: `{"deploy_id":"d-1","status":"deleted"}`,
+		req:  seen{Method: "DELETE", Path: "/deploy/d-1", Auth: "Bearer tok-1"},
+	}, {
+		name: "delete raw 204 is empty", status: 204,
+		call: func(c *Client) (any, error) { b, err := c.DeleteRaw(ctx, "d-1"); return string(b), err },
+		want: "",
+		req:  seen{Method: "DELETE", Path: "/deploy/d-1", Auth: "Bearer tok-1"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

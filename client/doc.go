@@ -1,6 +1,7 @@
 // Package client is a small Go client of thaw's deploy API (the
 // DeepInfra-compatible /deploy/* endpoints): create, list, get, update and
-// delete deployments with a bearer token.
+// delete deployments with a bearer token, and find one by deploy id or
+// model name (Resolve).
 //
 // Every method returns *Error for a non-2xx answer, carrying the server's
 // OpenAI-shaped error ({"error":{"message","type","param","code"}}), and wraps
