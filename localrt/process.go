@@ -21,7 +21,7 @@ const waitDelay = 2 * time.Second
 // simCommand returns the default Config.Command: `thaw sim`. The simulator
 // takes none of vLLM's flags, so spec.ExtraArgs are not passed; neither is
 // the GPU count, which only placement uses.
-func simCommand(binary string, startup time.Duration, tps float64) func(fleet.Spec, int) *exec.Cmd {
+func simCommand(binary string, startup time.Duration, tps float64, extra []string) func(fleet.Spec, int) *exec.Cmd {
 	return func(spec fleet.Spec, port int) *exec.Cmd {
 		args := []string{"sim",
 			"--port", strconv.Itoa(port),
@@ -32,7 +32,7 @@ func simCommand(binary string, startup time.Duration, tps float64) func(fleet.Sp
 		if spec.MaxBatchSize > 0 {
 			args = append(args, "--max-num-seqs", strconv.Itoa(spec.MaxBatchSize))
 		}
-		return exec.Command(binary, args...)
+		return exec.Command(binary, append(args, extra...)...)
 	}
 }
 
@@ -84,9 +84,8 @@ func (r *Runtime) spawnLocked(inst *instance) {
 		return
 	}
 	if cmd.Env == nil {
-		cmd.Env = os.Environ()
-	}
-	if inst.spec.HFToken != "" {
+		cmd.Env = modelServerEnv(os.Environ(), inst.spec.HFToken)
+	} else if inst.spec.HFToken != "" {
 		// The last value of a key wins (exec.Cmd.Env).
 		cmd.Env = append(cmd.Env, "HF_TOKEN="+inst.spec.HFToken)
 	}

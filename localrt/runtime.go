@@ -44,8 +44,11 @@ type Config struct {
 	// something else). It is called with the runtime's lock held and must
 	// not call the Runtime. The runtime then sets the command's Stdout,
 	// Stderr, WaitDelay and SysProcAttr, and adds HF_TOKEN to its Env
-	// (os.Environ() when Env is nil).
+	// (when Env is nil: the few variables of thaw's environment a model
+	// server needs, see passedEnv).
 	Command func(spec fleet.Spec, port int) *exec.Cmd
+	// SimArgs are more flags for every `thaw sim` (e.g. --request-log).
+	SimArgs []string
 	// Startup is the simulator's startup delay, before it opens its port.
 	// Default DefaultStartup; negative means none.
 	Startup time.Duration
@@ -157,7 +160,7 @@ func New(cfg Config) (*Runtime, error) {
 			}
 			cfg.Binary = exe
 		}
-		cfg.Command = simCommand(cfg.Binary, cfg.Startup, cfg.TokensPerSecond)
+		cfg.Command = simCommand(cfg.Binary, cfg.Startup, cfg.TokensPerSecond, cfg.SimArgs)
 	}
 	var nonce [2]byte
 	rand.Read(nonce[:])

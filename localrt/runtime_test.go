@@ -17,7 +17,7 @@ import (
 var ignoreAddr = cmpopts.IgnoreFields(fleet.Instance{}, "Addr")
 
 func TestSimCommand(t *testing.T) {
-	cmd := simCommand("/usr/bin/thaw", 3*time.Second, 50)(fleet.Spec{Model: "alice/llama", MaxBatchSize: 96}, 40123)
+	cmd := simCommand("/usr/bin/thaw", 3*time.Second, 50, nil)(fleet.Spec{Model: "alice/llama", MaxBatchSize: 96}, 40123)
 	want := []string{"/usr/bin/thaw", "sim", "--port", "40123", "--model", "alice/llama",
 		"--startup", "3s", "--tokens-per-second", "50", "--max-num-seqs", "96"}
 	if diff := cmp.Diff(want, cmd.Args); diff != "" {
@@ -120,7 +120,7 @@ func TestExitReportsFailed(t *testing.T) {
 func TestStartFailure(t *testing.T) {
 	h := start(t, Config{
 		Inventory: map[string]int{"A100-80GB": 1},
-		Command:   simCommand("/nonexistent/thaw", time.Second, 50),
+		Command:   simCommand("/nonexistent/thaw", time.Second, 50, nil),
 	})
 	id := h.startInst(fleet.Spec{Model: "m", GPU: "A100-80GB", NumGPUs: 1})
 	ev := h.waitFor(id, fleet.PhaseFailed)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,6 +59,9 @@ type Config struct {
 	MaxNumSeqs int
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
+	// RequestLog, when set, receives a JSON RequestRecord line per
+	// inference request as it ends (for tests).
+	RequestLog io.Writer
 }
 
 // Server is a simulated vLLM OpenAI-compatible model server.
@@ -124,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/completions", s.serveCompletion)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = mux
+	if cfg.RequestLog != nil {
+		s.handler = (&requestLog{model: cfg.Model, w: cfg.RequestLog}).wrap(mux)
+	}
 	return s, nil
 }
 

@@ -44,6 +44,8 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	holdTimeout := fs.Duration("hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
 	maxHeld := fs.Int("max-held", 10000, "requests held per deployment before new ones get 429")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	var lf listenerFlags
+	lf.register(fs, defaultActivatorMetricsAddr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -101,7 +103,6 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok","role":"activator"}`)
 	})
-	mux.Handle("GET /metrics", tel.Metrics)
 	px.Register(mux, users.Require)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
@@ -110,10 +111,17 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *addr, err)
 	}
-	fmt.Fprintf(stdout, "thaw activator %s is serving on http://%s (redis %s)\n", replica, ln.Addr(), *redisAddr)
-
 	g, gctx := errgroup.WithContext(ctx)
-	serveHTTP(g, gctx, ln, mux)
+	mln, err := operatorListener(g, gctx, lf.metricsAddr, tel.Metrics)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "thaw activator %s is serving on http://%s (redis %s)\n", replica, ln.Addr(), *redisAddr)
+	if mln != nil {
+		fmt.Fprintf(stdout, "  metrics (operators only): http://%s/metrics\n", mln.Addr())
+	}
+	serveHTTP(g, gctx, lf.config(), ln, mux)
 	g.Go(func() error { return reporter.Run(gctx) })
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return inflight.Run(gctx) })

@@ -35,12 +35,14 @@ type devConfig struct {
 	gpuQuota    int
 	simStartup  time.Duration
 	simTPS      float64
+	simReqLog   string
 	users       map[string]string // user -> token
 	redisAddr   string
 	maxHeld     int
 	logLevel    slog.Level
 	pprofAddr   string
 	edge        edgeFlags
+	listen      listenerFlags
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -64,6 +66,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.IntVar(&c.gpuQuota, "gpu-quota", 4, "GPUs one user may run at once (0: no quota)")
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "the simulator's startup delay, standing in for loading weights")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "the simulator's generation speed per request")
+	fs.StringVar(&c.simReqLog, "sim-request-log", "", "every simulator appends a JSON line per inference request it receives (headers, whether it was cancelled) to `file`; for tests")
 	fs.Func("user", "extra user as `name=token` (repeatable), to try multi-tenant behaviour", func(s string) error {
 		name, tok, ok := strings.Cut(s, "=")
 		if !ok || name == "" || tok == "" || strings.Contains(name, "/") {
@@ -77,6 +80,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)
+	c.listen.register(fs, defaultMetricsAddr)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -198,7 +202,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rt, err := localrt.New(localrt.Config{
 		Inventory: cfg.gpus, Startup: simStartup, TokensPerSecond: cfg.simTPS,
-		StateDir: cfg.dataDir, Logger: log,
+		StateDir: cfg.dataDir, Logger: log, SimArgs: simArgs(cfg.simReqLog),
 	})
 	if err != nil {
 		return err
@@ -213,7 +217,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ProbeInterval: 2 * time.Millisecond,
 		PprofAddr:     cfg.pprofAddr,
 		IdleTimeout:   cfg.idleTimeout, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld,
-		Telemetry: tel, Log: log, Edge: cfg.edge,
+		Telemetry: tel, Log: log, Edge: cfg.edge, Listen: cfg.listen,
 		Banner: func(w io.Writer, base string) {
 			fmt.Fprintf(w, "thaw dev is serving on %s\n", base)
 			fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
@@ -244,4 +248,16 @@ func writeUsersFile(path string, users map[string]string) error {
 		return fmt.Errorf("write users file: %w", err)
 	}
 	return nil
+}
+
+// simArgs are the extra flags of every simulator thaw dev starts.
+func simArgs(requestLog string) []string {
+	if requestLog == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(requestLog)
+	if err != nil {
+		abs = requestLog
+	}
+	return []string{"--request-log", abs}
 }

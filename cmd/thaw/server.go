@@ -47,6 +47,7 @@ type serverConfig struct {
 	pprofAddr   string
 	logLevel    slog.Level
 	edge        edgeFlags
+	listen      listenerFlags
 }
 
 func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
@@ -90,6 +91,7 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	c.edge.register(fs)
+	c.listen.register(fs, defaultMetricsAddr)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -211,7 +213,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
 		},
 		Extra: []func(context.Context) error{fan.run, pg.run},
-		Edge:  cfg.edge,
+		Edge:  cfg.edge, Listen: cfg.listen,
 	}
 	return cp.run(ctx, stdout)
 }

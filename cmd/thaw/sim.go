@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/thawhq/thaw/sim"
@@ -34,6 +35,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	maxNumSeqs := fs.Int("max-num-seqs", sim.DefaultMaxNumSeqs,
 		"at most `n` requests generate at once, as vLLM's --max-num-seqs; later ones wait in FIFO order")
 
+	requestLog := fs.String("request-log", "", "append a JSON line per inference request (method, path, headers, whether the caller cancelled it) to `file`; for tests")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -61,7 +63,17 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("sim: --max-num-seqs %d must be positive", *maxNumSeqs)
 	}
 
+	var reqLog io.Writer
+	if *requestLog != "" {
+		f, err := os.OpenFile(*requestLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("sim: --request-log: %w", err)
+		}
+		defer f.Close()
+		reqLog = f
+	}
 	s, err := sim.New(sim.Config{
+		RequestLog:      reqLog,
 		Host:            *host,
 		Port:            *port,
 		Model:           *model,

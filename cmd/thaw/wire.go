@@ -66,6 +66,8 @@ type controlPlane struct {
 	Extra []func(ctx context.Context) error
 	// Edge configures the Envoy edge's xDS server; zero: no Envoy edge.
 	Edge edgeFlags
+	// Listen has the public listener's limits and the metrics listener.
+	Listen listenerFlags
 }
 
 // run serves until ctx is done or a component fails.
@@ -152,7 +154,6 @@ func (c controlPlane) run(ctx context.Context, stdout io.Writer) error {
 		}
 		fmt.Fprintln(w, body+"}")
 	})
-	mux.Handle("GET /metrics", c.Telemetry.Metrics)
 	deployAPI.Register(mux, c.Users.Require)
 	px.Register(mux, c.Users.Require)
 	if xs != nil {
@@ -162,12 +163,18 @@ func (c controlPlane) run(ctx context.Context, stdout io.Writer) error {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 
+	g, gctx := errgroup.WithContext(ctx)
+	mln, err := operatorListener(g, gctx, c.Listen.metricsAddr, c.Telemetry.Metrics)
+	if err != nil {
+		return err
+	}
 	if c.Banner != nil {
 		c.Banner(stdout, "http://"+ln.Addr().String())
 	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	serveHTTP(g, gctx, ln, mux)
+	if mln != nil {
+		fmt.Fprintf(stdout, "  metrics (operators only): http://%s/metrics\n", mln.Addr())
+	}
+	serveHTTP(g, gctx, c.Listen.config(), ln, mux)
 	if c.PprofAddr != "" {
 		pp := &http.Server{Addr: c.PprofAddr, Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
