@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,9 @@ commands:
   get      show one deployment
   update   change a deployment's min/max instances
   delete   delete a deployment and stop its instances
+
+get, update and delete take the deploy id or the model name
+(my-model or owner/my-model).
 
 environment:
   THAW_TOKEN  your API token (required; "thaw dev" prints it)
@@ -224,9 +228,9 @@ func deployList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func deployGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newDeployFlags("get", "get ID [--json]", stderr)
+	fs := newDeployFlags("get", "get ID|NAME [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a summary")
-	id, err := parseWithID(fs, args)
+	ref, err := parseWithRef(fs, args)
 	if err != nil {
 		return err
 	}
@@ -234,26 +238,30 @@ func deployGet(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	raw, err := c.GetRaw(ctx, id)
+	v, err := resolve(ctx, c, fs, ref)
+	if err != nil {
+		return err
+	}
+	raw, err := c.GetRaw(ctx, v.ID)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return writeIndented(stdout, raw)
 	}
-	var v deploy.View
-	if err := json.Unmarshal(raw, &v); err != nil {
+	var got deploy.View
+	if err := json.Unmarshal(raw, &got); err != nil {
 		return fmt.Errorf("decode deployment: %w", err)
 	}
-	return writeDetails(stdout, v)
+	return writeDetails(stdout, got)
 }
 
 func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newDeployFlags("update", "update ID [--min-instances N] [--max-instances N] [--json]\n\nChanges only the settings given; the others keep their current values.", stderr)
+	fs := newDeployFlags("update", "update ID|NAME [--min-instances N] [--max-instances N] [--json]\n\nChanges only the settings given; the others keep their current values.", stderr)
 	minInst := fs.Int("min-instances", 0, "instances kept running without traffic")
 	maxInst := fs.Int("max-instances", 0, "most instances to scale up to")
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a table")
-	id, err := parseWithID(fs, args)
+	ref, err := parseWithRef(fs, args)
 	if err != nil {
 		return err
 	}
@@ -265,7 +273,7 @@ func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	cur, err := c.Get(ctx, id)
+	cur, err := resolve(ctx, c, fs, ref)
 	if err != nil {
 		return err
 	}
@@ -276,7 +284,7 @@ func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if set["max-instances"] {
 		s.MaxInstances = *maxInst
 	}
-	raw, err := c.UpdateRaw(ctx, id, s)
+	raw, err := c.UpdateRaw(ctx, cur.ID, s)
 	if err != nil {
 		return err
 	}
@@ -284,8 +292,9 @@ func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newDeployFlags("delete", "delete ID\n\nDeletes the deployment and stops its instances.", stderr)
-	id, err := parseWithID(fs, args)
+	fs := newDeployFlags("delete", "delete ID|NAME [--json]\n\nDeletes the deployment and stops its instances.", stderr)
+	asJSON := fs.Bool("json", false, "print the server's answer (the deleted deploy object) as JSON")
+	ref, err := parseWithRef(fs, args)
 	if err != nil {
 		return err
 	}
@@ -293,11 +302,37 @@ func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if err := c.Delete(ctx, id); err != nil {
+	v, err := resolve(ctx, c, fs, ref)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "deleted %s\n", id)
-	return nil
+	raw, err := c.DeleteRaw(ctx, v.ID)
+	if err != nil {
+		return err
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "deleted %s\n", v.ID)
+		return nil
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		// The server said nothing (204): say what it did, in the deploy
+		// object's terms.
+		raw, err = json.Marshal(map[string]string{"deploy_id": v.ID, "status": string(deploy.StatusDeleted)})
+		if err != nil {
+			return err
+		}
+	}
+	return writeIndented(stdout, raw)
+}
+
+// resolve finds the caller's deployment ref names (deploy id or model
+// name), with an error saying so when none or several do.
+func resolve(ctx context.Context, c *client.Client, fs *flag.FlagSet, ref string) (deploy.View, error) {
+	v, err := c.Resolve(ctx, ref)
+	if errors.Is(err, client.ErrNoMatch) || errors.Is(err, client.ErrAmbiguous) {
+		return v, fmt.Errorf("%s: %w (see thaw deploy list)", fs.Name(), err)
+	}
+	return v, err
 }
 
 // deployClient makes the API client from THAW_TOKEN and THAW_ADDR.
@@ -356,17 +391,18 @@ func parseDeployFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// parseWithID parses the flags of a command that takes one deployment id.
-func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
+// parseWithRef parses the flags of a command that takes one deployment,
+// by deploy id or model name.
+func parseWithRef(fs *flag.FlagSet, args []string) (string, error) {
 	pos, err := parseDeployFlags(fs, args)
 	if err != nil {
 		return "", err
 	}
 	switch {
 	case len(pos) == 0:
-		return "", fmt.Errorf("%s: missing deployment id (see thaw deploy list)", fs.Name())
+		return "", fmt.Errorf("%s: missing deployment id or name (see thaw deploy list)", fs.Name())
 	case len(pos) > 1:
-		return "", fmt.Errorf("%s: want one deployment id, got %q", fs.Name(), pos)
+		return "", fmt.Errorf("%s: want one deployment id or name, got %q", fs.Name(), pos)
 	}
 	return pos[0], nil
 }

@@ -29,6 +29,10 @@ type fakeDeployAPI struct {
 	bodies   []string // request bodies of POST and PUT, in order
 	queries  []string // raw queries of GET /deploy/list
 	lastList []byte   // body of the last GET /deploy/list answer
+	calls    []string // "METHOD path" of every request, in order
+	// deleteNoContent makes DELETE answer 204 with no body, as some
+	// servers do, instead of thaw's deleted deploy object.
+	deleteNoContent bool
 }
 
 func newFakeDeployAPI(t *testing.T, views ...deploy.View) *fakeDeployAPI {
@@ -48,6 +52,9 @@ func newFakeDeployAPI(t *testing.T, views ...deploy.View) *fakeDeployAPI {
 			apiError(w, 401, "authentication_error", "invalid token")
 			return
 		}
+		f.mu.Lock()
+		f.calls = append(f.calls, r.Method+" "+r.URL.Path)
+		f.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -89,7 +96,7 @@ func (f *fakeDeployAPI) list(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	f.queries = append(f.queries, r.URL.RawQuery)
 	out := []map[string]any{}
-	for _, id := range []string{"d-1", "d-2"} { // fixed order
+	for _, id := range []string{"d-1", "d-2", "d-3"} { // fixed order
 		if v, ok := f.views[id]; ok && (r.URL.Query().Get("status") == "" || string(v.Status) == r.URL.Query().Get("status")) {
 			var m map[string]any
 			b, _ := json.Marshal(v)
@@ -145,12 +152,24 @@ func (f *fakeDeployAPI) update(w http.ResponseWriter, r *http.Request) {
 func (f *fakeDeployAPI) delete(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.views[r.PathValue("id")]; !ok {
+	v, ok := f.views[r.PathValue("id")]
+	if !ok {
 		apiError(w, 404, "not_found", "deployment not found")
 		return
 	}
-	delete(f.views, r.PathValue("id"))
-	w.WriteHeader(http.StatusNoContent)
+	delete(f.views, v.ID)
+	if f.deleteNoContent {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	v.Status = deploy.StatusDeleted
+	json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeDeployAPI) requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeDeployAPI) listQueries() []string {
@@ -300,8 +319,8 @@ func TestDeployGetDetails(t *testing.T) {
 		}
 	}
 	_, _, err = run(t, "get", "nope")
-	if err == nil || err.Error() != "404 not_found: deployment nope not found" {
-		t.Errorf("get nope: err = %v, want the server's message", err)
+	if want := `thaw deploy get: no deployment with that id or name: "nope" (see thaw deploy list)`; err == nil || err.Error() != want {
+		t.Errorf("get nope: err = %v, want %s", err, want)
 	}
 }
 
@@ -379,8 +398,92 @@ func TestDeployDelete(t *testing.T) {
 	if f.has("d-1") {
 		t.Error("d-1 still exists")
 	}
-	if _, _, err := run(t, "delete"); err == nil || !strings.Contains(err.Error(), "missing deployment id") {
+	if _, _, err := run(t, "delete"); err == nil || err.Error() != "thaw deploy delete: missing deployment id or name (see thaw deploy list)" {
 		t.Errorf("delete without id: err = %v", err)
+	}
+	if _, _, err := run(t, "delete", "a", "b"); err == nil || err.Error() != `thaw deploy delete: want one deployment id or name, got ["a" "b"]` {
+		t.Errorf("delete a b: err = %v", err)
+	}
+}
+
+func TestDeployDeleteJSON(t *testing.T) {
+	t.Run("the server's deleted deploy object", func(t *testing.T) {
+		newFakeDeployAPI(t, viewOne)
+		out, _, err := run(t, "delete", "--json", "llama")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got deploy.View
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("delete --json printed %q: %v", out, err)
+		}
+		want := viewOne
+		want.Status = deploy.StatusDeleted
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("delete --json (-want +got):\n%s", diff)
+		}
+		if !strings.HasPrefix(out, "{\n  \"deploy_id\": \"d-1\",\n") {
+			t.Errorf("delete --json is not indented:\n%s", out)
+		}
+	})
+	t.Run("204 from the server", func(t *testing.T) {
+		f := newFakeDeployAPI(t, viewOne)
+		f.deleteNoContent = true
+		out, _, err := run(t, "delete", "d-1", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff("{\n  \"deploy_id\": \"d-1\",\n  \"status\": \"deleted\"\n}\n", out); diff != "" {
+			t.Errorf("delete --json after 204 (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestDeployByName: get, update and delete take the model name as well as
+// the deploy id, and refuse a name that matches none or several.
+func TestDeployByName(t *testing.T) {
+	twin := viewTwo
+	twin.ID, twin.ModelName, twin.FullName = "d-3", "llama", "dev/llama" // a server may hold duplicates
+	tests := []struct {
+		name  string
+		views []deploy.View
+		args  []string
+		calls []string // requests after GET /deploy/list
+		err   string
+	}{
+		{name: "get by model name", views: []deploy.View{viewOne, viewTwo}, args: []string{"get", "llama"},
+			calls: []string{"GET /deploy/d-1"}},
+		{name: "get by full name", views: []deploy.View{viewOne, viewTwo}, args: []string{"get", "dev/a-much-longer-model-name", "--json"},
+			calls: []string{"GET /deploy/d-2"}},
+		{name: "get by id", views: []deploy.View{viewOne, viewTwo}, args: []string{"get", "d-2"},
+			calls: []string{"GET /deploy/d-2"}},
+		{name: "update by name", views: []deploy.View{viewOne}, args: []string{"update", "dev/llama", "--min-instances", "0"},
+			calls: []string{"PUT /deploy/d-1"}},
+		{name: "delete by name", views: []deploy.View{viewOne, viewTwo}, args: []string{"delete", "a-much-longer-model-name"},
+			calls: []string{"DELETE /deploy/d-2"}},
+		{name: "names are exact", views: []deploy.View{viewOne}, args: []string{"get", "Llama"},
+			err: `thaw deploy get: no deployment with that id or name: "Llama" (see thaw deploy list)`},
+		{name: "another owner's name", views: []deploy.View{viewOne}, args: []string{"delete", "bob/llama"},
+			err: `thaw deploy delete: no deployment with that id or name: "bob/llama" (see thaw deploy list)`},
+		{name: "ambiguous", views: []deploy.View{viewOne, twin}, args: []string{"delete", "llama"},
+			err: `thaw deploy delete: more than one deployment with that id or name: "llama" is d-1 (dev/llama), d-3 (dev/llama); use the deploy id (see thaw deploy list)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeDeployAPI(t, tt.views...)
+			_, _, err := run(t, tt.args...)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("err = %v, want %s", err, tt.err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]string{"GET /deploy/list"}, tt.calls...)
+			if diff := cmp.Diff(want, f.requests()); diff != "" {
+				t.Errorf("requests (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
