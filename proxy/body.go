@@ -8,18 +8,23 @@ import (
 	"net/http"
 
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/httpserve"
 )
 
 // modelUsage is the message of a request without a usable "model".
 const modelUsage = "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\""
 
-// readBody reads a request body of at most p.cfg.MaxBody bytes.
+// readBody reads a request body of at most p.cfg.MaxBody bytes: 413 over
+// it, 408 when the body deadline (httpserve) passes first.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httperr.Error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return nil, httperr.New(http.StatusRequestEntityTooLarge, "body_too_large", "", fmt.Sprintf("request body over %d bytes", p.cfg.MaxBody))
+		}
+		if httpserve.IsTimeout(err) {
+			return nil, httperr.New(http.StatusRequestTimeout, "body_timeout", "", "the request body did not arrive in time")
 		}
 		// The error names this server's address: keep it out of the answer.
 		p.log.Debug("could not read request body", "err", err)
