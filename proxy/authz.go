@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/httpserve"
 )
 
 // Headers of an allowed authorization answer; Envoy copies them onto the
@@ -46,11 +48,23 @@ const AuthzPrefix = "/authz"
 // activator, and the deploy_id:
 // form must be rewritten to the served name and the native path translated,
 // which only the activator does.
-func (p *Proxy) Authz(users *auth.Users) http.Handler {
-	return http.StripPrefix(AuthzPrefix, users.Require(http.HandlerFunc(p.authz)))
+//
+// A direct answer also carries a grant (auth.GrantHeader) issued with
+// grants: the direct route removes the caller's token before the request
+// goes on, and an activator it may fall back to authenticates it by that.
+func (p *Proxy) Authz(users *auth.Users, grants *auth.Grants) http.Handler {
+	a := &authorizer{p: p, grants: grants}
+	return http.StripPrefix(AuthzPrefix, users.Require(http.HandlerFunc(a.authz)))
 }
 
-func (p *Proxy) authz(w http.ResponseWriter, r *http.Request) {
+// authorizer is the ext_authz service.
+type authorizer struct {
+	p      *Proxy
+	grants *auth.Grants
+}
+
+func (a *authorizer) authz(w http.ResponseWriter, r *http.Request) {
+	p := a.p
 	user := auth.User(r.Context())
 	path := r.URL.Path
 	if native, ok := strings.CutPrefix(path, "/v1/inference/"); ok && r.Method == http.MethodPost {
@@ -59,7 +73,7 @@ func (p *Proxy) authz(w http.ResponseWriter, r *http.Request) {
 			allow(w, "-", AuthzActivator) // thaw's router answers 404
 			return
 		}
-		p.authzModel(w, user, owner+"/"+name, false)
+		a.authzModel(w, user, owner+"/"+name, false)
 		return
 	}
 	if !isOpenAIPath(path) || r.Method != http.MethodPost {
@@ -74,7 +88,11 @@ func (p *Proxy) authz(w http.ResponseWriter, r *http.Request) {
 			allow(w, "-", AuthzActivator) // the activator answers 413
 			return
 		}
-		httperr.Encode(w, http.StatusBadRequest, "bad_body", "", "could not read request body: "+err.Error())
+		if httpserve.IsTimeout(err) {
+			httperr.Encode(w, http.StatusRequestTimeout, "body_timeout", "", "the request body did not arrive in time")
+			return
+		}
+		httperr.Encode(w, http.StatusBadRequest, "bad_body", "", "could not read the request body")
 		return
 	}
 	partial := strings.EqualFold(r.Header.Get(AuthzPartialHeader), "true")
@@ -92,11 +110,12 @@ func (p *Proxy) authz(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusBadRequest, "missing_model", "model", "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\"")
 		return
 	}
-	p.authzModel(w, user, model, true)
+	a.authzModel(w, user, model, true)
 }
 
 // authzModel resolves model for user and answers.
-func (p *Proxy) authzModel(w http.ResponseWriter, user, model string, openAI bool) {
+func (a *authorizer) authzModel(w http.ResponseWriter, user, model string, openAI bool) {
+	p := a.p
 	t, err := p.cfg.Resolver.Resolve(user, model)
 	if err != nil {
 		p.writeErr(w, err, model)
@@ -107,6 +126,9 @@ func (p *Proxy) authzModel(w http.ResponseWriter, user, model string, openAI boo
 	route := AuthzActivator
 	if openAI && model == t.Model && p.ready(t.DeployID) {
 		route = AuthzDirect
+		if a.grants != nil {
+			w.Header().Set(auth.GrantHeader, a.grants.Issue(user, t.DeployID, time.Now()))
+		}
 	}
 	allow(w, t.DeployID, route)
 }

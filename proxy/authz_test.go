@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -25,7 +26,8 @@ func TestAuthz(t *testing.T) {
 	h := newHarness(t, Config{MaxBody: 1 << 20})
 	h.p.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:1"}) // warm: may go direct
 	users := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"})
-	srv := httptest.NewServer(h.p.Authz(users))
+	grants, _ := auth.NewGrants(auth.NewGrantKey())
+	srv := httptest.NewServer(h.p.Authz(users, grants))
 	t.Cleanup(srv.Close)
 
 	big := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 100) + `"}],"model":"alice/m"}`
@@ -86,6 +88,17 @@ func TestAuthz(t *testing.T) {
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
 			got := authzAnswer{Status: resp.StatusCode, DeployID: resp.Header.Get(AuthzDeployIDHeader), Route: resp.Header.Get(AuthzRouteHeader)}
+			// A direct answer carries a grant for this caller on this
+			// deployment (the direct route removes the token); no other
+			// answer carries one.
+			grant := resp.Header.Get(auth.GrantHeader)
+			if got.Route == AuthzDirect {
+				if u, d, ok := grants.Verify(grant, time.Now()); !ok || u != "alice" || d != got.DeployID {
+					t.Errorf("direct answer's grant %q: %q on %q, valid %v; want alice on %s", grant, u, d, ok, got.DeployID)
+				}
+			} else if grant != "" {
+				t.Errorf("a %q answer carries a grant", got.Route)
+			}
 			if resp.StatusCode != http.StatusOK {
 				var e struct {
 					Error struct{ Code, Message string }
@@ -109,7 +122,7 @@ func TestAuthz(t *testing.T) {
 // activator route (held there, retried on another replica if one dies).
 func TestAuthzColdGoesToActivator(t *testing.T) {
 	h := newHarness(t, Config{})
-	srv := httptest.NewServer(h.p.Authz(auth.NewUsers(map[string]string{"alice": "tok-alice"})))
+	srv := httptest.NewServer(h.p.Authz(auth.NewUsers(map[string]string{"alice": "tok-alice"}), nil))
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+AuthzPrefix+"/v1/chat/completions", strings.NewReader(`{"model":"alice/m"}`))
 	req.Header.Set("Authorization", "Bearer tok-alice")

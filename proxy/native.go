@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
 )
 
@@ -68,7 +67,7 @@ func (p *Proxy) native(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	model := r.PathValue("owner") + "/" + r.PathValue("model")
-	t, err := p.cfg.Resolver.Resolve(auth.User(r.Context()), model)
+	t, err := p.resolve(r, model)
 	if err != nil {
 		p.writeErr(w, err, model)
 		return

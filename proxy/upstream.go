@@ -55,6 +55,18 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = pr.In.URL.Host
 	pr.Out.Host = pr.In.URL.Host
 	pr.Out.URL.Path = pr.In.URL.Path
+	stripInternal(pr.Out.Header)
+}
+
+// stripInternal removes from h what must never reach a model server: the
+// caller's token and thaw's own headers (routing, grant, hold timeout).
+func stripInternal(h http.Header) {
+	h.Del("Authorization")
+	for k := range h {
+		if strings.HasPrefix(k, "X-Thaw-") {
+			delete(h, k)
+		}
+	}
 }
 
 // upstreamError is the ReverseProxy's ErrorHandler: the model server could

@@ -208,7 +208,8 @@ for ((i = 0; ; i++)); do
 	sleep 0.2
 done
 for p in "${ACT_PORTS[@]}"; do
-	"$THAW" activator --addr "127.0.0.1:$p" --redis-addr "127.0.0.1:$REDIS_PORT" \
+	# Each activator's metrics listener: its port + 100 (8191, 8192 by default).
+	"$THAW" activator --addr "127.0.0.1:$p" --metrics-addr "127.0.0.1:$((p + 100))" --redis-addr "127.0.0.1:$REDIS_PORT" \
 		--users-file "$STATE/thaw/users" >"$TMP/activator-$p.log" 2>&1 &
 	ACT_PIDS+=($!)
 done

@@ -77,13 +77,18 @@ type thawOpts struct {
 	RedisAddr       string        // --redis-addr; "" uses the embedded one
 	DataDir         string        // --data-dir; "" makes a fresh one
 	Env             []string      // extra environment, e.g. OTEL_* settings
+	SimRequestLog   string        // --sim-request-log file; "" leaves it off
+	BodyTimeout     time.Duration // --body-timeout; 0 leaves thaw's default
+	ConnIdleTimeout time.Duration // --conn-idle-timeout; 0 leaves thaw's default
 }
 
 // thawProc is one running `thaw dev`.
 type thawProc struct {
-	t       *testing.T
-	label   string
-	Base    string // http://127.0.0.1:port
+	t     *testing.T
+	label string
+	Base  string // http://127.0.0.1:port
+	// Metrics is the operators' listener (--metrics-addr), http://127.0.0.1:port.
+	Metrics string
 	DataDir string
 	cmd     *exec.Cmd
 	out     *syncBuffer
@@ -125,9 +130,10 @@ func startThaw(t *testing.T, opts thawOpts) *thawProc {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
-	addr := freeAddr(t)
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
 	args := []string{"dev",
 		"--addr", addr,
+		"--metrics-addr", metricsAddr,
 		"--data-dir", opts.DataDir,
 		"--sim-startup", opts.SimStartup.String(),
 		"--sim-tokens-per-second", strconv.Itoa(opts.TokensPerSecond),
@@ -146,13 +152,22 @@ func startThaw(t *testing.T, opts thawOpts) *thawProc {
 	if opts.RedisAddr != "" {
 		args = append(args, "--redis-addr", opts.RedisAddr)
 	}
+	if opts.SimRequestLog != "" {
+		args = append(args, "--sim-request-log", opts.SimRequestLog)
+	}
+	if opts.BodyTimeout != 0 {
+		args = append(args, "--body-timeout", opts.BodyTimeout.String())
+	}
+	if opts.ConnIdleTimeout != 0 {
+		args = append(args, "--conn-idle-timeout", opts.ConnIdleTimeout.String())
+	}
 	thawCount.Lock()
 	thawCount.n++
 	label := fmt.Sprintf("thaw#%d %s", thawCount.n, addr)
 	thawCount.Unlock()
 
 	p := &thawProc{
-		t: t, label: label, Base: "http://" + addr, DataDir: opts.DataDir,
+		t: t, label: label, Base: "http://" + addr, Metrics: "http://" + metricsAddr, DataDir: opts.DataDir,
 		out: &syncBuffer{}, done: make(chan struct{}), seen: map[int]procInfo{},
 	}
 	p.cmd = exec.Command(thawBin, args...)

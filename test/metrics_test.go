@@ -1,6 +1,7 @@
 package test
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,15 +17,20 @@ type metricLine struct {
 	Raw    string
 }
 
-// scrape returns the samples of GET /metrics.
+// scrape returns the samples of GET /metrics on the operators' listener.
 func (p *thawProc) scrape(t *testing.T) []metricLine {
 	t.Helper()
-	r := p.do(t, http.MethodGet, "/metrics", devToken, nil)
-	if r.Status != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", r)
+	resp, err := http.Get(p.Metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("GET %s/metrics: %v", p.Metrics, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s/metrics: %d %v", p.Metrics, resp.StatusCode, err)
 	}
 	var out []metricLine
-	for line := range strings.SplitSeq(string(r.Body), "\n") {
+	for line := range strings.SplitSeq(string(body), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -205,5 +211,32 @@ func TestNativeInference(t *testing.T) {
 	}
 	if out.NumTokens <= 0 || out.NumInputTokens <= 0 {
 		t.Errorf("native inference: num_tokens %d, num_input_tokens %d, want both > 0: %s", out.NumTokens, out.NumInputTokens, r)
+	}
+}
+
+// TestMetricsNotOnPublicListener: the public listener serves no metrics,
+// with or without a token, so no caller learns other tenants' deploy ids or
+// model names; the operators' listener has them.
+func TestMetricsNotOnPublicListener(t *testing.T) {
+	t.Parallel()
+	p := startThaw(t, thawOpts{Users: []string{"alice=tok-alice"}})
+	name := uniqueName("secret")
+	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	if msg := checkChat(p.chat(t, "dev/"+name, 4), 4); msg != "" {
+		t.Fatalf("cold request: %s", msg)
+	}
+	for _, tok := range []string{"", "tok-alice", devToken} {
+		r := p.do(t, http.MethodGet, "/metrics", tok, nil)
+		if r.Status != http.StatusNotFound && r.Status != http.StatusUnauthorized {
+			t.Errorf("GET /metrics on the public listener with token %q: %d, want 404 or 401", tok, r.Status)
+		}
+		for _, secret := range []string{d.DeployID, name} {
+			if strings.Contains(string(r.Body), secret) {
+				t.Errorf("GET /metrics on the public listener with token %q shows %q", tok, secret)
+			}
+		}
+	}
+	if len(findMetrics(p.scrape(t), []string{d.DeployID}, "")) == 0 {
+		t.Errorf("the operators' listener has no series of deployment %s", d.DeployID)
 	}
 }

@@ -196,7 +196,7 @@ func buildListener(listen string, idle time.Duration) (*listener.Listener, error
 			},
 			PathPrefix: AuthzPathPrefix,
 			AuthorizationResponse: &extauthz.AuthorizationResponse{
-				AllowedUpstreamHeaders: exactList(DeployIDHeader, RouteHeader),
+				AllowedUpstreamHeaders: exactList(DeployIDHeader, RouteHeader, GrantHeader),
 				AllowedClientHeaders:   exactList("content-type", "retry-after"),
 			},
 		}},

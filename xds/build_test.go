@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,6 +129,7 @@ func TestBuildRoutes(t *testing.T) {
 		Retry               string
 		AuthzOff, Rewrites  bool
 		DeployHeader, Route string
+		Removes             string
 	}
 	var got []rv
 	for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
@@ -135,6 +137,7 @@ func TestBuildRoutes(t *testing.T) {
 		v := rv{
 			Name: r.GetName(), Cluster: a.GetCluster(), Timeout: a.GetTimeout().AsDuration(), Idle: a.GetIdleTimeout().AsDuration(),
 			Retry: a.GetRetryPolicy().GetRetryOn(), Rewrites: a.GetRegexRewrite() != nil,
+			Removes: strings.Join(r.GetRequestHeadersToRemove(), ","),
 		}
 		if pf, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
 			var per extauthz.ExtAuthzPerRoute
@@ -155,10 +158,13 @@ func TestBuildRoutes(t *testing.T) {
 	}
 	idle := 2*time.Minute + HoldMargin
 	const retry = "connect-failure,refused-stream,reset-before-request"
+	const removed = "authorization,x-thaw-deploy-id,x-thaw-route,x-thaw-hold-timeout"
 	want := []rv{
 		// Sorted by id; the failed deployment has no direct route.
-		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: RouteDirect},
-		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: RouteDirect},
+		// The direct routes remove the caller's token and the routing
+		// headers: they may reach a model server.
+		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: RouteDirect, Removes: removed},
+		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: RouteDirect, Removes: removed},
 		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry + ",reset"},
 		// The catch-all is last, to thaw, with ext_authz off.
 		{Name: "thaw-api", Cluster: APICluster, Idle: idle, Retry: retry, AuthzOff: true},
@@ -212,7 +218,7 @@ func TestBuildListener(t *testing.T) {
 		Filters:    []string{"envoy.filters.http.ext_authz", "envoy.filters.http.router"},
 		StreamIdle: 3 * time.Minute, RDS: RouteConfigName,
 		AuthzCluster: APICluster, AuthzPrefix: "/authz", AuthzBody: 64 << 10, Partial: true, Clear: true,
-		UpstreamHeaders: []string{DeployIDHeader, RouteHeader}, StatusOnError: 503, ListenOn: "127.0.0.1",
+		UpstreamHeaders: []string{DeployIDHeader, RouteHeader, GrantHeader}, StatusOnError: 503, ListenOn: "127.0.0.1",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)

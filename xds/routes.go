@@ -15,6 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
+// directRemoved are the request headers the direct route removes.
+var directRemoved = []string{"authorization", DeployIDHeader, RouteHeader, HoldTimeoutHeader}
+
 // buildRoutes: per deployment a direct route (headers set by ext_authz),
 // then the activator route for every other inference request, then the
 // catch-all to thaw's API with ext_authz off. Order matters: first match
@@ -35,6 +38,10 @@ func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguratio
 				},
 			},
 			Action: &route.Route_Route{Route: upstream(DeployClusterPrefix+d.ID, idle, true)},
+			// The caller's token and thaw's routing headers never reach a
+			// model server. An activator this route falls back to (priority
+			// 1) authenticates the request by its grant instead.
+			RequestHeadersToRemove: directRemoved,
 			Metadata: &core.Metadata{FilterMetadata: map[string]*structpb.Struct{
 				"thaw": {Fields: map[string]*structpb.Value{
 					"deploy_id": structpb.NewStringValue(d.ID), "model": structpb.NewStringValue(d.Model),

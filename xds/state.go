@@ -35,6 +35,13 @@ const (
 	// RouteDirect and RouteActivator are RouteHeader's values.
 	RouteDirect    = "direct"
 	RouteActivator = "activator"
+	// GrantHeader carries the edge's grant on a direct request (see
+	// auth.Grants), by which an activator authenticates one whose caller's
+	// token the direct route removed.
+	GrantHeader = "x-thaw-grant"
+	// HoldTimeoutHeader is the caller's bound on its own hold, which only
+	// the activator reads.
+	HoldTimeoutHeader = "x-thaw-hold-timeout"
 )
 
 // AuthzPathPrefix is prepended to the original path in the authorization

@@ -91,6 +91,11 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	log.Info("waiting for the control plane's edge grant key in Redis")
+	grants, err := endpoints.WaitGrants(ctx, rdb)
+	if err != nil {
+		return err
+	}
 	px, err := proxy.New(proxy.Config{Resolver: sub, Demand: reporter, HoldTimeout: *holdTimeout, MaxHeld: *maxHeld, Logger: log})
 	if err != nil {
 		return err
@@ -103,7 +108,9 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok","role":"activator"}`)
 	})
-	px.Register(mux, users.Require)
+	// Requests on Envoy's direct route come without the caller's token
+	// (the route removes it) and with the edge's grant.
+	px.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(grants, h) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})

@@ -103,7 +103,11 @@ func (c controlPlane) run(ctx context.Context, stdout io.Writer) error {
 	}
 	eps := endpointsTee{px}
 	var pub *endpoints.Publisher
+	var grants *auth.Grants // the edge's, with an Envoy edge
 	if xs != nil {
+		if grants, err = endpoints.CreateGrants(ctx, c.Redis); err != nil {
+			return err
+		}
 		if pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: c.Redis, Lookup: c.Store.Get, Logger: log}); err != nil {
 			return err
 		}
@@ -155,9 +159,11 @@ func (c controlPlane) run(ctx context.Context, stdout io.Writer) error {
 		fmt.Fprintln(w, body+"}")
 	})
 	deployAPI.Register(mux, c.Users.Require)
-	px.Register(mux, c.Users.Require)
+	// This process is also the activator Envoy falls back to when no
+	// replica is configured: it takes the edge's grants too.
+	px.Register(mux, func(h http.Handler) http.Handler { return c.Users.RequireOrGrant(grants, h) })
 	if xs != nil {
-		mux.Handle(proxy.AuthzPrefix+"/", px.Authz(c.Users))
+		mux.Handle(proxy.AuthzPrefix+"/", px.Authz(c.Users, grants))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))

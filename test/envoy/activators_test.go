@@ -98,7 +98,8 @@ func TestActivatorReplicaKilledMidBurst(t *testing.T) {
 	defer cancel()
 	env := []string{"THAW_DEV_TOKEN=tok-dev"}
 
-	startProc(t, dir, "thaw", env, thaw, "dev", "--addr", api, "--data-dir", data, "--redis-addr", rdb,
+	m1, m2 := freeAddr(t), freeAddr(t)
+	startProc(t, dir, "thaw", env, thaw, "dev", "--addr", api, "--metrics-addr", freeAddr(t), "--data-dir", data, "--redis-addr", rdb,
 		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
 		"--activators", a1+","+a2, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
 	// thaw dev writes <data>/users once it runs.
@@ -110,8 +111,8 @@ func TestActivatorReplicaKilledMidBurst(t *testing.T) {
 			t.Fatal("thaw dev wrote no users file")
 		}
 	}
-	act1 := startProc(t, dir, "activator1", nil, thaw, "activator", "--addr", a1, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
-	startProc(t, dir, "activator2", nil, thaw, "activator", "--addr", a2, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
+	act1 := startProc(t, dir, "activator1", nil, thaw, "activator", "--addr", a1, "--metrics-addr", m1, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
+	startProc(t, dir, "activator2", nil, thaw, "activator", "--addr", a2, "--metrics-addr", m2, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
 	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
 	if err != nil {
 		t.Fatalf("thaw envoy-bootstrap: %v", err)
@@ -190,9 +191,9 @@ func TestActivatorReplicaKilledMidBurst(t *testing.T) {
 	}
 	// Both replicas hold part of the burst (3s simulator startup)...
 	e.waitFor(ctx, t, "both activators to hold requests", func() bool {
-		return held(t, a1) > 0 && held(t, a2) > 0
+		return held(t, m1) > 0 && held(t, m2) > 0
 	})
-	h1 := held(t, a1)
+	h1 := held(t, m1)
 	// ...and one dies with its held requests.
 	act1.kill9()
 	wg.Wait()
@@ -212,10 +213,11 @@ func TestActivatorReplicaKilledMidBurst(t *testing.T) {
 	checkNoEnvoyReject(t, e)
 }
 
-// held is the number of requests an activator holds, from its /metrics.
-func held(t *testing.T, addr string) int {
+// held is the number of requests an activator holds, from /metrics on its
+// operators' listener (metricsAddr).
+func held(t *testing.T, metricsAddr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		return 0
 	}

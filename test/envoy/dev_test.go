@@ -56,7 +56,7 @@ func TestThawDevBehindEnvoy(t *testing.T) {
 
 	env := []string{"THAW_DEV_TOKEN=tok-dev"}
 	start := func(name string, args ...string) { startProc(t, dir, name, env, args...) }
-	start("thaw", thaw, "dev", "--addr", api, "--data-dir", filepath.Join(dir, "data"),
+	start("thaw", thaw, "dev", "--addr", api, "--metrics-addr", freeAddr(t), "--data-dir", filepath.Join(dir, "data"),
 		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
 		"--sim-startup", "300ms", "--sim-tokens-per-second", "500")
 	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()

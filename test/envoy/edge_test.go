@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/proxy"
 	"github.com/thawhq/thaw/xds"
 )
@@ -37,8 +38,10 @@ func TestEnvoyDelta(t *testing.T) {
 
 // TestHeaderNames: thaw's /authz sets the headers the routes match.
 func TestHeaderNames(t *testing.T) {
-	got := []string{strings.ToLower(proxy.AuthzDeployIDHeader), strings.ToLower(proxy.AuthzRouteHeader), proxy.AuthzDirect, proxy.AuthzActivator, proxy.AuthzPrefix}
-	want := []string{xds.DeployIDHeader, xds.RouteHeader, xds.RouteDirect, xds.RouteActivator, xds.AuthzPathPrefix}
+	got := []string{strings.ToLower(proxy.AuthzDeployIDHeader), strings.ToLower(proxy.AuthzRouteHeader), proxy.AuthzDirect, proxy.AuthzActivator, proxy.AuthzPrefix,
+		strings.ToLower(auth.GrantHeader), strings.ToLower(proxy.HoldTimeoutHeader)}
+	want := []string{xds.DeployIDHeader, xds.RouteHeader, xds.RouteDirect, xds.RouteActivator, xds.AuthzPathPrefix,
+		xds.GrantHeader, xds.HoldTimeoutHeader}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-xds +proxy):\n%s", diff)
 	}

@@ -136,14 +136,18 @@ func startEdge(t *testing.T, delta bool) *edge {
 	}
 	e.px = px
 
+	grants, err := auth.NewGrants(auth.NewGrantKey())
+	if err != nil {
+		t.Fatal(err)
+	}
 	actMux := http.NewServeMux()
-	px.Register(actMux, users.Require)
+	px.Register(actMux, func(h http.Handler) http.Handler { return users.RequireOrGrant(grants, h) })
 	e.activator = &counter{h: actMux}
 	act := httptest.NewServer(e.activator)
 	t.Cleanup(act.Close)
 
 	apiMux := http.NewServeMux()
-	apiMux.Handle(proxy.AuthzPrefix+"/", px.Authz(users))
+	apiMux.Handle(proxy.AuthzPrefix+"/", px.Authz(users, grants))
 	apiMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)

@@ -106,7 +106,7 @@ func startServer(t *testing.T, o serverOpts) *server {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	args := []string{"server", "--engine", "sim", "--addr", addr,
+	args := []string{"server", "--engine", "sim", "--addr", addr, "--metrics-addr", freeAddr(t),
 		"--nomad-addr", o.nomadAddr, "--redis-addr", o.redisAddr,
 		"--data-dir", o.dataDir, "--users-file", users,
 		"--sim-startup", "300ms", "--sim-tokens-per-second", "200",

@@ -99,7 +99,7 @@ func runHoldOnce(ctx context.Context, bin string, cfg holdConfig, h2c bool) benc
 	var heldRSS int64
 	maxHeld := 0
 	for allHeld == 0 && ctx.Err() == nil && time.Since(t0) < cfg.Startup {
-		if n, err := heldRequests(ctx, p.Base); err == nil {
+		if n, err := heldRequests(ctx, p.Metrics); err == nil {
 			maxHeld = max(maxHeld, n)
 			if n >= cfg.Requests {
 				allHeld = time.Since(t0)
@@ -152,7 +152,8 @@ func runHoldOnce(ctx context.Context, bin string, cfg holdConfig, h2c bool) benc
 	return res
 }
 
-// heldRequests sums thaw_requests_held over deployments from /metrics.
+// heldRequests sums thaw_requests_held over deployments from /metrics on
+// the operators' listener at base.
 func heldRequests(ctx context.Context, base string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {

@@ -27,10 +27,12 @@ const token = "thaw_bench_token"
 // and a fresh data directory.
 type thawProc struct {
 	Base string // http://127.0.0.1:port
-	PID  int
-	cmd  *exec.Cmd
-	dir  string
-	done chan struct{} // closed when the process has exited
+	// Metrics is the operators' listener (--metrics-addr), http://127.0.0.1:port.
+	Metrics string
+	PID     int
+	cmd     *exec.Cmd
+	dir     string
+	done    chan struct{} // closed when the process has exited
 
 	// mu guards tail and watchers.
 	mu       sync.Mutex
@@ -62,8 +64,12 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 // launchThaw runs bin with args (serving on addr, data in dir, which Stop
 // removes) and waits for /healthz.
 func launchThaw(bin, dir, addr string, args []string) (*thawProc, error) {
-	p := &thawProc{Base: "http://" + addr, dir: dir, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	p := &thawProc{Base: "http://" + addr, Metrics: "http://" + metricsAddr, dir: dir, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, append(args, "--metrics-addr", metricsAddr)...)
 	p.cmd.Env = append(os.Environ(), "THAW_DEV_TOKEN="+token, "OTEL_EXPORTER_OTLP_ENDPOINT=")
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
