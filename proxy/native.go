@@ -129,6 +129,14 @@ func (p *Proxy) complete(w http.ResponseWriter, r *http.Request, ep *endpoint, a
 		httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", "could not reach the model server")
 		return
 	}
+	// The client's headers go on (tracing, request ids), as on the
+	// OpenAI paths, less thaw's own and those of the client's hop.
+	req.Header = r.Header.Clone()
+	stripInternal(req.Header)
+	for _, h := range []string{"Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Proxy-Authorization", "Proxy-Connection", "Content-Length", "Accept-Encoding"} {
+		req.Header.Del(h)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := p.client.Do(req)
 	if err != nil {
