@@ -3,6 +3,7 @@
 # cached, into the repository's bin/ (git-ignored):
 #
 #   bin/redis-server         symlink to Debian's redis-server (apt-get if missing)
+#   curl                     from Debian if missing (the client-behaviour tests)
 #   bin/nomad                Nomad $NOMAD_VERSION built from the Go module proxy
 #   bin/plugins/thaw-fakegpu the fake nvidia/gpu device plugin (nomad/fakegpu)
 #
@@ -69,15 +70,21 @@ stop_system_redis() {
 	fi
 }
 
-install_redis() {
+# apt_install PKG installs a Debian package, updating the package lists
+# first if they are missing or stale.
+apt_install() {
 	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q)
-	if ! as_root "${apt[@]}" install redis-server >/dev/null 2>&1; then
-		log "redis-server: apt-get update (package lists missing or stale)"
+	if ! as_root "${apt[@]}" install "$1" >/dev/null 2>&1; then
+		log "$1: apt-get update (package lists missing or stale)"
 		as_root "${apt[@]}" update >/dev/null ||
 			die "apt-get update failed"
-		as_root "${apt[@]}" install redis-server >/dev/null ||
-			die "apt-get install redis-server failed"
+		as_root "${apt[@]}" install "$1" >/dev/null ||
+			die "apt-get install $1 failed"
 	fi
+}
+
+install_redis() {
+	apt_install redis-server
 	stop_system_redis
 }
 
@@ -93,6 +100,12 @@ else
 	log "redis-server: already there ($redis_bin, $("$redis_bin" --version | awk '{print $3}'))"
 fi
 "$BIN/redis-server" --version >/dev/null || die "bin/redis-server does not run"
+
+# curl: the client-behaviour tests use it as a user would (curl -m).
+if ! command -v curl >/dev/null; then
+	apt_install curl
+	log "curl: installed from Debian"
+fi
 
 # `deps.sh redis` stops here: what the thaw dev tests need.
 if [ "${1:-all}" = redis ]; then
