@@ -203,7 +203,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		MaxHeld: cfg.maxHeld, Telemetry: tel, Log: log, PprofAddr: cfg.pprofAddr,
 		Health: func() map[string]string {
 			if err := rt.Err(); err != nil {
-				return map[string]string{"nomad": "unreachable: " + err.Error()}
+				// The detail (address, OS error) is in the log: /healthz
+				// is public.
+				return map[string]string{"nomad": "unreachable"}
 			}
 			return map[string]string{"nomad": "ok"}
 		},
@@ -229,7 +231,9 @@ type nomadLive struct {
 func (n nomadLive) Live(d deploy.Deployment) deploy.Live {
 	l := n.fleet.Live(d)
 	if err := n.rt.Err(); err != nil {
-		why := "Nomad is unreachable (" + err.Error() + "): running instances keep serving; scaling resumes when it returns"
+		// Not err itself: it names Nomad's address and OS errors, which a
+		// user has no use for; the runtime logs it.
+		why := "Nomad is unreachable: running instances keep serving; scaling resumes when it returns"
 		l.Instances.Reason = strings.TrimPrefix(l.Instances.Reason+"; "+why, "; ")
 	}
 	return l

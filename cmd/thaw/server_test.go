@@ -146,7 +146,7 @@ func TestNomadLive(t *testing.T) {
 	warm := deploy.Live{Status: deploy.StatusRunning, Instances: deploy.Instances{Running: 1, Desired: 2, Pending: 1, Reason: "1 instance(s) starting (loading weights)"}}
 	got := nomadLive{fixedLive(warm), errRT{errors.New("dial tcp 127.0.0.1:4646: connection refused")}}.Live(deploy.Deployment{})
 	want := warm
-	want.Instances.Reason = "1 instance(s) starting (loading weights); Nomad is unreachable (dial tcp 127.0.0.1:4646: connection refused): running instances keep serving; scaling resumes when it returns"
+	want.Instances.Reason = "1 instance(s) starting (loading weights); Nomad is unreachable: running instances keep serving; scaling resumes when it returns"
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Live (-want +got):\n%s", diff)
 	}
