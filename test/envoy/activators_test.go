@@ -87,60 +87,13 @@ func redisServer(t *testing.T, dir string) string {
 // both replicas; one is killed while they hold; Envoy retries what it held
 // on the other, and every request is answered.
 func TestActivatorReplicaKilledMidBurst(t *testing.T) {
-	envoy := envoyBin(t)
-	thaw := thawBinary(t)
-	dir := t.TempDir()
-	rdb := redisServer(t, dir)
-	api, xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	a1, a2 := freeAddr(t), freeAddr(t)
-	data := filepath.Join(dir, "data")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env := []string{"THAW_DEV_TOKEN=tok-dev"}
-
-	m1, m2 := freeAddr(t), freeAddr(t)
-	startProc(t, dir, "thaw", env, thaw, "dev", "--addr", api, "--metrics-addr", freeAddr(t), "--data-dir", data, "--redis-addr", rdb,
-		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
-		"--activators", a1+","+a2, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
-	// thaw dev writes <data>/users once it runs.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(data, "users")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("thaw dev wrote no users file")
-		}
-	}
-	act1 := startProc(t, dir, "activator1", nil, thaw, "activator", "--addr", a1, "--metrics-addr", m1, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
-	startProc(t, dir, "activator2", nil, thaw, "activator", "--addr", a2, "--metrics-addr", m2, "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
-	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
-	if err != nil {
-		t.Fatalf("thaw envoy-bootstrap: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	startProc(t, dir, "envoy", nil, envoy, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn")
-
-	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
-	e.waitFor(ctx, t, "edge /healthz", func() bool {
-		resp, err := e.client.Get(e.url + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	for _, a := range []string{a1, a2} {
-		e.waitFor(ctx, t, "activator "+a, func() bool {
-			resp, err := http.Get("http://" + a + "/healthz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-	}
+	top := startTopology(t, ctx, topoOpts{simStartup: "3s", tokensPerSecond: "500"})
+	e := top.edge
+	a1, a2 := top.activators[0], top.activators[1]
+	m1, m2 := top.metrics[1], top.metrics[2]
+	act1 := top.actProcs[0]
 	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"burst","gpu":"A100-80GB","num_gpus":1,"max_batch_size":8,`+
 		`"hf":{"repo":"org/m"},"settings":{"min_instances":0,"max_instances":2}}`)
 	if r.status != http.StatusOK {

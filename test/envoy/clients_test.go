@@ -28,12 +28,29 @@ type topology struct {
 	api        string   // thaw dev, http://host:port
 	metrics    []string // operators' listeners: thaw dev, activator 1, 2
 	activators []string
+	actProcs   []*proc
 	redis      *redis.Client
 	reqLog     string // the simulators' request log
 }
 
-func startTopology(t *testing.T, ctx context.Context, idle time.Duration) *topology {
+// topoOpts are thaw dev's settings in a topology.
+type topoOpts struct {
+	idle            time.Duration // --idle-timeout; default 2m
+	simStartup      string        // --sim-startup; default 1500ms
+	tokensPerSecond string        // --sim-tokens-per-second; default 20
+}
+
+func startTopology(t *testing.T, ctx context.Context, o topoOpts) *topology {
 	t.Helper()
+	if o.idle == 0 {
+		o.idle = 2 * time.Minute
+	}
+	if o.simStartup == "" {
+		o.simStartup = "1500ms"
+	}
+	if o.tokensPerSecond == "" {
+		o.tokensPerSecond = "20"
+	}
 	envoy := envoyBin(t)
 	thaw := thawBinary(t)
 	dir := t.TempDir()
@@ -50,8 +67,8 @@ func startTopology(t *testing.T, ctx context.Context, idle time.Duration) *topol
 	startProc(t, dir, "thaw", []string{"THAW_DEV_TOKEN=tok-dev"}, thaw, "dev", "--addr", api, "--metrics-addr", m0,
 		"--data-dir", data, "--redis-addr", rdb,
 		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
-		"--activators", a1+","+a2, "--idle-timeout", idle.String(),
-		"--sim-startup", "1500ms", "--sim-tokens-per-second", "20", "--sim-request-log", top.reqLog)
+		"--activators", a1+","+a2, "--idle-timeout", o.idle.String(),
+		"--sim-startup", o.simStartup, "--sim-tokens-per-second", o.tokensPerSecond, "--sim-request-log", top.reqLog)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(data, "users")); err == nil {
 			break
@@ -61,8 +78,8 @@ func startTopology(t *testing.T, ctx context.Context, idle time.Duration) *topol
 		}
 	}
 	for i, a := range top.activators {
-		startProc(t, dir, "activator"+strconv.Itoa(i+1), nil, thaw, "activator", "--addr", a,
-			"--metrics-addr", top.metrics[i+1], "--redis-addr", rdb, "--users-file", filepath.Join(data, "users"))
+		top.actProcs = append(top.actProcs, startProc(t, dir, "activator"+strconv.Itoa(i+1), nil, thaw, "activator", "--addr", a,
+			"--metrics-addr", top.metrics[i+1], "--redis-addr", rdb, "--users-file", filepath.Join(data, "users")))
 	}
 	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
 	if err != nil {
@@ -240,7 +257,7 @@ func TestClientsLeaveThroughEnvoy(t *testing.T) {
 	const idle = 4 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	top := startTopology(t, ctx, idle)
+	top := startTopology(t, ctx, topoOpts{idle: idle})
 	e := top.edge
 	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"leave","gpu":"A100-80GB","num_gpus":1,"max_batch_size":2,`+
 		`"hf":{"repo":"org/m"},"settings":{"min_instances":0,"max_instances":1}}`)
