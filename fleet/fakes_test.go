@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/thawhq/thaw/deploy"
@@ -203,35 +204,62 @@ func (e *fakeEndpoints) routed(deployID string) map[string]string {
 	return e.sets[deployID]
 }
 
-// modelServer is a fake model server answering /health and /v1/models.
+// modelServer is a fake model server answering /health and /v1/models in
+// memory: the fleet's probes reach it through the harness's transport, never
+// a socket, so a synctest bubble can wait on them.
 type modelServer struct {
-	srv     *httptest.Server
+	address string
+	model   string
 	healthy atomic.Bool
 	probes  atomic.Int64
 }
 
-func newModelServer(t *testing.T, model string, healthy bool) *modelServer {
-	t.Helper()
-	m := &modelServer{}
-	m.healthy.Store(healthy)
-	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.probes.Add(1)
-		switch r.URL.Path {
-		case "/health":
-			if !m.healthy.Load() {
-				http.Error(w, "loading", http.StatusServiceUnavailable)
-			}
-		case "/v1/models":
-			fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, model)
-		default:
-			http.NotFound(w, r)
+func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.probes.Add(1)
+	switch r.URL.Path {
+	case "/health":
+		if !m.healthy.Load() {
+			http.Error(w, "loading", http.StatusServiceUnavailable)
 		}
-	}))
-	t.Cleanup(m.srv.Close)
-	return m
+	case "/v1/models":
+		fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, m.model)
+	default:
+		http.NotFound(w, r)
+	}
 }
 
-func (m *modelServer) addr() string { return strings.TrimPrefix(m.srv.URL, "http://") }
+func (m *modelServer) addr() string { return m.address }
+
+// modelNet routes the fleet's probes to model servers by address.
+type modelNet struct {
+	mu      sync.Mutex // mu guards servers.
+	servers map[string]*modelServer
+}
+
+// RoundTrip serves r with the model server at r.URL.Host; an unknown
+// address is refused, as a closed port would be.
+func (n *modelNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	n.mu.Lock()
+	m, ok := n.servers[r.URL.Host]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("dial %s: connection refused", r.URL.Host)
+	}
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// newModelServer starts a model server serving model, healthy or still
+// loading, at a fresh address.
+func (h *harness) newModelServer(model string, healthy bool) *modelServer {
+	h.models.mu.Lock()
+	defer h.models.mu.Unlock()
+	m := &modelServer{address: fmt.Sprintf("10.0.0.%d:8000", len(h.models.servers)+1), model: model}
+	m.healthy.Store(healthy)
+	h.models.servers[m.address] = m
+	return m
+}
 
 type harness struct {
 	t     *testing.T
@@ -240,11 +268,15 @@ type harness struct {
 	store *fakeStore
 	ep    *fakeEndpoints
 	j     *journal
+	// models serves the fleet's readiness probes.
+	models *modelNet
 	// stop ends Run and waits for it; the test's cleanup calls it too.
 	stop func()
 }
 
-// startFleet runs a Fleet over deps until the test ends.
+// startFleet runs a Fleet over deps until the test ends. Call it inside a
+// synctest bubble: every fake is in memory, so the test steps fake time and
+// synctest.Wait sees the fleet idle.
 func startFleet(t *testing.T, cfg Config, deps ...deploy.Deployment) *harness {
 	t.Helper()
 	j := &journal{}
@@ -255,9 +287,11 @@ func startFleet(t *testing.T, cfg Config, deps ...deploy.Deployment) *harness {
 		store: &fakeStore{deps: deps, changed: make(chan struct{}, 1)},
 		ep: &fakeEndpoints{j: j, sets: map[string]map[string]string{}, capacity: map[string]int{},
 			drained: map[string]chan struct{}{}, failed: map[string]string{}},
+		models: &modelNet{servers: map[string]*modelServer{}},
 	}
 	cfg.Runtime, cfg.Store, cfg.Endpoints = h.rt, h.store, h.ep
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.HTTPClient = &http.Client{Transport: h.models, Timeout: time.Second}
 	f, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -284,16 +318,29 @@ func startFleet(t *testing.T, cfg Config, deps ...deploy.Deployment) *harness {
 	return h
 }
 
-// eventually polls cond until it holds, failing after 3s.
+// eventually waits for cond, failing after 3s. It runs in a synctest
+// bubble: it first lets every goroutine settle (synctest.Wait), and only
+// then lets fake time pass, in 2ms steps.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
+	for {
+		synctest.Wait()
+		if cond() {
+			return
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// settle lets d of fake time pass, then waits for every goroutine of the
+// bubble to block again.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // live returns the fleet's view of dep.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,49 +13,51 @@ import (
 )
 
 func TestStartProbeReady(t *testing.T) {
-	d := dep("d1", "alice", "m", 2, 1, 2)
-	h := startFleet(t, Config{}, d)
-	ids := h.waitStarted("d1", 1)
-	h.rt.mu.Lock()
-	spec := h.rt.specs[ids[0]]
-	h.rt.mu.Unlock()
-	wantSpec := Spec{DeployID: "d1", Owner: "alice", Model: "alice/m", GPU: "A100-80GB", NumGPUs: 2, MaxBatchSize: 4,
-		Repo: "org/m", Revision: "main", ExtraArgs: []string{"--seed", "1"}, HFToken: "hf_x"}
-	if diff := cmp.Diff(wantSpec, spec); diff != "" {
-		t.Errorf("started spec (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 2, 1, 2)
+		h := startFleet(t, Config{}, d)
+		ids := h.waitStarted("d1", 1)
+		h.rt.mu.Lock()
+		spec := h.rt.specs[ids[0]]
+		h.rt.mu.Unlock()
+		wantSpec := Spec{DeployID: "d1", Owner: "alice", Model: "alice/m", GPU: "A100-80GB", NumGPUs: 2, MaxBatchSize: 4,
+			Repo: "org/m", Revision: "main", ExtraArgs: []string{"--seed", "1"}, HFToken: "hf_x"}
+		if diff := cmp.Diff(wantSpec, spec); diff != "" {
+			t.Errorf("started spec (-want +got):\n%s", diff)
+		}
 
-	l := h.live(d)
-	if l.Status != deploy.StatusDeploying || l.Instances.Running != 0 || l.Instances.Pending != 1 || l.Instances.Desired != 1 ||
-		!strings.Contains(l.Instances.Reason, "starting") {
-		t.Errorf("while starting: %+v, want deploying, 0 running, 1 pending of 1 desired, reason 'starting'", l)
-	}
+		l := h.live(d)
+		if l.Status != deploy.StatusDeploying || l.Instances.Running != 0 || l.Instances.Pending != 1 || l.Instances.Desired != 1 ||
+			!strings.Contains(l.Instances.Reason, "starting") {
+			t.Errorf("while starting: %+v, want deploying, 0 running, 1 pending of 1 desired, reason 'starting'", l)
+		}
 
-	ms := newModelServer(t, "alice/m", true)
-	h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
-	h.waitRouted("d1", ids[0])
-	if diff := cmp.Diff(map[string]string{ids[0]: ms.addr()}, h.ep.routed("d1")); diff != "" {
-		t.Errorf("endpoints (-want +got):\n%s", diff)
-	}
-	h.ep.mu.Lock()
-	capacity := h.ep.capacity["d1"]
-	h.ep.mu.Unlock()
-	if capacity != 4 {
-		t.Errorf("capacity = %d, want max_batch_size 4", capacity)
-	}
-	want := deploy.Live{Status: deploy.StatusRunning, Instances: deploy.Instances{Running: 1, Desired: 1}}
-	if diff := cmp.Diff(want, h.live(d)); diff != "" {
-		t.Errorf("when ready (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1}}, h.f.Counts()); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]Target{{ID: "d1", Min: 1, Max: 2, MaxBatchSize: 4, NumGPUs: 2, Current: 1}}, h.f.Targets()); diff != "" {
-		t.Errorf("targets (-want +got):\n%s", diff)
-	}
-	if n := len(h.rt.started()); n != 1 {
-		t.Errorf("%d instances started, want 1", n)
-	}
+		ms := h.newModelServer("alice/m", true)
+		h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
+		h.waitRouted("d1", ids[0])
+		if diff := cmp.Diff(map[string]string{ids[0]: ms.addr()}, h.ep.routed("d1")); diff != "" {
+			t.Errorf("endpoints (-want +got):\n%s", diff)
+		}
+		h.ep.mu.Lock()
+		capacity := h.ep.capacity["d1"]
+		h.ep.mu.Unlock()
+		if capacity != 4 {
+			t.Errorf("capacity = %d, want max_batch_size 4", capacity)
+		}
+		want := deploy.Live{Status: deploy.StatusRunning, Instances: deploy.Instances{Running: 1, Desired: 1}}
+		if diff := cmp.Diff(want, h.live(d)); diff != "" {
+			t.Errorf("when ready (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1}}, h.f.Counts()); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]Target{{ID: "d1", Min: 1, Max: 2, MaxBatchSize: 4, NumGPUs: 2, Current: 1}}, h.f.Targets()); diff != "" {
+			t.Errorf("targets (-want +got):\n%s", diff)
+		}
+		if n := len(h.rt.started()); n != 1 {
+			t.Errorf("%d instances started, want 1", n)
+		}
+	})
 }
 
 // TestNotReadyUntilServing: a running instance is not routed until its
@@ -70,121 +73,135 @@ func TestNotReadyUntilServing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := dep("d1", "alice", "m", 1, 1, 1)
-			h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
-			id := h.waitStarted("d1", 1)[0]
-			ms := newModelServer(t, tt.model, tt.healthy)
-			h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
-			eventually(t, "probes", func() bool { return ms.probes.Load() >= 3 })
-			if r := h.ep.routed("d1"); len(r) != 0 {
-				t.Fatalf("routed to %v before the model server could serve", r)
-			}
-			l := h.live(d)
-			if l.Instances.Running != 0 || !strings.Contains(l.Instances.Reason, "starting") {
-				t.Errorf("live = %+v, want 0 running and a 'starting' reason", l)
-			}
-			if tt.healthy {
-				return
-			}
-			ms.healthy.Store(true)
-			h.waitRouted("d1", id)
+			synctest.Test(t, func(t *testing.T) {
+				d := dep("d1", "alice", "m", 1, 1, 1)
+				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
+				id := h.waitStarted("d1", 1)[0]
+				ms := h.newModelServer(tt.model, tt.healthy)
+				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
+				eventually(t, "probes", func() bool { return ms.probes.Load() >= 3 })
+				if r := h.ep.routed("d1"); len(r) != 0 {
+					t.Fatalf("routed to %v before the model server could serve", r)
+				}
+				l := h.live(d)
+				if l.Instances.Running != 0 || !strings.Contains(l.Instances.Reason, "starting") {
+					t.Errorf("live = %+v, want 0 running and a 'starting' reason", l)
+				}
+				if tt.healthy {
+					return
+				}
+				ms.healthy.Store(true)
+				h.waitRouted("d1", id)
+			})
 		})
 	}
 }
 
 func TestPendingReason(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 1, 1)
-	h := startFleet(t, Config{}, d)
-	id := h.waitStarted("d1", 1)[0]
-	const why = "no free A100-80GB GPU: 8 of 8 in use"
-	h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhasePending, Reason: why})
-	eventually(t, "the runtime's reason in Live", func() bool { return strings.Contains(h.live(d).Instances.Reason, why) })
-	l := h.live(d)
-	if l.Status != deploy.StatusDeploying || l.Instances.Pending != 1 || l.Instances.Running != 0 {
-		t.Errorf("live = %+v, want deploying with 1 pending", l)
-	}
-	if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Pending: 1}}, h.f.Counts()); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 1, 1)
+		h := startFleet(t, Config{}, d)
+		id := h.waitStarted("d1", 1)[0]
+		const why = "no free A100-80GB GPU: 8 of 8 in use"
+		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhasePending, Reason: why})
+		eventually(t, "the runtime's reason in Live", func() bool { return strings.Contains(h.live(d).Instances.Reason, why) })
+		l := h.live(d)
+		if l.Status != deploy.StatusDeploying || l.Instances.Pending != 1 || l.Instances.Running != 0 {
+			t.Errorf("live = %+v, want deploying with 1 pending", l)
+		}
+		if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Pending: 1}}, h.f.Counts()); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestGPUQuota(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 0, 3)
-	h := startFleet(t, Config{GPUQuota: 2}, d)
-	eventually(t, "d1 known to the fleet", func() bool {
-		return h.f.SetDesired(context.Background(), "d1", 3, "test") == nil
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 0, 3)
+		h := startFleet(t, Config{GPUQuota: 2}, d)
+		eventually(t, "d1 known to the fleet", func() bool {
+			return h.f.SetDesired(context.Background(), "d1", 3, "test") == nil
+		})
+		h.waitStarted("d1", 2)
+		settle(2 * time.Second) // let further reconciles run, ticks included
+		if got := len(h.rt.started()); got != 2 {
+			t.Errorf("started %d instances, want 2 (quota 2 GPUs, 1 GPU each)", got)
+		}
+		l := h.live(d)
+		if l.Instances.Desired != 3 || l.Instances.Pending != 3 || !strings.Contains(l.Instances.Reason, "1 instance(s) held back by the GPU quota") {
+			t.Errorf("live = %+v, want 3 desired, 3 pending and a reason saying the quota holds 1 back", l)
+		}
+		if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Pending: 3}}, h.f.Counts()); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+		if err := h.f.SetDesired(context.Background(), "nope", 1, ""); !errors.Is(err, deploy.ErrNotFound) {
+			t.Errorf("SetDesired of an unknown deployment: %v, want ErrNotFound", err)
+		}
 	})
-	h.waitStarted("d1", 2)
-	time.Sleep(50 * time.Millisecond) // let further reconciles run
-	if got := len(h.rt.started()); got != 2 {
-		t.Errorf("started %d instances, want 2 (quota 2 GPUs, 1 GPU each)", got)
-	}
-	l := h.live(d)
-	if l.Instances.Desired != 3 || l.Instances.Pending != 3 || !strings.Contains(l.Instances.Reason, "1 instance(s) held back by the GPU quota") {
-		t.Errorf("live = %+v, want 3 desired, 3 pending and a reason saying the quota holds 1 back", l)
-	}
-	if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Pending: 3}}, h.f.Counts()); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
-	if err := h.f.SetDesired(context.Background(), "nope", 1, ""); !errors.Is(err, deploy.ErrNotFound) {
-		t.Errorf("SetDesired of an unknown deployment: %v, want ErrNotFound", err)
-	}
 }
 
 // TestGPUQuotaPerUser: the quota spans a user's deployments, oldest first,
 // and one user's use does not hold back another's.
 func TestGPUQuotaPerUser(t *testing.T) {
-	older := dep("d1", "alice", "a", 1, 2, 2)
-	newer := dep("d2", "alice", "b", 1, 1, 1)
-	newer.CreatedAt = created.Add(time.Hour)
-	other := dep("d3", "bob", "c", 2, 1, 1)
-	h := startFleet(t, Config{GPUQuota: 2}, newer, other, older)
-	h.waitStarted("d1", 2)
-	h.waitStarted("d3", 1)
-	time.Sleep(50 * time.Millisecond)
-	got := map[string]int{}
-	for _, id := range []string{"d1", "d2", "d3"} {
-		got[id] = len(h.rt.startedFor(id))
-	}
-	if diff := cmp.Diff(map[string]int{"d1": 2, "d2": 0, "d3": 1}, got); diff != "" {
-		t.Errorf("instances started (-want +got):\n%s", diff)
-	}
-	if l := h.live(newer); !strings.Contains(l.Instances.Reason, "GPU quota of user alice") {
-		t.Errorf("d2 reason = %q, want it to name alice's GPU quota", l.Instances.Reason)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		older := dep("d1", "alice", "a", 1, 2, 2)
+		newer := dep("d2", "alice", "b", 1, 1, 1)
+		newer.CreatedAt = created.Add(time.Hour)
+		other := dep("d3", "bob", "c", 2, 1, 1)
+		h := startFleet(t, Config{GPUQuota: 2}, newer, other, older)
+		h.waitStarted("d1", 2)
+		h.waitStarted("d3", 1)
+		settle(2 * time.Second)
+		got := map[string]int{}
+		for _, id := range []string{"d1", "d2", "d3"} {
+			got[id] = len(h.rt.startedFor(id))
+		}
+		if diff := cmp.Diff(map[string]int{"d1": 2, "d2": 0, "d3": 1}, got); diff != "" {
+			t.Errorf("instances started (-want +got):\n%s", diff)
+		}
+		if l := h.live(newer); !strings.Contains(l.Instances.Reason, "GPU quota of user alice") {
+			t.Errorf("d2 reason = %q, want it to name alice's GPU quota", l.Instances.Reason)
+		}
+	})
 }
 
 func TestSetDesiredClamps(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 1, 2)
-	h := startFleet(t, Config{}, d)
-	h.waitStarted("d1", 1)
-	for _, c := range []struct{ set, want int }{{10, 2}, {0, 1}, {2, 2}} {
-		if err := h.f.SetDesired(context.Background(), "d1", c.set, "test"); err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 1, 2)
+		h := startFleet(t, Config{}, d)
+		h.waitStarted("d1", 1)
+		for _, c := range []struct{ set, want int }{{10, 2}, {0, 1}, {2, 2}} {
+			if err := h.f.SetDesired(context.Background(), "d1", c.set, "test"); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.f.Targets()[0].Current; got != c.want {
+				t.Errorf("SetDesired(%d): current = %d, want %d (min 1, max 2)", c.set, got, c.want)
+			}
 		}
-		if got := h.f.Targets()[0].Current; got != c.want {
-			t.Errorf("SetDesired(%d): current = %d, want %d (min 1, max 2)", c.set, got, c.want)
-		}
-	}
+	})
 }
 
 func TestLiveBeforeReconcile(t *testing.T) {
-	h := startFleet(t, Config{})
-	d := dep("new", "alice", "m", 1, 2, 2)
-	want := deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Pending: 2, Desired: 2}}
-	if diff := cmp.Diff(want, h.live(d)); diff != "" {
-		t.Errorf("live of a deployment the fleet has not seen (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := startFleet(t, Config{})
+		d := dep("new", "alice", "m", 1, 2, 2)
+		want := deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Pending: 2, Desired: 2}}
+		if diff := cmp.Diff(want, h.live(d)); diff != "" {
+			t.Errorf("live of a deployment the fleet has not seen (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestSettingsChangeApplies(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 0, 2)
-	h := startFleet(t, Config{}, d)
-	time.Sleep(20 * time.Millisecond)
-	if n := len(h.rt.started()); n != 0 {
-		t.Fatalf("started %d instances at min 0", n)
-	}
-	d.Settings.MinInstances = 2
-	h.store.set(d)
-	h.waitStarted("d1", 2)
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 0, 2)
+		h := startFleet(t, Config{}, d)
+		settle(2 * time.Second)
+		if n := len(h.rt.started()); n != 0 {
+			t.Fatalf("started %d instances at min 0", n)
+		}
+		d.Settings.MinInstances = 2
+		h.store.set(d)
+		h.waitStarted("d1", 2)
+	})
 }

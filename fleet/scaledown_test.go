@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,7 +15,7 @@ import (
 func readyInstances(t *testing.T, h *harness, d deploy.Deployment, n int) []string {
 	t.Helper()
 	ids := h.waitStarted(d.ID, n)
-	ms := newModelServer(t, d.FullName(), true)
+	ms := h.newModelServer(d.FullName(), true)
 	for _, id := range ids {
 		h.rt.emit(Instance{ID: id, DeployID: d.ID, Phase: PhaseRunning, Addr: ms.addr()})
 	}
@@ -25,44 +26,46 @@ func readyInstances(t *testing.T, h *harness, d deploy.Deployment, n int) []stri
 // TestScaleDownDrains: a ready instance leaves load balancing first and is
 // stopped only once the request path reports it drained.
 func TestScaleDownDrains(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 0, 2)
-	h := startFleet(t, Config{}, d)
-	eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
-	ids := readyInstances(t, h, d, 2)
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 0, 2)
+		h := startFleet(t, Config{}, d)
+		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
+		ids := readyInstances(t, h, d, 2)
 
-	if err := h.f.SetDesired(context.Background(), "d1", 1, "idle"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
-	var victim string
-	for _, id := range ids {
-		if _, ok := h.ep.routed("d1")[id]; !ok {
-			victim = id
+		if err := h.f.SetDesired(context.Background(), "d1", 1, "idle"); err != nil {
+			t.Fatal(err)
 		}
-	}
-	time.Sleep(50 * time.Millisecond)
-	if s := h.rt.stopped(); len(s) != 0 {
-		t.Fatalf("stopped %v before the instance drained", s)
-	}
-	l := h.live(d)
-	if diff := cmp.Diff(deploy.Instances{Running: 1, Desired: 1}, l.Instances); diff != "" {
-		t.Errorf("while draining (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1, Draining: 1}}, h.f.Counts()); diff != "" {
-		t.Errorf("counts while draining (-want +got):\n%s", diff)
-	}
+		eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
+		var victim string
+		for _, id := range ids {
+			if _, ok := h.ep.routed("d1")[id]; !ok {
+				victim = id
+			}
+		}
+		settle(2 * time.Second)
+		if s := h.rt.stopped(); len(s) != 0 {
+			t.Fatalf("stopped %v before the instance drained", s)
+		}
+		l := h.live(d)
+		if diff := cmp.Diff(deploy.Instances{Running: 1, Desired: 1}, l.Instances); diff != "" {
+			t.Errorf("while draining (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1, Draining: 1}}, h.f.Counts()); diff != "" {
+			t.Errorf("counts while draining (-want +got):\n%s", diff)
+		}
 
-	h.ep.drain(victim)
-	eventually(t, "the drained instance stopped", func() bool { return slices.Contains(h.rt.stopped(), victim) })
-	if set, stop := h.j.index("set d1 ["+otherThan(ids, victim)+"]"), h.j.index("stop "+victim); set < 0 || stop < set {
-		t.Errorf("journal %v: want the endpoint removed before the stop", h.j.all())
-	}
-	eventually(t, "counts without the stopped instance", func() bool {
-		return cmp.Equal([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1}}, h.f.Counts())
+		h.ep.drain(victim)
+		eventually(t, "the drained instance stopped", func() bool { return slices.Contains(h.rt.stopped(), victim) })
+		if set, stop := h.j.index("set d1 ["+otherThan(ids, victim)+"]"), h.j.index("stop "+victim); set < 0 || stop < set {
+			t.Errorf("journal %v: want the endpoint removed before the stop", h.j.all())
+		}
+		eventually(t, "counts without the stopped instance", func() bool {
+			return cmp.Equal([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1}}, h.f.Counts())
+		})
+		if s := h.rt.stopped(); len(s) != 1 {
+			t.Errorf("stopped %v, want only %s", s, victim)
+		}
 	})
-	if s := h.rt.stopped(); len(s) != 1 {
-		t.Errorf("stopped %v, want only %s", s, victim)
-	}
 }
 
 func otherThan(ids []string, not string) string {
@@ -77,62 +80,68 @@ func otherThan(ids []string, not string) string {
 // TestScaleDownStopsNotReadyFirst: instances that do not serve yet go
 // before ready ones, and without waiting for a drain.
 func TestScaleDownStopsNotReadyFirst(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 0, 2)
-	h := startFleet(t, Config{}, d)
-	eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
-	ready := readyInstances(t, h, d, 1)
-	if err := h.f.SetDesired(context.Background(), "d1", 2, "load"); err != nil {
-		t.Fatal(err)
-	}
-	ids := h.waitStarted("d1", 2)
-	if err := h.f.SetDesired(context.Background(), "d1", 0, "idle"); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the pending instance stopped", func() bool { return slices.Contains(h.rt.stopped(), ids[1]) })
-	h.waitRouted("d1") // the ready one drains: out of the set, not stopped yet
-	if slices.Contains(h.rt.stopped(), ready[0]) {
-		t.Errorf("ready instance stopped before it drained")
-	}
-	h.ep.drain(ready[0])
-	eventually(t, "the ready instance stopped after draining", func() bool { return slices.Contains(h.rt.stopped(), ready[0]) })
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 0, 2)
+		h := startFleet(t, Config{}, d)
+		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+		ready := readyInstances(t, h, d, 1)
+		if err := h.f.SetDesired(context.Background(), "d1", 2, "load"); err != nil {
+			t.Fatal(err)
+		}
+		ids := h.waitStarted("d1", 2)
+		if err := h.f.SetDesired(context.Background(), "d1", 0, "idle"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the pending instance stopped", func() bool { return slices.Contains(h.rt.stopped(), ids[1]) })
+		h.waitRouted("d1") // the ready one drains: out of the set, not stopped yet
+		if slices.Contains(h.rt.stopped(), ready[0]) {
+			t.Errorf("ready instance stopped before it drained")
+		}
+		h.ep.drain(ready[0])
+		eventually(t, "the ready instance stopped after draining", func() bool { return slices.Contains(h.rt.stopped(), ready[0]) })
+	})
 }
 
 func TestDeleteStopsInstances(t *testing.T) {
-	d := dep("d1", "alice", "m", 1, 2, 2)
-	keep := dep("d2", "alice", "k", 1, 0, 1)
-	h := startFleet(t, Config{}, d, keep)
-	ids := h.waitStarted("d1", 2)
-	ms := newModelServer(t, "alice/m", true)
-	h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
-	h.waitRouted("d1", ids[0])
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 1, 2, 2)
+		keep := dep("d2", "alice", "k", 1, 0, 1)
+		h := startFleet(t, Config{}, d, keep)
+		ids := h.waitStarted("d1", 2)
+		ms := h.newModelServer("alice/m", true)
+		h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
+		h.waitRouted("d1", ids[0])
 
-	h.store.set(keep)
-	eventually(t, "both instances stopped", func() bool { return cmp.Equal(ids, h.rt.stopped()) })
-	h.ep.mu.Lock()
-	removed := slices.Clone(h.ep.removed)
-	h.ep.mu.Unlock()
-	if diff := cmp.Diff([]string{"d1"}, removed); diff != "" {
-		t.Errorf("Endpoints.Remove calls (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]Counts{{DeployID: "d2", Model: "alice/k"}}, h.f.Counts()); diff != "" {
-		t.Errorf("counts after delete (-want +got):\n%s", diff)
-	}
+		h.store.set(keep)
+		eventually(t, "both instances stopped", func() bool { return cmp.Equal(ids, h.rt.stopped()) })
+		h.ep.mu.Lock()
+		removed := slices.Clone(h.ep.removed)
+		h.ep.mu.Unlock()
+		if diff := cmp.Diff([]string{"d1"}, removed); diff != "" {
+			t.Errorf("Endpoints.Remove calls (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]Counts{{DeployID: "d2", Model: "alice/k"}}, h.f.Counts()); diff != "" {
+			t.Errorf("counts after delete (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // TestDeleteFreesQuota: deleting a deployment frees its GPUs for the user's
 // other deployments.
 func TestDeleteFreesQuota(t *testing.T) {
-	d := dep("d1", "alice", "m", 2, 1, 1)
-	waiting := dep("d2", "alice", "w", 2, 1, 1)
-	waiting.CreatedAt = created.Add(time.Hour)
-	h := startFleet(t, Config{GPUQuota: 2}, d, waiting)
-	h.waitStarted("d1", 1)
-	time.Sleep(20 * time.Millisecond)
-	if n := len(h.rt.startedFor("d2")); n != 0 {
-		t.Fatalf("d2 started %d over the quota", n)
-	}
-	h.store.set(waiting)
-	h.waitStarted("d2", 1)
+	synctest.Test(t, func(t *testing.T) {
+		d := dep("d1", "alice", "m", 2, 1, 1)
+		waiting := dep("d2", "alice", "w", 2, 1, 1)
+		waiting.CreatedAt = created.Add(time.Hour)
+		h := startFleet(t, Config{GPUQuota: 2}, d, waiting)
+		h.waitStarted("d1", 1)
+		settle(2 * time.Second)
+		if n := len(h.rt.startedFor("d2")); n != 0 {
+			t.Fatalf("d2 started %d over the quota", n)
+		}
+		h.store.set(waiting)
+		h.waitStarted("d2", 1)
+	})
 }
 
 // TestProbeStopsWithInstance: an instance stopped while it loads (deleted
@@ -151,29 +160,31 @@ func TestProbeStopsWithInstance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := dep("d1", "alice", "m", 1, 0, 1)
-			h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
-			eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
-			id := h.waitStarted("d1", 1)[0]
-			loading := newModelServer(t, "alice/m", false)
-			h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: loading.addr()})
-			eventually(t, "probes", func() bool { return loading.probes.Load() >= 2 })
+			synctest.Test(t, func(t *testing.T) {
+				d := dep("d1", "alice", "m", 1, 0, 1)
+				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
+				eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+				id := h.waitStarted("d1", 1)[0]
+				loading := h.newModelServer("alice/m", false)
+				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: loading.addr()})
+				eventually(t, "probes", func() bool { return loading.probes.Load() >= 2 })
 
-			tt.stop(h, d)
-			eventually(t, "the instance stopped and forgotten", func() bool {
-				if !slices.Contains(h.rt.stopped(), id) {
-					return false
+				tt.stop(h, d)
+				eventually(t, "the instance stopped and forgotten", func() bool {
+					if !slices.Contains(h.rt.stopped(), id) {
+						return false
+					}
+					c := h.f.Counts()
+					return len(c) == 0 || c[0] == Counts{DeployID: "d1", Model: "alice/m"}
+				})
+				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseStopped}) // as a runtime reports it
+				settle(50 * time.Millisecond)
+				before := loading.probes.Load()
+				settle(100 * time.Millisecond)
+				if n := loading.probes.Load() - before; n > 0 {
+					t.Errorf("stopped instance probed %d more times in 100ms; its probe goroutine leaked", n)
 				}
-				c := h.f.Counts()
-				return len(c) == 0 || c[0] == Counts{DeployID: "d1", Model: "alice/m"}
 			})
-			h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseStopped}) // as a runtime reports it
-			time.Sleep(50 * time.Millisecond)
-			before := loading.probes.Load()
-			time.Sleep(100 * time.Millisecond)
-			if n := loading.probes.Load() - before; n > 0 {
-				t.Errorf("stopped instance probed %d more times in 100ms; its probe goroutine leaked", n)
-			}
 		})
 	}
 }
