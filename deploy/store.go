@@ -37,16 +37,16 @@ type Backend interface {
 type Store struct {
 	backend Backend
 
-	// mu guards byID and serialises writes to the backend.
+	// mu guards byID and subs, and serialises writes to the backend.
 	mu   sync.Mutex
 	byID map[string]Deployment
-
-	changed chan struct{}
+	// subs are the change signals, one per reader; subs[0] is Changed's.
+	subs []chan struct{}
 }
 
 // NewStore loads the deployments in b.
 func NewStore(b Backend) (*Store, error) {
-	s := &Store{backend: b, byID: map[string]Deployment{}, changed: make(chan struct{}, 1)}
+	s := &Store{backend: b, byID: map[string]Deployment{}, subs: []chan struct{}{make(chan struct{}, 1)}}
 	ds, err := b.Load()
 	if err != nil {
 		return nil, err
@@ -111,8 +111,22 @@ func (f FileBackend) save(all []Deployment) error {
 }
 
 // Changed receives a value after any change (coalesced: one pending signal at
-// most). The fleet reconciles on it.
-func (s *Store) Changed() <-chan struct{} { return s.changed }
+// most). It is the store's own subscription, for one reader: the fleet
+// reconciles on it. Any other reader takes its own with Subscribe.
+func (s *Store) Changed() <-chan struct{} { return s.subs[0] }
+
+// Subscribe returns a new channel that, like Changed, receives a value after
+// every change made from now on (coalesced: one pending signal at most). Each
+// reader subscribes once, before it starts reading; a signal is never split
+// between readers, and a slow reader delays no one. The channel lives as long
+// as the store.
+func (s *Store) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.subs = append(s.subs, ch)
+	s.mu.Unlock()
+	return ch
+}
 
 // Create assigns d an ID and stores it. check, when not nil, runs under the
 // store's lock with the owner's other deployments, so that quota checks and
@@ -249,10 +263,13 @@ func (s *Store) allLocked() []Deployment {
 	return all
 }
 
+// signal tells every subscriber that something changed. Called with mu held.
 func (s *Store) signal() {
-	select {
-	case s.changed <- struct{}{}:
-	default:
+	for _, ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
