@@ -124,16 +124,11 @@ func (l *leaving) warm(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := l.p.post(ctx, chatPath, "warm", chatBody(l.byName, 1, false))
+	r, err := l.p.postRead(ctx, chatPath, "warm", chatBody(l.byName, 1, false))
 	if err != nil {
 		t.Fatalf("warming the deployment: %v", err)
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatalf("warming the deployment: %v", err)
-	}
-	if msg := checkChat(response{Status: resp.StatusCode, Header: resp.Header, Body: b}, 1); msg != "" {
+	if msg := checkChat(r, 1); msg != "" {
 		t.Fatalf("warming the deployment: %s", msg)
 	}
 }

@@ -143,9 +143,24 @@ func (p *thawProc) slotsFreed(t *testing.T, deployID, what string) bool {
 	})
 }
 
+// untimedClient is httpClient without its 90s limit, for requests that
+// are meant to take minutes; their context bounds them.
+var untimedClient = &http.Client{Transport: httpClient.Transport}
+
 // post sends a marked inference request as dev with ctx and returns the
-// response with its body unread (the caller closes it).
+// response with its body unread (the caller closes it). header holds
+// extra header names and values, alternately. The response must come
+// within httpClient's 90s: longer requests use postUntimed.
 func (p *thawProc) post(ctx context.Context, path, mark string, body any, header ...string) (*http.Response, error) {
+	return p.postWith(httpClient, ctx, path, mark, body, header...)
+}
+
+// postUntimed is post bounded by ctx only.
+func (p *thawProc) postUntimed(ctx context.Context, path, mark string, body any, header ...string) (*http.Response, error) {
+	return p.postWith(untimedClient, ctx, path, mark, body, header...)
+}
+
+func (p *thawProc) postWith(c *http.Client, ctx context.Context, path, mark string, body any, header ...string) (*http.Response, error) {
 	j, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -162,7 +177,25 @@ func (p *thawProc) post(ctx context.Context, path, mark string, body any, header
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	return httpClient.Do(req)
+	return c.Do(req)
+}
+
+// postRead is post with the answer read in full.
+func (p *thawProc) postRead(ctx context.Context, path, mark string, body any, header ...string) (response, error) {
+	resp, err := p.post(ctx, path, mark, body, header...)
+	return readAll(resp, err)
+}
+
+func readAll(resp *http.Response, err error) (response, error) {
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("read body: %w", err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
 // readEvents reads n `data:` events of an event stream and returns them.
@@ -204,18 +237,12 @@ func (p *thawProc) unwedged(t *testing.T, model string, batch int, prefix string
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			resp, err := p.post(ctx, "/v1/openai/chat/completions", marks[i], chatBody(model, 4, false))
+			r, err := p.postRead(ctx, chatPath, marks[i], chatBody(model, 4, false))
 			if err != nil {
 				out[i] = err.Error()
 				return
 			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				out[i] = "reading the answer: " + err.Error()
-				return
-			}
-			out[i] = checkChat(response{Status: resp.StatusCode, Header: resp.Header, Body: b}, 4)
+			out[i] = checkChat(r, 4)
 		})
 	}
 	wg.Wait()
@@ -346,20 +373,17 @@ func TestClientUpstreamHeaders(t *testing.T) {
 			for _, c := range cases {
 				mark := c.mark + "/" + variant.name
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				resp, err := p.post(ctx, c.path, mark, c.body, variant.header...)
+				r, err := p.postRead(ctx, c.path, mark, c.body, variant.header...)
+				cancel()
 				if err != nil {
-					cancel()
 					t.Fatalf("%s: %v", mark, err)
 				}
-				b, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				cancel()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					t.Errorf("%s: HTTP %d, read error %v: %s", mark, resp.StatusCode, err, b)
+				if r.Status != http.StatusOK {
+					t.Errorf("%s: %s", mark, r)
 					continue
 				}
-				if c.stream && !bytes.Contains(b, []byte("data: [DONE]")) {
-					t.Errorf("%s: stream did not end with data: [DONE]: %s", mark, b)
+				if c.stream && !bytes.Contains(r.Body, []byte("data: [DONE]")) {
+					t.Errorf("%s: stream did not end with data: [DONE]: %s", mark, r)
 				}
 				rec, ok := log.wait(t, mark, 5*time.Second)
 				if !ok {
