@@ -18,13 +18,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// newRedis returns a miniredis and a client of it over in-memory pipes.
+// Call it inside a synctest bubble.
 func newRedis(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
-		DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
-	t.Cleanup(func() { rdb.Close() })
-	return mr, rdb
+	mr := miniredis.NewMiniRedis()
+	t.Cleanup(mr.Close)
+	return mr, pipeClient(t, mr)
 }
 
 // runReporter runs a Reporter until the test ends (or stop is called).
@@ -56,11 +56,17 @@ func runReporter(t *testing.T, cfg ReporterConfig) (r *Reporter, stop func()) {
 	return r, stop
 }
 
-// eventually polls cond until it holds, failing after 3s.
+// eventually waits for cond, failing after 3s. It runs in a synctest
+// bubble: it first lets every goroutine settle (synctest.Wait), and only
+// then lets fake time pass, in 2ms steps.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
+	for {
+		synctest.Wait()
+		if cond() {
+			return
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
@@ -87,157 +93,172 @@ func waitCounts(t *testing.T, rdb redis.UniversalClient, want map[string]Counts)
 }
 
 func TestNewReporterRequires(t *testing.T) {
-	_, rdb := newRedis(t)
-	for _, cfg := range []ReporterConfig{{Replica: "r1"}, {Redis: rdb}} {
-		if _, err := NewReporter(cfg); err == nil {
-			t.Errorf("NewReporter(%+v) succeeded", cfg)
+	synctest.Test(t, func(t *testing.T) {
+		_, rdb := newRedis(t)
+		for _, cfg := range []ReporterConfig{{Replica: "r1"}, {Redis: rdb}} {
+			if _, err := NewReporter(cfg); err == nil {
+				t.Errorf("NewReporter(%+v) succeeded", cfg)
+			}
 		}
-	}
+	})
 }
 
 func TestCountsSumReplicas(t *testing.T) {
-	_, rdb := newRedis(t)
-	r1, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
-	r2, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r2"})
-	r1.Set("d1", 2, 1)
-	r2.Set("d1", 1, 3)
-	r2.Set("d2", 0, 1)
-	r1.Set("d3", 5, 0)
-	r1.Set("d3", 4, 0) // the latest value counts
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 3, InFlight: 4}, "d2": {InFlight: 1}, "d3": {Held: 4}})
-	got, err := Reader{Redis: rdb}.Demand(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(map[string]int{"d1": 7, "d2": 1, "d3": 4}, got); diff != "" {
-		t.Errorf("Demand (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		_, rdb := newRedis(t)
+		r1, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
+		r2, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r2"})
+		r1.Set("d1", 2, 1)
+		r2.Set("d1", 1, 3)
+		r2.Set("d2", 0, 1)
+		r1.Set("d3", 5, 0)
+		r1.Set("d3", 4, 0) // the latest value counts
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 3, InFlight: 4}, "d2": {InFlight: 1}, "d3": {Held: 4}})
+		got, err := Reader{Redis: rdb}.Demand(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(map[string]int{"d1": 7, "d2": 1, "d3": 4}, got); diff != "" {
+			t.Errorf("Demand (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestZeroCountsRemoved(t *testing.T) {
-	mr, rdb := newRedis(t)
-	r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
-	r.Set("d1", 1, 0)
-	r.Set("d2", 0, 2)
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}, "d2": {InFlight: 2}})
-	r.Set("d1", 0, 0)
-	waitCounts(t, rdb, map[string]Counts{"d2": {InFlight: 2}})
-	r.Set("d2", 0, 0)
-	waitCounts(t, rdb, map[string]Counts{})
-	eventually(t, "the replica's key deleted", func() bool { return !mr.Exists(keyPrefix + "r1") })
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
+		r.Set("d1", 1, 0)
+		r.Set("d2", 0, 2)
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}, "d2": {InFlight: 2}})
+		r.Set("d1", 0, 0)
+		waitCounts(t, rdb, map[string]Counts{"d2": {InFlight: 2}})
+		r.Set("d2", 0, 0)
+		waitCounts(t, rdb, map[string]Counts{})
+		eventually(t, "the replica's key deleted", func() bool { return !mr.Exists(keyPrefix + "r1") })
+	})
 }
 
 // TestReplicaExpires: a replica that stops writing (crashed) drops out of the
 // sum after TTL.
 func TestReplicaExpires(t *testing.T) {
-	mr, rdb := newRedis(t)
-	dead, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "dead", TTL: 5 * time.Second, Heartbeat: time.Hour})
-	live, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "live", TTL: time.Minute, Heartbeat: time.Hour})
-	dead.Set("d1", 3, 0)
-	live.Set("d1", 1, 1)
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 4, InFlight: 1}})
-	if ttl := mr.TTL(keyPrefix + "dead"); ttl != 5*time.Second {
-		t.Errorf("TTL of the replica's key = %s, want 5s", ttl)
-	}
-	mr.FastForward(4 * time.Second)
-	if got := counts(t, rdb); !cmp.Equal(map[string]Counts{"d1": {Held: 4, InFlight: 1}}, got) {
-		t.Errorf("before TTL: %v", got)
-	}
-	mr.FastForward(2 * time.Second)
-	if diff := cmp.Diff(map[string]Counts{"d1": {Held: 1, InFlight: 1}}, counts(t, rdb)); diff != "" {
-		t.Errorf("after the dead replica's TTL (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		dead, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "dead", TTL: 5 * time.Second, Heartbeat: time.Hour})
+		live, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "live", TTL: time.Minute, Heartbeat: time.Hour})
+		dead.Set("d1", 3, 0)
+		live.Set("d1", 1, 1)
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 4, InFlight: 1}})
+		if ttl := mr.TTL(keyPrefix + "dead"); ttl != 5*time.Second {
+			t.Errorf("TTL of the replica's key = %s, want 5s", ttl)
+		}
+		mr.FastForward(4 * time.Second)
+		if got := counts(t, rdb); !cmp.Equal(map[string]Counts{"d1": {Held: 4, InFlight: 1}}, got) {
+			t.Errorf("before TTL: %v", got)
+		}
+		mr.FastForward(2 * time.Second)
+		if diff := cmp.Diff(map[string]Counts{"d1": {Held: 1, InFlight: 1}}, counts(t, rdb)); diff != "" {
+			t.Errorf("after the dead replica's TTL (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // TestHeartbeatRefreshesTTL: a live replica's numbers do not expire.
 func TestHeartbeatRefreshesTTL(t *testing.T) {
-	mr, rdb := newRedis(t)
-	r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1", TTL: 5 * time.Second, Heartbeat: 20 * time.Millisecond})
-	r.Set("d1", 1, 0)
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
-	mr.FastForward(4 * time.Second)
-	eventually(t, "TTL refreshed by the heartbeat", func() bool { return mr.TTL(keyPrefix+"r1") == 5*time.Second })
-	mr.FastForward(4 * time.Second)
-	if diff := cmp.Diff(map[string]Counts{"d1": {Held: 1}}, counts(t, rdb)); diff != "" {
-		t.Errorf("after 8s with heartbeats (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1", TTL: 5 * time.Second, Heartbeat: 20 * time.Millisecond})
+		r.Set("d1", 1, 0)
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
+		mr.FastForward(4 * time.Second)
+		eventually(t, "TTL refreshed by the heartbeat", func() bool { return mr.TTL(keyPrefix+"r1") == 5*time.Second })
+		mr.FastForward(4 * time.Second)
+		if diff := cmp.Diff(map[string]Counts{"d1": {Held: 1}}, counts(t, rdb)); diff != "" {
+			t.Errorf("after 8s with heartbeats (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestStopRemovesKey(t *testing.T) {
-	mr, rdb := newRedis(t)
-	r, stop := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
-	r.Set("d1", 1, 0)
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
-	stop()
-	if mr.Exists(keyPrefix + "r1") {
-		t.Error("replica's key still there after Run returned")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		r, stop := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
+		r.Set("d1", 1, 0)
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
+		stop()
+		if mr.Exists(keyPrefix + "r1") {
+			t.Error("replica's key still there after Run returned")
+		}
+	})
 }
 
 func TestCountsIgnoresGarbage(t *testing.T) {
-	mr, rdb := newRedis(t)
-	mr.HSet(keyPrefix+"x", "d1", "garbage", "d2", "1 2", "d3", "1 x")
-	if diff := cmp.Diff(map[string]Counts{"d2": {Held: 1, InFlight: 2}}, counts(t, rdb)); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		mr.HSet(keyPrefix+"x", "d1", "garbage", "d2", "1 2", "d3", "1 x")
+		if diff := cmp.Diff(map[string]Counts{"d2": {Held: 1, InFlight: 2}}, counts(t, rdb)); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+	})
 }
 
 // TestWakeAfterCounts: the wake-up is published after the demand that caused
 // it is written, so a listener reading demand on wake sees the request.
 func TestWakeAfterCounts(t *testing.T) {
-	mr, rdb := newRedis(t)
-	type wake struct {
-		ID     string
-		Demand int
-	}
-	got := make(chan wake, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- ListenWakes(ctx, rdb, func(id string) {
-			d, err := Reader{Redis: rdb}.Demand(context.Background())
-			if err != nil {
-				t.Errorf("Demand: %v", err)
-			}
-			got <- wake{id, d[id]}
-		})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("ListenWakes: %v", err)
-			}
-		case <-time.After(3 * time.Second):
-			t.Error("ListenWakes did not return")
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		type wake struct {
+			ID     string
+			Demand int
 		}
-	}()
-	eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(wakeChannel)[wakeChannel] == 1 })
+		got := make(chan wake, 16)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- ListenWakes(ctx, rdb, func(id string) {
+				d, err := Reader{Redis: rdb}.Demand(context.Background())
+				if err != nil {
+					t.Errorf("Demand: %v", err)
+				}
+				got <- wake{id, d[id]}
+			})
+		}()
+		defer func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("ListenWakes: %v", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Error("ListenWakes did not return")
+			}
+		}()
+		eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(wakeChannel)[wakeChannel] == 1 })
 
-	// The reporter's writes are slow, so a wake published before them would
-	// find no demand.
-	slow := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { slow.Close() })
-	slow.AddHook(slowPipelines{30 * time.Millisecond})
-	r, _ := runReporter(t, ReporterConfig{Redis: slow, Replica: "r1"})
-	for i, id := range []string{"d1", "d2", "d3"} {
-		r.Set(id, i+1, 0)
-		r.Wake(id)
+		// The reporter's writes are slow, so a wake published before them would
+		// find no demand.
+		slow := pipeClient(t, mr)
+		slow.AddHook(slowPipelines{30 * time.Millisecond})
+		r, _ := runReporter(t, ReporterConfig{Redis: slow, Replica: "r1"})
+		for i, id := range []string{"d1", "d2", "d3"} {
+			r.Set(id, i+1, 0)
+			r.Wake(id)
+			select {
+			case w := <-got:
+				if diff := cmp.Diff(wake{id, i + 1}, w); diff != "" {
+					t.Errorf("wake (-want +got):\n%s", diff)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatalf("no wake for %s", id)
+			}
+		}
 		select {
 		case w := <-got:
-			if diff := cmp.Diff(wake{id, i + 1}, w); diff != "" {
-				t.Errorf("wake (-want +got):\n%s", diff)
-			}
-		case <-time.After(3 * time.Second):
-			t.Fatalf("no wake for %s", id)
+			t.Errorf("unexpected extra wake %+v", w)
+		case <-time.After(2 * time.Second): // fake time: past heartbeats too
 		}
-	}
-	select {
-	case w := <-got:
-		t.Errorf("unexpected extra wake %+v", w)
-	case <-time.After(50 * time.Millisecond):
-	}
+	})
 }
 
 // slowPipelines delays every pipeline (and MULTI transaction).
@@ -255,26 +276,37 @@ func (s slowPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // TestRedisOutage: numbers set while Redis is down reach it once it is back,
 // without waiting for the next heartbeat.
 func TestRedisOutage(t *testing.T) {
-	mr, rdb := newRedis(t)
-	r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1", Heartbeat: time.Hour})
-	mr.Close()
-	r.Set("d1", 2, 0)
-	time.Sleep(50 * time.Millisecond) // a write fails meanwhile
-	if err := mr.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	waitCounts(t, rdb, map[string]Counts{"d1": {Held: 2}})
+	synctest.Test(t, func(t *testing.T) {
+		mr, rdb := newRedis(t)
+		// Redis is down for the reporter while its writes fail.
+		var down atomic.Bool
+		var failed atomic.Int64
+		reporting := pipeClient(t, mr)
+		reporting.AddHook(failPipelines{down: &down, failed: &failed})
+		r, _ := runReporter(t, ReporterConfig{Redis: reporting, Replica: "r1", Heartbeat: time.Hour})
+		down.Store(true)
+		r.Set("d1", 2, 0)
+		eventually(t, "a write failing while Redis is down", func() bool { return failed.Load() > 0 })
+		down.Store(false)
+		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 2}})
+	})
 }
 
 // failPipelines fails every pipeline (and MULTI transaction) while down is
 // set: Redis unreachable for the Reporter's writes.
-type failPipelines struct{ down *atomic.Bool }
+type failPipelines struct {
+	down   *atomic.Bool
+	failed *atomic.Int64 // counts the failed writes, if not nil
+}
 
 func (failPipelines) DialHook(next redis.DialHook) redis.DialHook          { return next }
 func (failPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 func (f failPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if f.down.Load() {
+			if f.failed != nil {
+				f.failed.Add(1)
+			}
 			return errors.New("redis: connection refused")
 		}
 		return next(ctx, cmds)
@@ -319,7 +351,7 @@ func TestWakeAfterOutage(t *testing.T) {
 				rdb := pipeClient(t, mr)
 				var down atomic.Bool
 				reporting := pipeClient(t, mr)
-				reporting.AddHook(failPipelines{&down})
+				reporting.AddHook(failPipelines{down: &down})
 
 				ctx, cancel := context.WithCancel(context.Background())
 				var wg sync.WaitGroup

@@ -7,11 +7,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
-	"github.com/redis/go-redis/v9"
 )
 
 func vllmMetrics(running, waiting int) string {
@@ -57,36 +56,42 @@ func TestCountsDemand(t *testing.T) {
 	}
 }
 
+// metricsNet serves each address's vLLM metrics in memory, as the
+// scraper's transport; an address it does not know refuses, like a dead
+// model server.
+type metricsNet map[string]string
+
+func (n metricsNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, ok := n[r.URL.Host]
+	if !ok {
+		return nil, fmt.Errorf("dial %s: connection refused", r.URL.Host)
+	}
+	rec := httptest.NewRecorder()
+	fmt.Fprint(rec, body)
+	return rec.Result(), nil
+}
+
 // TestScraperFeedsDemand: load reported by model servers (traffic that never
 // passed a holder) reaches the autoscaler's demand.
 func TestScraperFeedsDemand(t *testing.T) {
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, vllmMetrics(8, 4)) }))
-	defer a.Close()
-	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, vllmMetrics(3, 0)) }))
-	defer b.Close()
-	dead := httptest.NewServer(http.NotFoundHandler())
-	dead.Close()
-	s, err := NewScraper(ScraperConfig{Redis: rdb, Interval: 10 * time.Millisecond, Targets: func() map[string][]string {
-		return map[string][]string{"d1": {strings.TrimPrefix(a.URL, "http://"), strings.TrimPrefix(b.URL, "http://"), strings.TrimPrefix(dead.URL, "http://")}}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
-	rd := Reader{Redis: rdb}
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		got, err := rd.Demand(ctx)
-		if err == nil && got["d1"] == 15 {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		_, rdb := newRedis(t)
+		servers := metricsNet{"a:8000": vllmMetrics(8, 4), "b:8000": vllmMetrics(3, 0)}
+		s, err := NewScraper(ScraperConfig{Redis: rdb, Interval: 10 * time.Millisecond,
+			HTTP: &http.Client{Transport: servers, Timeout: 10 * time.Millisecond},
+			Targets: func() map[string][]string {
+				return map[string][]string{"d1": {"a:8000", "b:8000", "dead:8000"}}
+			}})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demand = %v (err %v), want d1: 15 (8+4 running/waiting on one server, 3 on the other, the dead one skipped)", got, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go s.Run(ctx)
+		rd := Reader{Redis: rdb}
+		eventually(t, "demand d1: 15 (8+4 running/waiting on one server, 3 on the other, the dead one skipped)", func() bool {
+			got, err := rd.Demand(ctx)
+			return err == nil && got["d1"] == 15
+		})
+	})
 }
