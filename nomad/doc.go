@@ -64,4 +64,11 @@
 // Writes are retried with backoff (at most Config.RetryInterval apart);
 // instances without an allocation report PhasePending with the error, and
 // Err says what is wrong. Running allocations keep serving meanwhile.
+// Live adds that to the status the deploy API shows.
+//
+// # Deleted deployments
+//
+// Purger calls Purge for every deployment that leaves the store, and at
+// start for the thaw jobs in Nomad whose deployment is gone (deleted while
+// thaw was down), retrying until Nomad accepts.
 package nomad
