@@ -6,29 +6,32 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/demand"
 	"github.com/thawhq/thaw/endpoints"
-	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/proxy"
-	"github.com/thawhq/thaw/telemetry"
 )
 
-// runActivator runs `thaw activator`: the request holder as its own process.
-// Any number of replicas share state through Redis: they learn deployments
-// and ready instances from the control plane's published records, report
-// demand and wake-ups to the autoscaler, and report requests in flight per
-// instance so scale-down drains them too.
-func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// activatorConfig is `thaw activator`'s configuration, from flags.
+type activatorConfig struct {
+	addr        string
+	redisAddr   string
+	usersFile   string
+	holdTimeout time.Duration
+	maxHeld     int
+	proc        processFlags
+}
+
+func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, error) {
+	c := &activatorConfig{}
 	fs := flag.NewFlagSet("activator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -38,101 +41,112 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			"--activators ...), as many replicas as you like.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	addr := fs.String("addr", "127.0.0.1:8090", "`address` to serve held requests on (HTTP/1.1 and h2c)")
-	redisAddr := fs.String("redis-addr", "", "`host:port` of the Redis the control plane uses (required)")
-	usersFile := fs.String("users-file", "", "users and token hashes `file`, the same as thaw server's (required)")
-	holdTimeout := fs.Duration("hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
-	maxHeld := fs.Int("max-held", 10000, "requests held per deployment before new ones get 429")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	var lf listenerFlags
-	lf.register(fs, defaultActivatorMetricsAddr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8090", "`address` to serve held requests on (HTTP/1.1 and h2c)")
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis the control plane uses (required)")
+	fs.StringVar(&c.usersFile, "users-file", "", "users and token hashes `file`, the same as thaw server's (required)")
+	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
+	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
+	c.proc.register(fs, defaultActivatorMetricsAddr)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+		return nil, err
 	}
-	if *redisAddr == "" || *usersFile == "" {
+	if c.redisAddr == "" || c.usersFile == "" {
 		fs.Usage()
-		return errors.New("--redis-addr and --users-file are required")
+		return nil, errors.New("--redis-addr and --users-file are required")
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	if err := c.proc.parseLevel(); err != nil {
+		return nil, err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	slog.SetDefault(log)
+	return c, nil
+}
 
-	users, err := auth.LoadUsersFile(*usersFile)
+// runActivator runs `thaw activator`: the request holder as its own process.
+// Any number of replicas share state through Redis: they learn deployments
+// and ready instances from the control plane's published records, report
+// demand and wake-ups to the autoscaler, and report requests in flight per
+// instance so scale-down drains them too.
+func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseActivatorFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Setup(ctx, "thaw-activator")
+	p, err := startProcess(ctx, processConfig{Service: "thaw-activator", Flags: cfg.proc, RedisAddr: cfg.redisAddr, Stderr: stderr})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w", *redisAddr, err)
+	defer p.close()
+	users, err := auth.LoadUsersFile(cfg.usersFile)
+	if err != nil {
+		return err
 	}
+	a, err := newActivator(ctx, p, cfg, users)
+	if err != nil {
+		return err
+	}
+	banner := func(w io.Writer) {
+		fmt.Fprintf(w, "thaw activator %s is serving on http://%s (redis %s)\n", a.replica, a.ln.Addr(), cfg.redisAddr)
+	}
+	return p.serve(ctx, stdout, "thaw activator", banner, a.Run)
+}
+
+// activator is one request holder replica: the proxy, fed by the endpoints
+// the control plane publishes in Redis, reporting its demand and its
+// requests in flight per instance.
+type activator struct {
+	replica  string
+	listen   httpserve.Config
+	ln       net.Listener
+	handler  http.Handler
+	reporter *demand.Reporter
+	sub      *endpoints.Subscriber
+	inflight endpoints.InflightReporter
+}
+
+// newActivator builds the replica over p's Redis. It waits (bounded by ctx)
+// for the control plane's edge grant key, without which it could not
+// authenticate Envoy's direct requests, and only then opens its listener.
+func newActivator(ctx context.Context, p *process, cfg *activatorConfig, users *auth.Users) (*activator, error) {
 	host, _ := os.Hostname()
-	replica := fmt.Sprintf("activator-%s-%d", host, os.Getpid())
-	reporter, err := demand.NewReporter(demand.ReporterConfig{Redis: rdb, Replica: replica, Logger: log})
+	a := &activator{replica: fmt.Sprintf("activator-%s-%d", host, os.Getpid()), listen: cfg.proc.listen}
+	var err error
+	a.reporter, err = demand.NewReporter(demand.ReporterConfig{Redis: p.Redis, Replica: a.replica, Logger: p.Log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sub, err := endpoints.NewSubscriber(endpoints.SubscriberConfig{Redis: rdb, Logger: log})
+	if a.sub, err = endpoints.NewSubscriber(endpoints.SubscriberConfig{Redis: p.Redis, Logger: p.Log}); err != nil {
+		return nil, err
+	}
+	p.Log.Info("waiting for the control plane's edge grant key in Redis")
+	grants, err := endpoints.WaitGrants(ctx, p.Redis)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	log.Info("waiting for the control plane's edge grant key in Redis")
-	grants, err := endpoints.WaitGrants(ctx, rdb)
+	px, err := proxy.New(proxy.Config{Resolver: a.sub, Demand: a.reporter, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld, Logger: p.Log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	px, err := proxy.New(proxy.Config{Resolver: sub, Demand: reporter, HoldTimeout: *holdTimeout, MaxHeld: *maxHeld, Logger: log})
-	if err != nil {
-		return err
-	}
-	sub.SetApplier(px)
-	inflight := endpoints.InflightReporter{Redis: rdb, Replica: replica, Inflight: px.InstanceInflight}
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ok","role":"activator"}`)
-	})
+	a.sub.SetApplier(px)
+	a.inflight = endpoints.InflightReporter{Redis: p.Redis, Replica: a.replica, Inflight: px.InstanceInflight}
+	mux := newPublicMux(func() map[string]string { return map[string]string{"role": "activator"} })
 	// Requests on Envoy's direct route come without the caller's token
 	// (the route removes it) and with the edge's grant.
 	px.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(grants, h) })
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-	})
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *addr, err)
+	a.handler = mux
+	if a.ln, err = listen(cfg.addr); err != nil {
+		return nil, err
 	}
+	return a, nil
+}
+
+// Run serves until ctx is done or a component fails.
+func (a *activator) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	mln, err := operatorListener(g, gctx, lf.metricsAddr, tel.Metrics)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	fmt.Fprintf(stdout, "thaw activator %s is serving on http://%s (redis %s)\n", replica, ln.Addr(), *redisAddr)
-	if mln != nil {
-		fmt.Fprintf(stdout, "  metrics (operators only): http://%s/metrics\n", mln.Addr())
-	}
-	serveHTTP(g, gctx, lf.config(), ln, mux)
-	g.Go(func() error { return reporter.Run(gctx) })
-	g.Go(func() error { return sub.Run(gctx) })
-	g.Go(func() error { return inflight.Run(gctx) })
-	err = g.Wait()
-	log.Info("thaw activator stopped")
-	return err
+	g.Go(func() error { return httpserve.Serve(gctx, a.listen, a.ln, a.handler) })
+	g.Go(func() error { return a.reporter.Run(gctx) })
+	g.Go(func() error { return a.sub.Run(gctx) })
+	g.Go(func() error { return a.inflight.Run(gctx) })
+	return g.Wait()
 }

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,13 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/localrt"
-	"github.com/thawhq/thaw/telemetry"
 )
 
 // devConfig is `thaw dev`'s configuration, from flags and environment.
@@ -39,10 +34,9 @@ type devConfig struct {
 	users       map[string]string // user -> token
 	redisAddr   string
 	maxHeld     int
-	logLevel    slog.Level
 	pprofAddr   string
 	edge        edgeFlags
-	listen      listenerFlags
+	proc        processFlags
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -77,10 +71,9 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	})
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of a Redis to share demand through; empty runs an embedded one")
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)
-	c.listen.register(fs, defaultMetricsAddr)
+	c.proc.register(fs, defaultMetricsAddr)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -91,8 +84,8 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	if c.gpus, err = parseGPUs(*gpus); err != nil {
 		return nil, fmt.Errorf("--gpus: %w", err)
 	}
-	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+	if err := c.proc.parseLevel(); err != nil {
+		return nil, err
 	}
 	if c.idleTimeout <= 0 || c.holdTimeout <= 0 || c.simStartup < 0 || c.simTPS <= 0 || c.gpuQuota < 0 || c.maxHeld < 1 {
 		return nil, errors.New("--idle-timeout, --hold-timeout and --sim-tokens-per-second must be positive; --sim-startup and --gpu-quota not negative")
@@ -150,66 +143,35 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	slog.SetDefault(log)
-	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	tok, generated, err := devToken(cfg.dataDir)
+	p, err := startProcess(ctx, processConfig{
+		Service: "thaw-dev", Flags: cfg.proc, Stderr: stderr,
+		RedisAddr: cfg.redisAddr, EmbeddedRedis: true,
+	})
 	if err != nil {
 		return err
 	}
-	cfg.users["dev"] = tok
-	// Activator replicas (thaw activator --users-file) read the users from
-	// here, as token hashes.
-	if err := writeUsersFile(filepath.Join(cfg.dataDir, "users"), cfg.users); err != nil {
-		return err
-	}
-
-	tel, err := telemetry.Setup(ctx, "thaw-dev")
+	defer p.close()
+	tok, generated, err := prepareDataDir(cfg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-
 	store, err := deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
 	if err != nil {
 		return err
 	}
-
-	redisAddr := cfg.redisAddr
-	if redisAddr == "" {
-		mr := miniredis.NewMiniRedis()
-		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-			return fmt.Errorf("embedded redis: %w", err)
-		}
-		defer mr.Close()
-		redisAddr = mr.Addr()
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w", redisAddr, err)
-	}
-
 	simStartup := cfg.simStartup
 	if simStartup == 0 {
 		simStartup = -1 // localrt: negative means none, zero means default
 	}
 	rt, err := localrt.New(localrt.Config{
 		Inventory: cfg.gpus, Startup: simStartup, TokensPerSecond: cfg.simTPS,
-		StateDir: cfg.dataDir, Logger: log, SimArgs: simArgs(cfg.simReqLog),
+		StateDir: cfg.dataDir, Logger: p.Log, SimArgs: simArgs(cfg.simReqLog),
 	})
 	if err != nil {
 		return err
 	}
-	return controlPlane{
-		Name: "thaw dev", Addr: cfg.addr, Store: store, Redis: rdb,
-		Runtime: rt, RunRuntime: rt.Run,
+	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
+		Addr: cfg.addr, Store: store, Runtime: rt,
 		Users:    auth.NewUsers(cfg.users),
 		GPUQuota: cfg.gpuQuota,
 		// Probing loopback every 2ms costs a refused connect per probe
@@ -217,18 +179,40 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ProbeInterval: 2 * time.Millisecond,
 		PprofAddr:     cfg.pprofAddr,
 		IdleTimeout:   cfg.idleTimeout, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld,
-		Telemetry: tel, Log: log, Edge: cfg.edge, Listen: cfg.listen,
-		Banner: func(w io.Writer, base string) {
-			fmt.Fprintf(w, "thaw dev is serving on %s\n", base)
-			fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
-			if generated {
-				fmt.Fprintf(w, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
-			} else {
-				fmt.Fprintf(w, "  token of user dev: %s\n", tok)
-			}
-			fmt.Fprintf(w, "  export THAW_TOKEN=%s THAW_ADDR=%s\n", tok, base)
-		},
-	}.run(ctx, stdout)
+		Edge: cfg.edge, Listen: cfg.proc.listen,
+	})
+	if err != nil {
+		return err
+	}
+	banner := func(w io.Writer) {
+		base := cp.URL()
+		fmt.Fprintf(w, "thaw dev is serving on %s\n", base)
+		fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+		if generated {
+			fmt.Fprintf(w, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
+		} else {
+			fmt.Fprintf(w, "  token of user dev: %s\n", tok)
+		}
+		fmt.Fprintf(w, "  export THAW_TOKEN=%s THAW_ADDR=%s\n", tok, base)
+	}
+	return p.serve(ctx, stdout, "thaw dev", banner, rt.Run, cp.Run)
+}
+
+// prepareDataDir creates the data dir, finds user dev's token (see
+// devToken) and writes the users file that activator replicas (thaw
+// activator --users-file) read, as token hashes.
+func prepareDataDir(cfg *devConfig) (tok string, generated bool, err error) {
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return "", false, fmt.Errorf("data dir: %w", err)
+	}
+	if tok, generated, err = devToken(cfg.dataDir); err != nil {
+		return "", false, err
+	}
+	cfg.users["dev"] = tok
+	if err := writeUsersFile(filepath.Join(cfg.dataDir, "users"), cfg.users); err != nil {
+		return "", false, err
+	}
+	return tok, generated, nil
 }
 
 // writeUsersFile writes users (name -> token) as a users file of token

@@ -9,18 +9,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/jobs"
 	"github.com/thawhq/thaw/nomad"
-	"github.com/thawhq/thaw/telemetry"
 )
 
 // jobsConfigFile is the operator's job template overrides in --jobs-dir.
@@ -45,9 +42,8 @@ type serverConfig struct {
 	simStartup  time.Duration
 	simTPS      float64
 	pprofAddr   string
-	logLevel    slog.Level
 	edge        edgeFlags
-	listen      listenerFlags
+	proc        processFlags
 }
 
 func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
@@ -89,9 +85,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "with --engine sim: the simulator's startup delay")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "with --engine sim: the simulator's generation speed per request")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	c.edge.register(fs)
-	c.listen.register(fs, defaultMetricsAddr)
+	c.proc.register(fs, defaultMetricsAddr)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -113,8 +108,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	case c.gpuQuota < 0 || c.maxHeld < 1 || c.simStartup < 0:
 		return nil, errors.New("--gpu-quota and --sim-startup must not be negative, --max-held at least 1")
 	}
-	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+	if err := c.proc.parseLevel(); err != nil {
+		return nil, err
 	}
 	if c.usersFile == "" {
 		c.usersFile = filepath.Join(c.dataDir, "users")
@@ -138,69 +133,28 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	slog.SetDefault(log)
+	p, err := startProcess(ctx, processConfig{Service: "thaw-server", Flags: cfg.proc, RedisAddr: cfg.redisAddr, Stderr: stderr})
+	if err != nil {
+		return err
+	}
+	defer p.close()
 	users, err := auth.LoadUsersFile(cfg.usersFile)
 	if err != nil {
 		return err
 	}
-	jcfg, err := loadJobsConfig(cfg.jobsDir)
+	rt, store, err := newNomad(ctx, cfg, p.Log)
 	if err != nil {
 		return err
 	}
-	renderer, err := jobs.New(jcfg)
+	purger, err := nomad.NewPurger(nomad.PurgerConfig{Store: store, Runtime: rt, Logger: p.Log})
 	if err != nil {
 		return err
 	}
-	nc, err := nomadapi.NewClient(&nomadapi.Config{
-		Address: cfg.nomadAddr, SecretID: cfg.nomadToken,
-		Namespace: jcfg.Namespace, Region: jcfg.Region,
-	})
-	if err != nil {
-		return fmt.Errorf("nomad client: %w", err)
-	}
-	rt, err := nomad.New(nomad.Config{
-		Client: nc, Renderer: renderer, Engine: cfg.engine,
-		SimStartup: cfg.simStartup, SimTokensPerSecond: cfg.simTPS,
-		AdoptGrace: cfg.adoptGrace, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	var backend deploy.Backend = deploy.FileBackend{Path: filepath.Join(cfg.dataDir, "deployments.json")}
-	if cfg.storeKind == "nomad" {
-		backend = nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}
-	}
-	store, err := openStoreRetrying(ctx, backend, log)
-	if err != nil {
-		return err
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.redisAddr})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w", cfg.redisAddr, err)
-	}
-	tel, err := telemetry.Setup(ctx, "thaw-server")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-
-	fan := newFanout(store)
-	pg := &purger{store: store, changed: fan.purge, rt: rt, log: log}
-	cp := controlPlane{
-		Name: "thaw server", Addr: cfg.addr, Store: store, FleetStore: fan,
-		Redis: rdb, Runtime: rt, RunRuntime: rt.Run, Users: users,
-		WrapLive: func(l api.Live) api.Live { return nomadLive{l, rt} },
+	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
+		Addr: cfg.addr, Store: store, Runtime: rt, Users: users,
+		WrapLive: func(l api.Live) api.Live { return nomad.Live{Fleet: l, Runtime: rt} },
 		GPUQuota: cfg.gpuQuota, IdleTimeout: cfg.idleTimeout, HoldTimeout: cfg.holdTimeout,
-		MaxHeld: cfg.maxHeld, Telemetry: tel, Log: log, PprofAddr: cfg.pprofAddr,
+		MaxHeld: cfg.maxHeld, PprofAddr: cfg.pprofAddr,
 		Health: func() map[string]string {
 			if err := rt.Err(); err != nil {
 				// The detail (address, OS error) is in the log: /healthz
@@ -209,34 +163,58 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			return map[string]string{"nomad": "ok"}
 		},
-		Banner: func(w io.Writer, base string) {
-			fmt.Fprintf(w, "thaw server is serving on %s\n", base)
-			fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
-			fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
-		},
-		Extra: []func(context.Context) error{fan.run, pg.run},
-		Edge:  cfg.edge, Listen: cfg.listen,
+		Edge: cfg.edge, Listen: cfg.proc.listen,
+	})
+	if err != nil {
+		return err
 	}
-	return cp.run(ctx, stdout)
+	banner := func(w io.Writer) {
+		base := cp.URL()
+		fmt.Fprintf(w, "thaw server is serving on %s\n", base)
+		fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
+	}
+	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run)
 }
 
-// nomadLive adds "Nomad is unreachable" to the status the deploy API shows
-// while the runtime cannot reach Nomad: warm deployments keep serving, but
-// scaling waits for Nomad.
-type nomadLive struct {
-	fleet api.Live
-	rt    interface{ Err() error }
-}
-
-func (n nomadLive) Live(d deploy.Deployment) deploy.Live {
-	l := n.fleet.Live(d)
-	if err := n.rt.Err(); err != nil {
-		// Not err itself: it names Nomad's address and OS errors, which a
-		// user has no use for; the runtime logs it.
-		why := "Nomad is unreachable: running instances keep serving; scaling resumes when it returns"
-		l.Instances.Reason = strings.TrimPrefix(l.Instances.Reason+"; "+why, "; ")
+// newNomad returns the Nomad runtime and the deployment store (in Nomad
+// Variables, or with --store file in the data dir).
+func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.Runtime, *deploy.Store, error) {
+	jcfg, err := loadJobsConfig(cfg.jobsDir)
+	if err != nil {
+		return nil, nil, err
 	}
-	return l
+	renderer, err := jobs.New(jcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nomadapi.NewClient(&nomadapi.Config{
+		Address: cfg.nomadAddr, SecretID: cfg.nomadToken,
+		Namespace: jcfg.Namespace, Region: jcfg.Region,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("nomad client: %w", err)
+	}
+	rt, err := nomad.New(nomad.Config{
+		Client: nc, Renderer: renderer, Engine: cfg.engine,
+		SimStartup: cfg.simStartup, SimTokensPerSecond: cfg.simTPS,
+		AdoptGrace: cfg.adoptGrace, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("data dir: %w", err)
+	}
+	var backend deploy.Backend = deploy.FileBackend{Path: filepath.Join(cfg.dataDir, "deployments.json")}
+	if cfg.storeKind == "nomad" {
+		backend = nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}
+	}
+	store, err := openStoreRetrying(ctx, backend, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rt, store, nil
 }
 
 // openStoreRetrying loads the deployments, retrying for a while: thaw server
