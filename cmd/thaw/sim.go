@@ -13,11 +13,16 @@ import (
 	"github.com/thawhq/thaw/sim"
 )
 
-// runSim runs `thaw sim`: the vLLM-compatible model-server simulator, until
-// ctx is done. args are the flags after "sim". Usage and logs go to
-// stderr; once the simulator listens, its address is printed to stdout.
-// Invalid flags return an error; -h prints usage and returns nil.
-func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// simFlags are `thaw sim`'s flags.
+type simFlags struct {
+	cfg        sim.Config
+	requestLog string
+}
+
+// parseSimFlags parses the flags after "sim"; usage goes to stderr. runSim
+// prefixes its errors with "sim: ".
+func parseSimFlags(args []string, stderr io.Writer) (*simFlags, error) {
+	var f simFlags
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -25,63 +30,66 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"Runs a simulated vLLM OpenAI-compatible model server.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	port := fs.Int("port", 0, "TCP `port` to listen on (required; 0 picks a free port)")
-	host := fs.String("host", sim.DefaultHost, "`address` to listen on")
-	model := fs.String("model", "", "served model `name`, as vLLM's --served-model-name (required)")
-	startup := fs.Duration("startup", 3*time.Second,
+	fs.IntVar(&f.cfg.Port, "port", 0, "TCP `port` to listen on (required; 0 picks a free port)")
+	fs.StringVar(&f.cfg.Host, "host", sim.DefaultHost, "`address` to listen on")
+	fs.StringVar(&f.cfg.Model, "model", "", "served model `name`, as vLLM's --served-model-name (required)")
+	fs.DurationVar(&f.cfg.Startup, "startup", 3*time.Second,
 		"how long to wait before listening, standing in for loading the weights")
-	rate := fs.Float64("tokens-per-second", sim.DefaultTokensPerSecond,
+	fs.Float64Var(&f.cfg.TokensPerSecond, "tokens-per-second", sim.DefaultTokensPerSecond,
 		"generation speed of each request: `rate` tokens per second")
-	maxNumSeqs := fs.Int("max-num-seqs", sim.DefaultMaxNumSeqs,
+	fs.IntVar(&f.cfg.MaxNumSeqs, "max-num-seqs", sim.DefaultMaxNumSeqs,
 		"at most `n` requests generate at once, as vLLM's --max-num-seqs; later ones wait in FIFO order")
-
-	requestLog := fs.String("request-log", "", "append a JSON line per inference request (method, path, headers, whether the caller cancelled it) to `file`; for tests")
+	fs.StringVar(&f.requestLog, "request-log", "", "append a JSON line per inference request (method, path, headers, whether the caller cancelled it) to `file`; for tests")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("sim: %w", err)
+		return nil, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	c := f.cfg
 	switch {
 	case fs.NArg() > 0:
-		return fmt.Errorf("sim: unexpected arguments %q", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case !set["port"]:
-		return errors.New("sim: --port is required")
-	case *port < 0 || *port > 65535:
-		return fmt.Errorf("sim: --port %d out of range 0-65535", *port)
-	case *model == "":
-		return errors.New("sim: --model is required")
-	case *host == "":
-		return errors.New("sim: --host must not be empty")
-	case *startup < 0:
-		return fmt.Errorf("sim: --startup %v is negative", *startup)
-	case !(*rate > 0):
-		return fmt.Errorf("sim: --tokens-per-second %v must be positive", *rate)
-	case *maxNumSeqs <= 0:
-		return fmt.Errorf("sim: --max-num-seqs %d must be positive", *maxNumSeqs)
+		return nil, errors.New("--port is required")
+	case c.Port < 0 || c.Port > 65535:
+		return nil, fmt.Errorf("--port %d out of range 0-65535", c.Port)
+	case c.Model == "":
+		return nil, errors.New("--model is required")
+	case c.Host == "":
+		return nil, errors.New("--host must not be empty")
+	case c.Startup < 0:
+		return nil, fmt.Errorf("--startup %v is negative", c.Startup)
+	case !(c.TokensPerSecond > 0):
+		return nil, fmt.Errorf("--tokens-per-second %v must be positive", c.TokensPerSecond)
+	case c.MaxNumSeqs <= 0:
+		return nil, fmt.Errorf("--max-num-seqs %d must be positive", c.MaxNumSeqs)
 	}
+	return &f, nil
+}
 
-	var reqLog io.Writer
-	if *requestLog != "" {
-		f, err := os.OpenFile(*requestLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+// runSim runs `thaw sim`: the vLLM-compatible model-server simulator, until
+// ctx is done. args are the flags after "sim". Usage and logs go to
+// stderr; once the simulator listens, its address is printed to stdout.
+// Invalid flags return an error; -h prints usage and returns nil.
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseSimFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	cfg := f.cfg
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	if f.requestLog != "" {
+		file, err := os.OpenFile(f.requestLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return fmt.Errorf("sim: --request-log: %w", err)
 		}
-		defer f.Close()
-		reqLog = f
+		defer file.Close()
+		cfg.RequestLog = file
 	}
-	s, err := sim.New(sim.Config{
-		RequestLog:      reqLog,
-		Host:            *host,
-		Port:            *port,
-		Model:           *model,
-		Startup:         *startup,
-		TokensPerSecond: *rate,
-		MaxNumSeqs:      *maxNumSeqs,
-		Logger:          slog.New(slog.NewTextHandler(stderr, nil)),
-	})
+	s, err := sim.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -91,7 +99,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer close(announced)
 		select {
 		case <-s.Ready():
-			fmt.Fprintf(stdout, "thaw sim: serving %s on http://%s\n", *model, s.Addr())
+			fmt.Fprintf(stdout, "thaw sim: serving %s on http://%s\n", cfg.Model, s.Addr())
 		case <-runCtx.Done():
 		}
 	}()
