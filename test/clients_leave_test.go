@@ -176,11 +176,20 @@ func (l *leaving) whileHeld(t *testing.T) {
 		t.Fatalf("curl: %v", err)
 	}
 	l.neverSent = append(l.neverSent, "held-curl")
-	sawCurl := waitFor(900*time.Millisecond, 20*time.Millisecond, func() bool {
-		_, held, _ := l.p.slotGauges(t, l.id)
-		return held >= 4
-	})
-	err := cmd.Wait()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	sawCurl, curlDone := false, false
+	for !curlDone {
+		select {
+		case err = <-exited:
+			curlDone = true
+		case <-time.After(20 * time.Millisecond):
+			if _, held, _ := l.p.slotGauges(t, l.id); held >= 4 {
+				sawCurl = true
+			}
+		}
+	}
 	if code := exitCode(err); code != 28 {
 		t.Errorf("curl -m 1 on a held request: exit %d (%v), want 28 (timed out): %s", code, err, out.String())
 	}
