@@ -3,8 +3,10 @@ package endpoints
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -32,19 +34,45 @@ func (a *applier) Fail(id, reason string) { a.mu.Lock(); a.failed[id] = reason; 
 func (a *applier) Recover(id string)      { a.mu.Lock(); delete(a.failed, id); a.mu.Unlock() }
 func (a *applier) Remove(id string)       { a.mu.Lock(); a.removed = append(a.removed, id); a.mu.Unlock() }
 
+// eventually waits for cond, failing after 3s. It runs in a synctest
+// bubble: it first lets every goroutine settle (synctest.Wait), and only
+// then lets fake time pass, in 5ms steps.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		synctest.Wait()
+		if cond() {
+			return
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
+// newRedis returns a miniredis and a client of it served on in-memory pipes
+// (mr.Dial), never a socket, so a synctest bubble can wait on it. Call it
+// inside the bubble.
+func newRedis(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
+	mr := miniredis.NewMiniRedis()
+	rdb := redis.NewClient(&redis.Options{
+		Addr:   "127.0.0.1:6379", // never dialed; an IP, so nothing resolves it
+		Dialer: func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
+	})
+	t.Cleanup(func() {
+		rdb.Close()
+		mr.Close()
+	})
+	return mr, rdb
+}
+
+// setup runs a Publisher and a Subscriber over one Redis until the test
+// ends. Call it inside a synctest bubble.
 func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
-	mr := miniredis.RunT(t)
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	mr, rdb := newRedis(t)
 	deps := map[string]deploy.Deployment{
 		"d1": {ID: "d1", Owner: "alice", ModelName: "m"},
 		"d2": {ID: "d2", Owner: "bob", ModelName: "m"},
@@ -65,108 +93,124 @@ func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredi
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go pub.Run(ctx)
-	go sub.Run(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	wg.Go(func() { _ = pub.Run(ctx) })
+	wg.Go(func() { _ = sub.Run(ctx) })
+	// Let the Subscriber subscribe and finish its initial load before the
+	// test publishes. An in-memory pipe has no socket buffer: a message
+	// published while the Subscriber still loads (not yet reading its
+	// subscription) would block miniredis, lock held, and every client
+	// with it.
+	synctest.Wait()
 	return pub, sub, app, mr, rdb
 }
 
 func TestPublishedEndpointsReachActivators(t *testing.T) {
-	pub, sub, app, _, _ := setup(t)
-	pub.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:9001"})
-	pub.SetEndpoints("d2", 4, nil)
-	eventually(t, "d1's instance applied", func() bool {
-		app.mu.Lock()
-		defer app.mu.Unlock()
-		return app.addrs["d1"]["i1"] == "127.0.0.1:9001"
+	synctest.Test(t, func(t *testing.T) {
+		pub, sub, app, _, _ := setup(t)
+		pub.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:9001"})
+		pub.SetEndpoints("d2", 4, nil)
+		eventually(t, "d1's instance applied", func() bool {
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			return app.addrs["d1"]["i1"] == "127.0.0.1:9001"
+		})
+		eventually(t, "d2 known", func() bool { _, err := sub.Resolve("bob", "bob/m"); return err == nil })
+
+		got, err := sub.Resolve("alice", "alice/m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(proxy.Target{DeployID: "d1", Model: "alice/m", MaxBatchSize: 8}, got); diff != "" {
+			t.Errorf("Resolve (-want +got):\n%s", diff)
+		}
+		if got, err := sub.Resolve("alice", "deploy_id:d1"); err != nil || got.DeployID != "d1" {
+			t.Errorf("Resolve(deploy_id:d1) = %v, %v", got, err)
+		}
+		if _, err := sub.Resolve("alice", "bob/m"); !errors.Is(err, proxy.ErrUnknownModel) {
+			t.Errorf("alice resolved bob's model: %v", err)
+		}
+		if _, err := sub.Resolve("alice", "deploy_id:d2"); !errors.Is(err, proxy.ErrUnknownModel) {
+			t.Errorf("alice resolved bob's deploy_id: %v", err)
+		}
+
+		pub.Fail("d1", "crash loop")
+		eventually(t, "failure applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "crash loop" })
+		pub.Recover("d1")
+		eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
+
+		pub.Remove("d1")
+		eventually(t, "removal applied", func() bool {
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			return len(app.removed) == 1 && app.removed[0] == "d1"
+		})
+		if _, err := sub.Resolve("alice", "alice/m"); err == nil {
+			t.Error("a removed deployment still resolves")
+		}
 	})
-	eventually(t, "d2 known", func() bool { _, err := sub.Resolve("bob", "bob/m"); return err == nil })
-
-	got, err := sub.Resolve("alice", "alice/m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(proxy.Target{DeployID: "d1", Model: "alice/m", MaxBatchSize: 8}, got); diff != "" {
-		t.Errorf("Resolve (-want +got):\n%s", diff)
-	}
-	if got, err := sub.Resolve("alice", "deploy_id:d1"); err != nil || got.DeployID != "d1" {
-		t.Errorf("Resolve(deploy_id:d1) = %v, %v", got, err)
-	}
-	if _, err := sub.Resolve("alice", "bob/m"); !errors.Is(err, proxy.ErrUnknownModel) {
-		t.Errorf("alice resolved bob's model: %v", err)
-	}
-	if _, err := sub.Resolve("alice", "deploy_id:d2"); !errors.Is(err, proxy.ErrUnknownModel) {
-		t.Errorf("alice resolved bob's deploy_id: %v", err)
-	}
-
-	pub.Fail("d1", "crash loop")
-	eventually(t, "failure applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "crash loop" })
-	pub.Recover("d1")
-	eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
-
-	pub.Remove("d1")
-	eventually(t, "removal applied", func() bool {
-		app.mu.Lock()
-		defer app.mu.Unlock()
-		return len(app.removed) == 1 && app.removed[0] == "d1"
-	})
-	if _, err := sub.Resolve("alice", "alice/m"); err == nil {
-		t.Error("a removed deployment still resolves")
-	}
 }
 
 // TestResolveWaitsForANewDeployment: a request for a deployment created a
 // moment ago (published after the request arrived) is not a 404.
 func TestResolveWaitsForANewDeployment(t *testing.T) {
-	pub, sub, _, _, _ := setup(t)
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		pub.SetEndpoints("d1", 8, nil)
-	}()
-	if got, err := sub.Resolve("alice", "alice/m"); err != nil || got.DeployID != "d1" {
-		t.Errorf("Resolve of a deployment published 50ms later = %v, %v", got, err)
-	}
-	start := time.Now()
-	if _, err := sub.Resolve("alice", "alice/unknown"); !errors.Is(err, proxy.ErrUnknownModel) {
-		t.Errorf("unknown model: %v", err)
-	}
-	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
-		t.Errorf("unknown model answered after %v, want about MissWait (300ms)", d)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		pub, sub, _, _, _ := setup(t)
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			pub.SetEndpoints("d1", 8, nil)
+		}()
+		if got, err := sub.Resolve("alice", "alice/m"); err != nil || got.DeployID != "d1" {
+			t.Errorf("Resolve of a deployment published 50ms later = %v, %v", got, err)
+		}
+		start := time.Now()
+		if _, err := sub.Resolve("alice", "alice/unknown"); !errors.Is(err, proxy.ErrUnknownModel) {
+			t.Errorf("unknown model: %v", err)
+		}
+		if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+			t.Errorf("unknown model answered after %v, want about MissWait (300ms)", d)
+		}
+	})
 }
 
 // TestDrainedWaitsForEveryReplica: an instance is drained only once no
 // activator replica reports a request in flight to it.
 func TestDrainedWaitsForEveryReplica(t *testing.T) {
-	pub, _, _, mr, rdb := setup(t)
-	var mu sync.Mutex
-	inflight := map[string]int{"i1": 2}
-	rep := InflightReporter{Redis: rdb, Replica: "a1", Interval: 5 * time.Millisecond, Inflight: func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		out := map[string]int{}
-		for k, v := range inflight {
-			out[k] = v
-		}
-		return out
-	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go rep.Run(ctx)
-	eventually(t, "replica reported", func() bool { return mr.Exists(inflightPrefix + "a1") })
+	synctest.Test(t, func(t *testing.T) {
+		pub, _, _, mr, rdb := setup(t)
+		var mu sync.Mutex
+		inflight := map[string]int{"i1": 2}
+		rep := InflightReporter{Redis: rdb, Replica: "a1", Interval: 5 * time.Millisecond, Inflight: func() map[string]int {
+			mu.Lock()
+			defer mu.Unlock()
+			out := map[string]int{}
+			for k, v := range inflight {
+				out[k] = v
+			}
+			return out
+		}}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go rep.Run(ctx)
+		eventually(t, "replica reported", func() bool { return mr.Exists(inflightPrefix + "a1") })
 
-	done := pub.Drained("d1", "i1")
-	select {
-	case <-done:
-		t.Fatal("drained while a replica has 2 requests in flight to the instance")
-	case <-time.After(100 * time.Millisecond):
-	}
-	mu.Lock()
-	inflight["i1"] = 0
-	mu.Unlock()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		t.Fatal("not drained after the replica's requests finished")
-	}
+		done := pub.Drained("d1", "i1")
+		select {
+		case <-done:
+			t.Fatal("drained while a replica has 2 requests in flight to the instance")
+		case <-time.After(100 * time.Millisecond):
+		}
+		mu.Lock()
+		inflight["i1"] = 0
+		mu.Unlock()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatal("not drained after the replica's requests finished")
+		}
+	})
 }
