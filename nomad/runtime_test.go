@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -123,41 +124,43 @@ func TestRuntimeLifecycle(t *testing.T) {
 }
 
 func TestRuntimeStopWaitsForTheAllocation(t *testing.T) {
-	r := newTestRuntime(t)
-	id, _ := r.Start(context.Background(), testSpec())
-	group := r.deps["d-1"].slots[0].group
-	r.mu.Lock()
-	r.onAllocLocked(alloc("a1", group, "run", "running", 5, "h:1"))
-	r.mu.Unlock()
-	reports(r)
+	synctest.Test(t, func(t *testing.T) {
+		r := newTestRuntime(t)
+		id, _ := r.Start(context.Background(), testSpec())
+		group := r.deps["d-1"].slots[0].group
+		r.mu.Lock()
+		r.onAllocLocked(alloc("a1", group, "run", "running", 5, "h:1"))
+		r.mu.Unlock()
+		reports(r)
 
-	stopped := make(chan error, 1)
-	go func() { stopped <- r.Stop(context.Background(), id) }()
-	time.Sleep(20 * time.Millisecond)
-	select {
-	case err := <-stopped:
-		t.Fatalf("Stop returned (%v) before the allocation ended", err)
-	default:
-	}
-	r.mu.Lock()
-	leaving := r.deps["d-1"].slots[0].removing
-	r.onAllocLocked(alloc("a1", group, "stop", "running", 6, "h:1"))
-	r.onAllocLocked(alloc("a1", group, "stop", "complete", 7, "h:1"))
-	r.mu.Unlock()
-	if !leaving {
-		t.Errorf("Stop did not mark the group for removal")
-	}
-	select {
-	case err := <-stopped:
-		if err != nil {
-			t.Errorf("Stop: %v", err)
+		stopped := make(chan error, 1)
+		go func() { stopped <- r.Stop(context.Background(), id) }()
+		synctest.Wait() // Stop is blocked, or has returned
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned (%v) before the allocation ended", err)
+		default:
 		}
-	case <-time.After(time.Second):
-		t.Fatal("Stop did not return once the allocation completed")
-	}
-	if diff := cmp.Diff([]fleet.Instance{{ID: id, DeployID: "d-1", Phase: fleet.PhaseStopped}}, reports(r)); diff != "" {
-		t.Errorf("reports (-want +got):\n%s", diff)
-	}
+		r.mu.Lock()
+		leaving := r.deps["d-1"].slots[0].removing
+		r.onAllocLocked(alloc("a1", group, "stop", "running", 6, "h:1"))
+		r.onAllocLocked(alloc("a1", group, "stop", "complete", 7, "h:1"))
+		r.mu.Unlock()
+		if !leaving {
+			t.Errorf("Stop did not mark the group for removal")
+		}
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Errorf("Stop: %v", err)
+			}
+		case <-time.After(time.Second):
+			t.Fatal("Stop did not return once the allocation completed")
+		}
+		if diff := cmp.Diff([]fleet.Instance{{ID: id, DeployID: "d-1", Phase: fleet.PhaseStopped}}, reports(r)); diff != "" {
+			t.Errorf("reports (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestRuntimeAdoptsOrphansFirst(t *testing.T) {
