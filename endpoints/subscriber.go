@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/proxy"
 )
 
@@ -185,23 +186,24 @@ func (s *Subscriber) remove(id string) {
 	}
 }
 
-// Resolve maps "<owner>/<model_name>" or "deploy_id:<id>" to the user's
-// deployment; another user's is unknown. A model not known yet is waited for
-// up to MissWait (it may have been created a moment ago).
+// Resolve maps a model reference (deploy.ParseModelRef) to the user's
+// deployment; another user's is unknown (deploy.ResolveModelRef). A model
+// not known yet is waited for up to MissWait: it may have been created a
+// moment ago.
 func (s *Subscriber) Resolve(user, model string) (proxy.Target, error) {
 	deadline := time.NewTimer(s.cfg.MissWait)
 	defer deadline.Stop()
 	asked := false
 	for {
 		s.mu.Lock()
-		r, ok := s.findLocked(model)
+		r, err := deploy.ResolveModelRef(user, model, s.findLocked)
 		updated := s.updated
 		s.mu.Unlock()
-		if ok {
-			if r.Owner != user {
-				return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
-			}
+		switch {
+		case err == nil:
 			return proxy.Target{DeployID: r.DeployID, Model: r.Model, MaxBatchSize: r.Capacity}, nil
+		case errors.Is(err, deploy.ErrBadModelRef):
+			return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
 		}
 		if !asked {
 			asked = true
@@ -218,18 +220,19 @@ func (s *Subscriber) Resolve(user, model string) (proxy.Target, error) {
 	}
 }
 
-// findLocked looks model up by name or deploy_id form. Called with mu held.
-func (s *Subscriber) findLocked(model string) (Record, bool) {
-	if id, isID := strings.CutPrefix(model, "deploy_id:"); isID {
-		r, ok := s.recs[id]
-		return r, ok
+// findLocked looks ref up among every user's records. Called with mu held.
+func (s *Subscriber) findLocked(ref deploy.ModelRef) (Record, string, bool) {
+	if ref.ID != "" {
+		r, ok := s.recs[ref.ID]
+		return r, r.Owner, ok
 	}
+	name := ref.String()
 	for _, r := range s.recs {
-		if r.Model == model {
-			return r, true
+		if r.Model == name {
+			return r, r.Owner, true
 		}
 	}
-	return Record{}, false
+	return Record{}, "", false
 }
 
 // Models lists the user's deployments, oldest first.

@@ -7,12 +7,13 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/httpserve"
 )
 
 // modelUsage is the message of a request without a usable "model".
-const modelUsage = "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\""
+const modelUsage = "model is required: " + deploy.ModelRefUsage
 
 // readBody reads a request body of at most p.cfg.MaxBody bytes: 413 over
 // it, 408 when the body deadline (httpserve) passes first.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/thawhq/thaw/autoscaler"
 	"github.com/thawhq/thaw/deploy"
@@ -13,22 +12,26 @@ import (
 // resolver answers the proxy's model lookups from the deploy store.
 type resolver struct{ store *deploy.Store }
 
-// Resolve maps "<owner>/<model_name>" or "deploy_id:<id>" to the caller's
-// deployment. Another user's deployment is reported as unknown.
+// Resolve maps a model reference (deploy.ParseModelRef) to the caller's
+// deployment; another user's is unknown (deploy.ResolveModelRef).
 func (r resolver) Resolve(user, model string) (proxy.Target, error) {
-	var d deploy.Deployment
-	var err error
-	if id, ok := strings.CutPrefix(model, "deploy_id:"); ok {
-		d, err = r.store.Get(id)
-	} else if owner, name, ok := strings.Cut(model, "/"); ok {
-		d, err = r.store.ByName(owner, name)
-	} else {
-		err = deploy.ErrNotFound
-	}
-	if err != nil || d.Owner != user {
+	d, err := deploy.ResolveModelRef(user, model, r.find)
+	if err != nil {
 		return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
 	}
 	return proxy.Target{DeployID: d.ID, Model: d.FullName(), MaxBatchSize: d.Config.MaxBatchSize}, nil
+}
+
+// find looks ref up among every user's deployments.
+func (r resolver) find(ref deploy.ModelRef) (deploy.Deployment, string, bool) {
+	var d deploy.Deployment
+	var err error
+	if ref.ID != "" {
+		d, err = r.store.Get(ref.ID)
+	} else {
+		d, err = r.store.ByName(ref.Owner, ref.Name)
+	}
+	return d, d.Owner, err == nil
 }
 
 // Models lists the user's deployments as OpenAI models.

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/proxy"
+)
+
+// TestResolver: the proxy's lookups over the deploy store take either form
+// of a model reference, and another user's deployment is as unknown as one
+// that does not exist.
+func TestResolver(t *testing.T) {
+	store, err := deploy.OpenStore(filepath.Join(t.TempDir(), "deployments.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := store.Create(deploy.Deployment{Owner: "alice", ModelName: "m", Config: deploy.Config{MaxBatchSize: 4}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := store.Create(deploy.Deployment{Owner: "bob", ModelName: "m", Config: deploy.Config{MaxBatchSize: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := resolver{store: store}
+	want := proxy.Target{DeployID: alice.ID, Model: "alice/m", MaxBatchSize: 4}
+	for _, ref := range []string{"alice/m", "deploy_id:" + alice.ID} {
+		got, err := r.Resolve("alice", ref)
+		if err != nil {
+			t.Errorf("Resolve(alice, %q): %v", ref, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Resolve(alice, %q) (-want +got):\n%s", ref, diff)
+		}
+	}
+	for _, ref := range []string{"bob/m", "deploy_id:" + bob.ID, "alice/nope", "deploy_id:d-nope", "m", "alice/m/x", ""} {
+		if got, err := r.Resolve("alice", ref); !errors.Is(err, proxy.ErrUnknownModel) {
+			t.Errorf("Resolve(alice, %q) = %+v, %v; want ErrUnknownModel", ref, got, err)
+		}
+	}
+}
