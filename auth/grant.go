@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/thawhq/thaw/routing"
 )
 
 // GrantHeader carries a grant: the edge's proof that it authenticated a
@@ -18,8 +20,10 @@ import (
 // the caller's Authorization before any upstream on the direct route (so
 // that no model server ever sees a caller's token), and a request on that
 // route reaches an activator replica when its deployment lost its last
-// instance in between: the activator authenticates it by its grant.
-const GrantHeader = "X-Thaw-Grant"
+// instance in between: the activator authenticates it by its grant. The
+// name is the edge contract's (routing.GrantHeader), which thaw's /authz
+// sets and the edge passes on.
+const GrantHeader = routing.GrantHeader
 
 // GrantTTL is how long a grant is valid after it is issued: the edge sends
 // the request on at once, so a grant is only ever checked within a moment of

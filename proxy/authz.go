@@ -12,44 +12,28 @@ import (
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/httpserve"
+	"github.com/thawhq/thaw/routing"
 )
 
-// Headers of an allowed authorization answer; Envoy copies them onto the
-// request and routes on them (they match the xds package's names).
-const (
-	// AuthzDeployIDHeader carries the deployment the request resolved to,
-	// "-" when it could not be told from a cut body.
-	AuthzDeployIDHeader = "X-Thaw-Deploy-Id"
-	// AuthzRouteHeader is AuthzDirect when the request may go straight to an
-	// instance, AuthzActivator when it must pass through the activator.
-	AuthzRouteHeader = "X-Thaw-Route"
-	AuthzDirect      = "direct"
-	AuthzActivator   = "activator"
-	// AuthzPartialHeader is set by Envoy when it sent only the start of a
-	// larger body.
-	AuthzPartialHeader = "X-Envoy-Auth-Partial-Body"
-)
+// AuthzPrefix is where Authz is mounted: the edge contract's
+// routing.AuthzPrefix, which Envoy prepends to a request's path.
+const AuthzPrefix = routing.AuthzPrefix
 
-// AuthzPrefix is where Authz is mounted; Envoy checks a request for
-// <path> at AuthzPrefix+<path>, with the original method, headers and (the
-// start of) the body.
-const AuthzPrefix = "/authz"
-
-// Authz returns the handler of Envoy's ext_authz HTTP service. It
-// authenticates the bearer token and resolves the model the request names
-// (body "model", "<owner>/<name>" or "deploy_id:<id>", or the native
-// /v1/inference/<owner>/<name> path) among the caller's deployments. It
-// answers 200 with AuthzDeployIDHeader and AuthzRouteHeader, or the same
-// OpenAI-shaped 401/404/400 the built-in router would give, which Envoy
-// returns to the client: such a request never reaches a model server.
+// Authz returns the handler of Envoy's ext_authz HTTP service, to be
+// mounted at AuthzPrefix (which it strips). It authenticates the bearer
+// token and resolves the model the request names (body "model", a
+// deploy.ModelRef, or the native /v1/inference/<owner>/<name> path) among
+// the caller's deployments. It answers 200 with routing.DeployIDHeader and
+// routing.RouteHeader, or the same OpenAI-shaped 401/404/400 the built-in
+// router would give, which Envoy returns to the client: such a request
+// never reaches a model server.
 //
 // Only the canonical name on the OpenAI paths of a deployment with a ready
 // instance goes direct: a cold deployment's requests are held by the
-// activator, and the deploy_id:
-// form must be rewritten to the served name and the native path translated,
-// which only the activator does.
+// activator, and the deploy_id: form must be rewritten to the served name
+// and the native path translated, which only the activator does.
 //
-// A direct answer also carries a grant (auth.GrantHeader) issued with
+// A direct answer also carries a grant (routing.GrantHeader) issued with
 // grants: the direct route removes the caller's token before the request
 // goes on, and an activator it may fall back to authenticates it by that.
 func (p *Proxy) Authz(users *auth.Users, grants *auth.Grants) http.Handler {
@@ -67,25 +51,25 @@ func (a *authorizer) authz(w http.ResponseWriter, r *http.Request) {
 	p := a.p
 	user := auth.User(r.Context())
 	path := r.URL.Path
-	if native, ok := strings.CutPrefix(path, "/v1/inference/"); ok && r.Method == http.MethodPost {
+	if native, ok := strings.CutPrefix(path, routing.NativePrefix); ok && r.Method == http.MethodPost {
 		owner, name, ok := strings.Cut(native, "/")
 		if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
-			allow(w, "-", AuthzActivator) // thaw's router answers 404
+			allow(w, "-", routing.Activator) // thaw's router answers 404
 			return
 		}
 		a.authzModel(w, user, owner+"/"+name, false)
 		return
 	}
-	if !isOpenAIPath(path) || r.Method != http.MethodPost {
+	if !routing.IsOpenAIPath(path) || r.Method != http.MethodPost {
 		// Not a request a model server takes: thaw answers it.
-		allow(w, "-", AuthzActivator)
+		allow(w, "-", routing.Activator)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			allow(w, "-", AuthzActivator) // the activator answers 413
+			allow(w, "-", routing.Activator) // the activator answers 413
 			return
 		}
 		if httpserve.IsTimeout(err) {
@@ -95,19 +79,19 @@ func (a *authorizer) authz(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusBadRequest, "bad_body", "", "could not read the request body")
 		return
 	}
-	partial := strings.EqualFold(r.Header.Get(AuthzPartialHeader), "true")
+	partial := strings.EqualFold(r.Header.Get(routing.PartialBodyHeader), "true")
 	model, found, complete := modelField(body)
 	switch {
 	case partial && !found:
 		// "model" lies past the part Envoy sent: the activator reads the
 		// whole body and checks it.
-		allow(w, "-", AuthzActivator)
+		allow(w, "-", routing.Activator)
 		return
 	case !partial && !complete:
 		httperr.Encode(w, http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
 		return
 	case model == "":
-		httperr.Encode(w, http.StatusBadRequest, "missing_model", "model", "model is required: \"<owner>/<model_name>\" or \"deploy_id:<id>\"")
+		httperr.Encode(w, http.StatusBadRequest, "missing_model", "model", modelUsage)
 		return
 	}
 	a.authzModel(w, user, model, true)
@@ -123,30 +107,20 @@ func (a *authorizer) authzModel(w http.ResponseWriter, user, model string, openA
 	}
 	// Cold deployments go to the activator route, whose retries also cover
 	// an activator replica dying while it holds the request.
-	route := AuthzActivator
+	route := routing.Activator
 	if openAI && model == t.Model && p.ready(t.DeployID) {
-		route = AuthzDirect
+		route = routing.Direct
 		if a.grants != nil {
-			w.Header().Set(auth.GrantHeader, a.grants.Issue(user, t.DeployID, time.Now()))
+			w.Header().Set(routing.GrantHeader, a.grants.Issue(user, t.DeployID, time.Now()))
 		}
 	}
 	allow(w, t.DeployID, route)
 }
 
 func allow(w http.ResponseWriter, deployID, route string) {
-	w.Header().Set(AuthzDeployIDHeader, deployID)
-	w.Header().Set(AuthzRouteHeader, route)
+	w.Header().Set(routing.DeployIDHeader, deployID)
+	w.Header().Set(routing.RouteHeader, route)
 	w.WriteHeader(http.StatusOK)
-}
-
-// isOpenAIPath reports the OpenAI-compatible inference paths, which model
-// servers serve too (after /v1/openai/ -> /v1/).
-func isOpenAIPath(p string) bool {
-	switch p {
-	case "/v1/chat/completions", "/v1/completions", "/v1/openai/chat/completions", "/v1/openai/completions":
-		return true
-	}
-	return false
 }
 
 // modelField finds the top-level "model" of a JSON object that may be cut

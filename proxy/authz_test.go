@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/routing"
 )
 
 // authzAnswer is what Envoy sees from /authz.
@@ -71,7 +72,7 @@ func TestAuthz(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequest(tc.method, srv.URL+AuthzPrefix+tc.path, strings.NewReader(tc.body))
+			req, err := http.NewRequest(tc.method, srv.URL+routing.AuthzPrefix+tc.path, strings.NewReader(tc.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +80,7 @@ func TestAuthz(t *testing.T) {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
 			}
 			if tc.partial {
-				req.Header.Set(AuthzPartialHeader, "true")
+				req.Header.Set(routing.PartialBodyHeader, "true")
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -87,12 +88,12 @@ func TestAuthz(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			got := authzAnswer{Status: resp.StatusCode, DeployID: resp.Header.Get(AuthzDeployIDHeader), Route: resp.Header.Get(AuthzRouteHeader)}
+			got := authzAnswer{Status: resp.StatusCode, DeployID: resp.Header.Get(routing.DeployIDHeader), Route: resp.Header.Get(routing.RouteHeader)}
 			// A direct answer carries a grant for this caller on this
 			// deployment (the direct route removes the token); no other
 			// answer carries one.
-			grant := resp.Header.Get(auth.GrantHeader)
-			if got.Route == AuthzDirect {
+			grant := resp.Header.Get(routing.GrantHeader)
+			if got.Route == routing.Direct {
 				if u, d, ok := grants.Verify(grant, time.Now()); !ok || u != "alice" || d != got.DeployID {
 					t.Errorf("direct answer's grant %q: %q on %q, valid %v; want alice on %s", grant, u, d, ok, got.DeployID)
 				}
@@ -124,15 +125,15 @@ func TestAuthzColdGoesToActivator(t *testing.T) {
 	h := newHarness(t, Config{})
 	srv := httptest.NewServer(h.p.Authz(auth.NewUsers(map[string]string{"alice": "tok-alice"}), nil))
 	t.Cleanup(srv.Close)
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+AuthzPrefix+"/v1/chat/completions", strings.NewReader(`{"model":"alice/m"}`))
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+routing.AuthzPrefix+"/v1/chat/completions", strings.NewReader(`{"model":"alice/m"}`))
 	req.Header.Set("Authorization", "Bearer tok-alice")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := resp.Header.Get(AuthzRouteHeader); resp.StatusCode != http.StatusOK || got != AuthzActivator {
-		t.Errorf("cold deployment: %d, route %q; want 200, %q", resp.StatusCode, got, AuthzActivator)
+	if got := resp.Header.Get(routing.RouteHeader); resp.StatusCode != http.StatusOK || got != routing.Activator {
+		t.Errorf("cold deployment: %d, route %q; want 200, %q", resp.StatusCode, got, routing.Activator)
 	}
 }
 

@@ -4,7 +4,7 @@
 // httputil.ReverseProxy to an instance, at most max_batch_size in flight per
 // instance. Held requests wait in FIFO order and are released the moment
 // capacity appears (SetEndpoints), not on a poll; a request may lower its
-// hold with HoldTimeoutHeader. A slot is a lease released by a deferred
+// hold with routing.HoldTimeoutHeader. A slot is a lease released by a deferred
 // call, so a client that goes away at any point (even mid-stream, when
 // ReverseProxy panics with http.ErrAbortHandler) gives its slot back, and
 // the model server sees its request cancelled. Demand (held + in flight) is

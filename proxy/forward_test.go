@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/routing"
 )
 
 func TestForwardWarm(t *testing.T) {
@@ -36,8 +38,8 @@ func TestForwardWarm(t *testing.T) {
 			if r.err != nil || r.status != http.StatusOK {
 				t.Fatalf("status %d err %v body %s", r.status, r.err, r.body)
 			}
-			if h := r.header.Get(ColdStartHeader); h != "" {
-				t.Errorf("warm request has %s: %q", ColdStartHeader, h)
+			if h := r.header.Get(routing.ColdStartHeader); h != "" {
+				t.Errorf("warm request has %s: %q", routing.ColdStartHeader, h)
 			}
 			var resp struct {
 				Model string

@@ -18,20 +18,25 @@ import (
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/routing"
 )
 
-// Register adds the inference and model routes to mux. They expect
-// auth.Require in front (the caller's user in the request context).
+// Register adds the inference and model routes to mux: each of
+// routing.OpenAIPaths under both of its spellings, the native path, and
+// GET /v1/models. They expect auth.Require in front (the caller's user in
+// the request context).
 func (p *Proxy) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
-	for _, prefix := range []string{"/v1/openai", "/v1"} {
-		mux.Handle("POST "+prefix+"/chat/completions", wrap(p.forward("/v1/chat/completions")))
-		mux.Handle("POST "+prefix+"/completions", wrap(p.forward("/v1/completions")))
+	for _, path := range routing.OpenAIPaths() {
+		mux.Handle("POST "+path, wrap(p.forward(path)))
+		mux.Handle("POST "+routing.Alias(path), wrap(p.forward(path)))
+	}
+	for _, prefix := range []string{routing.OpenAIAliasPrefix, routing.OpenAIPrefix} {
 		mux.Handle("GET "+prefix+"/models", wrap(http.HandlerFunc(p.models)))
 		// A model id has a slash ("owner/name"), sent raw or as %2F: the
 		// wildcard's value is unescaped either way.
 		mux.Handle("GET "+prefix+"/models/{model...}", wrap(http.HandlerFunc(p.model)))
 	}
-	mux.Handle("POST /v1/inference/{owner}/{model}", wrap(http.HandlerFunc(p.native)))
+	mux.Handle("POST "+routing.NativePrefix+"{owner}/{model}", wrap(http.HandlerFunc(p.native)))
 }
 
 // forward serves an OpenAI-compatible POST by proxying it to an instance's
@@ -83,7 +88,7 @@ type request struct {
 	pool     *pool
 	call     func(*endpoint, *attempt) // forwards to an instance
 	start    time.Time
-	hold     time.Duration // effective hold (HoldTimeoutHeader applied)
+	hold     time.Duration // effective hold (routing.HoldTimeoutHeader applied)
 	deadline time.Time     // start + hold
 	held     bool          // some attempt waited in the queue
 	cold     bool          // it arrived with no ready instance

@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/thawhq/thaw/routing"
 )
 
 func TestHoldFor(t *testing.T) {
@@ -28,12 +30,12 @@ func TestHoldFor(t *testing.T) {
 		{"soon", 0, true},
 	}
 	for _, tt := range tests {
-		got, herr := holdFor(http.Header{HoldTimeoutHeader: {tt.header}}, time.Minute)
+		got, herr := holdFor(http.Header{routing.HoldTimeoutHeader: {tt.header}}, time.Minute)
 		if (herr != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("holdFor(%q) = %s, %v; want %s, error %v", tt.header, got, herr, tt.want, tt.wantErr)
 		}
-		if herr != nil && (herr.Status != http.StatusBadRequest || herr.Param != HoldTimeoutHeader) {
-			t.Errorf("holdFor(%q) error = %d param %q, want 400 naming %s", tt.header, herr.Status, herr.Param, HoldTimeoutHeader)
+		if herr != nil && (herr.Status != http.StatusBadRequest || herr.Param != routing.HoldTimeoutHeader) {
+			t.Errorf("holdFor(%q) error = %d param %q, want 400 naming %s", tt.header, herr.Status, herr.Param, routing.HoldTimeoutHeader)
 		}
 	}
 }
@@ -59,15 +61,15 @@ func TestHoldTimeoutHeader(t *testing.T) {
 		{"native lowers the hold", 10 * time.Second, "/v1/inference/alice/m", `{"input":"x"}`, "150ms",
 			apiErr{Status: 503, Type: "service_unavailable_error", Code: "no_capacity", RetryAfter: "30"}, "(150ms)", 150 * time.Millisecond},
 		{"invalid", 10 * time.Second, "/v1/openai/chat/completions", chatBody, "soon",
-			apiErr{Status: 400, Type: "invalid_request_error", Code: "invalid_header", Param: strp(HoldTimeoutHeader)}, HoldTimeoutHeader, 0},
+			apiErr{Status: 400, Type: "invalid_request_error", Code: "invalid_header", Param: strp(routing.HoldTimeoutHeader)}, routing.HoldTimeoutHeader, 0},
 		{"negative", 10 * time.Second, "/v1/inference/alice/m", `{"input":"x"}`, "-5s",
-			apiErr{Status: 400, Type: "invalid_request_error", Code: "invalid_header", Param: strp(HoldTimeoutHeader)}, HoldTimeoutHeader, 0},
+			apiErr{Status: 400, Type: "invalid_request_error", Code: "invalid_header", Param: strp(routing.HoldTimeoutHeader)}, routing.HoldTimeoutHeader, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, Config{HoldTimeout: tt.serverHold})
 			start := time.Now()
-			r := h.do(context.Background(), "alice", http.MethodPost, tt.path, tt.body, http.Header{HoldTimeoutHeader: {tt.header}})
+			r := h.do(context.Background(), "alice", http.MethodPost, tt.path, tt.body, http.Header{routing.HoldTimeoutHeader: {tt.header}})
 			waited := time.Since(start)
 			got, msg := errOf(t, r)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
@@ -136,7 +138,7 @@ func TestWaitHeaders(t *testing.T) {
 			if r.status != http.StatusOK {
 				t.Fatalf("status %d body %s", r.status, r.body)
 			}
-			for header, want := range map[string]bool{ColdStartHeader: tt.wantCold, QueueTimeHeader: tt.wantQueue} {
+			for header, want := range map[string]bool{routing.ColdStartHeader: tt.wantCold, routing.QueueTimeHeader: tt.wantQueue} {
 				v := r.header.Get(header)
 				if (v != "") != want {
 					t.Errorf("%s = %q, want present %v", header, v, want)

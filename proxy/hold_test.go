@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/routing"
 )
 
 func TestColdStart(t *testing.T) {
@@ -40,9 +42,9 @@ func TestColdStart(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("status %d body %s", r.status, r.body)
 	}
-	cold, err := time.ParseDuration(r.header.Get(ColdStartHeader))
+	cold, err := time.ParseDuration(r.header.Get(routing.ColdStartHeader))
 	if err != nil || cold < 20*time.Millisecond {
-		t.Errorf("%s = %q (%v), want the time held (>= 20ms)", ColdStartHeader, r.header.Get(ColdStartHeader), err)
+		t.Errorf("%s = %q (%v), want the time held (>= 20ms)", routing.ColdStartHeader, r.header.Get(routing.ColdStartHeader), err)
 	}
 	eventually(t, "demand back to 0", func() bool { return h.sink.get("d1") == [2]int{0, 0} })
 }
@@ -142,11 +144,11 @@ func TestCapacityAndFIFO(t *testing.T) {
 			t.Errorf("request %d: %d %s, want 200 %s", i+1, r.status, r.body, want)
 		}
 		// The instance was ready throughout: the held ones only queued.
-		if c := r.header.Get(ColdStartHeader); c != "" {
-			t.Errorf("request %d: %s = %q on a ready deployment", i+1, ColdStartHeader, c)
+		if c := r.header.Get(routing.ColdStartHeader); c != "" {
+			t.Errorf("request %d: %s = %q on a ready deployment", i+1, routing.ColdStartHeader, c)
 		}
-		if queued := r.header.Get(QueueTimeHeader) != ""; queued != (i >= 2) {
-			t.Errorf("request %d: %s present = %v, want %v", i+1, QueueTimeHeader, queued, i >= 2)
+		if queued := r.header.Get(routing.QueueTimeHeader) != ""; queued != (i >= 2) {
+			t.Errorf("request %d: %s present = %v, want %v", i+1, routing.QueueTimeHeader, queued, i >= 2)
 		}
 	}
 	if p := up.peak.Load(); p != 2 {

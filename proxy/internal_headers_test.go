@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/routing"
 )
 
 // TestNoInternalHeadersUpstream: neither the caller's token nor any of
@@ -76,7 +77,7 @@ func TestGrantScope(t *testing.T) {
 		want  int
 	}{{"alice/m", 200}, {"deploy_id:d1", 200}, {"alice/other", 404}} {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"`+tc.model+`","messages":[]}`))
-		req.Header.Set(auth.GrantHeader, grant)
+		req.Header.Set(routing.GrantHeader, grant)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/routing"
 )
 
 func TestNative(t *testing.T) {
@@ -68,8 +70,8 @@ func TestNativeColdStart(t *testing.T) {
 	up := newUpstream(t, nil)
 	h.p.SetEndpoints("d1", 1, map[string]string{"i1": up.addr()})
 	r := wait(t, ch, 3*time.Second)
-	if r.status != 200 || !strings.Contains(r.body, "hello world") || r.header.Get(ColdStartHeader) == "" {
-		t.Errorf("cold native request: %d %s (%s=%q)", r.status, r.body, ColdStartHeader, r.header.Get(ColdStartHeader))
+	if r.status != 200 || !strings.Contains(r.body, "hello world") || r.header.Get(routing.ColdStartHeader) == "" {
+		t.Errorf("cold native request: %d %s (%s=%q)", r.status, r.body, routing.ColdStartHeader, r.header.Get(routing.ColdStartHeader))
 	}
 }
 

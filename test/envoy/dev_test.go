@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/thawhq/thaw/proxy"
+	"github.com/thawhq/thaw/routing"
 )
 
 // thawBinary builds ./cmd/thaw (or takes $THAW_BIN) and skips the test
@@ -90,7 +90,7 @@ func TestThawDevBehindEnvoy(t *testing.T) {
 
 	// Cold: held by thaw (the activator), served once the instance is up.
 	r = e.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/m1"))
-	if r.status != http.StatusOK || r.header.Get(proxy.ColdStartHeader) == "" {
+	if r.status != http.StatusOK || r.header.Get(routing.ColdStartHeader) == "" {
 		t.Fatalf("cold request: %d %v %s", r.status, r.header, r.body)
 	}
 	// Warm: straight to the instance, once Envoy has it.
@@ -102,7 +102,7 @@ func TestThawDevBehindEnvoy(t *testing.T) {
 	before := e.hostStat(t, "deploy-"+d.ID, instance, "rq_total")
 	act := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+d.ID, api, "rq_total")
 	for i := 0; i < 3; i++ {
-		if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/m1")); r.status != http.StatusOK || r.header.Get(proxy.ColdStartHeader) != "" {
+		if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/m1")); r.status != http.StatusOK || r.header.Get(routing.ColdStartHeader) != "" {
 			t.Fatalf("warm request: %d %v %s", r.status, r.header, r.body)
 		}
 	}

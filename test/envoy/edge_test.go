@@ -13,9 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/thawhq/thaw/auth"
-	"github.com/thawhq/thaw/proxy"
-	"github.com/thawhq/thaw/xds"
+	"github.com/thawhq/thaw/routing"
 )
 
 func TestEnvoyStateOfTheWorld(t *testing.T) {
@@ -34,17 +32,6 @@ func TestEnvoyDelta(t *testing.T) {
 	e := startEdge(t, true)
 	checkRouting(t, e)
 	checkNoNACK(t, e)
-}
-
-// TestHeaderNames: thaw's /authz sets the headers the routes match.
-func TestHeaderNames(t *testing.T) {
-	got := []string{strings.ToLower(proxy.AuthzDeployIDHeader), strings.ToLower(proxy.AuthzRouteHeader), proxy.AuthzDirect, proxy.AuthzActivator, proxy.AuthzPrefix,
-		strings.ToLower(auth.GrantHeader), strings.ToLower(proxy.HoldTimeoutHeader)}
-	want := []string{xds.DeployIDHeader, xds.RouteHeader, xds.RouteDirect, xds.RouteActivator, xds.AuthzPathPrefix,
-		xds.GrantHeader, xds.HoldTimeoutHeader}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("(-xds +proxy):\n%s", diff)
-	}
 }
 
 func chat(model string) string {
@@ -104,7 +91,7 @@ func checkRouting(t *testing.T, e *edge) {
 		waitHeld(t, e, "d-cold", 1)
 		cold := e.startInstance(t, "alice/cold", 1000)
 		r := <-done
-		if r.status != http.StatusOK || r.header.Get(proxy.ColdStartHeader) == "" {
+		if r.status != http.StatusOK || r.header.Get(routing.ColdStartHeader) == "" {
 			t.Fatalf("held request: %d %v %s", r.status, r.header, r.body)
 		}
 		if n := e.activator.n.Load() - act; n != 1 {
@@ -186,7 +173,7 @@ func checkRouting(t *testing.T, e *edge) {
 			{"another user's model, native", "/v1/inference/alice/warm", "tok-bob", `{"input":"x"}`, nil,
 				openAIError{404, "model_not_found", "not_found_error"}},
 			{"routing headers sent by the client", "/v1/chat/completions", "tok-bob", chat("alice/warm"),
-				[]string{xds.DeployIDHeader, "d-warm", xds.RouteHeader, xds.RouteDirect},
+				[]string{routing.DeployIDHeader, "d-warm", routing.RouteHeader, routing.Direct},
 				openAIError{404, "model_not_found", "not_found_error"}},
 			{"missing model", "/v1/chat/completions", "tok-alice", `{"messages":[]}`, nil,
 				openAIError{400, "missing_model", "invalid_request_error"}},
@@ -207,8 +194,8 @@ func checkRouting(t *testing.T, e *edge) {
 		go func() {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/v1/chat/completions", strings.NewReader(chat("bob/bobs")))
 			req.Header.Set("Authorization", "Bearer tok-bob")
-			req.Header.Set(xds.DeployIDHeader, "d-warm")
-			req.Header.Set(xds.RouteHeader, xds.RouteDirect)
+			req.Header.Set(routing.DeployIDHeader, "d-warm")
+			req.Header.Set(routing.RouteHeader, routing.Direct)
 			resp, err := e.client.Do(req)
 			if err == nil {
 				resp.Body.Close()
