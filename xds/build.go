@@ -25,14 +25,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-)
 
-// Paths the routes match. openAIPath is served by model servers too (after
-// /v1/openai/ -> /v1/); inferencePath also includes the native path, which
-// only thaw serves.
-const (
-	openAIPath    = `^/v1/(openai/)?(chat/)?completions$`
-	inferencePath = `^/v1/((openai/)?(chat/)?completions|inference/.+)$`
+	"github.com/thawhq/thaw/routing"
 )
 
 // Envoy's defaults that would cut LLM traffic, raised: the default circuit
@@ -190,13 +184,13 @@ func buildListener(listen string, idle time.Duration) (*listener.Listener, error
 		TransportApiVersion: core.ApiVersion_V3,
 		Services: &extauthz.ExtAuthz_HttpService{HttpService: &extauthz.HttpService{
 			ServerUri: &core.HttpUri{
-				Uri:              "http://" + APICluster + AuthzPathPrefix,
+				Uri:              "http://" + APICluster + routing.AuthzPrefix,
 				HttpUpstreamType: &core.HttpUri_Cluster{Cluster: APICluster},
 				Timeout:          durationpb.New(authzTimeout),
 			},
-			PathPrefix: AuthzPathPrefix,
+			PathPrefix: routing.AuthzPrefix,
 			AuthorizationResponse: &extauthz.AuthorizationResponse{
-				AllowedUpstreamHeaders: exactList(DeployIDHeader, RouteHeader, GrantHeader),
+				AllowedUpstreamHeaders: exactList(deployIDHeader, routeHeader, grantHeader),
 				AllowedClientHeaders:   exactList("content-type", "retry-after"),
 			},
 		}},

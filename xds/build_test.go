@@ -148,9 +148,9 @@ func TestBuildRoutes(t *testing.T) {
 		}
 		for _, h := range r.GetMatch().GetHeaders() {
 			switch h.GetName() {
-			case DeployIDHeader:
+			case "x-thaw-deploy-id":
 				v.DeployHeader = h.GetStringMatch().GetExact()
-			case RouteHeader:
+			case "x-thaw-route":
 				v.Route = h.GetStringMatch().GetExact()
 			}
 		}
@@ -163,8 +163,8 @@ func TestBuildRoutes(t *testing.T) {
 		// Sorted by id; the failed deployment has no direct route.
 		// The direct routes remove the caller's token and the routing
 		// headers: they may reach a model server.
-		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: RouteDirect, Removes: removed},
-		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: RouteDirect, Removes: removed},
+		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: "direct", Removes: removed},
+		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: "direct", Removes: removed},
 		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry + ",reset"},
 		// The catch-all is last, to thaw, with ext_authz off.
 		{Name: "thaw-api", Cluster: APICluster, Idle: idle, Retry: retry, AuthzOff: true},
@@ -218,7 +218,7 @@ func TestBuildListener(t *testing.T) {
 		Filters:    []string{"envoy.filters.http.ext_authz", "envoy.filters.http.router"},
 		StreamIdle: 3 * time.Minute, RDS: RouteConfigName,
 		AuthzCluster: APICluster, AuthzPrefix: "/authz", AuthzBody: 64 << 10, Partial: true, Clear: true,
-		UpstreamHeaders: []string{DeployIDHeader, RouteHeader, GrantHeader}, StatusOnError: 503, ListenOn: "127.0.0.1",
+		UpstreamHeaders: []string{"x-thaw-deploy-id", "x-thaw-route", "x-thaw-grant"}, StatusOnError: 503, ListenOn: "127.0.0.1",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)

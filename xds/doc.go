@@ -5,7 +5,9 @@
 // world and delta) and pushes a new snapshot whenever the fleet's endpoints
 // change.
 //
-// Routing. Every inference request first matches the "activator" route,
+// Routing. The paths and header names below are package routing's, which
+// thaw's /authz (package proxy) shares; contract.go puts them in Envoy's
+// terms. Every inference request first matches the "activator" route,
 // whose ext_authz filter asks thaw (HTTP service at /authz<path>, with the
 // first 64 KiB of the body). thaw authenticates the token, finds the model
 // (body "model", either "<owner>/<name>" or "deploy_id:<id>", or the native

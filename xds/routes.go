@@ -13,10 +13,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/thawhq/thaw/routing"
 )
 
-// directRemoved are the request headers the direct route removes.
-var directRemoved = []string{"authorization", DeployIDHeader, RouteHeader, HoldTimeoutHeader}
+// directRemoved are the request headers the direct route removes: the
+// caller's token, and thaw's routing and hold headers, which are for thaw
+// only. The grant stays: an activator the route falls back to reads it.
+var directRemoved = []string{"authorization", deployIDHeader, routeHeader, holdTimeoutHeader}
 
 // buildRoutes: per deployment a direct route (headers set by ext_authz),
 // then the activator route for every other inference request, then the
@@ -33,8 +37,8 @@ func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguratio
 			Match: &route.RouteMatch{
 				PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: regex(openAIPath)},
 				Headers: []*route.HeaderMatcher{
-					{Name: DeployIDHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(d.ID)}},
-					{Name: RouteHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(RouteDirect)}},
+					{Name: deployIDHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(d.ID)}},
+					{Name: routeHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(routing.Direct)}},
 				},
 			},
 			Action: &route.Route_Route{Route: upstream(DeployClusterPrefix+d.ID, idle, true)},
@@ -109,7 +113,7 @@ func upstream(clusterName string, idle time.Duration, rewriteOpenAI bool) *route
 		},
 	}
 	if rewriteOpenAI {
-		a.RegexRewrite = &matcher.RegexMatchAndSubstitute{Pattern: regex(`^/v1/openai/`), Substitution: "/v1/"}
+		a.RegexRewrite = &matcher.RegexMatchAndSubstitute{Pattern: regex(aliasPrefix), Substitution: routing.OpenAIPrefix + "/"}
 	}
 	return a
 }

@@ -23,32 +23,6 @@ const (
 	DeployClusterPrefix = "deploy-"
 )
 
-// Headers the authorization service (thaw's /authz) sets on an allowed
-// request, and the routes match on.
-const (
-	// DeployIDHeader carries the deployment the request resolved to.
-	DeployIDHeader = "x-thaw-deploy-id"
-	// RouteHeader is RouteDirect when the request may go straight to the
-	// deployment's instances, RouteActivator when it must pass through the
-	// activator (native path, deploy_id: form).
-	RouteHeader = "x-thaw-route"
-	// RouteDirect and RouteActivator are RouteHeader's values.
-	RouteDirect    = "direct"
-	RouteActivator = "activator"
-	// GrantHeader carries the edge's grant on a direct request (see
-	// auth.Grants), by which an activator authenticates one whose caller's
-	// token the direct route removed.
-	GrantHeader = "x-thaw-grant"
-	// HoldTimeoutHeader is the caller's bound on its own hold, which only
-	// the activator reads.
-	HoldTimeoutHeader = "x-thaw-hold-timeout"
-)
-
-// AuthzPathPrefix is prepended to the original path in the authorization
-// request: POST /v1/chat/completions is checked as POST
-// /authz/v1/chat/completions.
-const AuthzPathPrefix = "/authz"
-
 // AuthzMaxBody is how much of a request body Envoy sends to /authz; a larger
 // body is cut there (x-envoy-auth-partial-body: true), never rejected.
 const AuthzMaxBody = 64 << 10

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/bench"
-	"github.com/thawhq/thaw/xds"
+	"github.com/thawhq/thaw/routing"
 )
 
 // repoBin is the repository's bin/ directory.
@@ -115,12 +115,12 @@ func TestProbeServers(t *testing.T) {
 	defer api.Close()
 	defer old.Close()
 	defer nu.Close()
-	resp, err := http.Post("http://"+api.Addr+xds.AuthzPathPrefix+"/v1/chat/completions?d=d-0007", "application/json", strings.NewReader("{}"))
+	resp, err := http.Post("http://"+api.Addr+routing.AuthzPrefix+"/v1/chat/completions?d=d-0007", "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(xds.DeployIDHeader) != "d-0007" || resp.Header.Get(xds.RouteHeader) != xds.RouteDirect {
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(routing.DeployIDHeader) != "d-0007" || resp.Header.Get(routing.RouteHeader) != routing.Direct {
 		t.Errorf("authz: %d %v", resp.StatusCode, resp.Header)
 	}
 	c := &http.Client{Timeout: 5 * time.Second}

@@ -13,6 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/thawhq/thaw/bench"
+	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/xds"
 )
 
@@ -241,9 +242,9 @@ func serveProbe(h http.HandlerFunc) (*probeServer, error) {
 // it answers "api") and the two instances.
 func probeServers() (api, old, nu *probeServer, err error) {
 	api, err = serveProbe(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, xds.AuthzPathPrefix+"/") {
-			w.Header().Set(xds.DeployIDHeader, r.URL.Query().Get("d"))
-			w.Header().Set(xds.RouteHeader, xds.RouteDirect)
+		if strings.HasPrefix(r.URL.Path, routing.AuthzPrefix+"/") {
+			w.Header().Set(routing.DeployIDHeader, r.URL.Query().Get("d"))
+			w.Header().Set(routing.RouteHeader, routing.Direct)
 			return
 		}
 		io.WriteString(w, "api")
