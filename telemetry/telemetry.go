@@ -28,10 +28,9 @@ import (
 // Telemetry holds the installed providers.
 type Telemetry struct {
 	// Metrics serves the Prometheus text exposition.
-	Metrics  http.Handler
-	meters   *sdkmetric.MeterProvider
-	tracers  *sdktrace.TracerProvider
-	tracesOn bool
+	Metrics http.Handler
+	meters  *sdkmetric.MeterProvider
+	tracers *sdktrace.TracerProvider
 }
 
 // Setup installs global meter and tracer providers for service (e.g.
@@ -63,13 +62,9 @@ func Setup(ctx context.Context, service string) (*Telemetry, error) {
 		}
 		t.tracers = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(te))
 		otel.SetTracerProvider(t.tracers)
-		t.tracesOn = true
 	}
 	return t, nil
 }
-
-// TracesExported reports whether spans leave the process (OTLP configured).
-func (t *Telemetry) TracesExported() bool { return t.tracesOn }
 
 // Shutdown flushes and stops the providers.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
