@@ -85,18 +85,13 @@ func (c Config) validate() error {
 
 // Spec is what a deployment allows: its instance bounds and batch size.
 type Spec struct {
-	// Min is min_instances. It is always kept, even with no demand (unless
-	// the GPU quota is lower).
+	// Min is min_instances. It is always kept, even with no demand.
 	Min int
 	// Max is max_instances. A Max below Min is read as Min.
 	Max int
 	// BatchSize is max_batch_size: requests one instance serves at once.
 	// Values below 1 count as 1.
 	BatchSize int
-	// QuotaMax is how many instances the user's GPU quota allows this
-	// deployment; 0 means no limit. It wins over Min: thaw never asks for
-	// instances the quota forbids.
-	QuotaMax int
 }
 
 // Input is one observation of a deployment.
@@ -269,21 +264,19 @@ func stableTarget(cfg Config, st State, now time.Time, stableMax int, per float6
 	return n, fmt.Sprintf("stable: max %s %d x %s over %s", requestsNeed(stableMax), n, num(per), cfg.StableWindow)
 }
 
-// clamp applies min_instances, then max_instances and the GPU quota, and
-// says so in the reason.
+// clamp applies min_instances, then max_instances, and says so in the
+// reason. The GPU quota is not applied here: it is per user, across
+// deployments, so the fleet enforces it when it starts instances.
 func clamp(d int, reason string, s Spec) (int, string) {
 	lo := max(s.Min, 0)
-	hi, limit := max(s.Max, lo), "max_instances"
-	if s.QuotaMax > 0 && s.QuotaMax < hi {
-		hi, limit = s.QuotaMax, "GPU quota"
-	}
+	hi := max(s.Max, lo)
 	if d < lo {
 		d = lo
 		reason += fmt.Sprintf("; min_instances keeps %d", lo)
 	}
 	if d > hi {
 		d = hi
-		reason += fmt.Sprintf("; %s limits it to %d", limit, hi)
+		reason += fmt.Sprintf("; max_instances limits it to %d", hi)
 	}
 	return d, reason
 }

@@ -172,18 +172,6 @@ func TestDecide(t *testing.T) {
 				want: Decision{2, "stable: max 40 requests need 5 x 8 over 1m0s; max_instances limits it to 2"}},
 		},
 	}, {
-		name: "GPU quota caps below max_instances and says so",
-		spec: Spec{Min: 0, Max: 10, BatchSize: 8, QuotaMax: 2},
-		steps: []step{
-			{at: 0, current: 0, demand: 40, want: Decision{2, "wake: 40 requests need 5 x 8; GPU quota limits it to 2"}},
-		},
-	}, {
-		name: "GPU quota wins over min_instances",
-		spec: Spec{Min: 3, Max: 10, BatchSize: 8, QuotaMax: 2},
-		steps: []step{
-			{at: 0, current: 0, demand: 0, want: Decision{2, "idle 5m0s: scale to min 3; GPU quota limits it to 2"}},
-		},
-	}, {
 		name: "max below min reads as min",
 		spec: Spec{Min: 2, Max: 1, BatchSize: 8},
 		steps: []step{

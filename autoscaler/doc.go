@@ -69,6 +69,7 @@
 // idles it out before IdleTimeout.
 //
 // Clamps are applied last: min_instances is always kept, even with no
-// demand; max_instances and the user's GPU quota (Spec.QuotaMax) cap the
-// count, and the reason says which limit applied.
+// demand; max_instances caps the count; the reason says which applied.
+// The user's GPU quota is not a clamp here: it spans a user's deployments,
+// so the fleet enforces it when it starts instances.
 package autoscaler

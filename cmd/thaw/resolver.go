@@ -44,8 +44,8 @@ func (r resolver) Models(user string) []proxy.Model {
 }
 
 // scaleTargets adapts the fleet to the autoscaler's view. The GPU quota is
-// not passed as the decision's QuotaMax: the quota is per user, across
-// deployments, so the fleet enforces it and reports the instances it holds
+// not part of the decision: the quota is per user, across deployments, so
+// the fleet enforces it and reports the instances it holds
 // back in instances.reason; desired stays what the load needs.
 type scaleTargets struct{ *fleet.Fleet }
 
