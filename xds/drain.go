@@ -104,7 +104,7 @@ func (s *Server) dropDrainingLocked(k drainKey) bool {
 // waitIdle polls until every Envoy reports the host draining with nothing
 // in flight (or does not list it), or ctx is done.
 func (s *Server) waitIdle(ctx context.Context, clusterName, addr string) {
-	t := newTicker(s.cfg.DrainPoll)
+	t := time.NewTicker(s.cfg.DrainPoll)
 	defer t.Stop()
 	for {
 		idle := true
@@ -175,6 +175,3 @@ func parseHostStats(sc *bufio.Scanner, clusterName, addr string) (hostStat, erro
 	}
 	return h, sc.Err()
 }
-
-// newTicker is time.NewTicker, named for the one place drain polling ticks.
-var newTicker = time.NewTicker
