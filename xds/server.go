@@ -255,9 +255,15 @@ func (s *Server) SetEndpoints(deployID string, capacity int, addrs map[string]st
 }
 
 // SetModel records the deployment's model name ("<owner>/<name>"), shown in
-// its route's metadata, and gives it a route before its first instance.
+// its route's metadata, and gives it a route before its first instance. The
+// same name again changes nothing.
 func (s *Server) SetModel(deployID, model string) {
 	s.mu.Lock()
+	d, ok := s.deps[deployID]
+	if ok && d.Model == model {
+		s.mu.Unlock()
+		return
+	}
 	s.depLocked(deployID).Model = model
 	s.mu.Unlock()
 	s.changed()

@@ -135,7 +135,7 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 	if err != nil {
 		return nil, err
 	}
-	return append(eps, c.xds, c.pub), nil
+	return append(eps, xdsEndpoints{c.xds, c.cfg.Store.Get}, c.pub), nil
 }
 
 // newScaling builds the fleet over the runtime, the autoscaler's loop, the

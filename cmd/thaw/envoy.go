@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/xds"
 )
@@ -169,3 +170,40 @@ func (t endpointsTee) Remove(deployID string) {
 
 // The xDS server takes the fleet's updates like the activator does.
 var _ fleet.Endpoints = (*xds.Server)(nil)
+
+// xdsEndpoints feeds the fleet's updates to the xDS server and names each
+// deployment's route with its model (route metadata "model", shown in
+// Envoy's config dump), which the fleet's updates do not carry. The fleet
+// calls it from one goroutine, after the deployment is stored and before
+// Remove, so a name is never set for a deployment already removed.
+type xdsEndpoints struct {
+	namedEndpoints
+	lookup func(deployID string) (deploy.Deployment, error)
+}
+
+// namedEndpoints is the xDS server as xdsEndpoints uses it.
+type namedEndpoints interface {
+	fleet.Endpoints
+	SetModel(deployID, model string)
+}
+
+func (x xdsEndpoints) SetEndpoints(deployID string, capacity int, addrs map[string]string) {
+	x.setModel(deployID)
+	x.namedEndpoints.SetEndpoints(deployID, capacity, addrs)
+}
+
+func (x xdsEndpoints) Fail(deployID, reason string) {
+	x.setModel(deployID)
+	x.namedEndpoints.Fail(deployID, reason)
+}
+
+func (x xdsEndpoints) Recover(deployID string) {
+	x.setModel(deployID)
+	x.namedEndpoints.Recover(deployID)
+}
+
+func (x xdsEndpoints) setModel(deployID string) {
+	if d, err := x.lookup(deployID); err == nil {
+		x.namedEndpoints.SetModel(deployID, d.FullName())
+	}
+}

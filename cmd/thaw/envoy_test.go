@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 func TestEnvoyBootstrap(t *testing.T) {
@@ -156,9 +158,37 @@ func (r *recEndpoints) Drained(id, inst string) <-chan struct{} {
 	r.rec("drained " + id + " " + inst)
 	return r.drained
 }
-func (r *recEndpoints) Fail(id, reason string) { r.rec("fail " + id + " " + reason) }
-func (r *recEndpoints) Recover(id string)      { r.rec("recover " + id) }
-func (r *recEndpoints) Remove(id string)       { r.rec("remove " + id) }
+func (r *recEndpoints) Fail(id, reason string)    { r.rec("fail " + id + " " + reason) }
+func (r *recEndpoints) Recover(id string)         { r.rec("recover " + id) }
+func (r *recEndpoints) Remove(id string)          { r.rec("remove " + id) }
+func (r *recEndpoints) SetModel(id, model string) { r.rec("model " + id + " " + model) }
+
+// TestXDSEndpointsNameRoutes: the edge's route for a deployment carries its
+// model name from the store; an unknown deployment gets no name.
+func TestXDSEndpointsNameRoutes(t *testing.T) {
+	r := &recEndpoints{}
+	x := xdsEndpoints{r, func(id string) (deploy.Deployment, error) {
+		if id != "d" {
+			return deploy.Deployment{}, deploy.ErrNotFound
+		}
+		return deploy.Deployment{ID: "d", Owner: "alice", ModelName: "llama"}, nil
+	}}
+	x.SetEndpoints("d", 1, map[string]string{"i": "127.0.0.1:1"})
+	x.Fail("d", "crash loop")
+	x.Recover("d")
+	x.SetEndpoints("gone", 1, nil)
+	x.Remove("d")
+	want := []string{
+		"model d alice/llama", "set d + 127.0.0.1:1",
+		"model d alice/llama", "fail d crash loop",
+		"model d alice/llama", "recover d",
+		"set gone + ",
+		"remove d",
+	}
+	if diff := cmp.Diff(want, r.calls); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+}
 
 func TestEndpointsTee(t *testing.T) {
 	a := &recEndpoints{drained: make(chan struct{})}
