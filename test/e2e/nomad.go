@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/thawhq/thaw/test/testnet"
+)
+
+// NomadConfig says how to start a one-node `nomad agent -dev` with thaw's
+// fake GPU device plugin. Zero values pick the defaults noted on each field.
+type NomadConfig struct {
+	// Bin is the nomad binary; default bin/nomad.
+	Bin string
+	// PluginDir holds thaw-fakegpu; default bin/plugins.
+	PluginDir string
+	// GPUs is the plugin's gpus setting, "<name>:<count>,..."; required.
+	GPUs string
+	// Dir is the agent's data and working directory; required. Everything
+	// the agent starts inherits it, which is how Stop finds what is left.
+	Dir string
+	// Ready is how long StartNomad waits for the node; default 60s.
+	Ready time.Duration
+}
+
+// Nomad is one running dev agent.
+type Nomad struct {
+	*Proc
+	URL string // http://127.0.0.1:port of its HTTP API
+	cfg NomadConfig
+}
+
+// StartNomad starts the agent and waits until its one node is ready with
+// every fake GPU fingerprinted and the keyring (which Nomad Variables, where
+// thaw server keeps deployments, need) has an active key.
+func StartNomad(cfg NomadConfig) (*Nomad, error) {
+	var err error
+	if cfg.Bin == "" {
+		if cfg.Bin, err = RepoBin("nomad"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.PluginDir == "" {
+		plugin, err := RepoBin("plugins/thaw-fakegpu")
+		if err != nil {
+			return nil, err
+		}
+		cfg.PluginDir = filepath.Dir(plugin)
+	}
+	if cfg.Ready == 0 {
+		cfg.Ready = 60 * time.Second
+	}
+	want := 0
+	for _, g := range strings.Split(cfg.GPUs, ",") {
+		_, n, _ := strings.Cut(g, ":")
+		c, err := strconv.Atoi(n)
+		if err != nil {
+			return nil, fmt.Errorf("nomad: gpus %q: want <name>:<count>,...", cfg.GPUs)
+		}
+		want += c
+	}
+	var ports [3]int
+	for i := range ports {
+		if ports[i], err = testnet.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	conf := fmt.Sprintf(`data_dir = %q
+plugin_dir = %q
+disable_update_check = true
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+client {
+  options {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+plugin "thaw-fakegpu" {
+  config {
+    gpus = %q
+  }
+}
+`, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], cfg.GPUs)
+	confPath := filepath.Join(cfg.Dir, "agent.hcl")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := Start(ProcConfig{
+		Name:        "nomad agent",
+		Args:        []string{cfg.Bin, "agent", "-dev", "-bind", "127.0.0.1", "-network-interface", "lo", "-config", confPath},
+		Dir:         cfg.Dir,
+		Setpgid:     true,
+		StopSignal:  syscall.SIGINT,
+		StopTimeout: 20 * time.Second,
+		Keep:        1 << 20,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Nomad{Proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), cfg: cfg}
+	if !Eventually(cfg.Ready, 200*time.Millisecond, func() bool { return p.Exited() || n.ready(want) }) || p.Exited() {
+		err := fmt.Errorf("nomad node with %d fake GPUs not ready within %v; agent output:\n%s", want, cfg.Ready, p.Out.Tail(8<<10))
+		return nil, errors.Join(err, n.Stop())
+	}
+	return n, nil
+}
+
+// ready: one node, ready, with want GPUs, and an active key.
+func (n *Nomad) ready(want int) bool {
+	var nodes []struct {
+		Status        string
+		NodeResources *struct{ Devices []struct{ Instances []any } }
+	}
+	if n.GetJSON("/v1/nodes?resources=true", &nodes) != nil || len(nodes) != 1 || nodes[0].Status != "ready" || nodes[0].NodeResources == nil {
+		return false
+	}
+	got := 0
+	for _, d := range nodes[0].NodeResources.Devices {
+		got += len(d.Instances)
+	}
+	if got != want {
+		return false
+	}
+	var keys []struct{ State string }
+	if n.GetJSON("/v1/operator/keyring/keys", &keys) != nil {
+		return false
+	}
+	return slices.ContainsFunc(keys, func(k struct{ State string }) bool { return k.State == "active" })
+}
+
+// GetJSON decodes the answer to GET path of the agent's HTTP API into out.
+func (n *Nomad) GetJSON(path string, out any) error {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(n.URL + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// LiveAllocs counts the allocations pending or running.
+func (n *Nomad) LiveAllocs() (int, error) {
+	var allocs []struct{ ClientStatus string }
+	if err := n.GetJSON("/v1/allocations", &allocs); err != nil {
+		return 0, err
+	}
+	live := 0
+	for _, a := range allocs {
+		if a.ClientStatus == "running" || a.ClientStatus == "pending" {
+			live++
+		}
+	}
+	return live, nil
+}
+
+// WaitNoAllocs waits up to timeout until no allocation is pending or
+// running.
+func (n *Nomad) WaitNoAllocs(timeout time.Duration) error {
+	var live int
+	var err error
+	if Eventually(timeout, 100*time.Millisecond, func() bool {
+		live, err = n.LiveAllocs()
+		return err == nil && live == 0
+	}) {
+		return nil
+	}
+	return fmt.Errorf("nomad: %d allocations still live after %v (%v)", live, timeout, err)
+}
+
+// Stop purges every job, waits for their allocations to end, stops the
+// agent, kills what is left working in its directory and unmounts what
+// Nomad left mounted there (the secrets/private tmpfs of recently stopped
+// allocations), so the directory can be removed. It returns an error
+// naming the processes other than the agent's own plugins and log monitors
+// (Nomad 1.10 does not always stop those) that were left.
+func (n *Nomad) Stop() error {
+	var jobs []struct{ ID string }
+	if n.GetJSON("/v1/jobs", &jobs) == nil {
+		for _, j := range jobs {
+			req, _ := http.NewRequest(http.MethodDelete, n.URL+"/v1/job/"+j.ID+"?purge=true", nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+		_ = n.WaitNoAllocs(30 * time.Second)
+	}
+	n.Proc.Stop()
+	dir := n.cfg.Dir
+	for _, pid := range ProcsIn(dir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	time.Sleep(500 * time.Millisecond)
+	var left []string
+	for _, pid := range ProcsIn(dir) {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if exe == filepath.Join(n.cfg.PluginDir, "thaw-fakegpu") || exe == n.cfg.Bin || len(cmdline) == 0 { // zombie
+			continue
+		}
+		left = append(left, fmt.Sprintf("%d (%.60s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+	}
+	if mounts, err := os.ReadFile("/proc/mounts"); err == nil {
+		var mps []string
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+				mps = append(mps, f[1])
+			}
+		}
+		slices.Sort(mps)
+		for _, mp := range slices.Backward(mps) {
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("processes the agent started were left after it stopped (killed): %s", strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// ProcsIn returns the processes whose working directory is dir or below.
+func ProcsIn(dir string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
