@@ -73,12 +73,12 @@ func newRedis(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
 func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
 	mr, rdb := newRedis(t)
-	deps := map[string]deploy.Deployment{
+	deployments := map[string]deploy.Deployment{
 		"d1": {ID: "d1", Owner: "alice", ModelName: "m"},
 		"d2": {ID: "d2", Owner: "bob", ModelName: "m"},
 	}
 	pub, err := NewPublisher(PublisherConfig{Redis: rdb, DrainPoll: 5 * time.Millisecond, Lookup: func(id string) (deploy.Deployment, error) {
-		d, ok := deps[id]
+		d, ok := deployments[id]
 		if !ok {
 			return deploy.Deployment{}, errors.New("unknown")
 		}

@@ -16,7 +16,7 @@ import (
 // told to fail its held requests. An instance getting ready recovers it.
 func TestCrashLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 3, 3)
+		d := newDeployment("d1", "alice", "m", 1, 3, 3)
 		h := startFleet(t, Config{CrashLoopAfter: 2}, d)
 		ids := h.waitStarted("d1", 3)
 		const why = "exit status 1: CUDA out of memory"
@@ -71,7 +71,7 @@ func TestCrashLoop(t *testing.T) {
 // toward a crash loop.
 func TestReadyInstanceFailureReplaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 1, 1)
+		d := newDeployment("d1", "alice", "m", 1, 1, 1)
 		h := startFleet(t, Config{CrashLoopAfter: 1}, d)
 		ids := readyInstances(t, h, d, 1)
 		h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseFailed, Reason: "killed"})
@@ -96,7 +96,7 @@ func TestReadyInstanceFailureReplaced(t *testing.T) {
 // TestShutdownStopsInstances: when Run returns, every instance is stopped.
 func TestShutdownStopsInstances(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 2, 2)
+		d := newDeployment("d1", "alice", "m", 1, 2, 2)
 		h := startFleet(t, Config{}, d)
 		ids := h.waitStarted("d1", 2)
 		h.stop()

@@ -105,16 +105,16 @@ func (r *fakeRuntime) emit(ev Instance) { r.events <- ev }
 
 // fakeStore serves a settable list of deployments.
 type fakeStore struct {
-	mu      sync.Mutex // mu guards deps.
-	deps    []deploy.Deployment
-	changed chan struct{}
+	mu          sync.Mutex // mu guards deployments.
+	deployments []deploy.Deployment
+	changed     chan struct{}
 }
 
 func (s *fakeStore) List(owner string) []deploy.Deployment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []deploy.Deployment
-	for _, d := range s.deps {
+	for _, d := range s.deployments {
 		if owner == "" || d.Owner == owner {
 			out = append(out, d)
 		}
@@ -124,9 +124,9 @@ func (s *fakeStore) List(owner string) []deploy.Deployment {
 
 func (s *fakeStore) Changed() <-chan struct{} { return s.changed }
 
-func (s *fakeStore) set(deps ...deploy.Deployment) {
+func (s *fakeStore) set(deployments ...deploy.Deployment) {
 	s.mu.Lock()
-	s.deps = deps
+	s.deployments = deployments
 	s.mu.Unlock()
 	select {
 	case s.changed <- struct{}{}:
@@ -274,17 +274,17 @@ type harness struct {
 	stop func()
 }
 
-// startFleet runs a Fleet over deps until the test ends. Call it inside a
+// startFleet runs a Fleet over deployments until the test ends. Call it inside a
 // synctest bubble: every fake is in memory, so the test steps fake time and
 // synctest.Wait sees the fleet idle.
-func startFleet(t *testing.T, cfg Config, deps ...deploy.Deployment) *harness {
+func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *harness {
 	t.Helper()
 	j := &journal{}
 	h := &harness{
 		t:     t,
 		j:     j,
 		rt:    &fakeRuntime{j: j, events: make(chan Instance, 64), specs: map[string]Spec{}},
-		store: &fakeStore{deps: deps, changed: make(chan struct{}, 1)},
+		store: &fakeStore{deployments: deployments, changed: make(chan struct{}, 1)},
 		ep: &fakeEndpoints{j: j, sets: map[string]map[string]string{}, capacity: map[string]int{},
 			drained: map[string]chan struct{}{}, failed: map[string]string{}},
 		models: &modelNet{servers: map[string]*modelServer{}},
@@ -343,7 +343,7 @@ func settle(d time.Duration) {
 	synctest.Wait()
 }
 
-// live returns the fleet's view of dep.
+// live returns the fleet's view of d.
 func (h *harness) live(d deploy.Deployment) deploy.Live { return h.f.Live(d) }
 
 // waitStarted waits until n instances of deployment id were started and
@@ -372,7 +372,7 @@ func (h *harness) waitRouted(deployID string, ids ...string) {
 var created = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // dep is a deployment of owner/model with the given settings.
-func dep(id, owner, model string, numGPUs, min, max int) deploy.Deployment {
+func newDeployment(id, owner, model string, numGPUs, min, max int) deploy.Deployment {
 	return deploy.Deployment{
 		ID: id, Owner: owner, ModelName: model,
 		Config: deploy.Config{GPU: "A100-80GB", NumGPUs: numGPUs, MaxBatchSize: 4,

@@ -69,10 +69,10 @@ type Fleet struct {
 	readyCh chan probeResult
 	stopped chan string
 
-	// mu guards deps and instOwner.
-	mu        sync.Mutex
-	deps      map[string]*depState
-	instOwner map[string]string // instance id -> deploy id
+	// mu guards deployments and instOwner.
+	mu          sync.Mutex
+	deployments map[string]*deployment
+	instOwner   map[string]string // instance id -> deploy id
 }
 
 type probeResult struct{ deployID, instanceID string }
@@ -98,13 +98,13 @@ func New(cfg Config) (*Fleet, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Fleet{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		kick:      make(chan struct{}, 1),
-		readyCh:   make(chan probeResult, 64),
-		stopped:   make(chan string, 64),
-		deps:      map[string]*depState{},
-		instOwner: map[string]string{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		kick:        make(chan struct{}, 1),
+		readyCh:     make(chan probeResult, 64),
+		stopped:     make(chan string, 64),
+		deployments: map[string]*deployment{},
+		instOwner:   map[string]string{},
 	}, nil
 }
 
@@ -136,7 +136,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 // the deployment's [min_instances, max_instances].
 func (f *Fleet) SetDesired(_ context.Context, id string, n int, reason string) error {
 	f.mu.Lock()
-	ds, ok := f.deps[id]
+	ds, ok := f.deployments[id]
 	if ok {
 		ds.desired = clamp(n, ds.d.Settings.MinInstances, ds.d.Settings.MaxInstances)
 		ds.desiredReason = reason
@@ -164,8 +164,8 @@ type Target struct {
 func (f *Fleet) Targets() []Target {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Target, 0, len(f.deps))
-	for id, ds := range f.deps {
+	out := make([]Target, 0, len(f.deployments))
+	for id, ds := range f.deployments {
 		out = append(out, Target{
 			ID: id, Min: ds.d.Settings.MinInstances, Max: ds.d.Settings.MaxInstances,
 			MaxBatchSize: ds.d.Config.MaxBatchSize, NumGPUs: ds.d.Config.NumGPUs, Current: ds.desired,
@@ -178,7 +178,7 @@ func (f *Fleet) Targets() []Target {
 func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ds, ok := f.deps[d.ID]
+	ds, ok := f.deployments[d.ID]
 	if !ok {
 		// Not reconciled yet (created a moment ago).
 		return deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Desired: d.Settings.MinInstances, Pending: d.Settings.MinInstances}}
@@ -192,7 +192,7 @@ func (f *Fleet) ReadyAddrs() map[string][]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := map[string][]string{}
-	for id, ds := range f.deps {
+	for id, ds := range f.deployments {
 		for _, in := range ds.instances {
 			if in.ready {
 				out[id] = append(out[id], in.addr)
@@ -212,8 +212,8 @@ type Counts struct {
 func (f *Fleet) Counts() []Counts {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Counts, 0, len(f.deps))
-	for id, ds := range f.deps {
+	out := make([]Counts, 0, len(f.deployments))
+	for id, ds := range f.deployments {
 		c := Counts{DeployID: id, Model: ds.d.FullName(), Pending: ds.quotaHeld}
 		for _, in := range ds.instances {
 			switch {
@@ -247,7 +247,7 @@ func (f *Fleet) reconcile(ctx context.Context) {
 	f.syncStoreLocked()
 	usage := f.gpuUsageLocked()
 	type start struct {
-		ds   *depState
+		ds   *deployment
 		spec Spec
 	}
 	var starts []start
@@ -281,7 +281,7 @@ func (f *Fleet) reconcile(ctx context.Context) {
 			continue
 		}
 		f.mu.Lock()
-		if cur, ok := f.deps[s.spec.DeployID]; ok && cur == s.ds {
+		if cur, ok := f.deployments[s.spec.DeployID]; ok && cur == s.ds {
 			s.ds.instances[id] = &inst{id: id, phase: PhasePending, reason: "starting", since: time.Now()}
 			f.instOwner[id] = s.spec.DeployID
 		} else {
@@ -297,10 +297,10 @@ func (f *Fleet) syncStoreLocked() {
 	seen := map[string]bool{}
 	for _, d := range f.cfg.Store.List("") {
 		seen[d.ID] = true
-		ds, ok := f.deps[d.ID]
+		ds, ok := f.deployments[d.ID]
 		if !ok {
-			ds = &depState{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
-			f.deps[d.ID] = ds
+			ds = &deployment{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
+			f.deployments[d.ID] = ds
 			// Announce it with no instance: request paths elsewhere
 			// (activator replicas, the edge) learn it exists and hold.
 			f.pushLocked(ds)
@@ -309,11 +309,11 @@ func (f *Fleet) syncStoreLocked() {
 		ds.d = d
 		ds.desired = clamp(ds.desired, d.Settings.MinInstances, d.Settings.MaxInstances)
 	}
-	for id, ds := range f.deps {
+	for id, ds := range f.deployments {
 		if seen[id] {
 			continue
 		}
-		delete(f.deps, id)
+		delete(f.deployments, id)
 		f.cfg.Endpoints.Remove(id)
 		for iid, in := range ds.instances {
 			in.stopProbe()
@@ -327,7 +327,7 @@ func (f *Fleet) syncStoreLocked() {
 // runtime, draining ones included (they still hold their GPUs).
 func (f *Fleet) gpuUsageLocked() map[string]int {
 	u := map[string]int{}
-	for _, ds := range f.deps {
+	for _, ds := range f.deployments {
 		u[ds.d.Owner] += len(ds.instances) * ds.d.Config.NumGPUs
 	}
 	return u
@@ -335,9 +335,9 @@ func (f *Fleet) gpuUsageLocked() map[string]int {
 
 // sortedLocked returns deployments oldest first, so quota goes to the
 // deployments created first.
-func (f *Fleet) sortedLocked() []*depState {
-	out := make([]*depState, 0, len(f.deps))
-	for _, ds := range f.deps {
+func (f *Fleet) sortedLocked() []*deployment {
+	out := make([]*deployment, 0, len(f.deployments))
+	for _, ds := range f.deployments {
 		out = append(out, ds)
 	}
 	sort.Slice(out, func(i, j int) bool {

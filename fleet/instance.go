@@ -11,8 +11,8 @@ import (
 	"github.com/thawhq/thaw/deploy"
 )
 
-// depState is the fleet's view of one deployment. Guarded by Fleet.mu.
-type depState struct {
+// deployment is the fleet's view of one deployment. Guarded by Fleet.mu.
+type deployment struct {
 	d             deploy.Deployment
 	desired       int
 	desiredReason string
@@ -41,7 +41,7 @@ type inst struct {
 }
 
 // active returns the instances that count toward desired (not draining).
-func (ds *depState) active() []*inst {
+func (ds *deployment) active() []*inst {
 	out := make([]*inst, 0, len(ds.instances))
 	for _, in := range ds.instances {
 		if !in.draining {
@@ -52,7 +52,7 @@ func (ds *depState) active() []*inst {
 }
 
 // live builds the deploy API's status from the state.
-func (ds *depState) live() deploy.Live {
+func (ds *deployment) live() deploy.Live {
 	var running, starting int
 	var pendingReasons []string
 	for _, in := range ds.instances {
@@ -106,7 +106,7 @@ func (ds *depState) live() deploy.Live {
 func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ds, ok := f.deps[ev.DeployID]
+	ds, ok := f.deployments[ev.DeployID]
 	if !ok {
 		return
 	}
@@ -157,7 +157,7 @@ func backoff(failures int) time.Duration {
 func (f *Fleet) onReady(r probeResult) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ds, ok := f.deps[r.deployID]
+	ds, ok := f.deployments[r.deployID]
 	if !ok {
 		return
 	}
@@ -177,7 +177,7 @@ func (f *Fleet) onReady(r probeResult) {
 
 // pushLocked sends the deployment's ready, non-draining instances to the
 // request path. Called with mu held.
-func (f *Fleet) pushLocked(ds *depState) {
+func (f *Fleet) pushLocked(ds *deployment) {
 	addrs := map[string]string{}
 	for _, in := range ds.instances {
 		if in.ready && !in.draining {

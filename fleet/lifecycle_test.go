@@ -14,7 +14,7 @@ import (
 
 func TestStartProbeReady(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 2, 1, 2)
+		d := newDeployment("d1", "alice", "m", 2, 1, 2)
 		h := startFleet(t, Config{}, d)
 		ids := h.waitStarted("d1", 1)
 		h.rt.mu.Lock()
@@ -74,7 +74,7 @@ func TestNotReadyUntilServing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				d := dep("d1", "alice", "m", 1, 1, 1)
+				d := newDeployment("d1", "alice", "m", 1, 1, 1)
 				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
 				id := h.waitStarted("d1", 1)[0]
 				ms := h.newModelServer(tt.model, tt.healthy)
@@ -99,7 +99,7 @@ func TestNotReadyUntilServing(t *testing.T) {
 
 func TestPendingReason(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 1, 1)
+		d := newDeployment("d1", "alice", "m", 1, 1, 1)
 		h := startFleet(t, Config{}, d)
 		id := h.waitStarted("d1", 1)[0]
 		const why = "no free A100-80GB GPU: 8 of 8 in use"
@@ -117,7 +117,7 @@ func TestPendingReason(t *testing.T) {
 
 func TestGPUQuota(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 0, 3)
+		d := newDeployment("d1", "alice", "m", 1, 0, 3)
 		h := startFleet(t, Config{GPUQuota: 2}, d)
 		eventually(t, "d1 known to the fleet", func() bool {
 			return h.f.SetDesired(context.Background(), "d1", 3, "test") == nil
@@ -144,10 +144,10 @@ func TestGPUQuota(t *testing.T) {
 // and one user's use does not hold back another's.
 func TestGPUQuotaPerUser(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		older := dep("d1", "alice", "a", 1, 2, 2)
-		newer := dep("d2", "alice", "b", 1, 1, 1)
+		older := newDeployment("d1", "alice", "a", 1, 2, 2)
+		newer := newDeployment("d2", "alice", "b", 1, 1, 1)
 		newer.CreatedAt = created.Add(time.Hour)
-		other := dep("d3", "bob", "c", 2, 1, 1)
+		other := newDeployment("d3", "bob", "c", 2, 1, 1)
 		h := startFleet(t, Config{GPUQuota: 2}, newer, other, older)
 		h.waitStarted("d1", 2)
 		h.waitStarted("d3", 1)
@@ -167,7 +167,7 @@ func TestGPUQuotaPerUser(t *testing.T) {
 
 func TestSetDesiredClamps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 1, 2)
+		d := newDeployment("d1", "alice", "m", 1, 1, 2)
 		h := startFleet(t, Config{}, d)
 		h.waitStarted("d1", 1)
 		for _, c := range []struct{ set, want int }{{10, 2}, {0, 1}, {2, 2}} {
@@ -184,7 +184,7 @@ func TestSetDesiredClamps(t *testing.T) {
 func TestLiveBeforeReconcile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startFleet(t, Config{})
-		d := dep("new", "alice", "m", 1, 2, 2)
+		d := newDeployment("new", "alice", "m", 1, 2, 2)
 		want := deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Pending: 2, Desired: 2}}
 		if diff := cmp.Diff(want, h.live(d)); diff != "" {
 			t.Errorf("live of a deployment the fleet has not seen (-want +got):\n%s", diff)
@@ -194,7 +194,7 @@ func TestLiveBeforeReconcile(t *testing.T) {
 
 func TestSettingsChangeApplies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 0, 2)
+		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
 		settle(2 * time.Second)
 		if n := len(h.rt.started()); n != 0 {

@@ -27,7 +27,7 @@ func readyInstances(t *testing.T, h *harness, d deploy.Deployment, n int) []stri
 // stopped only once the request path reports it drained.
 func TestScaleDownDrains(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 0, 2)
+		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
 		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
 		ids := readyInstances(t, h, d, 2)
@@ -81,7 +81,7 @@ func otherThan(ids []string, not string) string {
 // before ready ones, and without waiting for a drain.
 func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 0, 2)
+		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
 		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
 		ready := readyInstances(t, h, d, 1)
@@ -104,8 +104,8 @@ func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 
 func TestDeleteStopsInstances(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 1, 2, 2)
-		keep := dep("d2", "alice", "k", 1, 0, 1)
+		d := newDeployment("d1", "alice", "m", 1, 2, 2)
+		keep := newDeployment("d2", "alice", "k", 1, 0, 1)
 		h := startFleet(t, Config{}, d, keep)
 		ids := h.waitStarted("d1", 2)
 		ms := h.newModelServer("alice/m", true)
@@ -130,8 +130,8 @@ func TestDeleteStopsInstances(t *testing.T) {
 // other deployments.
 func TestDeleteFreesQuota(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := dep("d1", "alice", "m", 2, 1, 1)
-		waiting := dep("d2", "alice", "w", 2, 1, 1)
+		d := newDeployment("d1", "alice", "m", 2, 1, 1)
+		waiting := newDeployment("d2", "alice", "w", 2, 1, 1)
 		waiting.CreatedAt = created.Add(time.Hour)
 		h := startFleet(t, Config{GPUQuota: 2}, d, waiting)
 		h.waitStarted("d1", 1)
@@ -161,7 +161,7 @@ func TestProbeStopsWithInstance(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				d := dep("d1", "alice", "m", 1, 0, 1)
+				d := newDeployment("d1", "alice", "m", 1, 0, 1)
 				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
 				eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
 				id := h.waitStarted("d1", 1)[0]

@@ -12,7 +12,7 @@ import (
 // scaleDownLocked removes n active instances: the ones not serving first
 // (pending, then starting), then ready ones, which drain before they stop.
 // Called with mu held.
-func (f *Fleet) scaleDownLocked(ctx context.Context, ds *depState, active []*inst, n int) {
+func (f *Fleet) scaleDownLocked(ctx context.Context, ds *deployment, active []*inst, n int) {
 	sort.SliceStable(active, func(i, j int) bool { return victimRank(active[i]) < victimRank(active[j]) })
 	drained := false
 	for _, in := range active[:n] {
@@ -71,12 +71,12 @@ func (f *Fleet) stopInstance(id string) {
 func (f *Fleet) onStopped(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	depID, ok := f.instOwner[id]
+	deployID, ok := f.instOwner[id]
 	if !ok {
 		return
 	}
 	delete(f.instOwner, id)
-	if ds, ok := f.deps[depID]; ok {
+	if ds, ok := f.deployments[deployID]; ok {
 		if in, ok := ds.instances[id]; ok {
 			in.stopProbe()
 			delete(ds.instances, id)

@@ -85,8 +85,8 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 		activators = []string{s.API}
 	}
 	idle := s.HoldTimeout + HoldMargin
-	deps := append([]Deployment(nil), s.Deployments...)
-	sort.Slice(deps, func(i, j int) bool { return deps[i].ID < deps[j].ID })
+	deployments := append([]Deployment(nil), s.Deployments...)
+	sort.Slice(deployments, func(i, j int) bool { return deployments[i].ID < deployments[j].ID })
 
 	lis, err := buildListener(s.Listen, idle)
 	if err != nil {
@@ -102,12 +102,12 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	}
 	out := map[resource.Type][]types.Resource{
 		resource.ListenerType: {lis},
-		resource.RouteType:    {buildRoutes(deps, idle)},
+		resource.RouteType:    {buildRoutes(deployments, idle)},
 		resource.ClusterType:  {api, activatorCluster()},
 		resource.EndpointType: {&endpoint.ClusterLoadAssignment{ClusterName: ActivatorCluster, Endpoints: act}},
 	}
 	seen := map[string]bool{}
-	for _, d := range deps {
+	for _, d := range deployments {
 		if d.ID == "" || seen[d.ID] {
 			return nil, fmt.Errorf("%w: empty or duplicate deployment id %q", ErrInvalidState, d.ID)
 		}

@@ -31,7 +31,7 @@ func (s *Server) Drained(deployID, instanceID string) <-chan struct{} {
 	k := drainKey{deployID, instanceID}
 	addr := ""
 	s.mu.Lock()
-	if d, ok := s.deps[deployID]; ok {
+	if d, ok := s.deployments[deployID]; ok {
 		for _, e := range d.Endpoints {
 			if e.ID == instanceID {
 				addr = e.Addr
@@ -88,7 +88,7 @@ func (s *Server) expireDrain(k drainKey, ds *drainState) {
 // dropDrainingLocked removes the instance from EDS if it is draining, and
 // reports whether it did. Called with mu held.
 func (s *Server) dropDrainingLocked(k drainKey) bool {
-	d, ok := s.deps[k.deploy]
+	d, ok := s.deployments[k.deploy]
 	if !ok {
 		return true
 	}

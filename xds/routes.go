@@ -26,9 +26,9 @@ var directRemoved = []string{"authorization", deployIDHeader, routeHeader, holdT
 // then the activator route for every other inference request, then the
 // catch-all to thaw's API with ext_authz off. Order matters: first match
 // wins.
-func buildRoutes(deps []Deployment, idle time.Duration) *route.RouteConfiguration {
+func buildRoutes(deployments []Deployment, idle time.Duration) *route.RouteConfiguration {
 	vh := &route.VirtualHost{Name: "thaw", Domains: []string{"*"}}
-	for _, d := range deps {
+	for _, d := range deployments {
 		if d.Failed {
 			continue // the activator fails its requests at once
 		}

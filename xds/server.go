@@ -69,14 +69,14 @@ type Server struct {
 	stop      chan struct{}
 	stopOnce  sync.Once
 
-	// mu guards deps, drains, nodes, version, versions and buildErr.
-	mu       sync.Mutex
-	deps     map[string]*Deployment
-	drains   map[drainKey]*drainState
-	nodes    map[int64]string  // stream id -> Envoy node id
-	version  string            // of the last push, all types
-	versions map[string]string // type URL -> version, of the last push
-	buildErr error
+	// mu guards deployments, drains, nodes, version, versions and buildErr.
+	mu          sync.Mutex
+	deployments map[string]*Deployment
+	drains      map[drainKey]*drainState
+	nodes       map[int64]string  // stream id -> Envoy node id
+	version     string            // of the last push, all types
+	versions    map[string]string // type URL -> version, of the last push
+	buildErr    error
 }
 
 // nodeKey is the cache key every Envoy maps to: all edges get one
@@ -108,14 +108,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		http:   &http.Client{Timeout: 2 * time.Second},
-		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		deps:   map[string]*Deployment{},
-		drains: map[drainKey]*drainState{},
-		nodes:  map[int64]string{},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		http:        &http.Client{Timeout: 2 * time.Second},
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		deployments: map[string]*Deployment{},
+		drains:      map[drainKey]*drainState{},
+		nodes:       map[int64]string{},
 	}
 	s.cache = cache.NewSnapshotCache(true, allNodes{}, cacheLogger{s.log})
 	m := cfg.MeterProvider.Meter("github.com/thawhq/thaw/xds")
@@ -173,8 +173,8 @@ func (s *Server) Run(ctx context.Context) error {
 // state is the current State. Called with mu held.
 func (s *Server) stateLocked() State {
 	st := s.cfg.Edge
-	st.Deployments = make([]Deployment, 0, len(s.deps))
-	for _, d := range s.deps {
+	st.Deployments = make([]Deployment, 0, len(s.deployments))
+	for _, d := range s.deployments {
 		st.Deployments = append(st.Deployments, *d)
 	}
 	return st
@@ -218,7 +218,7 @@ func (s *Server) changed() {
 // until Drained sees them idle (or for DrainGrace when nobody asks).
 func (s *Server) SetEndpoints(deployID string, capacity int, addrs map[string]string) {
 	s.mu.Lock()
-	d := s.depLocked(deployID)
+	d := s.deploymentLocked(deployID)
 	d.Capacity = capacity
 	old := d.Endpoints
 	d.Endpoints = d.Endpoints[:0:0]
@@ -259,22 +259,22 @@ func (s *Server) SetEndpoints(deployID string, capacity int, addrs map[string]st
 // same name again changes nothing.
 func (s *Server) SetModel(deployID, model string) {
 	s.mu.Lock()
-	d, ok := s.deps[deployID]
+	d, ok := s.deployments[deployID]
 	if ok && d.Model == model {
 		s.mu.Unlock()
 		return
 	}
-	s.depLocked(deployID).Model = model
+	s.deploymentLocked(deployID).Model = model
 	s.mu.Unlock()
 	s.changed()
 }
 
-// depLocked returns the deployment, adding it. Called with mu held.
-func (s *Server) depLocked(id string) *Deployment {
-	d, ok := s.deps[id]
+// deploymentLocked returns the deployment, adding it. Called with mu held.
+func (s *Server) deploymentLocked(id string) *Deployment {
+	d, ok := s.deployments[id]
 	if !ok {
 		d = &Deployment{ID: id}
-		s.deps[id] = d
+		s.deployments[id] = d
 	}
 	return d
 }
@@ -283,7 +283,7 @@ func (s *Server) depLocked(id string) *Deployment {
 // at once with the reason; SetEndpoints or Recover ends it.
 func (s *Server) Fail(deployID, _ string) {
 	s.mu.Lock()
-	s.depLocked(deployID).Failed = true
+	s.deploymentLocked(deployID).Failed = true
 	s.mu.Unlock()
 	s.changed()
 }
@@ -291,7 +291,7 @@ func (s *Server) Fail(deployID, _ string) {
 // Recover ends Fail.
 func (s *Server) Recover(deployID string) {
 	s.mu.Lock()
-	s.depLocked(deployID).Failed = false
+	s.deploymentLocked(deployID).Failed = false
 	s.mu.Unlock()
 	s.changed()
 }
@@ -300,7 +300,7 @@ func (s *Server) Recover(deployID string) {
 // activator, which answers 404.
 func (s *Server) Remove(deployID string) {
 	s.mu.Lock()
-	delete(s.deps, deployID)
+	delete(s.deployments, deployID)
 	for k := range s.drains {
 		if k.deploy == deployID {
 			delete(s.drains, k)

@@ -216,7 +216,7 @@ func TestServerDrained(t *testing.T) {
 	endpoints := func() []Endpoint {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return append([]Endpoint(nil), s.deps["d1"].Endpoints...)
+		return append([]Endpoint(nil), s.deployments["d1"].Endpoints...)
 	}
 	if diff := cmp.Diff([]Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}}, endpoints()); diff != "" {
 		t.Errorf("while draining (-want +got):\n%s", diff)
@@ -254,7 +254,7 @@ func TestServerDrained(t *testing.T) {
 func (s *Server) endpointsOf(id string) []Endpoint {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d, ok := s.deps[id]; ok {
+	if d, ok := s.deployments[id]; ok {
 		return append([]Endpoint(nil), d.Endpoints...)
 	}
 	return nil
