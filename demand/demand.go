@@ -47,6 +47,9 @@ type ReporterConfig struct {
 	Logger      *slog.Logger
 }
 
+// load is a deployment's held and in-flight requests at one replica.
+type load struct{ held, inflight int }
+
 // Reporter publishes this replica's demand to Redis. Set and Wake never block
 // on Redis: they record and signal, and Run writes.
 type Reporter struct {
@@ -56,7 +59,7 @@ type Reporter struct {
 
 	// mu guards counts and wakes.
 	mu     sync.Mutex
-	counts map[string][2]int
+	counts map[string]load      // this replica's requests per deployment
 	wakes  map[string]time.Time // unpublished wakes: when each was asked
 }
 
@@ -79,14 +82,14 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	}
 	return &Reporter{
 		cfg: cfg, key: keyPrefix + cfg.Replica, dirty: make(chan struct{}, 1),
-		counts: map[string][2]int{}, wakes: map[string]time.Time{},
+		counts: map[string]load{}, wakes: map[string]time.Time{},
 	}, nil
 }
 
 // Set records a deployment's held and in-flight requests on this replica.
 func (r *Reporter) Set(deployID string, held, inflight int) {
 	r.mu.Lock()
-	r.counts[deployID] = [2]int{held, inflight}
+	r.counts[deployID] = load{held, inflight}
 	r.mu.Unlock()
 	r.signal()
 }
@@ -154,11 +157,11 @@ func (r *Reporter) flush(ctx context.Context) error {
 	r.mu.Lock()
 	fields := make([]any, 0, 2*len(r.counts))
 	for id, c := range r.counts {
-		if c[0] == 0 && c[1] == 0 {
+		if c == (load{}) {
 			delete(r.counts, id)
 			continue
 		}
-		fields = append(fields, id, fmt.Sprintf("%d %d", c[0], c[1]))
+		fields = append(fields, id, fmt.Sprintf("%d %d", c.held, c.inflight))
 	}
 	now := time.Now()
 	wakes := make(map[string]time.Time, len(r.wakes))

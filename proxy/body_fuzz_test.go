@@ -59,7 +59,7 @@ func FuzzInferenceBody(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	p, err := New(Config{
-		Resolver: &fakeResolver{}, Demand: &fakeSink{last: map[string][2]int{}},
+		Resolver: &fakeResolver{}, Demand: &fakeSink{last: map[string]Load{}},
 		MaxBody: fuzzMaxBody, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

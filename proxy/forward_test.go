@@ -65,7 +65,7 @@ func TestForwardWarm(t *testing.T) {
 			if diff := cmp.Diff(sent, got[0].Body); diff != "" {
 				t.Errorf("forwarded body, other fields unchanged (-want +got):\n%s", diff)
 			}
-			eventually(t, "demand back to 0", func() bool { return h.sink.get("d1") == [2]int{0, 0} })
+			eventually(t, "demand back to 0", func() bool { return h.sink.get("d1") == (Load{}) })
 		})
 	}
 }
@@ -238,5 +238,5 @@ func TestDialFailureRetried(t *testing.T) {
 			t.Fatalf("request %d: no response", i+1)
 		}
 	}
-	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == [2]int{0, 0} })
+	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
 }

@@ -42,14 +42,14 @@ func (r *fakeResolver) Models(user string) []Model {
 // fakeSink records the demand the proxy reports.
 type fakeSink struct {
 	mu    sync.Mutex // mu guards last and wakes.
-	last  map[string][2]int
+	last  map[string]Load
 	wakes []string
 }
 
 func (s *fakeSink) Set(id string, held, inflight int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.last[id] = [2]int{held, inflight}
+	s.last[id] = Load{Held: held, InFlight: inflight}
 }
 
 func (s *fakeSink) Wake(id string) {
@@ -58,7 +58,7 @@ func (s *fakeSink) Wake(id string) {
 	s.wakes = append(s.wakes, id)
 }
 
-func (s *fakeSink) get(id string) [2]int {
+func (s *fakeSink) get(id string) Load {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last[id]
@@ -142,7 +142,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{
 		t:    t,
-		sink: &fakeSink{last: map[string][2]int{}},
+		sink: &fakeSink{last: map[string]Load{}},
 		res: &fakeResolver{
 			targets: map[string]Target{
 				"alice alice/m":      {DeployID: "d1", Model: "alice/m", MaxBatchSize: 2},
@@ -246,7 +246,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // waitHeld waits until the deployment holds n requests.
 func (h *harness) waitHeld(id string, n int) {
 	h.t.Helper()
-	eventually(h.t, fmt.Sprintf("%d held requests for %s", n, id), func() bool { return h.p.Counts()[id][0] == n })
+	eventually(h.t, fmt.Sprintf("%d held requests for %s", n, id), func() bool { return h.p.Counts()[id].Held == n })
 }
 
 // apiErr is the OpenAI error envelope.

@@ -81,7 +81,7 @@ func TestHoldTimeoutHeader(t *testing.T) {
 			if waited < tt.minWait || waited > tt.minWait+2*time.Second {
 				t.Errorf("answered after %s, want about %s", waited, tt.minWait)
 			}
-			if c := h.p.Counts()["d1"]; c != [2]int{0, 0} {
+			if c := h.p.Counts()["d1"]; c != (Load{}) {
 				t.Errorf("counts after the answer = %v", c)
 			}
 		})

@@ -23,7 +23,7 @@ func TestColdStart(t *testing.T) {
 	if n := h.sink.woken("d1"); n != 1 {
 		t.Errorf("Wake(d1) called %d times, want 1", n)
 	}
-	if got := h.sink.get("d1"); got != [2]int{1, 0} {
+	if got := h.sink.get("d1"); got != (Load{Held: 1}) {
 		t.Errorf("demand reported %v, want [1 held, 0 in flight]", got)
 	}
 	time.Sleep(20 * time.Millisecond) // held for a measurable time
@@ -46,7 +46,7 @@ func TestColdStart(t *testing.T) {
 	if err != nil || cold < 20*time.Millisecond {
 		t.Errorf("%s = %q (%v), want the time held (>= 20ms)", routing.ColdStartHeader, r.header.Get(routing.ColdStartHeader), err)
 	}
-	eventually(t, "demand back to 0", func() bool { return h.sink.get("d1") == [2]int{0, 0} })
+	eventually(t, "demand back to 0", func() bool { return h.sink.get("d1") == (Load{}) })
 }
 
 // blockingUpstream holds every request until release receives, recording
@@ -122,10 +122,10 @@ func TestCapacityAndFIFO(t *testing.T) {
 		results = append(results, h.postAsync(context.Background(), "alice", "/v1/chat/completions", seqBody(i)))
 		h.waitHeld("d1", i-2)
 	}
-	if diff := cmp.Diff(map[string][2]int{"d1": {3, 2}}, h.p.Counts()); diff != "" {
+	if diff := cmp.Diff(map[string]Load{"d1": {Held: 3, InFlight: 2}}, h.p.Counts()); diff != "" {
 		t.Errorf("counts [held inflight] (-want +got):\n%s", diff)
 	}
-	if got := h.sink.get("d1"); got != [2]int{3, 2} {
+	if got := h.sink.get("d1"); got != (Load{Held: 3, InFlight: 2}) {
 		t.Errorf("demand reported %v, want [3 2]", got)
 	}
 	var order []int
@@ -163,8 +163,8 @@ func TestClientCancelWhileHeld(t *testing.T) {
 	h.waitHeld("d1", 1)
 	cancel()
 	<-ch
-	eventually(t, "held request to leave the queue", func() bool { return h.p.Counts()["d1"] == [2]int{0, 0} })
-	eventually(t, "demand sink to see 0 held", func() bool { return h.sink.get("d1") == [2]int{0, 0} })
+	eventually(t, "held request to leave the queue", func() bool { return h.p.Counts()["d1"] == (Load{}) })
+	eventually(t, "demand sink to see 0 held", func() bool { return h.sink.get("d1") == (Load{}) })
 
 	// The slot it would have taken goes to the next request.
 	up := newUpstream(t, nil)
@@ -192,7 +192,7 @@ func TestHoldTimeout(t *testing.T) {
 	if !strings.Contains(msg, "alice/m") {
 		t.Errorf("message %q does not name the model", msg)
 	}
-	if c := h.p.Counts()["d1"]; c != [2]int{0, 0} {
+	if c := h.p.Counts()["d1"]; c != (Load{}) {
 		t.Errorf("counts after timeout = %v", c)
 	}
 }
@@ -241,7 +241,7 @@ func TestFailAndRecover(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("new request while failed (-want +got):\n%s", diff)
 	}
-	if c := h.p.Counts()["d1"]; c != [2]int{0, 0} {
+	if c := h.p.Counts()["d1"]; c != (Load{}) {
 		t.Errorf("counts after fail = %v", c)
 	}
 

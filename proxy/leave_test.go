@@ -219,9 +219,9 @@ func testClientLeaves(t *testing.T, path, body string, st stage, native bool, c 
 	}
 	c.leave(t, h, path, body, ready, marker)
 
-	eventually(t, "held and in flight back to 0", func() bool { return h.p.Counts()["d1"] == [2]int{0, 0} })
+	eventually(t, "held and in flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
 	eventually(t, "no instance with a request in flight", func() bool { return len(h.p.InstanceInflight()) == 0 })
-	eventually(t, "demand sink to see [0 0]", func() bool { return h.sink.get("d1") == [2]int{0, 0} })
+	eventually(t, "demand sink to see nothing held or in flight", func() bool { return h.sink.get("d1") == (Load{}) })
 	eventually(t, "client left logged", func() bool { return logs.find("client left") != nil })
 	if rec := logs.find("client left"); rec["level"] != "DEBUG" || rec["deploy"] != "d1" || rec["after"] == "" {
 		t.Errorf("client left logged as %v, want DEBUG with deploy d1 and how long it ran", rec)

@@ -8,7 +8,7 @@ import (
 )
 
 func newTestPool() (*pool, *fakeSink) {
-	sink := &fakeSink{last: map[string][2]int{}}
+	sink := &fakeSink{last: map[string]Load{}}
 	return newPool("d1", sink), sink
 }
 
@@ -42,7 +42,7 @@ func TestPoolCapacityGrows(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("waiter not released when capacity grew")
 	}
-	if c := sink.get("d1"); c != [2]int{0, 2} {
+	if c := sink.get("d1"); c != (Load{InFlight: 2}) {
 		t.Errorf("demand = %v, want [0 2]", c)
 	}
 }
@@ -90,7 +90,7 @@ func TestLeaseReleaseOnce(t *testing.T) {
 	if _, inflight := p.counts(); inflight != 1 {
 		t.Errorf("in flight after releasing one of two leases twice = %d, want 1", inflight)
 	}
-	if c := sink.get("d1"); c != [2]int{0, 1} {
+	if c := sink.get("d1"); c != (Load{InFlight: 1}) {
 		t.Errorf("demand = %v, want [0 1]", c)
 	}
 }

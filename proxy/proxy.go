@@ -143,19 +143,19 @@ func (p *Proxy) initMetrics() error {
 	if err != nil {
 		return err
 	}
-	held, err := m.Int64ObservableGauge("thaw.requests.held", metric.WithDescription("Requests held waiting for capacity, per deployment."))
+	held, err := m.Int64ObservableGauge("thaw.requests.held", metric.WithDescription("Requests the activator holds waiting for capacity, per deployment."))
 	if err != nil {
 		return err
 	}
-	inflight, err := m.Int64ObservableGauge("thaw.requests.inflight", metric.WithDescription("Requests in flight at instances, per deployment."))
+	inflight, err := m.Int64ObservableGauge("thaw.requests.inflight", metric.WithDescription("Requests the activator has in flight at instances, per deployment."))
 	if err != nil {
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for id, c := range p.Counts() {
 			attrs := metric.WithAttributes(attribute.String("deploy_id", id))
-			o.ObserveInt64(held, int64(c[0]), attrs)
-			o.ObserveInt64(inflight, int64(c[1]), attrs)
+			o.ObserveInt64(held, int64(c.Held), attrs)
+			o.ObserveInt64(inflight, int64(c.InFlight), attrs)
 		}
 		return nil
 	}, held, inflight)
@@ -212,18 +212,26 @@ func (p *Proxy) Remove(deployID string) {
 	}
 }
 
-// Counts reports [held, inflight] per deployment.
-func (p *Proxy) Counts() map[string][2]int {
+// Load is a deployment's requests at this activator.
+type Load struct {
+	// Held requests wait for a free slot.
+	Held int
+	// InFlight requests are forwarded to an instance and not done.
+	InFlight int
+}
+
+// Counts reports the Load of each deployment this activator knows.
+func (p *Proxy) Counts() map[string]Load {
 	p.mu.Lock()
 	pools := make([]*pool, 0, len(p.pools))
 	for _, pl := range p.pools {
 		pools = append(pools, pl)
 	}
 	p.mu.Unlock()
-	out := make(map[string][2]int, len(pools))
+	out := make(map[string]Load, len(pools))
 	for _, pl := range pools {
 		h, i := pl.counts()
-		out[pl.id] = [2]int{h, i}
+		out[pl.id] = Load{Held: h, InFlight: i}
 	}
 	return out
 }

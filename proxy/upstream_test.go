@@ -145,7 +145,7 @@ func TestNoInternalDetailsInErrors(t *testing.T) {
 					t.Errorf("body %s shows %q", r.body, leak)
 				}
 			}
-			eventually(t, "in flight back to 0", func() bool { return h.p.Counts()["d1"] == [2]int{0, 0} })
+			eventually(t, "in flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
 		})
 	}
 }

@@ -238,7 +238,7 @@ func waitHeld(t *testing.T, e *edge, deployID string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	e.waitFor(ctx, t, "request held", func() bool { return e.px.Counts()[deployID][0] == n })
+	e.waitFor(ctx, t, "request held", func() bool { return e.px.Counts()[deployID].Held == n })
 }
 
 // longer than Envoy's default route timeout (15 s).
