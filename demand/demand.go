@@ -1,5 +1,5 @@
 // Package demand shares per-deployment queue depth through Redis, so that
-// every request holder (activator replica) and the autoscaler see the same
+// every activator replica and the autoscaler see the same
 // numbers, and carries the wake-up signal of a cold deployment.
 //
 // Layout (ephemeral, rebuildable state only):
@@ -196,13 +196,13 @@ func (r *Reporter) flush(ctx context.Context) error {
 }
 
 // Counts is a deployment's demand: Held and InFlight summed over live
-// request holders, Running and Waiting as its model servers report them.
+// activator replicas, Running and Waiting as its model servers report them.
 type Counts struct{ Held, InFlight, Running, Waiting int }
 
 // Demand is the number of requests the deployment has to serve: held ones,
-// plus what its servers are working on. Requests a holder forwarded are also
+// plus what its servers are working on. Requests an activator forwarded are also
 // running at a server, so the larger of the two views counts, not their
-// sum; the servers' view adds warm traffic that bypassed the holders and
+// sum; the servers' view adds warm traffic that bypassed the activators and
 // requests queued inside the servers.
 func (c Counts) Demand() int { return c.Held + max(c.InFlight, c.Running+c.Waiting) }
 

@@ -71,8 +71,8 @@ type ScraperConfig struct {
 }
 
 // Scraper reads the model servers' own load (vLLM metrics), so that demand
-// includes traffic that never passed through a request holder (warm traffic
-// sent straight to instances by an edge proxy) and requests queued inside
+// includes traffic that never passed through an activator (warm traffic
+// sent straight to instances by Envoy) and requests queued inside
 // the servers.
 type Scraper struct{ cfg ScraperConfig }
 

@@ -46,7 +46,7 @@ func TestCountsDemand(t *testing.T) {
 		{Counts{Held: 3}, 3},
 		// Forwarded requests are running at the server: not counted twice.
 		{Counts{Held: 2, InFlight: 8, Running: 8}, 10},
-		// Warm traffic that bypassed the holders, and requests queued
+		// Warm traffic that bypassed the activators, and requests queued
 		// inside the server.
 		{Counts{Held: 0, InFlight: 2, Running: 8, Waiting: 6}, 14},
 	} {
@@ -72,7 +72,7 @@ func (n metricsNet) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // TestScraperFeedsDemand: load reported by model servers (traffic that never
-// passed a holder) reaches the autoscaler's demand.
+// passed an activator) reaches the autoscaler's demand.
 func TestScraperFeedsDemand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, rdb := newRedis(t)

@@ -11,7 +11,7 @@
 //	                                    there, expires with the replica
 //
 // The control plane's Publisher writes records; each activator's
-// Subscriber applies them to its proxy and answers model lookups; each
+// Subscriber applies them to its activator and answers model lookups; each
 // activator's InflightReporter lets the Publisher tell when every replica
 // has drained an instance.
 package endpoints

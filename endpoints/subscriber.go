@@ -17,7 +17,7 @@ import (
 	"github.com/thawhq/thaw/proxy"
 )
 
-// Applier is the request path the Subscriber keeps up to date (proxy.Proxy).
+// Applier is the activator the Subscriber keeps up to date (proxy.Proxy).
 type Applier interface {
 	SetEndpoints(deployID string, capacity int, addrs map[string]string)
 	Fail(deployID, reason string)
@@ -29,7 +29,7 @@ type Applier interface {
 type SubscriberConfig struct {
 	Redis redis.UniversalClient
 	// Apply receives every change. It may be set later with SetApplier
-	// (the proxy is built with the Subscriber as its Resolver, so it comes
+	// (the activator is built with the Subscriber as its Resolver, so it comes
 	// second), but before Run.
 	Apply Applier
 	// Resync reloads every record this often, catching missed messages and

@@ -19,8 +19,9 @@ type Store interface {
 	Changed() <-chan struct{}
 }
 
-// Endpoints receives the ready instances of each deployment: the request
-// path (proxy) implements it.
+// Endpoints receives the ready instances of each deployment: the activator
+// (package proxy), the xDS server and the publisher that activator replicas
+// follow implement it.
 type Endpoints interface {
 	// SetEndpoints replaces the deployment's routable instances (id -> addr).
 	// Instances that disappear from the set stop getting new requests.

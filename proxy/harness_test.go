@@ -39,7 +39,7 @@ func (r *fakeResolver) Models(user string) []Model {
 	return r.models[user]
 }
 
-// fakeSink records the demand the proxy reports.
+// fakeSink records the demand the activator reports.
 type fakeSink struct {
 	mu    sync.Mutex // mu guards last and wakes.
 	last  map[string]Load

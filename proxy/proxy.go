@@ -62,7 +62,7 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-// Proxy is thaw's request path: it identifies the model, holds requests
+// Proxy is the activator: it identifies the model, holds requests
 // while a deployment has no free capacity, and forwards them to instances
 // with at most max_batch_size in flight per instance.
 type Proxy struct {

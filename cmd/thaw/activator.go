@@ -60,7 +60,7 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 	return c, nil
 }
 
-// runActivator runs `thaw activator`: the request holder as its own process.
+// runActivator runs `thaw activator`: the activator as its own process.
 // Any number of replicas share state through Redis: they learn deployments
 // and ready instances from the control plane's published records, report
 // demand and wake-ups to the autoscaler, and report requests in flight per
@@ -92,7 +92,7 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return p.serve(ctx, stdout, "thaw activator", banner, a.Run)
 }
 
-// activator is one request holder replica: the proxy, fed by the endpoints
+// activator is one activator replica (package proxy), fed by the endpoints
 // the control plane publishes in Redis, reporting its demand and its
 // requests in flight per instance.
 type activator struct {

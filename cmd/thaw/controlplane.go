@@ -55,7 +55,7 @@ type controlPlaneConfig struct {
 }
 
 // controlPlane is what `thaw dev` and `thaw server` share: the deploy API,
-// the OpenAI-compatible endpoint with its request holder, demand in Redis,
+// the OpenAI-compatible endpoint with its activator, demand in Redis,
 // the autoscaler and the fleet over a runtime (which the command runs), and,
 // with an Envoy edge, the xDS server and the Redis publisher that activator
 // replicas follow.
@@ -104,7 +104,7 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 	return c, nil
 }
 
-// newRequestPath builds the holder (proxy) and what reports its demand, and,
+// newRequestPath builds the activator and what reports its demand, and,
 // with --xds-addr, the Envoy edge that routes warm traffic straight to the
 // instances and the publisher that activator replicas elsewhere follow. It
 // returns where the fleet sends endpoints: to all of them.

@@ -46,7 +46,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: thaw dev [flags]\n\n"+
 			"Runs the whole product in one process: deploy API, OpenAI-compatible endpoint,\n"+
-			"request holder, autoscaler, embedded Redis, and a local runtime that starts\n"+
+			"activator, autoscaler, embedded Redis, and a local runtime that starts\n"+
 			"simulated model servers on a simulated GPU inventory.\n\n"+
 			"Environment: THAW_DEV_TOKEN is the API token of user \"dev\"; when unset one is\n"+
 			"generated, printed and kept in the data dir.\n\nFlags:\n")

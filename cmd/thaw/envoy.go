@@ -124,7 +124,7 @@ func splitList(s string) []string {
 }
 
 // endpointsTee feeds the fleet's endpoint updates to every request path:
-// the built-in activator (the proxy), the Envoy edge (the xDS server) and
+// the built-in activator, the Envoy edge (the xDS server) and
 // activator replicas elsewhere (the Redis publisher). An instance is drained
 // once all of them have nothing in flight to it.
 type endpointsTee []fleet.Endpoints

@@ -28,7 +28,7 @@ Usage:
   thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
   thaw deploy create|list|get|update|delete [flags]
                                    manage deployments (THAW_ADDR, THAW_TOKEN)
-  thaw activator [flags]           run a request holder replica behind Envoy (see thaw activator -h)
+  thaw activator [flags]           run an activator replica behind Envoy (see thaw activator -h)
   thaw envoy-bootstrap [flags]     print an Envoy bootstrap that takes its config from --xds-addr
 `
 

@@ -9,7 +9,7 @@ import (
 	"github.com/thawhq/thaw/proxy"
 )
 
-// resolver answers the proxy's model lookups from the deploy store.
+// resolver answers the activator's model lookups from the deploy store.
 type resolver struct{ store *deploy.Store }
 
 // Resolve maps a model reference (deploy.ParseModelRef) to the caller's

@@ -11,7 +11,7 @@ import (
 	"github.com/thawhq/thaw/proxy"
 )
 
-// TestResolver: the proxy's lookups over the deploy store take either form
+// TestResolver: the activator's lookups over the deploy store take either form
 // of a model reference, and another user's deployment is as unknown as one
 // that does not exist.
 func TestResolver(t *testing.T) {
