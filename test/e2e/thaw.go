@@ -18,6 +18,9 @@ type ThawConfig struct {
 	// Args are the subcommand and its flags, without --addr and
 	// --metrics-addr, which StartThaw adds on free loopback ports.
 	Args []string
+	// Addr is --addr (host:port); default a free loopback port. Set it
+	// when another process must know it before this one starts.
+	Addr string
 	// Name labels the process; default "thaw <subcommand> <addr>".
 	Name string
 	// Env is added to CleanEnv (e.g. THAW_DEV_TOKEN, OTEL_*).
@@ -50,9 +53,12 @@ func StartThaw(cfg ThawConfig) (*Thaw, error) {
 	if cfg.Ready == 0 {
 		cfg.Ready = 30 * time.Second
 	}
-	addr, err := testnet.FreeAddr()
-	if err != nil {
-		return nil, err
+	addr := cfg.Addr
+	if addr == "" {
+		var err error
+		if addr, err = testnet.FreeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	metrics, err := testnet.FreeAddr()
 	if err != nil {

@@ -4,83 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// proc is a process a test started; stop ends it (SIGTERM, then SIGKILL).
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) kill9() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-}
-
-func startProc(t *testing.T, dir, name string, env []string, args ...string) *proc {
-	t.Helper()
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s log:\n%s", name, tail(string(b), 30))
-		}
-	})
-	return p
-}
-
-func redisServer(t *testing.T, dir string) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not found (make deps installs it): %v", err)
-		}
-		t.Skipf("redis-server not found: %v", err)
-	}
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	startProc(t, dir, "redis", nil, bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not start")
-		}
-	}
-}
 
 // TestActivatorReplicaKilledMidBurst: Envoy in front of thaw dev and two
 // `thaw activator` replicas sharing a real Redis. A cold burst is held by
@@ -148,7 +77,7 @@ func TestActivatorReplicaKilledMidBurst(t *testing.T) {
 	})
 	h1 := held(t, m1)
 	// ...and one dies with its held requests.
-	act1.kill9()
+	act1.Kill()
 	wg.Wait()
 	failed := 0
 	for i, r := range results {

@@ -1,6 +1,8 @@
 package envoy_test
 
 import (
+	"github.com/thawhq/thaw/test/e2e"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -28,7 +30,7 @@ type topology struct {
 	api        string   // thaw dev, http://host:port
 	metrics    []string // operators' listeners: thaw dev, activator 1, 2
 	activators []string
-	actProcs   []*proc
+	actProcs   []*e2e.Thaw
 	redis      *redis.Client
 	reqLog     string // the simulators' request log
 }
@@ -51,55 +53,43 @@ func startTopology(t *testing.T, ctx context.Context, o topoOpts) *topology {
 	if o.tokensPerSecond == "" {
 		o.tokensPerSecond = "20"
 	}
-	envoy := envoyBin(t)
+	envoyBin(t)
 	thaw := thawBinary(t)
 	dir := t.TempDir()
-	rdb := redisServer(t, dir)
-	api, xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	rdb := e2e.RedisT(t, e2e.RedisConfig{})
+	xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	a1, a2 := freeAddr(t), freeAddr(t)
-	m0, m1, m2 := freeAddr(t), freeAddr(t), freeAddr(t)
 	data := filepath.Join(dir, "data")
 	top := &topology{
-		api: "http://" + api, metrics: []string{m0, m1, m2}, activators: []string{a1, a2},
 		redis: redis.NewClient(&redis.Options{Addr: rdb}), reqLog: filepath.Join(dir, "requests.jsonl"),
 	}
 	t.Cleanup(func() { top.redis.Close() })
-	startProc(t, dir, "thaw", []string{"THAW_DEV_TOKEN=tok-dev"}, thaw, "dev", "--addr", api, "--metrics-addr", m0,
+	dev := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Env: []string{"THAW_DEV_TOKEN=tok-dev"}, Args: []string{"dev",
 		"--data-dir", data, "--redis-addr", rdb,
-		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
-		"--activators", a1+","+a2, "--idle-timeout", o.idle.String(),
-		"--sim-startup", o.simStartup, "--sim-tokens-per-second", o.tokensPerSecond, "--sim-request-log", top.reqLog)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(data, "users")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("thaw dev wrote no users file")
-		}
+		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://" + admin,
+		"--activators", a1 + "," + a2, "--idle-timeout", o.idle.String(),
+		"--sim-startup", o.simStartup, "--sim-tokens-per-second", o.tokensPerSecond, "--sim-request-log", top.reqLog}})
+	top.api = dev.Base
+	top.metrics = append(top.metrics, strings.TrimPrefix(dev.Metrics, "http://"))
+	if !e2e.Eventually(20*time.Second, 20*time.Millisecond, func() bool {
+		_, err := os.Stat(filepath.Join(data, "users"))
+		return err == nil
+	}) {
+		t.Fatal("thaw dev wrote no users file")
 	}
-	for i, a := range top.activators {
-		top.actProcs = append(top.actProcs, startProc(t, dir, "activator"+strconv.Itoa(i+1), nil, thaw, "activator", "--addr", a,
-			"--metrics-addr", top.metrics[i+1], "--redis-addr", rdb, "--users-file", filepath.Join(data, "users")))
+	for i, a := range []string{a1, a2} {
+		act := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Name: "activator" + strconv.Itoa(i+1), Addr: a, Args: []string{"activator",
+			"--redis-addr", rdb, "--users-file", filepath.Join(data, "users")}})
+		top.actProcs = append(top.actProcs, act)
+		top.activators = append(top.activators, a)
+		top.metrics = append(top.metrics, strings.TrimPrefix(act.Metrics, "http://"))
 	}
-	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
-	if err != nil {
-		t.Fatalf("thaw envoy-bootstrap: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	startProc(t, dir, "envoy", nil, envoy, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn")
+	startEnvoy(t, thaw, xdsAddr, admin)
 	top.edge = &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
-	for _, u := range []string{top.edge.url, "http://" + a1, "http://" + a2} {
-		top.edge.waitFor(ctx, t, u+"/healthz", func() bool {
-			resp, err := http.Get(u + "/healthz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
-	}
+	top.edge.waitFor(ctx, t, "edge /healthz", func() bool {
+		code, _ := e2e.Get(top.edge.url + "/healthz")
+		return code == http.StatusOK
+	})
 	return top
 }
 
@@ -412,25 +402,18 @@ func (top *topology) sawAborted(t *testing.T, name string) bool {
 }
 
 func waitUntil(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
+	return e2e.Eventually(d, 50*time.Millisecond, cond)
 }
 
 // pythonSDK is the project's Python with the official OpenAI SDK
 // (.venv-py, made by make deps).
 func pythonSDK(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := e2e.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	py := filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), ".venv-py", "bin", "python")
+	py := filepath.Join(root, ".venv-py", "bin", "python")
 	if _, err := os.Stat(py); err != nil {
 		t.Fatalf("the OpenAI Python SDK is not installed (make deps installs it): %v", err)
 	}

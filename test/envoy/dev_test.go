@@ -1,14 +1,13 @@
 package envoy_test
 
 import (
-	"bufio"
+	"github.com/thawhq/thaw/test/e2e"
+
 	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,28 +16,28 @@ import (
 	"github.com/thawhq/thaw/routing"
 )
 
-// thawBinary builds ./cmd/thaw (or takes $THAW_BIN) and skips the test
-// while `thaw dev` has no --xds-addr flag.
+// thawBinary is the thaw binary (e2e.ThawBin); it skips the test while
+// `thaw dev` has no --xds-addr flag.
 func thawBinary(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("THAW_BIN")
-	if bin == "" {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		bin = filepath.Join(t.TempDir(), "thaw")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/thaw")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/thaw: %v\n%s", err, out)
-		}
-	}
+	bin := e2e.ThawT(t)
 	help, _ := exec.Command(bin, "dev", "-h").CombinedOutput()
 	if !bytes.Contains(help, []byte("-xds-addr")) {
 		t.Skip("thaw dev has no --xds-addr flag yet")
 	}
 	return bin
+}
+
+// startEnvoy starts Envoy with the bootstrap `thaw envoy-bootstrap` writes
+// for thaw's xDS server at xdsAddr and an admin at admin.
+func startEnvoy(t *testing.T, thaw, xdsAddr, admin string) {
+	t.Helper()
+	bin := envoyBin(t)
+	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
+	if err != nil {
+		t.Fatalf("thaw envoy-bootstrap: %v", err)
+	}
+	e2e.StartEnvoyT(t, e2e.EnvoyConfig{Bin: bin, Bootstrap: boot, Admin: admin, Dir: t.TempDir()})
 }
 
 // TestThawDevBehindEnvoy runs the real `thaw dev --xds-addr` with Envoy in
@@ -47,26 +46,18 @@ func thawBinary(t *testing.T) string {
 // the next request goes straight to the instance.
 func TestThawDevBehindEnvoy(t *testing.T) {
 	t.Parallel()
-	envoy := envoyBin(t)
+	envoyBin(t)
 	thaw := thawBinary(t)
-	dir := t.TempDir()
-	api, xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	env := []string{"THAW_DEV_TOKEN=tok-dev"}
-	start := func(name string, args ...string) { startProc(t, dir, name, env, args...) }
-	start("thaw", thaw, "dev", "--addr", api, "--metrics-addr", freeAddr(t), "--data-dir", filepath.Join(dir, "data"),
-		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://"+admin,
-		"--sim-startup", "300ms", "--sim-tokens-per-second", "500")
-	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
-	if err != nil {
-		t.Fatalf("thaw envoy-bootstrap: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start("envoy", envoy, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn")
+	dev := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Env: []string{"THAW_DEV_TOKEN=tok-dev"}, Args: []string{"dev",
+		"--data-dir", t.TempDir(),
+		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://" + admin,
+		"--sim-startup", "300ms", "--sim-tokens-per-second", "500"}})
+	api := strings.TrimPrefix(dev.Base, "http://")
+	startEnvoy(t, thaw, xdsAddr, admin)
 
 	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
 	e.waitFor(ctx, t, "edge /healthz", func() bool {
@@ -134,25 +125,6 @@ func (e *edge) hostStat(t *testing.T, cluster, host, stat string) int {
 	t.Helper()
 	n, _ := strconv.Atoi(e.hostsWith(t, cluster, stat)[host])
 	return n
-}
-
-// hostsWith maps each host of the cluster to the value of stat.
-func (e *edge) hostsWith(t *testing.T, cluster, stat string) map[string]string {
-	t.Helper()
-	resp, err := e.client.Get(e.admin + "/clusters")
-	if err != nil {
-		t.Fatalf("envoy admin: %v", err)
-	}
-	defer resp.Body.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		parts := strings.Split(sc.Text(), "::")
-		if len(parts) == 4 && parts[0] == cluster && parts[2] == stat {
-			out[parts[1]] = parts[3]
-		}
-	}
-	return out
 }
 
 // checkNoEnvoyReject: Envoy rejected no configuration.

@@ -5,7 +5,6 @@
 package envoy_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -14,17 +13,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/thawhq/thaw/test/testnet"
+	"github.com/thawhq/thaw/test/e2e"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
@@ -82,7 +77,6 @@ type edge struct {
 	url       string // Envoy's listener
 	admin     string // Envoy's admin
 	client    *http.Client
-	log       string // Envoy's log file
 
 	// mu guards addrs.
 	mu    sync.Mutex
@@ -95,28 +89,12 @@ const holdTimeout = time.Minute
 // elsewhere.
 func envoyBin(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	bin := filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), "bin", "envoy")
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s missing (run scripts/envoy.sh): %v", bin, err)
-		}
-		t.Skipf("%s missing (run scripts/envoy.sh)", bin)
-	}
+	bin, err := e2e.EnvoyBin()
+	e2e.Need(t, err)
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := testnet.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
+func freeAddr(t *testing.T) string { return e2e.FreeAddrT(t) }
 
 // startEdge starts the activator, thaw's API (/authz), the xDS server and
 // Envoy (state of the world, or delta xDS).
@@ -187,40 +165,9 @@ func startEdge(t *testing.T, delta bool) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "envoy.json"), boot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.log = filepath.Join(dir, "envoy.log")
-	logf, err := os.Create(e.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", filepath.Join(dir, "envoy.json"), "--disable-hot-restart",
-		"--concurrency", "1", "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		cancel()
-		<-xsDone
-		if t.Failed() {
-			b, _ := os.ReadFile(e.log)
-			t.Logf("envoy log:\n%s", tail(string(b), 40))
-		}
-	})
+	// Registered before Envoy's cleanup, so it runs after Envoy stopped.
+	t.Cleanup(func() { cancel(); <-xsDone })
+	e2e.StartEnvoyT(t, e2e.EnvoyConfig{Bin: bin, Bootstrap: boot, Admin: admin, Dir: t.TempDir()})
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(tr.CloseIdleConnections)
 	e.client = &http.Client{Transport: tr, Timeout: 2 * time.Minute}
@@ -242,23 +189,11 @@ func startEdge(t *testing.T, delta bool) *edge {
 	return e
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // waitFor polls cond every 20ms until it holds or ctx ends (fatal).
 func (e *edge) waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within the deadline", what)
-		case <-time.After(20 * time.Millisecond):
-		}
+	if !e2e.EventuallyCtx(ctx, 20*time.Millisecond, cond) {
+		t.Fatalf("%s: not within the deadline", what)
 	}
 }
 
@@ -297,59 +232,44 @@ func (e *edge) waitRoutable(t *testing.T, deployID string) {
 	})
 }
 
+// envoyAdmin reads Envoy's admin interface with the edge's client.
+func (e *edge) envoyAdmin() e2e.EnvoyAdmin { return e2e.EnvoyAdmin{URL: e.admin, HTTP: e.client} }
+
 // hostFlags is the health_flags Envoy's /clusters reports for the host, ""
 // when Envoy does not list it.
 func (e *edge) hostFlags(t *testing.T, cluster, addr string) string {
 	t.Helper()
-	resp, err := e.client.Get(e.admin + "/clusters")
+	return e.hostsWith(t, cluster, "health_flags")[addr]
+}
+
+// hostsWith maps each host of the cluster to the value of stat.
+func (e *edge) hostsWith(t *testing.T, cluster, stat string) map[string]string {
+	t.Helper()
+	hosts, err := e.envoyAdmin().HostStats(context.Background(), cluster, stat)
 	if err != nil {
-		t.Fatalf("envoy admin: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), cluster+"::"+addr+"::health_flags::"); ok {
-			return v
-		}
-	}
-	return ""
+	return hosts
 }
 
 // stat reads one counter or gauge from Envoy's admin; -1 when absent.
 func (e *edge) stat(t *testing.T, name string) int {
 	t.Helper()
-	resp, err := e.client.Get(e.admin + "/stats?filter=^" + strings.ReplaceAll(name, ".", `\.`) + "$")
+	n, err := e.envoyAdmin().Stat(context.Background(), name)
 	if err != nil {
-		t.Fatalf("envoy admin: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+": "); ok {
-			n, _ := strconv.Atoi(v)
-			return n
-		}
-	}
-	return -1
+	return int(n)
 }
 
-// stats sums every stat whose name contains part.
-func (e *edge) statsContaining(t *testing.T, part string) map[string]int {
+// statsContaining is every stat whose name contains part.
+func (e *edge) statsContaining(t *testing.T, part string) map[string]int64 {
 	t.Helper()
-	resp, err := e.client.Get(e.admin + "/stats")
+	stats, err := e.envoyAdmin().Stats(context.Background(), part)
 	if err != nil {
-		t.Fatalf("envoy admin: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	out := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), ": ")
-		if ok && strings.Contains(name, part) {
-			out[name], _ = strconv.Atoi(v)
-		}
-	}
-	return out
+	return stats
 }
 
 // reply is what a client of the edge saw.
@@ -385,3 +305,5 @@ func (e *edge) post(t *testing.T, path, token, body string, headers ...string) r
 	}
 	return reply{resp.StatusCode, resp.Header, string(b)}
 }
+
+func TestMain(m *testing.M) { os.Exit(e2e.Main(m)) }
