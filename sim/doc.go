@@ -8,8 +8,10 @@
 // It stands in for vLLM in `thaw dev` and in tests, and behaves the way the
 // rest of thaw must cope with:
 //
-//   - The port opens only after a startup delay, as vLLM's opens only after
-//     the weights are loaded.
+//   - The port is bound at start but answers nothing until a startup delay
+//     has passed, as vLLM binds its socket before it loads the weights: a
+//     request sent meanwhile waits, then is answered. A port that is taken
+//     fails Run at once with "port N is in use".
 //   - Each request generates max_tokens tokens (default 16) at a fixed rate;
 //     the text cycles a small word list, one word per token, and a prompt
 //     counts one token per whitespace-separated word.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -47,8 +48,8 @@ type Config struct {
 	// Model is the served model name, as vLLM's --served-model-name.
 	// Required.
 	Model string
-	// Startup is how long Run waits before listening, standing in for
-	// loading weights. Default 0.
+	// Startup is how long Run waits, with its port bound, before it answers
+	// requests, standing in for loading weights. Default 0.
 	Startup time.Duration
 	// TokensPerSecond is the generation speed of each request, in tokens
 	// per second. Default DefaultTokensPerSecond.
@@ -138,22 +139,25 @@ func New(cfg Config) (*Server, error) {
 // example under httptest). It serves at once: there is no startup delay.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Ready returns a channel closed once Run listens.
+// Ready returns a channel closed once Run serves: after the startup delay.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-// Addr returns the address Run listens on ("host:port"), or "" before
-// Ready is closed.
+// Addr returns the address Run listens on ("host:port"), or "" before Run
+// has bound its port.
 func (s *Server) Addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
 }
 
-// Run waits Config.Startup, then listens and serves until ctx is done.
-// Then it stops accepting, gives in-flight requests up to 5 seconds to
-// finish and closes the connections left. It returns nil after a shutdown
-// caused by ctx, and an error if it cannot listen or serve. A Server runs
-// once.
+// Run binds its port at once, waits Config.Startup, then serves until ctx
+// is done. During the startup delay the port accepts connections but no
+// request is answered: each waits until the model is loaded, as with a vLLM
+// that binds its socket before loading the weights. Once ctx is done it
+// stops accepting, gives in-flight requests up to 5 seconds to finish and
+// closes the connections left. It returns nil after a shutdown caused by
+// ctx, and an error if it cannot listen ("port N is in use", wrapping
+// syscall.EADDRINUSE) or serve. A Server runs once.
 func (s *Server) Run(ctx context.Context) error {
 	first := false
 	s.runOnce.Do(func() { first = true })
@@ -161,31 +165,36 @@ func (s *Server) Run(ctx context.Context) error {
 		return ErrAlreadyRun
 	}
 
-	s.log.Info("sim loading weights", "startup", s.cfg.Startup)
+	hostPort := net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", hostPort)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("sim: port %d is in use: %w", s.cfg.Port, err)
+	}
+	if err != nil {
+		return fmt.Errorf("sim: listen on %s: %w", hostPort, err)
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
+
+	s.log.Info("sim loading weights", "addr", ln.Addr().String(), "startup", s.cfg.Startup)
 	t := time.NewTimer(s.cfg.Startup)
 	select {
 	case <-ctx.Done():
 		t.Stop()
+		ln.Close()
 		return nil
 	case <-t.C:
 	}
 
-	hostPort := net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", hostPort)
-	if err != nil {
-		return fmt.Errorf("sim: listen on %s: %w", hostPort, err)
-	}
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.mu.Lock()
-	s.addr = ln.Addr().String()
-	s.mu.Unlock()
 	close(s.ready)
-	s.log.Info("sim listening", "addr", ln.Addr().String(),
+	s.log.Info("sim serving", "addr", ln.Addr().String(),
 		"tokens_per_second", s.cfg.TokensPerSecond, "max_num_seqs", s.cfg.MaxNumSeqs)
 
 	serveErr := make(chan error, 1)

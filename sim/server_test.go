@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,7 +87,10 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-func TestRunListensOnlyAfterStartup(t *testing.T) {
+// TestRunAnswersOnlyAfterStartup: the port is bound from the start, so no
+// one else can take it, but a request sent while the model loads is
+// answered only once the startup delay has passed.
+func TestRunAnswersOnlyAfterStartup(t *testing.T) {
 	const startup = 300 * time.Millisecond
 	port := freePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -98,37 +104,38 @@ func TestRunListensOnlyAfterStartup(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-		c.Close()
-		t.Fatal("port open during startup; want it closed until the weights are loaded")
-	}
+	waitFor(t, "the port bound", func() bool { return s.Addr() == addr })
 	select {
 	case <-s.Ready():
 		t.Fatal("Ready closed during startup")
 	default:
 	}
-	if got := s.Addr(); got != "" {
-		t.Errorf("Addr() during startup = %q, want empty", got)
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Fatal("another listener could bind the port during startup")
+	}
+	client := &http.Client{Timeout: startup / 6}
+	if resp, err := client.Get("http://" + addr + "/health"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET /health during startup answered %s; want no answer until loaded", resp.Status)
 	}
 
-	select {
-	case <-s.Ready():
-	case <-time.After(5 * time.Second):
-		t.Fatal("server never became ready")
-	}
-	if waited := time.Since(began); waited < startup {
-		t.Errorf("ready after %v, want at least %v", waited, startup)
-	}
-	if got := s.Addr(); got != addr {
-		t.Errorf("Addr() = %q, want %q", got, addr)
-	}
+	// A request sent during startup is answered once the model is loaded.
 	resp, err := http.Get("http://" + addr + "/health")
 	if err != nil {
-		t.Fatalf("GET /health after startup: %v", err)
+		t.Fatalf("GET /health sent during startup: %v", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /health status = %d, want 200", resp.StatusCode)
+	}
+	if waited := time.Since(began); waited < startup {
+		t.Errorf("answered after %v, want at least %v", waited, startup)
+	}
+	select {
+	case <-s.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server never became ready")
 	}
 
 	if err := s.Run(ctx); !errors.Is(err, ErrAlreadyRun) {
@@ -168,23 +175,29 @@ func TestRunCancelledDuringStartup(t *testing.T) {
 	}
 	select {
 	case <-s.Ready():
-		t.Error("Ready closed although the server never listened")
+		t.Error("Ready closed although the server never served")
 	default:
 	}
 }
 
+// TestRunPortInUse: a taken port fails Run at once, saying which port.
 func TestRunPortInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	s, err := New(Config{Model: "m", Port: ln.Addr().(*net.TCPAddr).Port, Logger: quiet})
+	port := ln.Addr().(*net.TCPAddr).Port
+	s, err := New(Config{Model: "m", Port: port, Startup: time.Hour, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Run(t.Context()); err == nil {
-		t.Error("Run on a port in use = nil, want an error")
+	err = s.Run(t.Context())
+	if want := fmt.Sprintf("sim: port %d is in use", port); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Run on a port in use = %v, want %q...", err, want)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("Run on a port in use = %v, want it to wrap EADDRINUSE", err)
 	}
 }
 
