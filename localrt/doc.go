@@ -7,7 +7,8 @@
 //   - placement: the inventory, the reservation of GPUs, and the FIFO queue
 //     of pending instances with the reason each one waits (inventory.go, a
 //     pure function with table tests);
-//   - the children: their ports, environment (HF_TOKEN, never logged),
+//   - the children: their ports (from Config.Ports, a range the runtime
+//     owns; never one the kernel picks), environment (HF_TOKEN, never logged),
 //     output (logged at debug level; the last stderr lines explain a
 //     failure), stop (SIGTERM, then SIGKILL) and exit (reported
 //     PhaseFailed; replacing it is the fleet's decision);

@@ -2,7 +2,6 @@ package localrt
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -173,25 +172,6 @@ func (r *Runtime) terminateLocked(inst *instance) {
 func signalGroup(pid int, sig syscall.Signal) {
 	syscall.Kill(-pid, sig)
 	syscall.Kill(pid, sig)
-}
-
-// pickPortLocked returns a free loopback port that no live instance has:
-// a simulator opens its port only after its startup delay, so the kernel
-// could hand the same port out again meanwhile. Called with mu held.
-func (r *Runtime) pickPortLocked() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("finding a free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !r.ports[port] {
-			r.ports[port] = true
-			return port, nil
-		}
-	}
-	return 0, errors.New("finding a free port: every port tried is taken")
 }
 
 // writeStateLocked records the running children in the state file. Called

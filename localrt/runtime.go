@@ -49,7 +49,12 @@ type Config struct {
 	Command func(spec fleet.Spec, port int) *exec.Cmd
 	// SimArgs are more flags for every `thaw sim` (e.g. --request-log).
 	SimArgs []string
-	// Startup is the simulator's startup delay, before it opens its port.
+	// Ports are the loopback ports instances listen on, one each; ports
+	// that this runtime's instances or other processes hold are skipped.
+	// Default DefaultPorts.
+	Ports PortRange
+	// Startup is the simulator's startup delay, before it answers on its
+	// port.
 	// Default DefaultStartup; negative means none.
 	Startup time.Duration
 	// TokensPerSecond is the simulator's generation speed per request.
@@ -113,15 +118,16 @@ type Runtime struct {
 
 	// mu guards the fields below, the fields of every instance, and the
 	// state file; it is held while a child is forked.
-	mu      sync.Mutex
-	insts   map[string]*instance // every instance not yet gone
-	pending []*instance          // pending instances, in start order
-	toSpawn []*instance          // placed instances waiting for the spawner
-	used    map[string]int       // GPUs reserved, by type
-	ports   map[int]bool         // ports given to live instances
-	seq     uint64               // Starts so far, numbering the IDs
-	started bool                 // Run was called
-	closing bool                 // Run is shutting down: no more starts
+	mu       sync.Mutex
+	insts    map[string]*instance // every instance not yet gone
+	pending  []*instance          // pending instances, in start order
+	toSpawn  []*instance          // placed instances waiting for the spawner
+	used     map[string]int       // GPUs reserved, by type
+	ports    map[int]bool         // ports given to live instances
+	nextPort int                  // offset in Config.Ports of the next port to try
+	seq      uint64               // Starts so far, numbering the IDs
+	started  bool                 // Run was called
+	closing  bool                 // Run is shutting down: no more starts
 }
 
 var _ fleet.Runtime = (*Runtime)(nil)
@@ -136,6 +142,12 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.TokensPerSecond < 0 {
 		return nil, fmt.Errorf("localrt: %v tokens per second", cfg.TokensPerSecond)
+	}
+	if cfg.Ports == (PortRange{}) {
+		cfg.Ports = DefaultPorts
+	}
+	if err := cfg.Ports.validate(); err != nil {
+		return nil, fmt.Errorf("localrt: %w", err)
 	}
 	switch {
 	case cfg.Startup == 0:

@@ -31,6 +31,7 @@ type devConfig struct {
 	simStartup  time.Duration
 	simTPS      float64
 	simReqLog   string
+	ports       localrt.PortRange
 	users       map[string]string // user -> token
 	redisAddr   string
 	maxHeld     int
@@ -60,6 +61,11 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.IntVar(&c.gpuQuota, "gpu-quota", 4, "GPUs one user may run at once (0: no quota)")
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "the simulator's startup delay, standing in for loading weights")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "the simulator's generation speed per request")
+	c.ports = localrt.DefaultPorts
+	fs.Func("instance-ports", "`range` FIRST-LAST of loopback ports the simulated model servers listen on, one each; ports in use are skipped (default "+localrt.DefaultPorts.String()+")", func(s string) (err error) {
+		c.ports, err = localrt.ParsePortRange(s)
+		return err
+	})
 	fs.StringVar(&c.simReqLog, "sim-request-log", "", "every simulator appends a JSON line per inference request it receives (headers, whether it was cancelled) to `file`; for tests")
 	fs.Func("user", "extra user as `name=token` (repeatable), to try multi-tenant behaviour", func(s string) error {
 		name, tok, ok := strings.Cut(s, "=")
@@ -165,7 +171,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rt, err := localrt.New(localrt.Config{
 		Inventory: cfg.gpus, Startup: simStartup, TokensPerSecond: cfg.simTPS,
-		StateDir: cfg.dataDir, Logger: p.Log, SimArgs: simArgs(cfg.simReqLog),
+		StateDir: cfg.dataDir, Logger: p.Log, SimArgs: simArgs(cfg.simReqLog), Ports: cfg.ports,
 	})
 	if err != nil {
 		return err
