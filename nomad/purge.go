@@ -21,11 +21,11 @@ func (r *Runtime) Purge(ctx context.Context, deployID string) error {
 	r.applyMu.Lock()
 	defer r.applyMu.Unlock()
 	r.mu.Lock()
-	if d := r.deps[deployID]; d != nil {
+	if d := r.deployments[deployID]; d != nil {
 		for _, s := range slices.Clone(d.slots) {
 			r.finishLocked(d, s, fleet.PhaseStopped, "")
 		}
-		delete(r.deps, deployID)
+		delete(r.deployments, deployID)
 	}
 	r.mu.Unlock()
 	q := (&api.WriteOptions{}).WithContext(ctx)

@@ -75,18 +75,18 @@ type Runtime struct {
 	// is never registered again by a sync that was in flight.
 	applyMu sync.Mutex
 
-	// mu guards the fields below and every depJob and slot.
-	mu         sync.Mutex
-	deps       map[string]*depJob
-	ready      bool      // adoption done: Start may proceed
-	adoptUntil time.Time // unclaimed orphans are stopped after it
-	runCtx     context.Context
-	syncErr    error // last failed Nomad write, nil once one succeeds
-	watchErr   error // event stream failure, nil while connected
+	// mu guards the fields below and every deploymentJob and slot.
+	mu          sync.Mutex
+	deployments map[string]*deploymentJob
+	ready       bool      // adoption done: Start may proceed
+	adoptUntil  time.Time // unclaimed orphans are stopped after it
+	runCtx      context.Context
+	syncErr     error // last failed Nomad write, nil once one succeeds
+	watchErr    error // event stream failure, nil while connected
 }
 
-// depJob is one deployment's job as the runtime wants it.
-type depJob struct {
+// deploymentJob is one deployment's job as the runtime wants it.
+type deploymentJob struct {
 	id      string
 	spec    fleet.Spec
 	hasSpec bool
@@ -150,7 +150,7 @@ func New(cfg Config) (*Runtime, error) {
 	return &Runtime{
 		cfg: cfg, nc: cfg.Client, log: cfg.Logger,
 		events: newEventQueue(), kick: make(chan struct{}, 1),
-		deps: map[string]*depJob{},
+		deployments: map[string]*deploymentJob{},
 	}, nil
 }
 
@@ -179,7 +179,7 @@ func (r *Runtime) Start(_ context.Context, spec fleet.Spec) (string, error) {
 	if !r.ready {
 		return "", ErrNotReady
 	}
-	d := r.depLocked(spec.DeployID)
+	d := r.deploymentLocked(spec.DeployID)
 	d.spec, d.hasSpec = spec, true
 	if s := d.claimLocked(); s != nil {
 		s.orphan = false
@@ -200,13 +200,13 @@ func (r *Runtime) Start(_ context.Context, spec fleet.Spec) (string, error) {
 // Run's context is done, Stop does nothing: allocations outlive a thaw
 // restart and the next Run adopts them.
 func (r *Runtime) Stop(ctx context.Context, id string) error {
-	depID, _, _ := strings.Cut(id, "/")
+	deploymentID, _, _ := strings.Cut(id, "/")
 	r.mu.Lock()
 	if r.runCtx != nil && r.runCtx.Err() != nil {
 		r.mu.Unlock()
 		return nil
 	}
-	d := r.deps[depID]
+	d := r.deployments[deploymentID]
 	var s *slot
 	if d != nil {
 		s = d.slotLocked(func(s *slot) bool { return s.id == id })
@@ -257,18 +257,18 @@ func (r *Runtime) render(spec fleet.Spec) (*api.Job, error) {
 	return job, nil
 }
 
-// depLocked returns the deployment's state, creating it. Called with mu held.
-func (r *Runtime) depLocked(id string) *depJob {
-	d := r.deps[id]
+// deploymentLocked returns the deployment's state, creating it. Called with mu held.
+func (r *Runtime) deploymentLocked(id string) *deploymentJob {
+	d := r.deployments[id]
 	if d == nil {
-		d = &depJob{id: id}
-		r.deps[id] = d
+		d = &deploymentJob{id: id}
+		r.deployments[id] = d
 	}
 	return d
 }
 
 // touchLocked marks d for the syncer. Called with mu held.
-func (r *Runtime) touchLocked(d *depJob) {
+func (r *Runtime) touchLocked(d *deploymentJob) {
 	d.dirty = true
 	d.gen++
 	d.retryAt = time.Time{}
@@ -280,7 +280,7 @@ func (r *Runtime) touchLocked(d *depJob) {
 
 // setLocked records a slot's new state and reports it when it changed.
 // Called with mu held.
-func (r *Runtime) setLocked(d *depJob, s *slot, phase fleet.Phase, addr, reason string) {
+func (r *Runtime) setLocked(d *deploymentJob, s *slot, phase fleet.Phase, addr, reason string) {
 	if s.phase == phase && s.addr == addr && s.reason == reason {
 		return
 	}
@@ -290,7 +290,7 @@ func (r *Runtime) setLocked(d *depJob, s *slot, phase fleet.Phase, addr, reason 
 
 // finishLocked ends a slot: it leaves the job (at the next sync), Stop
 // returns, and the fleet hears phase. Called with mu held.
-func (r *Runtime) finishLocked(d *depJob, s *slot, phase fleet.Phase, reason string) {
+func (r *Runtime) finishLocked(d *deploymentJob, s *slot, phase fleet.Phase, reason string) {
 	i := slices.Index(d.slots, s)
 	if i < 0 {
 		return
@@ -304,7 +304,7 @@ func (r *Runtime) finishLocked(d *depJob, s *slot, phase fleet.Phase, reason str
 	}
 }
 
-func (r *Runtime) pushLocked(d *depJob, s *slot) {
+func (r *Runtime) pushLocked(d *deploymentJob, s *slot) {
 	if s.orphan {
 		return
 	}
@@ -313,7 +313,7 @@ func (r *Runtime) pushLocked(d *depJob, s *slot) {
 
 // claimLocked picks an orphan for a Start: running first, then placed,
 // then unplaced. Called with mu held.
-func (d *depJob) claimLocked() *slot {
+func (d *deploymentJob) claimLocked() *slot {
 	for _, ok := range []func(*slot) bool{
 		func(s *slot) bool { return s.phase == fleet.PhaseRunning },
 		func(s *slot) bool { return s.alloc != "" },
@@ -326,7 +326,7 @@ func (d *depJob) claimLocked() *slot {
 	return nil
 }
 
-func (d *depJob) slotLocked(match func(*slot) bool) *slot {
+func (d *deploymentJob) slotLocked(match func(*slot) bool) *slot {
 	for _, s := range d.slots {
 		if match(s) {
 			return s

@@ -61,11 +61,11 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	group := r.deps["d-1"].slots[0].group
-	if id != "d-1/"+group || !r.deps["d-1"].dirty {
-		t.Fatalf("Start: id %q, group %q, dirty %v", id, group, r.deps["d-1"].dirty)
+	group := r.deployments["d-1"].slots[0].group
+	if id != "d-1/"+group || !r.deployments["d-1"].dirty {
+		t.Fatalf("Start: id %q, group %q, dirty %v", id, group, r.deployments["d-1"].dirty)
 	}
-	tg := r.deps["d-1"].slots[0].tg
+	tg := r.deployments["d-1"].slots[0].tg
 	if *tg.Name != group || *tg.ReschedulePolicy.Attempts != 0 || *tg.Count != 1 {
 		t.Errorf("task group: name %q, reschedule attempts %d, count %d", *tg.Name, *tg.ReschedulePolicy.Attempts, *tg.Count)
 	}
@@ -115,7 +115,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 			t.Errorf("%s: reports (-want +got):\n%s", st.name, diff)
 		}
 	}
-	if n := len(r.deps["d-1"].slots); n != 0 {
+	if n := len(r.deployments["d-1"].slots); n != 0 {
 		t.Errorf("%d slots after the failure, want the group gone", n)
 	}
 	if err := r.Stop(context.Background(), id); err != nil {
@@ -127,7 +127,7 @@ func TestRuntimeStopWaitsForTheAllocation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newTestRuntime(t)
 		id, _ := r.Start(context.Background(), testSpec())
-		group := r.deps["d-1"].slots[0].group
+		group := r.deployments["d-1"].slots[0].group
 		r.mu.Lock()
 		r.onAllocLocked(alloc("a1", group, "run", "running", 5, "h:1"))
 		r.mu.Unlock()
@@ -142,7 +142,7 @@ func TestRuntimeStopWaitsForTheAllocation(t *testing.T) {
 		default:
 		}
 		r.mu.Lock()
-		leaving := r.deps["d-1"].slots[0].removing
+		leaving := r.deployments["d-1"].slots[0].removing
 		r.onAllocLocked(alloc("a1", group, "stop", "running", 6, "h:1"))
 		r.onAllocLocked(alloc("a1", group, "stop", "complete", 7, "h:1"))
 		r.mu.Unlock()
@@ -166,7 +166,7 @@ func TestRuntimeStopWaitsForTheAllocation(t *testing.T) {
 func TestRuntimeAdoptsOrphansFirst(t *testing.T) {
 	r := newTestRuntime(t)
 	r.mu.Lock()
-	d := r.depLocked("d-1")
+	d := r.deploymentLocked("d-1")
 	for _, g := range []string{"i-unplaced", "i-running"} {
 		d.slots = append(d.slots, &slot{id: "d-1/" + g, group: g, orphan: true, done: make(chan struct{})})
 	}
@@ -220,7 +220,7 @@ func TestPlans(t *testing.T) {
 	}
 	// Written: the token is not written again; a Stop drops one group.
 	r.mu.Lock()
-	d := r.deps["d-1"]
+	d := r.deployments["d-1"]
 	d.dirty, d.registered, d.token = false, true, "hf_x"
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -263,7 +263,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestRuntimeReplacedAllocation(t *testing.T) {
 	r := newTestRuntime(t)
 	id, _ := r.Start(context.Background(), testSpec())
-	group := r.deps["d-1"].slots[0].group
+	group := r.deployments["d-1"].slots[0].group
 	a := alloc("a1", group, "run", "running", 5, "h:1")
 	a.CreateIndex = 5
 	older := alloc("a0", group, "run", "running", 6, "h:0")
@@ -286,7 +286,7 @@ func TestRuntimeReplacedAllocation(t *testing.T) {
 	if diff := cmp.Diff(want, reports(r)); diff != "" {
 		t.Errorf("reports (-want +got):\n%s", diff)
 	}
-	if d := r.deps["d-1"]; len(d.slots) != 0 || !d.dirty {
+	if d := r.deployments["d-1"]; len(d.slots) != 0 || !d.dirty {
 		t.Errorf("after the replacement: %d slots, dirty %v; want the group leaving", len(d.slots), d.dirty)
 	}
 }

@@ -14,7 +14,7 @@ import (
 // plan is one write of a deployment's job to Nomad, built under mu and
 // applied without it.
 type plan struct {
-	d          *depJob
+	d          *deploymentJob
 	gen        uint64
 	job        *api.Job // nil: deregister
 	token      *string  // non-nil: write (or, when "", delete) the Variable
@@ -53,7 +53,7 @@ func (r *Runtime) expireOrphans(now time.Time) {
 		return
 	}
 	r.adoptUntil = time.Time{}
-	for _, d := range r.deps {
+	for _, d := range r.deployments {
 		for _, s := range d.slots {
 			if s.orphan && !s.removing {
 				r.log.Info("stopping an instance found in Nomad that no deployment claimed", "deploy", d.id, "group", s.group, "alloc", s.alloc)
@@ -69,7 +69,7 @@ func (r *Runtime) plans(now time.Time) []plan {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []plan
-	for _, d := range r.deps {
+	for _, d := range r.deployments {
 		if !d.dirty || now.Before(d.retryAt) {
 			continue
 		}
@@ -118,7 +118,7 @@ func (r *Runtime) apply(ctx context.Context, p plan) {
 
 	r.mu.Lock()
 	d := p.d
-	if r.deps[d.id] != d {
+	if r.deployments[d.id] != d {
 		r.mu.Unlock()
 		return // purged meanwhile
 	}

@@ -72,14 +72,14 @@ func (r *Runtime) adopt(ctx context.Context) error {
 	r.mu.Lock()
 	n := 0
 	for _, job := range found {
-		depID := strings.TrimPrefix(*job.ID, jobs.JobPrefix)
-		d := r.depLocked(depID)
+		deploymentID := strings.TrimPrefix(*job.ID, jobs.JobPrefix)
+		d := r.deploymentLocked(deploymentID)
 		d.base, d.registered = job, true
 		for _, tg := range job.TaskGroups {
 			if tg.Name == nil || tg.Count == nil || *tg.Count == 0 {
 				continue
 			}
-			d.slots = append(d.slots, &slot{id: depID + "/" + *tg.Name, group: *tg.Name, tg: tg, orphan: true, done: make(chan struct{})})
+			d.slots = append(d.slots, &slot{id: deploymentID + "/" + *tg.Name, group: *tg.Name, tg: tg, orphan: true, done: make(chan struct{})})
 			n++
 		}
 	}
@@ -184,8 +184,8 @@ func (r *Runtime) setWatchErr(err error) {
 // returns the highest Nomad index seen.
 func (r *Runtime) resyncAll(ctx context.Context) (uint64, error) {
 	r.mu.Lock()
-	ids := make([]string, 0, len(r.deps))
-	for id, d := range r.deps {
+	ids := make([]string, 0, len(r.deployments))
+	for id, d := range r.deployments {
 		if d.registered || len(d.slots) > 0 {
 			ids = append(ids, id)
 		}
@@ -208,8 +208,8 @@ func (r *Runtime) resyncAll(ctx context.Context) (uint64, error) {
 
 // resyncJob reads one job's evaluations and allocations and applies them
 // as events would.
-func (r *Runtime) resyncJob(ctx context.Context, depID string) error {
-	jobID := jobs.JobID(depID)
+func (r *Runtime) resyncJob(ctx context.Context, deploymentID string) error {
+	jobID := jobs.JobID(deploymentID)
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	// Nomad's index before the listings: an allocation created after it may
 	// be missing from them without being gone (an event may have bound it
@@ -253,7 +253,7 @@ func (r *Runtime) resyncJob(ctx context.Context, depID string) error {
 	}
 	// A bound allocation Nomad no longer knows (job purged behind thaw's
 	// back, garbage collected) is over.
-	if d := r.deps[depID]; d != nil {
+	if d := r.deployments[deploymentID]; d != nil {
 		for _, s := range slices.Clone(d.slots) {
 			if s.alloc != "" && !seen[s.alloc] && s.allocCreate <= before.LastIndex {
 				r.endLocked(d, s, "Nomad no longer knows the instance's allocation")
@@ -266,7 +266,7 @@ func (r *Runtime) resyncJob(ctx context.Context, depID string) error {
 // onAllocLocked applies an allocation's state to its slot. Idempotent and
 // safe against stale views. Called with mu held.
 func (r *Runtime) onAllocLocked(v allocView) {
-	d := r.deps[strings.TrimPrefix(v.JobID, jobs.JobPrefix)]
+	d := r.deployments[strings.TrimPrefix(v.JobID, jobs.JobPrefix)]
 	if d == nil {
 		return
 	}
@@ -318,7 +318,7 @@ func shortID(id string) string { return id[:min(8, len(id))] }
 
 // endLocked ends a slot whose allocation is over: stopped when thaw asked,
 // failed otherwise. Called with mu held.
-func (r *Runtime) endLocked(d *depJob, s *slot, reason string) {
+func (r *Runtime) endLocked(d *deploymentJob, s *slot, reason string) {
 	if s.removing {
 		r.finishLocked(d, s, fleet.PhaseStopped, "")
 		return
@@ -333,7 +333,7 @@ func (r *Runtime) onEvalLocked(e *api.Evaluation) {
 	if len(e.FailedTGAllocs) == 0 {
 		return
 	}
-	d := r.deps[strings.TrimPrefix(e.JobID, jobs.JobPrefix)]
+	d := r.deployments[strings.TrimPrefix(e.JobID, jobs.JobPrefix)]
 	if d == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-// Package routing is the HTTP contract that thaw's request path (package
+// Package routing is the HTTP contract that thaw's activator (package
 // proxy, with its /authz service), the authentication of the edge's grants
 // (package auth) and the Envoy edge that thaw configures (package xds) must
 // agree on: which paths are inference requests, the headers /authz answers
