@@ -162,8 +162,8 @@ func (s State) Panicking() bool { return s.panicking }
 // Idle: while any demand was seen within IdleTimeout at least one instance
 // stays; after that the deployment goes to Min, and the demand seen before
 // is forgotten, so neither window scales it back up without a new request.
-// Last, Desired is clamped to [Min, Max] and to the GPU quota, and Reason
-// says which limit applied.
+// Last, Desired is clamped to [Min, Max], and Reason says which limit
+// applied. (The per-user GPU quota is the fleet's: it spans deployments.)
 func Decide(cfg Config, st State, in Input) (Decision, State) {
 	cfg = cfg.WithDefaults()
 	now := in.Now
@@ -205,9 +205,21 @@ func Decide(cfg Config, st State, in Input) (Decision, State) {
 		st.panicking = false
 	}
 
+	d, reason := choose(cfg, st, now, panicMax, stableMax, per, in.Spec.Min)
+	d, reason = clamp(d, reason, in.Spec)
+
+	if d != st.desired {
+		st.desired, st.lastChange = d, now
+	}
+	return Decision{Desired: d, Reason: reason}, st
+}
+
+// choose is Decide's direction before the [Min, Max] clamp: up at once to
+// what the panic window's highest demand needs, else down (or level) to what
+// the stable window needs, unless panic, missing history or the scale-down
+// delay holds the previous count.
+func choose(cfg Config, st State, now time.Time, panicMax, stableMax int, per float64, minInstances int) (int, string) {
 	base := st.desired
-	var d int
-	var reason string
 	if up := need(panicMax, per); up > base {
 		label := "demand"
 		switch {
@@ -216,37 +228,25 @@ func Decide(cfg Config, st State, in Input) (Decision, State) {
 		case st.panicking:
 			label = "burst"
 		}
-		d = up
-		reason = fmt.Sprintf("%s: %s %d x %s", label, requestsNeed(panicMax), up, num(per))
-	} else {
-		target, why := stableTarget(cfg, st, now, stableMax, per, in.Spec.Min)
-		idle := now.Sub(st.lastDemand) >= cfg.IdleTimeout
-		switch {
-		case target >= base, idle:
-			// Idle: IdleTimeout without any demand is itself the evidence;
-			// the stable window and scale-down delay guard against
-			// shrinking under traffic, and there is none.
-			d, reason = target, why
-		case st.panicking:
-			d = base
-			reason = fmt.Sprintf("burst: hold %d; scale-down to %d waits for %s without a burst", base, target, cfg.StableWindow)
-		case now.Sub(st.start) < cfg.StableWindow:
-			d = base
-			reason = fmt.Sprintf("hold %d: scale-down to %d waits for %s of demand history", base, target, cfg.StableWindow)
-		case now.Sub(st.lastChange) < cfg.ScaleDownDelay:
-			d = base
-			reason = fmt.Sprintf("hold %d: scale-down to %d in %s (scale-down delay %s)",
-				base, target, cfg.ScaleDownDelay-now.Sub(st.lastChange), cfg.ScaleDownDelay)
-		default:
-			d, reason = target, why
-		}
+		return up, fmt.Sprintf("%s: %s %d x %s", label, requestsNeed(panicMax), up, num(per))
 	}
-	d, reason = clamp(d, reason, in.Spec)
-
-	if d != st.desired {
-		st.desired, st.lastChange = d, now
+	target, why := stableTarget(cfg, st, now, stableMax, per, minInstances)
+	idle := now.Sub(st.lastDemand) >= cfg.IdleTimeout
+	switch {
+	case target >= base, idle:
+		// Idle: IdleTimeout without any demand is itself the evidence;
+		// the stable window and scale-down delay guard against
+		// shrinking under traffic, and there is none.
+		return target, why
+	case st.panicking:
+		return base, fmt.Sprintf("burst: hold %d; scale-down to %d waits for %s without a burst", base, target, cfg.StableWindow)
+	case now.Sub(st.start) < cfg.StableWindow:
+		return base, fmt.Sprintf("hold %d: scale-down to %d waits for %s of demand history", base, target, cfg.StableWindow)
+	case now.Sub(st.lastChange) < cfg.ScaleDownDelay:
+		return base, fmt.Sprintf("hold %d: scale-down to %d in %s (scale-down delay %s)",
+			base, target, cfg.ScaleDownDelay-now.Sub(st.lastChange), cfg.ScaleDownDelay)
 	}
-	return Decision{Desired: d, Reason: reason}, st
+	return target, why
 }
 
 // stableTarget is what the stable window's highest demand needs, with the
