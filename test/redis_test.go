@@ -1,15 +1,14 @@
 package test
 
 import (
+	"github.com/thawhq/thaw/test/e2e"
+
 	"bufio"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -19,45 +18,7 @@ import (
 // (env CI set) and is skipped elsewhere.
 func startRedis(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not on PATH (install it with `make deps`): %v", err)
-		}
-		t.Skipf("redis-server not on PATH (Debian package redis-server; `make deps` installs it): %v", err)
-	}
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	cmd.Dir = t.TempDir()
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("redis-server output:\n%s", out.tail(8<<10))
-		}
-	})
-	ok := waitFor(10*time.Second, 50*time.Millisecond, func() bool {
-		reply, err := redisCmd(addr, "PING")
-		return err == nil && reply == "PONG"
-	})
-	if !ok {
-		t.Fatalf("redis-server on %s did not answer PING within 10s:\n%s", addr, out.tail(8<<10))
-	}
-	return addr
+	return e2e.RedisT(t, e2e.RedisConfig{})
 }
 
 // redisCommands returns the server's total_commands_processed.
