@@ -38,7 +38,9 @@ func startHandler(t *testing.T, cfg Config) (*Server, string) {
 	return s, ts.URL
 }
 
-// waitFor polls cond until it holds, failing the test after 5 seconds.
+// waitFor polls cond until it holds, failing the test after 5 seconds. It
+// runs in real time: its callers wait on state behind real loopback sockets,
+// which a synctest bubble cannot hold (in-memory tests use synctest.Wait).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
