@@ -8,7 +8,9 @@
 // endpoint leaves load balancing first; the instance stops when its in-flight
 // count reaches zero), replacement of failed instances with backoff and
 // crash-loop detection, and the honest status of each deployment: how many
-// run, how many wait, and why.
+// run, how many wait, and why. One rule classifies an instance (pending,
+// starting, running, draining: inst.state in state.go); the deploy API's
+// status and the thaw_instances metric both count with it.
 //
 // All decisions run on Run's goroutine; readers (the deploy API, the
 // autoscaler, metrics) take Fleet.mu briefly.

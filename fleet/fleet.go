@@ -203,7 +203,8 @@ func (f *Fleet) ReadyAddrs() map[string][]string {
 	return out
 }
 
-// Counts is a deployment's instances by state, for metrics.
+// Counts is a deployment's instances by State (see inst.state), for
+// metrics; Pending adds the wanted instances the GPU quota holds back.
 type Counts struct {
 	DeployID, Model                    string
 	Ready, Starting, Pending, Draining int
@@ -215,19 +216,11 @@ func (f *Fleet) Counts() []Counts {
 	defer f.mu.Unlock()
 	out := make([]Counts, 0, len(f.deployments))
 	for id, ds := range f.deployments {
-		c := Counts{DeployID: id, Model: ds.d.FullName(), Pending: ds.quotaHeld}
-		for _, in := range ds.instances {
-			switch {
-			case in.draining:
-				c.Draining++
-			case in.ready:
-				c.Ready++
-			case in.phase == PhaseRunning:
-				c.Starting++
-			default:
-				c.Pending++
-			}
-		}
+		t := ds.tally()
+		// Wanted instances the quota holds back were never asked of the
+		// runtime: they count as pending, as in the API's pending.
+		c := Counts{DeployID: id, Model: ds.d.FullName(),
+			Ready: t.running, Starting: t.starting, Pending: t.pending + ds.quotaHeld, Draining: t.draining}
 		out = append(out, c)
 	}
 	return out
@@ -283,7 +276,7 @@ func (f *Fleet) reconcile(ctx context.Context) {
 		}
 		f.mu.Lock()
 		if cur, ok := f.deployments[s.spec.DeployID]; ok && cur == s.ds {
-			s.ds.instances[id] = &inst{id: id, phase: PhasePending, reason: "starting", since: time.Now()}
+			s.ds.instances[id] = &inst{id: id, phase: PhasePending, since: time.Now()}
 			f.instOwner[id] = s.spec.DeployID
 		} else {
 			go f.stopInstance(id) // deleted meanwhile

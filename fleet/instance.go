@@ -51,50 +51,35 @@ func (ds *deployment) active() []*inst {
 	return out
 }
 
-// live builds the deploy API's status from the state.
+// live builds the deploy API's status from the state; instances are
+// classified by inst.state, as in the metrics.
 func (ds *deployment) live() deploy.Live {
-	var running, starting int
-	var pendingReasons []string
-	for _, in := range ds.instances {
-		switch {
-		case in.draining:
-		case in.ready:
-			running++
-		case in.phase == PhaseRunning:
-			starting++
-		default:
-			if in.reason != "" && in.reason != "starting" {
-				pendingReasons = append(pendingReasons, in.reason)
-			} else {
-				starting++
-			}
-		}
-	}
-	l := deploy.Live{Instances: deploy.Instances{Running: running, Desired: ds.desired}}
-	if p := ds.desired - running; p > 0 {
+	t := ds.tally()
+	l := deploy.Live{Instances: deploy.Instances{Running: t.running, Desired: ds.desired}}
+	if p := ds.desired - t.running; p > 0 {
 		l.Instances.Pending = p
 	}
 	var why []string
 	if ds.quotaHeld > 0 {
 		why = append(why, fmt.Sprintf("%d instance(s) held back by the GPU quota of user %s (each needs %d %s)", ds.quotaHeld, ds.d.Owner, ds.d.Config.NumGPUs, ds.d.Config.GPU))
 	}
-	if len(pendingReasons) > 0 {
-		why = append(why, fmt.Sprintf("%d instance(s) not placed: %s", len(pendingReasons), pendingReasons[0]))
+	if t.pending > 0 {
+		why = append(why, fmt.Sprintf("%d instance(s) not placed: %s", t.pending, t.reasons[0]))
 	}
-	if starting > 0 {
-		why = append(why, fmt.Sprintf("%d instance(s) starting (loading weights)", starting))
+	if t.starting > 0 {
+		why = append(why, fmt.Sprintf("%d instance(s) starting (loading weights)", t.starting))
 	}
-	if ds.failReason != "" && running < ds.desired {
+	if ds.failReason != "" && t.running < ds.desired {
 		why = append(why, "last failure: "+ds.failReason)
 	}
-	if running < ds.desired {
+	if t.running < ds.desired {
 		l.Instances.Reason = strings.Join(why, "; ")
 	}
 	switch {
 	case ds.failed:
 		l.Status = deploy.StatusFailed
 		l.FailReason = ds.failReason
-	case running < ds.d.Settings.MinInstances:
+	case t.running < ds.d.Settings.MinInstances:
 		l.Status = deploy.StatusDeploying
 	default:
 		l.Status = deploy.StatusRunning

@@ -17,9 +17,9 @@ func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) error {
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for _, c := range f.Counts() {
-			for state, n := range map[string]int{"running": c.Ready, "starting": c.Starting, "pending": c.Pending, "draining": c.Draining} {
+			for state, n := range map[State]int{StateRunning: c.Ready, StateStarting: c.Starting, StatePending: c.Pending, StateDraining: c.Draining} {
 				o.ObserveInt64(g, int64(n), metric.WithAttributes(
-					attribute.String("deploy_id", c.DeployID), attribute.String("model", c.Model), attribute.String("state", state)))
+					attribute.String("deploy_id", c.DeployID), attribute.String("model", c.Model), attribute.String("state", string(state))))
 			}
 		}
 		return nil
