@@ -4,12 +4,20 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/thawhq/thaw/fleet"
 )
 
+// TestEventQueueNeverBlocksAndKeepsOrder runs in a synctest bubble (the
+// queue is channels and a mutex): synctest.Wait returns once the pusher and
+// the pump are done or blocked, so a blocked push or an undelivered report
+// shows at once, with no timer.
 func TestEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
+	synctest.Test(t, testEventQueueNeverBlocksAndKeepsOrder)
+}
+
+func testEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 	e := newEventQueue()
 	const n = 3 * eventBuffer
 	pushed := make(chan struct{})
@@ -19,9 +27,10 @@ func TestEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 			e.push(fleet.Instance{ID: fmt.Sprint(i)})
 		}
 	}()
+	synctest.Wait()
 	select {
 	case <-pushed:
-	case <-time.After(5 * time.Second):
+	default:
 		t.Fatalf("push blocked with no reader and no pump")
 	}
 
@@ -32,12 +41,13 @@ func TestEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 		e.run(ctx)
 	}()
 	for i := range n {
+		synctest.Wait()
 		select {
 		case ev := <-e.ch:
 			if ev.ID != fmt.Sprint(i) {
 				t.Fatalf("report %d has ID %s: out of order", i, ev.ID)
 			}
-		case <-time.After(5 * time.Second):
+		default:
 			t.Fatalf("report %d not delivered", i)
 		}
 	}

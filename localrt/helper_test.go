@@ -202,23 +202,37 @@ func (h *harness) startInst(spec fleet.Spec) string {
 	return id
 }
 
+// eventually polls cond until it holds, failing the test with msg after
+// timeout. The tests here run real child processes, which a synctest bubble
+// cannot hold, so they wait in real time, but on a condition, not for a
+// fixed time.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, msg())
+		}
+		<-tick.C
+	}
+}
+
 // waitFor waits up to 10s for a report of instance id in phase and returns it.
 func (h *harness) waitFor(id string, phase fleet.Phase) fleet.Instance {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		for _, ev := range h.events {
-			if ev.ID == id && ev.Phase == phase {
-				h.mu.Unlock()
-				return ev
+	var found fleet.Instance
+	eventually(h.t, 10*time.Second, func() bool {
+		for _, ev := range h.of(id) {
+			if ev.Phase == phase {
+				found = ev
+				return true
 			}
 		}
-		h.mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-	}
-	h.t.Fatalf("no %s report for %s within 10s; reports: %+v", phase, id, h.of(id))
-	return fleet.Instance{}
+		return false
+	}, func() string { return fmt.Sprintf("no %s report for %s; reports: %+v", phase, id, h.of(id)) })
+	return found
 }
 
 // of returns the reports so far of instance id.
@@ -259,16 +273,14 @@ func alive(pid int) bool {
 // dial waits up to 10s for addr to accept a TCP connection.
 func dial(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	eventually(t, 10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+		if err != nil {
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s after 10s", addr)
+		c.Close()
+		return true
+	}, func() string { return "nothing listens on " + addr })
 }
 
 // syscallKill kills pid, for cleanup after a failed check.

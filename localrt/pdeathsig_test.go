@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ func TestHelperRuntime(t *testing.T) {
 			break
 		}
 	}
+	// Wait to be killed; the bound keeps an orphaned helper from outliving
+	// the tests for long (a child process's lifetime, not a wait in a test).
 	time.Sleep(time.Minute)
 	os.Exit(1)
 }
@@ -75,14 +78,9 @@ func TestChildDiesWithParent(t *testing.T) {
 	// SIGKILL: thaw gets no chance to stop its children.
 	cmd.Process.Kill()
 	cmd.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if alive(pid) {
-		syscallKill(pid)
-		t.Errorf("child %d outlived its SIGKILLed parent", pid)
-	}
+	t.Cleanup(func() { syscallKill(pid) }) // if the check below fails
+	eventually(t, 5*time.Second, func() bool { return !alive(pid) },
+		func() string { return fmt.Sprintf("child %d outlived its SIGKILLed parent", pid) })
 }
 
 // init keeps the main goroutine on the main thread, which the Go runtime
@@ -117,19 +115,45 @@ func TestChildSurvivesThreadChurn(t *testing.T) {
 	// A goroutine that exits locked to its thread takes the thread with it.
 	// Many of them at once take every idle thread.
 	var wg sync.WaitGroup
+	var locked sync.WaitGroup
 	release := make(chan struct{})
-	for range 200 {
+	tids := make([]int, 200)
+	for i := range tids {
+		locked.Add(1)
 		wg.Go(func() {
 			runtime.LockOSThread()
+			tids[i] = syscall.Gettid()
+			locked.Done()
 			<-release
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	locked.Wait() // each goroutine holds a thread of its own
 	close(release)
 	wg.Wait()
-	time.Sleep(100 * time.Millisecond)
-	if !alive(pid) {
-		t.Fatalf("child %d died when unrelated threads exited", pid)
+	// Wait until the kernel has retired those threads: a child with
+	// Pdeathsig set by one of them is signalled as the thread exits.
+	eventually(t, 10*time.Second, func() bool {
+		for _, tid := range tids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err == nil {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "locked threads still exist after their goroutines returned" })
+	// The signal is delivered asynchronously; proving the child was not
+	// killed needs a window to watch, so watch it for 100ms.
+	window := time.NewTimer(100 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for watching := true; watching; {
+		select {
+		case <-window.C:
+			watching = false
+		case <-tick.C:
+		}
+		if !alive(pid) {
+			t.Fatalf("child %d died when unrelated threads exited", pid)
+		}
 	}
 	if got := h.of(a); len(got) != 1 {
 		t.Errorf("reports = %+v, want only running", got)

@@ -38,13 +38,8 @@ func TestStartRunsInstance(t *testing.T) {
 		t.Errorf("GPUs (-want +got):\n%s", diff)
 	}
 	// The child's stdout is logged at debug level.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(h.logs.String(), "listening on 127.0.0.1") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !strings.Contains(h.logs.String(), "listening on 127.0.0.1") {
-		t.Errorf("child's stdout not logged; logs:\n%s", h.logs)
-	}
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(h.logs.String(), "listening on 127.0.0.1") },
+		func() string { return "child's stdout not logged; logs:\n" + h.logs.String() })
 }
 
 func TestHFTokenReachesChildOnly(t *testing.T) {
@@ -208,13 +203,18 @@ func TestRunCancelStopsAll(t *testing.T) {
 	}
 }
 
+// TestConcurrentStartStop stops instances concurrently in every stage: half
+// at once (pending, or placed and starting), half once they run (waiting for
+// the report rather than for a fixed time).
 func TestConcurrentStartStop(t *testing.T) {
 	h := start(t, Config{Inventory: map[string]int{"A100-80GB": 3}, StopGrace: time.Second})
 	var wg sync.WaitGroup
 	for i := range 12 {
 		wg.Go(func() {
 			id := h.startInst(fleet.Spec{Model: "listen", GPU: "A100-80GB", NumGPUs: 1 + i%2})
-			time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+			if i%4 >= 2 {
+				h.waitFor(id, fleet.PhaseRunning)
+			}
 			if err := h.rt.Stop(context.Background(), id); err != nil {
 				t.Errorf("Stop: %v", err)
 			}
