@@ -122,9 +122,8 @@ func TestServerStateOfTheWorld(t *testing.T) {
 	}
 	s.SetEndpoints("d1", 2, map[string]string{"i1": "127.0.0.1:9001", "i2": "127.0.0.1:9002"})
 	resp2 := recvUntil([]string{"deploy-d1:2", "thaw-activator:1"})
-	for i := 0; i < 100 && s.Version(resource.EndpointType) != resp2.GetVersionInfo(); i++ {
-		time.Sleep(5 * time.Millisecond) // Version is recorded just after the push
-	}
+	// Version is recorded just after the push.
+	waitUntil(t, "the server to record the pushed version", func() bool { return s.Version(resource.EndpointType) == resp2.GetVersionInfo() })
 	if resp2.GetVersionInfo() == resp.GetVersionInfo() || resp2.GetVersionInfo() != s.Version(resource.EndpointType) {
 		t.Errorf("versions: first %q, second %q, server %q", resp.GetVersionInfo(), resp2.GetVersionInfo(), s.Version(resource.EndpointType))
 	}
@@ -174,25 +173,40 @@ func TestServerDelta(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.NACKs() != 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the NACK to be counted", func() bool { return s.NACKs() >= 1 })
 	if n := s.NACKs(); n != 1 {
 		t.Errorf("NACKs = %d, want 1", n)
 	}
 }
 
+// waitUntil polls cond until it holds, failing the test after 5 seconds. The
+// server is reached over real gRPC and HTTP sockets, which a synctest bubble
+// cannot hold, so it waits in real time, on a condition.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 5s waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
 // fakeAdmin serves Envoy's /clusters with rq_active for one host.
 type fakeAdmin struct {
-	mu       sync.Mutex // mu guards active and draining.
+	mu       sync.Mutex // mu guards active, draining and served.
 	active   int
 	draining bool
+	served   int // requests answered
 }
 
 func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.served++
 	flags := "healthy"
 	if f.draining {
 		flags = "/eds_status_draining"
@@ -204,6 +218,35 @@ func (f *fakeAdmin) set(active int, draining bool) {
 	f.mu.Lock()
 	f.active, f.draining = active, draining
 	f.mu.Unlock()
+}
+
+func (f *fakeAdmin) polls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.served
+}
+
+// notDrained checks that ch stays open once the only drain poller has
+// judged fa's current state: every answer after the current count reflects
+// the last set, and the poller asks again only after judging an answer, so
+// two more answers mean one was judged not idle. Waiting on polls, not a
+// fixed time, keeps the check from passing merely because it looked early.
+func notDrained(t *testing.T, fa *fakeAdmin, ch <-chan struct{}, msg string) {
+	t.Helper()
+	n := fa.polls()
+	waitUntil(t, "the drain poller to judge the state twice", func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return fa.polls() >= n+2
+		}
+	})
+	select {
+	case <-ch:
+		t.Fatal(msg)
+	default:
+	}
 }
 
 func TestServerDrained(t *testing.T) {
@@ -227,11 +270,7 @@ func TestServerDrained(t *testing.T) {
 		draining bool
 	}{{2, false}, {2, true}, {0, false}} {
 		fa.set(step.active, step.draining)
-		select {
-		case <-ch:
-			t.Fatalf("drained with %d in flight, draining=%v", step.active, step.draining)
-		case <-time.After(50 * time.Millisecond):
-		}
+		notDrained(t, fa, ch, fmt.Sprintf("drained with %d in flight, draining=%v", step.active, step.draining))
 	}
 	fa.set(0, true)
 	select {
@@ -243,10 +282,10 @@ func TestServerDrained(t *testing.T) {
 		t.Errorf("after drain: %v", got)
 	}
 
-	// Unknown instance, or no admin to ask: at once.
+	// Unknown instance, or no admin to ask: closed before Drained returns.
 	select {
 	case <-s.Drained("d1", "nope"):
-	case <-time.After(time.Second):
+	default:
 		t.Fatal("unknown instance not drained at once")
 	}
 }
@@ -263,8 +302,10 @@ func (s *Server) endpointsOf(id string) []Endpoint {
 func waitEndpoints(t *testing.T, s *Server, id string, want []Endpoint) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for !cmp.Equal(want, s.endpointsOf(id)) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+		<-tick.C
 	}
 	if diff := cmp.Diff(want, s.endpointsOf(id)); diff != "" {
 		t.Errorf("endpoints of %s (-want +got):\n%s", id, diff)
@@ -301,11 +342,8 @@ func TestServerDrainGrace(t *testing.T) {
 	ch := s.Drained("d1", "i1") // i1 is scaled down; i2 just vanishes
 	s.SetEndpoints("d1", 1, nil)
 	waitEndpoints(t, s, "d1", []Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}})
-	select {
-	case <-ch:
-		t.Fatal("drained with a request in flight")
-	case <-time.After(100 * time.Millisecond):
-	}
+	// i2 is gone, so DrainGrace has passed: i1 stays, being waited for.
+	notDrained(t, fa, ch, "drained with a request in flight")
 	fa.set(0, true)
 	<-ch
 	waitEndpoints(t, s, "d1", nil)
