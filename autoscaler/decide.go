@@ -140,7 +140,7 @@ type State struct {
 	window     []sample  // oldest first; see record
 	lastDemand time.Time // last time the demand level was above zero
 	lastChange time.Time // last time desired changed
-	desired    int       // the previous decision
+	desired    int       // the previous decision: Decide's memory; the fleet owns the count
 	panicking  bool
 	panicAt    time.Time // last time the panic threshold was reached
 }

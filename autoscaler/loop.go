@@ -27,7 +27,8 @@ type Target struct {
 	ID   string
 	Spec Spec
 	// Current is the instances already asked for: running plus pending,
-	// placed or not.
+	// placed or not. It is the fleet's desired count, read each evaluation;
+	// the fleet owns it (docs/ARCHITECTURE.md, "Who owns what").
 	Current int
 }
 

@@ -156,7 +156,8 @@ type Target struct {
 	Min, Max     int
 	MaxBatchSize int
 	NumGPUs      int
-	// Current is the number of instances the fleet works toward: running,
+	// Current is the deployment's desired count, which the fleet owns
+	// (SetDesired, clamped to [Min, Max]) and works toward: running,
 	// starting, pending and held back by quota (draining ones excluded).
 	Current int
 }
