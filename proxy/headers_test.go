@@ -106,6 +106,8 @@ func TestWaitHeaders(t *testing.T) {
 		{"cold", func(h *harness, up *blockingUpstream) func() {
 			return func() {
 				h.waitHeld("d1", 1)
+				// Not a wait for a state: the hold must last long enough to
+				// show in a header rounded to the millisecond.
 				time.Sleep(20 * time.Millisecond)
 				h.p.SetEndpoints("d1", 1, map[string]string{"i1": up.addr()})
 			}
@@ -116,6 +118,8 @@ func TestWaitHeaders(t *testing.T) {
 			up.next(h.t)
 			return func() {
 				h.waitHeld("d1", 1)
+				// Not a wait for a state: the hold must last long enough to
+				// show in a header rounded to the millisecond.
 				time.Sleep(20 * time.Millisecond)
 				up.releaseOne(h.t) // the busy one
 				wait(h.t, busy, 3*time.Second)

@@ -26,7 +26,13 @@ func TestColdStart(t *testing.T) {
 	if got := h.sink.get("d1"); got != (Load{Held: 1}) {
 		t.Errorf("demand reported %v, want [1 held, 0 in flight]", got)
 	}
-	time.Sleep(20 * time.Millisecond) // held for a measurable time
+	// Not a wait for a state: the hold must last long enough to show in
+	// the cold-start header, which is rounded to the millisecond.
+	time.Sleep(20 * time.Millisecond)
+	// Still counted as held, so not answered: no instance is ready.
+	if n := h.p.Counts()["d1"].Held; n != 1 {
+		t.Fatalf("%d requests held for d1, want 1: answered while no instance was ready", n)
+	}
 	select {
 	case r := <-ch:
 		t.Fatalf("request answered while no instance was ready: %d %s", r.status, r.body)
