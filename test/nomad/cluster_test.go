@@ -1,6 +1,7 @@
 package nomadtest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // TestClusterScript runs scripts/cluster.sh (`make cluster`) on its own
@@ -51,7 +54,7 @@ func TestClusterScript(t *testing.T) {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	defer func() {
 		if t.Failed() {
-			t.Logf("cluster.sh output:\n%s", out.tail(16<<10))
+			t.Logf("cluster.sh output:\n%s", out.Tail(16<<10))
 		}
 	}()
 	t.Cleanup(func() {
@@ -66,12 +69,12 @@ func TestClusterScript(t *testing.T) {
 	readyRe := regexp.MustCompile(`cluster: ready: export THAW_ADDR=(\S+) THAW_TOKEN=(\S+)`)
 	var m []string
 	if !waitFor(90*time.Second, 100*time.Millisecond, func() bool {
-		m = readyRe.FindStringSubmatch(out.tail(64 << 10))
+		m = readyRe.FindStringSubmatch(out.Tail(64 << 10))
 		return m != nil
 	}) {
 		t.Fatalf("cluster.sh not ready within 90s")
 	}
-	if !strings.Contains(out.tail(64<<10), "token of user dev (new") {
+	if !strings.Contains(out.Tail(64<<10), "token of user dev (new") {
 		t.Errorf("cluster.sh did not say it generated user dev's token")
 	}
 	if m[1] != "http://"+edge {
@@ -184,7 +187,7 @@ func TestClusterScript(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("cluster.sh did not stop within 90s of SIGTERM")
 	}
-	if !strings.Contains(out.tail(4<<10), "cluster: stopped; nothing left running") {
+	if !strings.Contains(out.Tail(4<<10), "cluster: stopped; nothing left running") {
 		t.Errorf("cluster.sh did not report a clean stop")
 	}
 	for _, marker := range []string{"--model dev/" + name, "--redis-addr 127.0.0.1:" + redisPort, fmt.Sprintf("http = %d", base)} {
@@ -270,18 +273,7 @@ func httpBody(url string) (string, error) {
 }
 
 // envoyHosts maps each host of an Envoy cluster to one of its stats, from
-// the admin /clusters page (lines cluster::host::stat::value).
+// the admin /clusters page.
 func envoyHosts(admin, cluster, stat string) (map[string]string, error) {
-	body, err := httpBody(admin + "/clusters")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, line := range strings.Split(body, "\n") {
-		parts := strings.Split(line, "::")
-		if len(parts) == 4 && parts[0] == cluster && parts[2] == stat {
-			out[parts[1]] = parts[3]
-		}
-	}
-	return out, nil
+	return e2e.EnvoyAdmin{URL: admin}.HostStats(context.Background(), cluster, stat)
 }

@@ -6,21 +6,15 @@
 package nomadtest
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/test/e2e"
 	"github.com/thawhq/thaw/test/testnet"
 
 	"github.com/hashicorp/nomad/api"
@@ -41,9 +35,6 @@ var (
 	// is missing on a developer machine (not CI), where tests skip.
 	setupErr  string
 	skipSetup bool
-	agentOut  = &syncBuffer{}
-	// nomadPath and pluginPath are bin/nomad and the fake GPU plugin.
-	nomadPath, pluginPath string
 )
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
@@ -55,13 +46,14 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	stop, err := setup(tmp)
+	agent, err := setup(tmp)
 	if err != nil {
 		setupErr = err.Error()
+		skipSetup = errors.Is(err, e2e.ErrMissing) && os.Getenv("CI") == ""
 	}
-	code := m.Run()
-	if stop != nil {
-		if err := stop(); err != nil {
+	code := e2e.Main(m)
+	if agent != nil {
+		if err := agent.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "nomad e2e teardown:", err)
 			code = 1
 		}
@@ -81,172 +73,25 @@ func needCluster(t *testing.T) {
 	t.Fatalf("Nomad e2e setup: %s", setupErr)
 }
 
-func setup(tmp string) (stop func() error, err error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return nil, fmt.Errorf("go env GOMOD: %w", err)
+// setup builds thaw (or takes $THAW_BIN) and starts the agent with 4 H100s
+// and 2 A100s.
+func setup(tmp string) (*e2e.Nomad, error) {
+	var err error
+	if root, err = e2e.RepoRoot(); err != nil {
+		return nil, err
 	}
-	root = filepath.Dir(strings.TrimSpace(string(out)))
-	nomadBin := filepath.Join(root, "bin", "nomad")
-	plugin := filepath.Join(root, "bin", "plugins", "thaw-fakegpu")
-	nomadPath, pluginPath = nomadBin, plugin
-	for _, p := range []string{nomadBin, plugin, filepath.Join(root, "bin", "redis-server")} {
-		if _, err := os.Stat(p); err != nil {
-			skipSetup = os.Getenv("CI") == ""
-			return nil, fmt.Errorf("%s missing", p)
-		}
+	if _, err := e2e.RepoBin("redis-server"); err != nil {
+		return nil, err
 	}
-	// THAW_BIN: a thaw binary built already (make e2e builds bin/thaw).
-	if thawBin = os.Getenv("THAW_BIN"); thawBin == "" {
-		thawBin = filepath.Join(tmp, "thaw")
-		build := exec.Command("go", "build", "-o", thawBin, "./cmd/thaw")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/thaw: %v\n%s", err, out)
-		}
+	if thawBin, err = e2e.ThawBin(); err != nil {
+		return nil, err
 	}
-
-	ports, err := freePorts(3)
+	agent, err := e2e.StartNomad(e2e.NomadConfig{GPUs: h100 + ":4," + a100 + ":2", Dir: tmp})
 	if err != nil {
 		return nil, err
 	}
-	nomadURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	dataDir := filepath.Join(tmp, "nomad")
-	conf := fmt.Sprintf(`data_dir = %q
-plugin_dir = %q
-disable_update_check = true
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-client {
-  options {
-    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
-  }
-}
-plugin "thaw-fakegpu" {
-  config {
-    gpus = "%s:4,%s:2"
-  }
-}
-`, dataDir, filepath.Dir(plugin), ports[0], ports[1], ports[2], h100, a100)
-	confPath := filepath.Join(tmp, "agent.hcl")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return nil, err
-	}
-	agent := exec.Command(nomadBin, "agent", "-dev", "-bind", "127.0.0.1", "-network-interface", "lo", "-config", confPath)
-	agent.Stdout, agent.Stderr = agentOut, agentOut
-	// Everything the agent starts (plugins, logmon, executors, tasks)
-	// inherits a working directory under tmp, which is how teardown finds
-	// what it leaves behind.
-	agent.Dir = tmp
-	agent.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := agent.Start(); err != nil {
-		return nil, fmt.Errorf("start nomad agent: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = agent.Wait(); close(exited) }()
-	stop = func() error { return teardown(agent, exited, tmp) }
-
-	nc := nomadClient()
-	ok := waitFor(60*time.Second, 250*time.Millisecond, func() bool {
-		nodes, _, err := nc.Nodes().List(&api.QueryOptions{Params: map[string]string{"resources": "true"}})
-		if err != nil || len(nodes) != 1 || nodes[0].Status != "ready" || nodes[0].NodeResources == nil {
-			return false
-		}
-		n := 0
-		for _, d := range nodes[0].NodeResources.Devices {
-			if d.Vendor == "nvidia" && d.Type == "gpu" {
-				n += len(d.Instances)
-			}
-		}
-		return n == 6
-	})
-	if !ok {
-		return stop, fmt.Errorf("nomad node with 6 fake GPUs not ready within 60s; agent output:\n%s", agentOut.tail(8<<10))
-	}
-	return stop, nil
-}
-
-// teardown purges thaw's jobs, waits for their allocations to end, stops
-// the agent and kills any process left working in dir.
-func teardown(agent *exec.Cmd, exited chan struct{}, dir string) error {
-	nc := nomadClient()
-	if stubs, _, err := nc.Jobs().List(nil); err == nil {
-		for _, j := range stubs {
-			_, _, _ = nc.Jobs().Deregister(j.ID, true, nil)
-		}
-	}
-	waitFor(30*time.Second, 200*time.Millisecond, func() bool {
-		allocs, _, err := nc.Allocations().List(nil)
-		if err != nil {
-			return true
-		}
-		for _, a := range allocs {
-			if a.ClientStatus == "running" || a.ClientStatus == "pending" {
-				return false
-			}
-		}
-		return true
-	})
-	_ = agent.Process.Signal(syscall.SIGINT)
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		_ = agent.Process.Kill()
-		<-exited
-	}
-	var left []string
-	for _, pid := range procsIn(dir) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	time.Sleep(500 * time.Millisecond)
-	for _, pid := range procsIn(dir) {
-		// Nomad 1.10's agent does not always stop its device plugins and
-		// log monitors on exit; tasks (simulators) left are failures.
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if exe == pluginPath || exe == nomadPath || len(cmdline) == 0 { // zombie
-			continue
-		}
-		left = append(left, fmt.Sprintf("%d (%.60s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
-	}
-	// Nomad leaves the secrets/private tmpfs of recently stopped
-	// allocations mounted; unmount them so the temp dir can be removed.
-	if mounts, err := os.ReadFile("/proc/mounts"); err == nil {
-		var mps []string
-		for _, line := range strings.Split(string(mounts), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
-				mps = append(mps, f[1])
-			}
-		}
-		slices.Sort(mps)
-		for _, mp := range slices.Backward(mps) {
-			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
-		}
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("processes the agent started were left after it stopped (killed): %s", strings.Join(left, ", "))
-	}
-	return nil
-}
-
-// procsIn returns the processes whose working directory is dir or below.
-func procsIn(dir string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
-			out = append(out, pid)
-		}
-	}
-	return out
+	nomadURL = agent.URL
+	return agent, nil
 }
 
 func nomadClient() *api.Client {
@@ -271,16 +116,7 @@ func freePorts(n int) ([]int, error) {
 
 // waitFor polls cond every interval until it holds or timeout passes.
 func waitFor(timeout, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
+	return e2e.Eventually(timeout, interval, cond)
 }
 
 // httpGet returns the status of GET url ("" on a transport error).
@@ -298,23 +134,4 @@ func httpGet(ctx context.Context, url string) (int, error) {
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
+type syncBuffer = e2e.Buffer

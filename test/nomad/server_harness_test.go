@@ -2,21 +2,19 @@ package nomadtest
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // devToken is user dev's token in every thaw server started here.
@@ -32,35 +30,10 @@ var httpClient = &http.Client{Timeout: 90 * time.Second}
 // its address.
 func startRedis(t *testing.T) string {
 	t.Helper()
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(filepath.Join(root, "bin", "redis-server"), "--bind", "127.0.0.1", "--port", port,
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	if !waitFor(10*time.Second, 50*time.Millisecond, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}) {
-		t.Fatalf("redis not listening on %s", addr)
-	}
-	return addr
+	return e2e.RedisT(t, e2e.RedisConfig{Bin: filepath.Join(root, "bin", "redis-server")})
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ps, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("127.0.0.1:%d", ps[0])
-}
+func freeAddr(t *testing.T) string { return e2e.FreeAddrT(t) }
 
 // serverOpts are the flags of one thaw server; zero values pick defaults.
 type serverOpts struct {
@@ -73,13 +46,10 @@ type serverOpts struct {
 
 // server is one running `thaw server --engine sim`.
 type server struct {
-	t       *testing.T
-	base    string
-	opts    serverOpts
-	cmd     *exec.Cmd
-	out     *syncBuffer
-	done    chan struct{}
-	waitErr error
+	t    *testing.T
+	base string
+	opts serverOpts
+	th   *e2e.Thaw
 }
 
 func startServer(t *testing.T, o serverOpts) *server {
@@ -105,62 +75,37 @@ func startServer(t *testing.T, o serverOpts) *server {
 	if err := os.WriteFile(users, []byte("# user dev\ndev sha256:"+hex.EncodeToString(h[:])+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	args := []string{"server", "--engine", "sim", "--addr", addr, "--metrics-addr", freeAddr(t),
-		"--nomad-addr", o.nomadAddr, "--redis-addr", o.redisAddr,
-		"--data-dir", o.dataDir, "--users-file", users,
-		"--sim-startup", "300ms", "--sim-tokens-per-second", "200",
-		"--idle-timeout", o.idleTimeout.String(), "--adopt-grace", o.adoptGrace.String(),
-		"--hold-timeout", "60s",
+	th, err := e2e.StartThaw(e2e.ThawConfig{
+		Bin: thawBin,
+		Args: []string{"server", "--engine", "sim",
+			"--nomad-addr", o.nomadAddr, "--redis-addr", o.redisAddr,
+			"--data-dir", o.dataDir, "--users-file", users,
+			"--sim-startup", "300ms", "--sim-tokens-per-second", "200",
+			"--idle-timeout", o.idleTimeout.String(), "--adopt-grace", o.adoptGrace.String(),
+			"--hold-timeout", "60s",
+		},
+		Proc: e2e.ProcConfig{StopTimeout: 20 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := &server{t: t, base: "http://" + addr, opts: o, out: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(thawBin, args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start thaw server: %v", err)
-	}
-	go func() { s.waitErr = s.cmd.Wait(); close(s.done) }()
+	s := &server{t: t, base: th.Base, opts: o, th: th}
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
-			t.Logf("thaw server output (tail):\n%s", s.out.tail(16<<10))
+			t.Logf("thaw server output (tail):\n%s", th.Out.Tail(16<<10))
 		}
 	})
-	ok := waitFor(30*time.Second, 50*time.Millisecond, func() bool {
-		select {
-		case <-s.done:
-			return true
-		default:
-		}
-		code, err := httpGet(context.Background(), s.base+"/healthz")
-		return err == nil && code == 200
-	})
-	select {
-	case <-s.done:
-		t.Fatalf("thaw server exited: %v\n%s", s.waitErr, s.out.tail(8<<10))
-	default:
-	}
-	if !ok {
-		t.Fatalf("thaw server not healthy in 30s:\n%s", s.out.tail(8<<10))
-	}
 	return s
 }
 
 // stop sends SIGTERM and waits for thaw server to exit.
 func (s *server) stop() {
-	select {
-	case <-s.done:
+	if s.th.Exited() {
 		return
-	default:
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
+	if !s.th.Stop() {
 		s.t.Errorf("thaw server did not exit within 20s of SIGTERM")
-		_ = s.cmd.Process.Kill()
-		<-s.done
 	}
 }
 
