@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/bench"
 	"github.com/thawhq/thaw/routing"
@@ -90,21 +87,6 @@ func TestStaticEnvoyConfig(t *testing.T) {
 	}
 }
 
-func TestParseHostStats(t *testing.T) {
-	in := "deploy-d-1::default_priority::max_connections::100000\n" +
-		"deploy-d-1::127.0.0.1:4000::rq_total::12\n" +
-		"deploy-d-1::127.0.0.1:4000::health_flags::healthy\n" +
-		"deploy-d-1::127.0.0.1:8080::rq_total::0\n" +
-		"deploy-d-2::127.0.0.1:5000::rq_total::7\n"
-	got, err := parseHostStats(strings.NewReader(in), "deploy-d-1", "rq_total")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(map[string]string{"127.0.0.1:4000": "12", "127.0.0.1:8080": "0"}, got); diff != "" {
-		t.Errorf("parseHostStats (-want +got):\n%s", diff)
-	}
-}
-
 // TestProbeServers: the stand-in /authz routes straight to the deployment
 // named in the query, as thaw's /authz does for a warm model.
 func TestProbeServers(t *testing.T) {
@@ -165,30 +147,5 @@ func TestXDSScaleSmall(t *testing.T) {
 		if fig["nacks"].(int64) != 0 {
 			t.Errorf("%s: %v NACKs", proto, fig["nacks"])
 		}
-	}
-}
-
-func TestNomadReady(t *testing.T) {
-	keyState := ""
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/v1/nodes":
-			w.Write([]byte(`[{"Status":"ready","NodeResources":{"Devices":[{"Instances":[{},{},{},{}]}]}}]`))
-		case "/v1/operator/keyring/keys":
-			if keyState == "" {
-				w.Write([]byte(`[]`))
-				return
-			}
-			w.Write([]byte(`[{"State":"` + keyState + `"}]`))
-		}
-	}))
-	defer srv.Close()
-	c := &nomadCluster{URL: srv.URL}
-	if c.ready() {
-		t.Error("ready with no keyring key")
-	}
-	keyState = "active"
-	if !c.ready() {
-		t.Error("not ready with 4 GPUs and an active key")
 	}
 }

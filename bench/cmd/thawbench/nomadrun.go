@@ -121,7 +121,7 @@ func nomadColdStarts(ctx context.Context, c *nomadCluster, p *thawProc, n int, s
 		if err := p.remove(ctx, d.ID); err != nil {
 			return nil, nil, sp, err
 		}
-		if err := c.waitNoAllocs(30 * time.Second); err != nil {
+		if err := c.WaitNoAllocs(30 * time.Second); err != nil {
 			return nil, nil, sp, err
 		}
 	}
@@ -149,7 +149,7 @@ func (c *nomadCluster) watchRunning(ctx context.Context, interval time.Duration)
 	go func() {
 		for {
 			var allocs []struct{ ClientStatus string }
-			if c.getJSON("/v1/allocations", &allocs) == nil {
+			if c.GetJSON("/v1/allocations", &allocs) == nil {
 				for _, a := range allocs {
 					if a.ClientStatus == "running" {
 						ch <- time.Now()
@@ -172,7 +172,7 @@ func (c *nomadCluster) watchRunning(ctx context.Context, interval time.Duration)
 // allocation.
 func (c *nomadCluster) liveAllocTimes() (created, started time.Time, err error) {
 	var allocs []struct{ ID, ClientStatus string }
-	if err := c.getJSON("/v1/allocations", &allocs); err != nil {
+	if err := c.GetJSON("/v1/allocations", &allocs); err != nil {
 		return created, started, err
 	}
 	for _, a := range allocs {
@@ -188,7 +188,7 @@ func (c *nomadCluster) liveAllocTimes() (created, started time.Time, err error) 
 				}
 			}
 		}
-		if err := c.getJSON("/v1/allocation/"+a.ID, &full); err != nil {
+		if err := c.GetJSON("/v1/allocation/"+a.ID, &full); err != nil {
 			return created, started, err
 		}
 		for _, ts := range full.TaskStates {

@@ -2,20 +2,19 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/test/e2e"
+	"github.com/thawhq/thaw/test/testnet"
 
 	"github.com/thawhq/thaw/bench"
 )
@@ -24,19 +23,16 @@ import (
 const token = "thaw_bench_token"
 
 // thawProc is one `thaw dev` started by the bench, on a free loopback port
-// and a fresh data directory.
+// and a fresh data directory; its Client talks to its deploy API as user
+// dev.
 type thawProc struct {
-	Base string // http://127.0.0.1:port
-	// Metrics is the operators' listener (--metrics-addr), http://127.0.0.1:port.
-	Metrics string
-	PID     int
-	cmd     *exec.Cmd
-	dir     string
-	done    chan struct{} // closed when the process has exited
+	*e2e.Thaw
+	*client.Client
+	PID int
+	dir string
 
-	// mu guards tail and watchers.
+	// mu guards watchers.
 	mu       sync.Mutex
-	tail     []string            // the last log lines, for error reports
 	watchers []func(line string) // called for every log line, in order
 }
 
@@ -54,94 +50,52 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return launchThaw(bin, dir, addr, append([]string{"dev", "--addr", addr, "--data-dir", dir}, extra...))
+	return launchThaw(bin, dir, append([]string{"dev", "--data-dir", dir}, extra...))
 }
 
-// launchThaw runs bin with args (serving on addr, data in dir, which Stop
-// removes) and waits for /healthz.
-func launchThaw(bin, dir, addr string, args []string) (*thawProc, error) {
-	metricsAddr, err := freeAddr()
+// launchThaw runs bin with args (data in dir, which Stop removes) and waits
+// for /healthz.
+func launchThaw(bin, dir string, args []string) (*thawProc, error) {
+	p := &thawProc{dir: dir}
+	pr, pw := io.Pipe()
+	go p.readLog(pr)
+	th, err := e2e.StartThaw(e2e.ThawConfig{
+		Bin:  bin,
+		Args: args,
+		Env:  []string{"THAW_DEV_TOKEN=" + token},
+		Proc: e2e.ProcConfig{Setpgid: true, Output: pw, Keep: 64 << 10, StopTimeout: 10 * time.Second},
+	})
 	if err != nil {
-		return nil, err
-	}
-	p := &thawProc{Base: "http://" + addr, Metrics: "http://" + metricsAddr, dir: dir, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, append(args, "--metrics-addr", metricsAddr)...)
-	p.cmd.Env = append(os.Environ(), "THAW_DEV_TOKEN="+token, "OTEL_EXPORTER_OTLP_ENDPOINT=")
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	p.cmd.Stdout = io.Discard
-	if err := p.cmd.Start(); err != nil {
+		pw.Close()
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, err
 	}
-	p.PID = p.cmd.Process.Pid
-	go p.readLog(stderr)
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.Base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		select {
-		case <-p.done:
-			p.Stop()
-			return nil, fmt.Errorf("thaw %s exited at start:\n%s", args[0], p.Tail())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.Stop()
-			return nil, fmt.Errorf("thaw %s not healthy within 30s:\n%s", args[0], p.Tail())
-		}
-	}
+	go func() { <-th.Done(); pw.Close() }()
+	p.Thaw, p.PID = th, th.PID()
+	p.Client = client.New(th.Base, token)
+	return p, nil
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+func freeAddr() (string, error) { return testnet.FreeAddr() }
 
+// readLog calls the watchers for each line thaw logs.
 func (p *thawProc) readLog(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		p.mu.Lock()
-		p.tail = append(p.tail, line)
-		if len(p.tail) > 12 {
-			p.tail = p.tail[len(p.tail)-12:]
-		}
 		ws := p.watchers
 		p.mu.Unlock()
 		for _, w := range ws {
 			w(line)
 		}
 	}
+	_, _ = io.Copy(io.Discard, r)
 }
 
 // Tail is the last lines thaw dev logged.
-func (p *thawProc) Tail() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
-}
+func (p *thawProc) Tail() string { return p.Out.TailLines(12) }
 
 // WatchStarts returns a channel of the "model server started" events logged
 // from now on (buffered; events beyond its room are dropped).
@@ -193,107 +147,45 @@ func logField(line, key string) string {
 	return v
 }
 
-// Stop ends thaw dev (SIGTERM, then SIGKILL after 10 s; its model servers
-// die with it) and removes its data directory.
+// Stop ends thaw dev (SIGTERM, then SIGKILL to its process group after
+// 10 s; its model servers die with it) and removes its data directory.
 func (p *thawProc) Stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
-		<-p.done
-	}
+	p.Thaw.Stop()
 	os.RemoveAll(p.dir)
 }
 
-// deployment is the part of the deploy object the bench reads.
-type deployment struct {
-	ID        string `json:"deploy_id"`
-	FullName  string `json:"full_name"`
-	Status    string `json:"status"`
-	Instances struct {
-		Running int    `json:"running"`
-		Pending int    `json:"pending"`
-		Desired int    `json:"desired"`
-		Reason  string `json:"reason"`
-	} `json:"instances"`
-}
-
-// api sends a deploy API request and decodes the answer into out (if not nil).
-func (p *thawProc) api(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, p.Base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
-}
-
 // create makes a deployment of one A100 per instance.
-func (p *thawProc) create(ctx context.Context, name string, batch, minInst, maxInst int) (deployment, error) {
+func (p *thawProc) create(ctx context.Context, name string, batch, minInst, maxInst int) (deploy.View, error) {
 	return p.createOn(ctx, "A100-80GB", name, batch, minInst, maxInst)
 }
 
 // createOn makes a deployment of one gpu per instance.
-func (p *thawProc) createOn(ctx context.Context, gpu, name string, batch, minInst, maxInst int) (deployment, error) {
-	var d deployment
-	err := p.api(ctx, http.MethodPost, "/deploy/llm", map[string]any{
-		"model_name": name, "gpu": gpu, "num_gpus": 1, "max_batch_size": batch,
-		"hf":       map[string]string{"repo": "bench/" + name},
-		"settings": map[string]int{"min_instances": minInst, "max_instances": maxInst},
-	}, &d)
-	return d, err
+func (p *thawProc) createOn(ctx context.Context, gpu, name string, batch, minInst, maxInst int) (deploy.View, error) {
+	one := 1
+	return p.Create(ctx, deploy.CreateRequest{
+		ModelName: name, GPU: gpu, NumGPUs: &one, MaxBatchSize: &batch,
+		HF:       &deploy.HF{Repo: "bench/" + name},
+		Settings: &deploy.Settings{MinInstances: minInst, MaxInstances: maxInst},
+	})
 }
 
-func (p *thawProc) get(ctx context.Context, id string) (deployment, error) {
-	var d deployment
-	err := p.api(ctx, http.MethodGet, "/deploy/"+id, nil, &d)
-	return d, err
-}
+func (p *thawProc) get(ctx context.Context, id string) (deploy.View, error) { return p.Get(ctx, id) }
 
-func (p *thawProc) remove(ctx context.Context, id string) error {
-	return p.api(ctx, http.MethodDelete, "/deploy/"+id, nil, nil)
-}
+func (p *thawProc) remove(ctx context.Context, id string) error { return p.Delete(ctx, id) }
 
 // waitInstances polls the deployment every 20 ms until cond holds.
-func (p *thawProc) waitInstances(ctx context.Context, id string, timeout time.Duration, cond func(deployment) bool) (deployment, error) {
+func (p *thawProc) waitInstances(ctx context.Context, id string, timeout time.Duration, cond func(deploy.View) bool) (deploy.View, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for {
-		d, err := p.get(ctx, id)
-		if err == nil && cond(d) {
-			return d, nil
-		}
-		select {
-		case <-ctx.Done():
-			return d, errors.Join(fmt.Errorf("deployment %s: condition not reached within %v (last: %+v)", id, timeout, d.Instances), err)
-		case <-time.After(20 * time.Millisecond):
-		}
+	var d deploy.View
+	var err error
+	if e2e.EventuallyCtx(ctx, 20*time.Millisecond, func() bool {
+		d, err = p.get(ctx, id)
+		return err == nil && cond(d)
+	}) {
+		return d, nil
 	}
+	return d, errors.Join(fmt.Errorf("deployment %s: condition not reached within %v (last: %+v)", id, timeout, d.Instances), err)
 }
 
 // rssKB is the process's resident memory now and at its peak, in kB.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/bench"
+	"github.com/thawhq/thaw/deploy"
 )
 
 // warmConfig sizes the warm_overhead scenario.
@@ -73,7 +74,7 @@ func runWarm(ctx context.Context, bin string, cfg warmConfig) bench.Result {
 	if err != nil {
 		return failed(res, err)
 	}
-	if _, err := p.waitInstances(ctx, d.ID, 30*time.Second, func(d deployment) bool { return d.Instances.Running == 1 }); err != nil {
+	if _, err := p.waitInstances(ctx, d.ID, 30*time.Second, func(d deploy.View) bool { return d.Instances.Running == 1 }); err != nil {
 		return failed(res, err)
 	}
 	var addr string
