@@ -142,6 +142,10 @@ func TestHeldAndStreamingRequestsAreNotCut(t *testing.T) {
 		if _, err := io.ReadAll(r.Body); err != nil {
 			t.Errorf("read body: %v", err)
 		}
+		// Real time on purpose: the limits under test are read and write
+		// deadlines on real sockets, which the kernel enforces, so the
+		// handler must really outlast them (no synctest bubble holds a
+		// socket).
 		select { // held, silent
 		case <-time.After(hold):
 		case <-r.Context().Done():

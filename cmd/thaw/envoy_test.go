@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -190,7 +191,12 @@ func TestXDSEndpointsNameRoutes(t *testing.T) {
 	}
 }
 
-func TestEndpointsTee(t *testing.T) {
+// TestEndpointsTee runs in a synctest bubble (the tee joins channels):
+// synctest.Wait lets its joining goroutine settle, so "not drained yet" is
+// checked without a timer.
+func TestEndpointsTee(t *testing.T) { synctest.Test(t, testEndpointsTee) }
+
+func testEndpointsTee(t *testing.T) {
 	a := &recEndpoints{drained: make(chan struct{})}
 	b := &recEndpoints{drained: make(chan struct{})}
 	tee := endpointsTee{a, b}
@@ -206,15 +212,17 @@ func TestEndpointsTee(t *testing.T) {
 		}
 	}
 	close(a.drained)
+	synctest.Wait()
 	select {
 	case <-ch:
 		t.Fatal("drained while the edge still has requests in flight")
-	case <-time.After(20 * time.Millisecond):
+	default:
 	}
 	close(b.drained)
+	synctest.Wait()
 	select {
 	case <-ch:
-	case <-time.After(time.Second):
+	default:
 		t.Fatal("not drained once both are")
 	}
 }
