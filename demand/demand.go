@@ -130,7 +130,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case <-r.dirty:
 		case <-hb.C:
 		}
-		if err := r.flush(ctx); err != nil && ctx.Err() == nil {
+		if err := r.flush(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("demand: write to redis failed", "err", err)
 			r.signal() // try again after MinInterval
 		}
@@ -141,7 +141,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Reporter) flush(ctx context.Context) error {
+// flush writes the counts and publishes the wakes younger than TTL at now,
+// which Run reads once per step.
+func (r *Reporter) flush(ctx context.Context, now time.Time) error {
 	r.mu.Lock()
 	fields := make([]any, 0, 2*len(r.counts))
 	for id, c := range r.counts {
@@ -151,7 +153,6 @@ func (r *Reporter) flush(ctx context.Context) error {
 		}
 		fields = append(fields, id, fmt.Sprintf("%d %d", c.held, c.inflight))
 	}
-	now := time.Now()
 	wakes := make(map[string]time.Time, len(r.wakes))
 	for id, at := range r.wakes {
 		if now.Sub(at) < r.cfg.TTL {
