@@ -113,8 +113,9 @@ func New(cfg Config) (*Fleet, error) {
 func (f *Fleet) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	f.reconcile(ctx)
+	f.reconcile(ctx, time.Now())
 	for {
+		var ev *Instance
 		select {
 		case <-ctx.Done():
 			f.shutdown()
@@ -122,14 +123,18 @@ func (f *Fleet) Run(ctx context.Context) error {
 		case <-f.cfg.Store.Changed():
 		case <-f.kick:
 		case <-tick.C:
-		case ev := <-f.cfg.Runtime.Events():
-			f.onEvent(ctx, ev)
+		case e := <-f.cfg.Runtime.Events():
+			ev = &e
 		case r := <-f.readyCh:
 			f.onReady(r)
 		case id := <-f.stopped:
 			f.onStopped(id)
 		}
-		f.reconcile(ctx)
+		now := time.Now() // the step's one clock read
+		if ev != nil {
+			f.onEvent(ctx, *ev, now)
+		}
+		f.reconcile(ctx, now)
 	}
 }
 
@@ -234,10 +239,9 @@ func (f *Fleet) poke() {
 	}
 }
 
-// reconcile brings instances toward desired counts. Runs on Run's goroutine
-// only, so runtime calls made here are serialised.
-func (f *Fleet) reconcile(ctx context.Context) {
-	now := time.Now()
+// reconcile brings instances toward desired counts, judging backoffs at now.
+// Runs on Run's goroutine only, so runtime calls made here are serialised.
+func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 	f.mu.Lock()
 	f.syncStoreLocked()
 	usage := f.gpuUsageLocked()

@@ -87,8 +87,9 @@ func (ds *deployment) live() deploy.Live {
 	return l
 }
 
-// onEvent applies a runtime report. Runs on Run's goroutine.
-func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
+// onEvent applies a runtime report received at now. Runs on Run's
+// goroutine.
+func (f *Fleet) onEvent(ctx context.Context, ev Instance, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ds, ok := f.deployments[ev.DeployID]
@@ -106,7 +107,7 @@ func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
 	case PhaseRunning:
 		in.phase = PhaseRunning
 		in.addr = ev.Addr
-		in.since = time.Now()
+		in.since = now
 		in.stopProbe()
 		pctx, cancel := context.WithCancel(ctx)
 		in.cancel = cancel
@@ -122,7 +123,7 @@ func (f *Fleet) onEvent(ctx context.Context, ev Instance) {
 			if !in.ready {
 				ds.failures++
 				ds.failReason = ev.Reason
-				ds.backoffUntil = time.Now().Add(backoff(ds.failures))
+				ds.backoffUntil = now.Add(backoff(ds.failures))
 				if ds.failures >= f.cfg.CrashLoopAfter && !ds.failed {
 					ds.failed = true
 					f.cfg.Endpoints.Fail(ds.d.ID, "deployment failed: "+ev.Reason)
