@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -13,12 +11,11 @@ import (
 
 // coldSample is one cold start seen from outside thaw.
 type coldSample struct {
-	sent        time.Time // the request left the client
-	lastRefused time.Time // the last dial to the instance that was refused (start of that dial)
-	connected   time.Time // the first dial to the instance that succeeded
-	firstByte   time.Time // the first byte of the answer reached the client
-	holdHeader  time.Duration
-	startup     time.Duration // the simulator's startup delay
+	sent       time.Time // the request left the client
+	serving    time.Time // the instance answered its first request (the bench's GET /health)
+	firstByte  time.Time // the first byte of the answer reached the client
+	holdHeader time.Duration
+	startup    time.Duration // the simulator's startup delay
 }
 
 // runCold performs n cold starts on one thaw dev and returns the
@@ -31,10 +28,12 @@ func runCold(ctx context.Context, bin string, n int, startups []time.Duration) (
 			"%d thaw dev processes whose --sim-startup differs (%v), so that the moment an instance "+
 			"starts listening falls at different phases of thaw's readiness-probe ticker. "+
 			"The bench learns the instance's port from thaw dev's \"model server started\" log line and "+
-			"dials it every ~0.2 ms until it accepts; wake_to_serve = first response byte of the held "+
-			"request at the client minus the start of the last refused dial. An upper bound: it also "+
-			"includes the poll gap, the simulator answering max_tokens 1 and the way back through thaw "+
-			"(warm_overhead measures that path).", n, len(startups), startups),
+			"sends it GET /health at once: the simulator binds its port when it starts (as vLLM does before "+
+			"loading weights) and answers nothing until loaded, so that request is answered the moment the "+
+			"instance serves. wake_to_serve = first response byte of the held request at the client minus "+
+			"the moment that /health answer arrived. It includes thaw's readiness probe, the dispatch, the "+
+			"simulator answering max_tokens 1 and the way back through thaw (warm_overhead measures that "+
+			"path).", n, len(startups), startups),
 	}
 	cold = bench.Result{
 		Name:   "cold_start_overhead",
@@ -65,20 +64,16 @@ func runCold(ctx context.Context, bin string, n int, startups []time.Duration) (
 		samples = append(samples, got...)
 	}
 
-	var wakes, fromConnect, overheads, holds []time.Duration
+	var wakes, overheads, holds []time.Duration
 	for _, s := range samples {
-		wakes = append(wakes, s.firstByte.Sub(s.lastRefused))
-		fromConnect = append(fromConnect, s.firstByte.Sub(s.connected))
+		wakes = append(wakes, s.firstByte.Sub(s.serving))
 		overheads = append(overheads, s.firstByte.Sub(s.sent)-s.startup)
 		holds = append(holds, s.holdHeader)
 	}
 	ws, cs := bench.Summarize(wakes), bench.Summarize(overheads)
 	wake.Status, wake.Met = bench.StatusOK, ws.P99Ms < 10
 	wake.Headline = fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (n=%d)", ws.P50Ms, ws.P99Ms, ws.N)
-	wake.Figures = map[string]any{
-		"p50_ms": ws.P50Ms, "p99_ms": ws.P99Ms, "upper_bound": ws,
-		"from_first_accepted_connection": bench.Summarize(fromConnect),
-	}
+	wake.Figures = map[string]any{"p50_ms": ws.P50Ms, "p99_ms": ws.P99Ms, "from_serving": ws}
 	cold.Status, cold.Met = bench.StatusOK, cs.P99Ms < 100
 	cold.Headline = fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (n=%d)", cs.P50Ms, cs.P99Ms, cs.N)
 	cold.Figures["p50_ms"], cold.Figures["p99_ms"], cold.Figures["overhead"] = cs.P50Ms, cs.P99Ms, cs
@@ -149,35 +144,38 @@ func coldStart(ctx context.Context, p *thawProc, thaw target, starts <-chan serv
 			return s, fmt.Errorf("no instance started for %s within 30s (instances %+v); thaw dev's log:\n%s", d.ID, dd.Instances, p.Tail())
 		}
 	}
-	if s.lastRefused, s.connected, err = watchListen(ctx, addr); err != nil {
+	if s.serving, err = watchServe(ctx, addr); err != nil {
 		return s, err
 	}
 	o := <-answer
 	if o.err != nil || o.status != http.StatusOK {
 		return s, fmt.Errorf("cold request: status %d, %v", o.status, o.err)
 	}
-	if s.lastRefused.IsZero() {
-		return s, errors.New("the instance was listening before the first dial; raise --sim-startup")
-	}
 	s.firstByte = o.firstByte
 	s.holdHeader, _ = time.ParseDuration(o.header.Get("X-Thaw-Cold-Start"))
 	return s, nil
 }
 
-// watchListen dials addr every ~0.2 ms until a connection is accepted.
-func watchListen(ctx context.Context, addr string) (lastRefused, connected time.Time, err error) {
-	d := net.Dialer{Timeout: 100 * time.Millisecond}
+// watchServe sends GET /health to the instance at addr and returns when it
+// is answered: the moment the instance serves. The simulator binds its port
+// at start and answers only once loaded, so the request waits for that
+// (a refused connection, before the port is bound, is retried).
+func watchServe(ctx context.Context, addr string) (time.Time, error) {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
-		t := time.Now()
-		c, err := d.DialContext(ctx, "tcp", addr)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/health", nil)
+		if err != nil {
+			return time.Time{}, err
+		}
+		resp, err := client.Do(req)
 		if err == nil {
-			c.Close()
-			return lastRefused, time.Now(), nil
+			t := time.Now()
+			resp.Body.Close()
+			return t, nil
 		}
 		if ctx.Err() != nil {
-			return lastRefused, time.Time{}, fmt.Errorf("instance %s never listened: %w", addr, err)
+			return time.Time{}, fmt.Errorf("instance %s never served: %w", addr, err)
 		}
-		lastRefused = t
 		time.Sleep(200 * time.Microsecond)
 	}
 }
