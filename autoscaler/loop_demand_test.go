@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,30 +11,11 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/thawhq/thaw/demand"
+	"github.com/thawhq/thaw/internal/redistest"
 )
-
-// newPipeRedis returns a Redis that never touches the network: miniredis
-// serving each client connection on an in-memory pipe (net.Pipe), which a
-// synctest bubble can wait on (a goroutine blocked on a socket is never
-// durably blocked). Call it inside the bubble.
-func newPipeRedis(t *testing.T) *redis.Client {
-	mr := miniredis.NewMiniRedis()
-	rdb := redis.NewClient(&redis.Options{
-		// Never dialed; an IP, so that no client code resolves it.
-		Addr:   "127.0.0.1:6379",
-		Dialer: func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
-	})
-	t.Cleanup(func() {
-		rdb.Close()
-		mr.Close()
-	})
-	return rdb
-}
 
 // fakeModelServer serves vLLM's load gauges the way thaw's simulator and
 // vLLM do: num_requests_running is the requests it is serving now.
@@ -71,7 +51,7 @@ func (s *fakeModelServer) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestLoopNoPhantomWakeAfterIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
-		rdb := newPipeRedis(t)
+		_, rdb := redistest.New(t)
 		log := slog.New(slog.DiscardHandler)
 
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8})

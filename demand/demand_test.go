@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,16 +15,10 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
-)
 
-// newRedis returns a miniredis and a client of it over in-memory pipes.
-// Call it inside a synctest bubble.
-func newRedis(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
-	t.Helper()
-	mr := miniredis.NewMiniRedis()
-	t.Cleanup(mr.Close)
-	return mr, pipeClient(t, mr)
-}
+	"github.com/thawhq/thaw/internal/bubbletest"
+	"github.com/thawhq/thaw/internal/redistest"
+)
 
 // runReporter runs a Reporter until the test ends (or stop is called).
 func runReporter(t *testing.T, cfg ReporterConfig) (r *Reporter, stop func()) {
@@ -56,24 +49,6 @@ func runReporter(t *testing.T, cfg ReporterConfig) (r *Reporter, stop func()) {
 	return r, stop
 }
 
-// eventually waits for cond, failing after 3s. It runs in a synctest
-// bubble: it first lets every goroutine settle (synctest.Wait), and only
-// then lets fake time pass, in 2ms steps.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		synctest.Wait()
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func counts(t *testing.T, rdb redis.UniversalClient) map[string]Counts {
 	t.Helper()
 	c, err := Reader{Redis: rdb}.Counts(context.Background())
@@ -86,7 +61,7 @@ func counts(t *testing.T, rdb redis.UniversalClient) map[string]Counts {
 func waitCounts(t *testing.T, rdb redis.UniversalClient, want map[string]Counts) {
 	t.Helper()
 	var got map[string]Counts
-	eventually(t, "counts", func() bool {
+	bubbletest.Eventually(t, "counts", func() bool {
 		got = counts(t, rdb)
 		return cmp.Equal(want, got)
 	})
@@ -94,7 +69,7 @@ func waitCounts(t *testing.T, rdb redis.UniversalClient, want map[string]Counts)
 
 func TestNewReporterRequires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, rdb := newRedis(t)
+		_, rdb := redistest.New(t)
 		for _, cfg := range []ReporterConfig{{Replica: "r1"}, {Redis: rdb}} {
 			if _, err := NewReporter(cfg); err == nil {
 				t.Errorf("NewReporter(%+v) succeeded", cfg)
@@ -105,7 +80,7 @@ func TestNewReporterRequires(t *testing.T) {
 
 func TestCountsSumReplicas(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, rdb := newRedis(t)
+		_, rdb := redistest.New(t)
 		r1, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
 		r2, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r2"})
 		r1.Set("d1", 2, 1)
@@ -126,7 +101,7 @@ func TestCountsSumReplicas(t *testing.T) {
 
 func TestZeroCountsRemoved(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
 		r.Set("d1", 1, 0)
 		r.Set("d2", 0, 2)
@@ -135,7 +110,7 @@ func TestZeroCountsRemoved(t *testing.T) {
 		waitCounts(t, rdb, map[string]Counts{"d2": {InFlight: 2}})
 		r.Set("d2", 0, 0)
 		waitCounts(t, rdb, map[string]Counts{})
-		eventually(t, "the replica's key deleted", func() bool { return !mr.Exists(keyPrefix + "r1") })
+		bubbletest.Eventually(t, "the replica's key deleted", func() bool { return !mr.Exists(keyPrefix + "r1") })
 	})
 }
 
@@ -143,7 +118,7 @@ func TestZeroCountsRemoved(t *testing.T) {
 // sum after TTL.
 func TestReplicaExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		dead, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "dead", TTL: 5 * time.Second, Heartbeat: time.Hour})
 		live, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "live", TTL: time.Minute, Heartbeat: time.Hour})
 		dead.Set("d1", 3, 0)
@@ -166,12 +141,12 @@ func TestReplicaExpires(t *testing.T) {
 // TestHeartbeatRefreshesTTL: a live replica's numbers do not expire.
 func TestHeartbeatRefreshesTTL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		r, _ := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1", TTL: 5 * time.Second, Heartbeat: 20 * time.Millisecond})
 		r.Set("d1", 1, 0)
 		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
 		mr.FastForward(4 * time.Second)
-		eventually(t, "TTL refreshed by the heartbeat", func() bool { return mr.TTL(keyPrefix+"r1") == 5*time.Second })
+		bubbletest.Eventually(t, "TTL refreshed by the heartbeat", func() bool { return mr.TTL(keyPrefix+"r1") == 5*time.Second })
 		mr.FastForward(4 * time.Second)
 		if diff := cmp.Diff(map[string]Counts{"d1": {Held: 1}}, counts(t, rdb)); diff != "" {
 			t.Errorf("after 8s with heartbeats (-want +got):\n%s", diff)
@@ -181,7 +156,7 @@ func TestHeartbeatRefreshesTTL(t *testing.T) {
 
 func TestStopRemovesKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		r, stop := runReporter(t, ReporterConfig{Redis: rdb, Replica: "r1"})
 		r.Set("d1", 1, 0)
 		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 1}})
@@ -194,7 +169,7 @@ func TestStopRemovesKey(t *testing.T) {
 
 func TestCountsIgnoresGarbage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		mr.HSet(keyPrefix+"x", "d1", "garbage", "d2", "1 2", "d3", "1 x")
 		if diff := cmp.Diff(map[string]Counts{"d2": {Held: 1, InFlight: 2}}, counts(t, rdb)); diff != "" {
 			t.Errorf("counts (-want +got):\n%s", diff)
@@ -206,7 +181,7 @@ func TestCountsIgnoresGarbage(t *testing.T) {
 // it is written, so a listener reading demand on wake sees the request.
 func TestWakeAfterCounts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		type wake struct {
 			ID     string
 			Demand int
@@ -234,11 +209,11 @@ func TestWakeAfterCounts(t *testing.T) {
 				t.Error("ListenWakes did not return")
 			}
 		}()
-		eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(wakeChannel)[wakeChannel] == 1 })
+		bubbletest.Eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(wakeChannel)[wakeChannel] == 1 })
 
 		// The reporter's writes are slow, so a wake published before them would
 		// find no demand.
-		slow := pipeClient(t, mr)
+		slow := redistest.Client(t, mr)
 		slow.AddHook(slowPipelines{30 * time.Millisecond})
 		r, _ := runReporter(t, ReporterConfig{Redis: slow, Replica: "r1"})
 		for i, id := range []string{"d1", "d2", "d3"} {
@@ -277,16 +252,16 @@ func (s slowPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // without waiting for the next heartbeat.
 func TestRedisOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		// Redis is down for the reporter while its writes fail.
 		var down atomic.Bool
 		var failed atomic.Int64
-		reporting := pipeClient(t, mr)
+		reporting := redistest.Client(t, mr)
 		reporting.AddHook(failPipelines{down: &down, failed: &failed})
 		r, _ := runReporter(t, ReporterConfig{Redis: reporting, Replica: "r1", Heartbeat: time.Hour})
 		down.Store(true)
 		r.Set("d1", 2, 0)
-		eventually(t, "a write failing while Redis is down", func() bool { return failed.Load() > 0 })
+		bubbletest.Eventually(t, "a write failing while Redis is down", func() bool { return failed.Load() > 0 })
 		down.Store(false)
 		waitCounts(t, rdb, map[string]Counts{"d1": {Held: 2}})
 	})
@@ -313,17 +288,6 @@ func (f failPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// pipeClient returns a client of mr over in-memory pipes, which a synctest
-// bubble can wait on (never a socket). Call it inside the bubble.
-func pipeClient(t *testing.T, mr *miniredis.Miniredis) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{
-		Addr:   "127.0.0.1:6379", // never dialed; an IP, so nothing resolves it
-		Dialer: func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
-	})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
-}
-
 // TestWakeAfterOutage: a wake the Reporter could not publish while
 // Redis was down is published when Redis is back within TTL, and dropped
 // after that: its request was held too long ago to still be news (if it is
@@ -348,9 +312,9 @@ func TestWakeAfterOutage(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				mr := miniredis.NewMiniRedis()
 				t.Cleanup(mr.Close)
-				rdb := pipeClient(t, mr)
+				rdb := redistest.Client(t, mr)
 				var down atomic.Bool
-				reporting := pipeClient(t, mr)
+				reporting := redistest.Client(t, mr)
 				reporting.AddHook(failPipelines{down: &down})
 
 				ctx, cancel := context.WithCancel(context.Background())

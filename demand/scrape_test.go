@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/internal/bubbletest"
+	"github.com/thawhq/thaw/internal/redistest"
 )
 
 func vllmMetrics(running, waiting int) string {
@@ -75,7 +78,7 @@ func (n metricsNet) RoundTrip(r *http.Request) (*http.Response, error) {
 // passed an activator) reaches the autoscaler's demand.
 func TestScraperFeedsDemand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, rdb := newRedis(t)
+		_, rdb := redistest.New(t)
 		servers := metricsNet{"a:8000": vllmMetrics(8, 4), "b:8000": vllmMetrics(3, 0)}
 		s, err := NewScraper(ScraperConfig{Redis: rdb, Interval: 10 * time.Millisecond,
 			HTTP: &http.Client{Transport: servers, Timeout: 10 * time.Millisecond},
@@ -89,7 +92,7 @@ func TestScraperFeedsDemand(t *testing.T) {
 		defer cancel()
 		go s.Run(ctx)
 		rd := Reader{Redis: rdb}
-		eventually(t, "demand d1: 15 (8+4 running/waiting on one server, 3 on the other, the dead one skipped)", func() bool {
+		bubbletest.Eventually(t, "demand d1: 15 (8+4 running/waiting on one server, 3 on the other, the dead one skipped)", func() bool {
 			got, err := rd.Demand(ctx)
 			return err == nil && got["d1"] == 15
 		})

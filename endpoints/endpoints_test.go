@@ -3,7 +3,6 @@ package endpoints
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,6 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/bubbletest"
+	"github.com/thawhq/thaw/internal/redistest"
 	"github.com/thawhq/thaw/proxy"
 )
 
@@ -34,45 +35,11 @@ func (a *applier) Fail(id, reason string) { a.mu.Lock(); a.failed[id] = reason; 
 func (a *applier) Recover(id string)      { a.mu.Lock(); delete(a.failed, id); a.mu.Unlock() }
 func (a *applier) Remove(id string)       { a.mu.Lock(); a.removed = append(a.removed, id); a.mu.Unlock() }
 
-// eventually waits for cond, failing after 3s. It runs in a synctest
-// bubble: it first lets every goroutine settle (synctest.Wait), and only
-// then lets fake time pass, in 5ms steps.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		synctest.Wait()
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// newRedis returns a miniredis and a client of it served on in-memory pipes
-// (mr.Dial), never a socket, so a synctest bubble can wait on it. Call it
-// inside the bubble.
-func newRedis(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
-	mr := miniredis.NewMiniRedis()
-	rdb := redis.NewClient(&redis.Options{
-		Addr:   "127.0.0.1:6379", // never dialed; an IP, so nothing resolves it
-		Dialer: func(context.Context, string, string) (net.Conn, error) { return mr.Dial() },
-	})
-	t.Cleanup(func() {
-		rdb.Close()
-		mr.Close()
-	})
-	return mr, rdb
-}
-
 // setup runs a Publisher and a Subscriber over one Redis until the test
 // ends. Call it inside a synctest bubble.
 func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
-	mr, rdb := newRedis(t)
+	mr, rdb := redistest.New(t)
 	deployments := map[string]deploy.Deployment{
 		"d1": {ID: "d1", Owner: "alice", ModelName: "m"},
 		"d2": {ID: "d2", Owner: "bob", ModelName: "m"},
@@ -114,12 +81,12 @@ func TestPublishedEndpointsReachActivators(t *testing.T) {
 		pub, sub, app, _, _ := setup(t)
 		pub.SetEndpoints("d1", 8, map[string]string{"i1": "127.0.0.1:9001"})
 		pub.SetEndpoints("d2", 4, nil)
-		eventually(t, "d1's instance applied", func() bool {
+		bubbletest.Eventually(t, "d1's instance applied", func() bool {
 			app.mu.Lock()
 			defer app.mu.Unlock()
 			return app.addrs["d1"]["i1"] == "127.0.0.1:9001"
 		})
-		eventually(t, "d2 known", func() bool { _, err := sub.Resolve("bob", "bob/m"); return err == nil })
+		bubbletest.Eventually(t, "d2 known", func() bool { _, err := sub.Resolve("bob", "bob/m"); return err == nil })
 
 		got, err := sub.Resolve("alice", "alice/m")
 		if err != nil {
@@ -139,12 +106,12 @@ func TestPublishedEndpointsReachActivators(t *testing.T) {
 		}
 
 		pub.Fail("d1", "crash loop")
-		eventually(t, "failure applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "crash loop" })
+		bubbletest.Eventually(t, "failure applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "crash loop" })
 		pub.Recover("d1")
-		eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
+		bubbletest.Eventually(t, "recovery applied", func() bool { app.mu.Lock(); defer app.mu.Unlock(); return app.failed["d1"] == "" })
 
 		pub.Remove("d1")
-		eventually(t, "removal applied", func() bool {
+		bubbletest.Eventually(t, "removal applied", func() bool {
 			app.mu.Lock()
 			defer app.mu.Unlock()
 			return len(app.removed) == 1 && app.removed[0] == "d1"
@@ -196,7 +163,7 @@ func TestDrainedWaitsForEveryReplica(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go rep.Run(ctx)
-		eventually(t, "replica reported", func() bool { return mr.Exists(inflightPrefix + "a1") })
+		bubbletest.Eventually(t, "replica reported", func() bool { return mr.Exists(inflightPrefix + "a1") })
 
 		done := pub.Drained("d1", "i1")
 		select {

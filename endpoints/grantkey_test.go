@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/thawhq/thaw/internal/redistest"
 )
 
 // TestGrantKeyShared: an activator started before the control plane waits
@@ -12,7 +14,7 @@ import (
 // at a control plane started later.
 func TestGrantKeyShared(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mr, rdb := newRedis(t)
+		mr, rdb := redistest.New(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 

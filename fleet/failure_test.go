@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/bubbletest"
 )
 
 // TestCrashLoop: instances that fail before ever getting ready mark the
@@ -22,12 +24,12 @@ func TestCrashLoop(t *testing.T) {
 		const why = "exit status 1: CUDA out of memory"
 
 		h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseFailed, Reason: why})
-		eventually(t, "first failure seen", func() bool { return strings.Contains(h.live(d).Instances.Reason, "last failure: "+why) })
+		bubbletest.Eventually(t, "first failure seen", func() bool { return strings.Contains(h.live(d).Instances.Reason, "last failure: "+why) })
 		if l := h.live(d); l.Status == deploy.StatusFailed {
 			t.Errorf("failed after one failure: %+v", l)
 		}
 		h.rt.emit(Instance{ID: ids[1], DeployID: "d1", Phase: PhaseFailed, Reason: why})
-		eventually(t, "status failed", func() bool { return h.live(d).Status == deploy.StatusFailed })
+		bubbletest.Eventually(t, "status failed", func() bool { return h.live(d).Status == deploy.StatusFailed })
 		l := h.live(d)
 		if l.FailReason != why {
 			t.Errorf("fail_reason = %q, want %q", l.FailReason, why)
@@ -49,7 +51,7 @@ func TestCrashLoop(t *testing.T) {
 		ms := h.newModelServer("alice/m", true)
 		h.rt.emit(Instance{ID: ids[2], DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
 		h.waitRouted("d1", ids[2])
-		eventually(t, "recovered", func() bool { return h.live(d).Status != deploy.StatusFailed })
+		bubbletest.Eventually(t, "recovered", func() bool { return h.live(d).Status != deploy.StatusFailed })
 		l = h.live(d)
 		if l.Status != deploy.StatusDeploying || l.FailReason != "" || l.Instances.Running != 1 {
 			t.Errorf("after an instance got ready: %+v, want deploying, no fail_reason, 1 running", l)

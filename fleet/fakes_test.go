@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/bubbletest"
 )
 
 // journal is a log of what the fakes saw, in order, shared by the fake
@@ -318,24 +319,6 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 	return h
 }
 
-// eventually waits for cond, failing after 3s. It runs in a synctest
-// bubble: it first lets every goroutine settle (synctest.Wait), and only
-// then lets fake time pass, in 2ms steps.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		synctest.Wait()
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // settle lets d of fake time pass, then waits for every goroutine of the
 // bubble to block again.
 func settle(d time.Duration) {
@@ -350,7 +333,7 @@ func (h *harness) live(d deploy.Deployment) deploy.Live { return h.f.Live(d) }
 // returns their IDs.
 func (h *harness) waitStarted(id string, n int) []string {
 	h.t.Helper()
-	eventually(h.t, fmt.Sprintf("%d instances of %s started", n, id), func() bool { return len(h.rt.startedFor(id)) >= n })
+	bubbletest.Eventually(h.t, fmt.Sprintf("%d instances of %s started", n, id), func() bool { return len(h.rt.startedFor(id)) >= n })
 	return h.rt.startedFor(id)
 }
 
@@ -358,7 +341,7 @@ func (h *harness) waitStarted(id string, n int) []string {
 func (h *harness) waitRouted(deployID string, ids ...string) {
 	h.t.Helper()
 	want := fmt.Sprintf("%v", slices.Sorted(slices.Values(ids)))
-	eventually(h.t, fmt.Sprintf("%s routed to %s", deployID, want), func() bool {
+	bubbletest.Eventually(h.t, fmt.Sprintf("%s routed to %s", deployID, want), func() bool {
 		r := h.ep.routed(deployID)
 		got := make([]string, 0, len(r))
 		for id := range r {

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/bubbletest"
 )
 
 func TestStartProbeReady(t *testing.T) {
@@ -79,7 +81,7 @@ func TestNotReadyUntilServing(t *testing.T) {
 				id := h.waitStarted("d1", 1)[0]
 				ms := h.newModelServer(tt.model, tt.healthy)
 				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr()})
-				eventually(t, "probes", func() bool { return ms.probes.Load() >= 3 })
+				bubbletest.Eventually(t, "probes", func() bool { return ms.probes.Load() >= 3 })
 				if r := h.ep.routed("d1"); len(r) != 0 {
 					t.Fatalf("routed to %v before the model server could serve", r)
 				}
@@ -104,7 +106,7 @@ func TestPendingReason(t *testing.T) {
 		id := h.waitStarted("d1", 1)[0]
 		const why = "no free A100-80GB GPU: 8 of 8 in use"
 		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhasePending, Reason: why})
-		eventually(t, "the runtime's reason in Live", func() bool { return strings.Contains(h.live(d).Instances.Reason, why) })
+		bubbletest.Eventually(t, "the runtime's reason in Live", func() bool { return strings.Contains(h.live(d).Instances.Reason, why) })
 		l := h.live(d)
 		if l.Status != deploy.StatusDeploying || l.Instances.Pending != 1 || l.Instances.Running != 0 {
 			t.Errorf("live = %+v, want deploying with 1 pending", l)
@@ -119,7 +121,7 @@ func TestGPUQuota(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 3)
 		h := startFleet(t, Config{GPUQuota: 2}, d)
-		eventually(t, "d1 known to the fleet", func() bool {
+		bubbletest.Eventually(t, "d1 known to the fleet", func() bool {
 			return h.f.SetDesired(context.Background(), "d1", 3, "test") == nil
 		})
 		h.waitStarted("d1", 2)

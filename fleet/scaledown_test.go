@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/bubbletest"
 )
 
 // readyInstances starts n instances of d (min n) and brings them to ready.
@@ -29,13 +31,13 @@ func TestScaleDownDrains(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
+		bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
 		ids := readyInstances(t, h, d, 2)
 
 		if err := h.f.SetDesired(context.Background(), "d1", 1, "idle"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
+		bubbletest.Eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
 		var victim string
 		for _, id := range ids {
 			if _, ok := h.ep.routed("d1")[id]; !ok {
@@ -55,11 +57,11 @@ func TestScaleDownDrains(t *testing.T) {
 		}
 
 		h.ep.drain(victim)
-		eventually(t, "the drained instance stopped", func() bool { return slices.Contains(h.rt.stopped(), victim) })
+		bubbletest.Eventually(t, "the drained instance stopped", func() bool { return slices.Contains(h.rt.stopped(), victim) })
 		if set, stop := h.j.index("set d1 ["+otherThan(ids, victim)+"]"), h.j.index("stop "+victim); set < 0 || stop < set {
 			t.Errorf("journal %v: want the endpoint removed before the stop", h.j.all())
 		}
-		eventually(t, "counts without the stopped instance", func() bool {
+		bubbletest.Eventually(t, "counts without the stopped instance", func() bool {
 			return cmp.Equal([]Counts{{DeployID: "d1", Model: "alice/m", Ready: 1}}, h.f.Counts())
 		})
 		if s := h.rt.stopped(); len(s) != 1 {
@@ -83,7 +85,7 @@ func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+		bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
 		ready := readyInstances(t, h, d, 1)
 		if err := h.f.SetDesired(context.Background(), "d1", 2, "load"); err != nil {
 			t.Fatal(err)
@@ -92,13 +94,13 @@ func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 		if err := h.f.SetDesired(context.Background(), "d1", 0, "idle"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the pending instance stopped", func() bool { return slices.Contains(h.rt.stopped(), ids[1]) })
+		bubbletest.Eventually(t, "the pending instance stopped", func() bool { return slices.Contains(h.rt.stopped(), ids[1]) })
 		h.waitRouted("d1") // the ready one drains: out of the set, not stopped yet
 		if slices.Contains(h.rt.stopped(), ready[0]) {
 			t.Errorf("ready instance stopped before it drained")
 		}
 		h.ep.drain(ready[0])
-		eventually(t, "the ready instance stopped after draining", func() bool { return slices.Contains(h.rt.stopped(), ready[0]) })
+		bubbletest.Eventually(t, "the ready instance stopped after draining", func() bool { return slices.Contains(h.rt.stopped(), ready[0]) })
 	})
 }
 
@@ -113,7 +115,7 @@ func TestDeleteStopsInstances(t *testing.T) {
 		h.waitRouted("d1", ids[0])
 
 		h.store.set(keep)
-		eventually(t, "both instances stopped", func() bool { return cmp.Equal(ids, h.rt.stopped()) })
+		bubbletest.Eventually(t, "both instances stopped", func() bool { return cmp.Equal(ids, h.rt.stopped()) })
 		h.ep.mu.Lock()
 		removed := slices.Clone(h.ep.removed)
 		h.ep.mu.Unlock()
@@ -163,14 +165,14 @@ func TestProbeStopsWithInstance(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				d := newDeployment("d1", "alice", "m", 1, 0, 1)
 				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
-				eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+				bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
 				id := h.waitStarted("d1", 1)[0]
 				loading := h.newModelServer("alice/m", false)
 				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: loading.addr()})
-				eventually(t, "probes", func() bool { return loading.probes.Load() >= 2 })
+				bubbletest.Eventually(t, "probes", func() bool { return loading.probes.Load() >= 2 })
 
 				tt.stop(h, d)
-				eventually(t, "the instance stopped and forgotten", func() bool {
+				bubbletest.Eventually(t, "the instance stopped and forgotten", func() bool {
 					if !slices.Contains(h.rt.stopped(), id) {
 						return false
 					}
