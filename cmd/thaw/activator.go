@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -32,15 +31,10 @@ type activatorConfig struct {
 
 func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, error) {
 	c := &activatorConfig{}
-	fs := flag.NewFlagSet("activator", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: thaw activator --redis-addr HOST:PORT --users-file FILE [flags]\n\n"+
-			"Holds requests for deployments with no free capacity and forwards them to\n"+
-			"instances as they become ready. Run it behind Envoy (thaw server --xds-addr\n"+
-			"--activators ...), as many replicas as you like.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("activator", "Usage: thaw activator --redis-addr HOST:PORT --users-file FILE [flags]\n\n"+
+		"Holds requests for deployments with no free capacity and forwards them to\n"+
+		"instances as they become ready. Run it behind Envoy (thaw server --xds-addr\n"+
+		"--activators ...), as many replicas as you like.\n\nFlags:\n", stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8090", "`address` to serve held requests on (HTTP/1.1 and h2c)")
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis the control plane uses (required)")
 	fs.StringVar(&c.usersFile, "users-file", "", "users and token hashes `file`, the same as thaw server's (required)")
@@ -67,22 +61,15 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 // instance so scale-down drains them too.
 func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseActivatorFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}
-	p, err := startProcess(ctx, processConfig{Service: "thaw-activator", Flags: cfg.proc, RedisAddr: cfg.redisAddr, Stderr: stderr})
+	p, err := startProcess(ctx, processConfig{Service: "thaw-activator", Flags: cfg.proc, RedisAddr: cfg.redisAddr, UsersFile: cfg.usersFile, Stderr: stderr})
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	users, err := auth.LoadUsersFile(cfg.usersFile)
-	if err != nil {
-		return err
-	}
-	a, err := newActivator(ctx, p, cfg, users)
+	a, err := newActivator(ctx, p, cfg, p.Users)
 	if err != nil {
 		return err
 	}

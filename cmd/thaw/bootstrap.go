@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/telemetry"
@@ -65,6 +66,9 @@ type processConfig struct {
 	// EmbeddedRedis: one runs inside the process, on loopback (thaw dev).
 	RedisAddr     string
 	EmbeddedRedis bool
+	// UsersFile, when set, is the operator's users and token hashes file
+	// (auth.LoadUsersFile), loaded into process.Users.
+	UsersFile string
 	// Stderr receives the logs.
 	Stderr io.Writer
 }
@@ -76,14 +80,16 @@ type process struct {
 	Log       *slog.Logger
 	Telemetry *telemetry.Telemetry
 	Redis     *redis.Client
+	// Users are processConfig.UsersFile's users; nil without one.
+	Users *auth.Users
 	// metrics is the operators' listener; nil with --metrics-addr ''.
 	metrics net.Listener
 	closers []func() // run last first by close
 }
 
 // startProcess sets up the logger (also slog's default), telemetry and
-// Redis (pinged), and opens the operators' listener, which serve serves.
-// On error what was set up is given back.
+// Redis (pinged), opens the operators' listener, which serve serves, and
+// loads the users file. On error what was set up is given back.
 func startProcess(ctx context.Context, cfg processConfig) (_ *process, err error) {
 	p := &process{Log: slog.New(slog.NewTextHandler(cfg.Stderr, &slog.HandlerOptions{Level: cfg.Flags.level}))}
 	slog.SetDefault(p.Log)
@@ -120,6 +126,11 @@ func startProcess(ctx context.Context, cfg processConfig) (_ *process, err error
 		}
 		// Serve closes it too; a second Close is harmless.
 		p.closers = append(p.closers, func() { _ = p.metrics.Close() })
+	}
+	if cfg.UsersFile != "" {
+		if p.Users, err = auth.LoadUsersFile(cfg.UsersFile); err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }

@@ -234,11 +234,7 @@ func deployGet(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	c, err := deployClient()
-	if err != nil {
-		return err
-	}
-	v, err := resolve(ctx, c, fs, ref)
+	c, v, err := resolve(ctx, fs, ref)
 	if err != nil {
 		return err
 	}
@@ -269,11 +265,7 @@ func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if !set["min-instances"] && !set["max-instances"] {
 		return errors.New("thaw deploy update: nothing to change: give --min-instances and/or --max-instances")
 	}
-	c, err := deployClient()
-	if err != nil {
-		return err
-	}
-	cur, err := resolve(ctx, c, fs, ref)
+	c, cur, err := resolve(ctx, fs, ref)
 	if err != nil {
 		return err
 	}
@@ -298,11 +290,7 @@ func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	c, err := deployClient()
-	if err != nil {
-		return err
-	}
-	v, err := resolve(ctx, c, fs, ref)
+	c, v, err := resolve(ctx, fs, ref)
 	if err != nil {
 		return err
 	}
@@ -325,14 +313,19 @@ func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return writeIndented(stdout, raw)
 }
 
-// resolve finds the caller's deployment ref names (deploy id or model
-// name), with an error saying so when none or several do.
-func resolve(ctx context.Context, c *client.Client, fs *flag.FlagSet, ref string) (deploy.View, error) {
+// resolve makes the API client (deployClient) and finds the caller's
+// deployment ref names (deploy id or model name), with an error saying so
+// when none or several do.
+func resolve(ctx context.Context, fs *flag.FlagSet, ref string) (*client.Client, deploy.View, error) {
+	c, err := deployClient()
+	if err != nil {
+		return nil, deploy.View{}, err
+	}
 	v, err := c.Resolve(ctx, ref)
 	if errors.Is(err, client.ErrNoMatch) || errors.Is(err, client.ErrAmbiguous) {
-		return v, fmt.Errorf("%s: %w (see thaw deploy list)", fs.Name(), err)
+		return nil, v, fmt.Errorf("%s: %w (see thaw deploy list)", fs.Name(), err)
 	}
-	return v, err
+	return c, v, err
 }
 
 // deployClient makes the API client from THAW_TOKEN and THAW_ADDR.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -42,17 +41,12 @@ type devConfig struct {
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	c := &devConfig{users: map[string]string{}}
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: thaw dev [flags]\n\n"+
-			"Runs the whole product in one process: deploy API, OpenAI-compatible endpoint,\n"+
-			"activator, autoscaler, embedded Redis, and a local runtime that starts\n"+
-			"simulated model servers on a simulated GPU inventory.\n\n"+
-			"Environment: THAW_DEV_TOKEN is the API token of user \"dev\"; when unset one is\n"+
-			"generated, printed and kept in the data dir.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("dev", "Usage: thaw dev [flags]\n\n"+
+		"Runs the whole product in one process: deploy API, OpenAI-compatible endpoint,\n"+
+		"activator, autoscaler, embedded Redis, and a local runtime that starts\n"+
+		"simulated model servers on a simulated GPU inventory.\n\n"+
+		"Environment: THAW_DEV_TOKEN is the API token of user \"dev\"; when unset one is\n"+
+		"generated, printed and kept in the data dir.\n\nFlags:\n", stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to serve the API and inference endpoints on")
 	fs.StringVar(&c.dataDir, "data-dir", ".thaw", "`directory` where deployments and the dev token persist across restarts")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "scale a deployment to min_instances after this long without traffic")
@@ -80,11 +74,8 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)
 	c.proc.register(fs, defaultMetricsAddr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	var err error
 	if c.gpus, err = parseGPUs(*gpus); err != nil {
@@ -143,9 +134,6 @@ func devToken(dataDir string) (tok string, generated bool, err error) {
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseDevFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}

@@ -21,14 +21,9 @@ import (
 // cluster and endpoint then comes from thaw's xDS server. Usage goes to
 // stderr; -h prints it and returns nil.
 func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("envoy-bootstrap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: thaw envoy-bootstrap [flags] > envoy.json\n\n"+
-			"Prints a minimal Envoy bootstrap that takes its whole configuration from thaw's\n"+
-			"xDS server (ADS). Run Envoy with it: envoy -c envoy.json\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("envoy-bootstrap", "Usage: thaw envoy-bootstrap [flags] > envoy.json\n\n"+
+		"Prints a minimal Envoy bootstrap that takes its whole configuration from thaw's\n"+
+		"xDS server (ADS). Run Envoy with it: envoy -c envoy.json\n\nFlags:\n", stderr)
 	var c xds.BootstrapConfig
 	fs.StringVar(&c.XDSAddr, "xds-addr", "127.0.0.1:18000", "`host:port` of thaw's xDS (ADS) server")
 	fs.StringVar(&c.NodeID, "node-id", "thaw-edge", "Envoy node `id`")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -38,23 +39,54 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, usage)
 		return errors.New("missing command")
 	}
-	switch args[0] {
-	case "dev":
-		return runDev(ctx, args[1:], stdout, stderr)
-	case "sim":
-		return runSim(ctx, args[1:], stdout, stderr)
-	case "deploy":
-		return runDeploy(ctx, args[1:], stdout, stderr)
-	case "server":
-		return runServer(ctx, args[1:], stdout, stderr)
-	case "activator":
-		return runActivator(ctx, args[1:], stdout, stderr)
-	case "envoy-bootstrap":
-		return runEnvoyBootstrap(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
+	run, ok := commands[args[0]]
+	switch {
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case !ok:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	// A command's -h printed its usage: an answer, not a failure.
+	if err := run(ctx, args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return nil
+}
+
+// commands are thaw's commands by name. Each takes the arguments after its
+// name; usage and logs go to stderr; -h prints the usage and returns
+// flag.ErrHelp.
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"dev":             runDev,
+	"sim":             runSim,
+	"deploy":          runDeploy,
+	"server":          runServer,
+	"activator":       runActivator,
+	"envoy-bootstrap": runEnvoyBootstrap,
+}
+
+// newFlags returns the flag set of `thaw <name>`, whose -h prints usage and
+// then the flags to stderr.
+func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		_, _ = io.WriteString(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlagsOnly parses the flags of a command that takes no other
+// arguments.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/thawhq/thaw/api"
-	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/jobs"
 	"github.com/thawhq/thaw/nomad"
@@ -48,22 +46,17 @@ type serverConfig struct {
 
 func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	c := &serverConfig{}
-	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		_, _ = io.WriteString(fs.Output(), "Usage: thaw server --redis-addr HOST:PORT [flags]\n\n"+
-			"Runs thaw's production control plane: the deploy API and the OpenAI-compatible\n"+
-			"endpoint, with every deployment a Nomad job and every instance a GPU allocation.\n\n"+
-			"Users come from --users-file, which the operator manages: one line per user,\n"+
-			"`<name> sha256:<hex>`, the hex being the SHA-256 of the user's token, e.g.\n"+
-			"  echo \"alice sha256:$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" >> users\n"+
-			"Tokens are never stored in clear. Restart thaw server to apply changes.\n\n"+
-			"Deployments (with their HF tokens) are kept in Nomad Variables (thaw/records/<id>),\n"+
-			"or with --store file in <data-dir>/deployments.json (mode 0600).\n\n"+
-			"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
-			"--nomad-token.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("server", "Usage: thaw server --redis-addr HOST:PORT [flags]\n\n"+
+		"Runs thaw's production control plane: the deploy API and the OpenAI-compatible\n"+
+		"endpoint, with every deployment a Nomad job and every instance a GPU allocation.\n\n"+
+		"Users come from --users-file, which the operator manages: one line per user,\n"+
+		"`<name> sha256:<hex>`, the hex being the SHA-256 of the user's token, e.g.\n"+
+		"  echo \"alice sha256:$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" >> users\n"+
+		"Tokens are never stored in clear. Restart thaw server to apply changes.\n\n"+
+		"Deployments (with their HF tokens) are kept in Nomad Variables (thaw/records/<id>),\n"+
+		"or with --store file in <data-dir>/deployments.json (mode 0600).\n\n"+
+		"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
+		"--nomad-token.\n\nFlags:\n", stderr)
 	defNomad := os.Getenv("NOMAD_ADDR")
 	if defNomad == "" {
 		defNomad = "http://127.0.0.1:4646"
@@ -87,11 +80,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)
 	c.proc.register(fs, defaultMetricsAddr)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.engine = jobs.Engine(*engine)
 	switch {
@@ -127,21 +117,14 @@ func loadJobsConfig(dir string) (jobs.Config, error) {
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseServerFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}
-	p, err := startProcess(ctx, processConfig{Service: "thaw-server", Flags: cfg.proc, RedisAddr: cfg.redisAddr, Stderr: stderr})
+	p, err := startProcess(ctx, processConfig{Service: "thaw-server", Flags: cfg.proc, RedisAddr: cfg.redisAddr, UsersFile: cfg.usersFile, Stderr: stderr})
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	users, err := auth.LoadUsersFile(cfg.usersFile)
-	if err != nil {
-		return err
-	}
 	rt, store, err := newNomad(ctx, cfg, p.Log)
 	if err != nil {
 		return err
@@ -151,7 +134,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
-		Addr: cfg.addr, Store: store, Runtime: rt, Users: users,
+		Addr: cfg.addr, Store: store, Runtime: rt, Users: p.Users,
 		WrapLive: func(l api.Live) api.Live { return nomad.Live{Fleet: l, Runtime: rt} },
 		GPUQuota: cfg.gpuQuota, IdleTimeout: cfg.idleTimeout, HoldTimeout: cfg.holdTimeout,
 		MaxHeld: cfg.maxHeld, PprofAddr: cfg.pprofAddr,

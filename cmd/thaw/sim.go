@@ -23,13 +23,8 @@ type simFlags struct {
 // prefixes its errors with "sim: ".
 func parseSimFlags(args []string, stderr io.Writer) (*simFlags, error) {
 	var f simFlags
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: thaw sim --port N --model NAME [flags]\n\n"+
-			"Runs a simulated vLLM OpenAI-compatible model server.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlags("sim", "Usage: thaw sim --port N --model NAME [flags]\n\n"+
+		"Runs a simulated vLLM OpenAI-compatible model server.\n\nFlags:\n", stderr)
 	fs.IntVar(&f.cfg.Port, "port", 0, "TCP `port` to listen on (required; 0 picks a free port)")
 	fs.StringVar(&f.cfg.Host, "host", sim.DefaultHost, "`address` to listen on")
 	fs.StringVar(&f.cfg.Model, "model", "", "served model `name`, as vLLM's --served-model-name (required)")
@@ -70,12 +65,9 @@ func parseSimFlags(args []string, stderr io.Writer) (*simFlags, error) {
 // runSim runs `thaw sim`: the vLLM-compatible model-server simulator, until
 // ctx is done. args are the flags after "sim". Usage and logs go to
 // stderr; once the simulator listens, its address is printed to stdout.
-// Invalid flags return an error; -h prints usage and returns nil.
+// Invalid flags return an error; -h prints usage and returns flag.ErrHelp.
 func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := parseSimFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
