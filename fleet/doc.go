@@ -12,6 +12,9 @@
 // starting, running, draining: inst.state in state.go); the deploy API's
 // status and the thaw_instances metric both count with it.
 //
+// EventQueue is the non-blocking, ordered report queue behind every
+// Runtime's Events channel (localrt and nomad use it).
+//
 // All decisions run on Run's goroutine; readers (the deploy API, the
 // autoscaler, metrics) take Fleet.mu briefly.
 package fleet

@@ -69,7 +69,7 @@ func (r *Runtime) finishLocked(inst *instance, phase fleet.Phase, reason string)
 // emitLocked reports inst in phase. Called with mu held, so that reports
 // keep the order of the changes they report.
 func (r *Runtime) emitLocked(inst *instance, phase fleet.Phase, reason string) {
-	r.events.push(fleet.Instance{
+	r.events.Push(fleet.Instance{
 		ID:       inst.id,
 		DeployID: inst.spec.DeployID,
 		Phase:    phase,

@@ -24,6 +24,9 @@ const (
 	DefaultStopGrace       = 5 * time.Second
 )
 
+// eventBuffer is the size of the Events channel.
+const eventBuffer = 1024
+
 // ErrClosed is returned by Start once Run has begun to shut down.
 var ErrClosed = errors.New("localrt: runtime is shut down")
 
@@ -112,7 +115,7 @@ type Runtime struct {
 	total     map[string]int // Inventory; read-only
 	statePath string         // "" for no state file
 	nonce     string         // distinguishes this runtime's IDs from a previous run's
-	events    *eventQueue
+	events    *fleet.EventQueue
 	spawnSig  chan struct{}  // capacity 1: "toSpawn may be non-empty"
 	procs     sync.WaitGroup // one per wait goroutine
 
@@ -181,7 +184,7 @@ func New(cfg Config) (*Runtime, error) {
 		log:      cfg.Logger,
 		total:    maps.Clone(cfg.Inventory),
 		nonce:    hex.EncodeToString(nonce[:]),
-		events:   newEventQueue(),
+		events:   fleet.NewEventQueue(eventBuffer),
 		spawnSig: make(chan struct{}, 1),
 		insts:    map[string]*instance{},
 		used:     map[string]int{},
@@ -198,7 +201,7 @@ func New(cfg Config) (*Runtime, error) {
 
 // Events delivers a report for every phase change of every instance, in
 // order. The channel is never closed.
-func (r *Runtime) Events() <-chan fleet.Instance { return r.events.ch }
+func (r *Runtime) Events() <-chan fleet.Instance { return r.events.Events() }
 
 // GPUs reports free and total GPUs by type of the inventory.
 func (r *Runtime) GPUs() map[string]GPUCount {
@@ -298,7 +301,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	pumpDone := make(chan struct{})
 	go func() {
 		defer close(pumpDone)
-		r.events.run(pumpCtx)
+		r.events.Pump(pumpCtx)
 	}()
 	quit := make(chan struct{})
 	spawnerDone := make(chan struct{})
@@ -334,6 +337,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	stopPump()
 	<-pumpDone
-	r.events.flush()
+	r.events.Flush()
 	return nil
 }

@@ -251,13 +251,25 @@ func TestStopPendingBeforeRun(t *testing.T) {
 	if err := rt.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	rt.events.mu.Lock()
-	got := rt.events.q
-	rt.events.mu.Unlock()
+	got := queued(rt.events)
 	if diff := cmp.Diff([]fleet.Instance{{ID: id, Phase: fleet.PhaseStopped}}, got); diff != "" {
 		t.Errorf("queued reports (-want +got):\n%s", diff)
 	}
 	if got := rt.GPUs()["A100-80GB"].Free; got != 1 {
 		t.Errorf("free GPUs = %d, want 1", got)
+	}
+}
+
+// queued takes the reports queued so far, with no pump running.
+func queued(e *fleet.EventQueue) []fleet.Instance {
+	e.Flush()
+	var out []fleet.Instance
+	for {
+		select {
+		case ev := <-e.Events():
+			out = append(out, ev)
+		default:
+			return out
+		}
 	}
 }

@@ -25,6 +25,9 @@ const (
 	DefaultResyncInterval = 30 * time.Second
 )
 
+// eventBuffer is the size of the Events channel.
+const eventBuffer = 256
+
 // ErrNotReady is returned by Start until Run has read the jobs already in
 // Nomad (so a restarted thaw adopts running allocations instead of
 // starting duplicates). The fleet retries; it lasts while Nomad is
@@ -68,7 +71,7 @@ type Runtime struct {
 	cfg    Config
 	nc     *api.Client
 	log    *slog.Logger
-	events *eventQueue
+	events *fleet.EventQueue
 	kick   chan struct{} // capacity 1: "a deployment may be dirty"
 
 	// applyMu serialises writes to Nomad (sync and Purge), so a purged job
@@ -149,13 +152,13 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	return &Runtime{
 		cfg: cfg, nc: cfg.Client, log: cfg.Logger,
-		events: newEventQueue(), kick: make(chan struct{}, 1),
+		events: fleet.NewEventQueue(eventBuffer), kick: make(chan struct{}, 1),
 		deployments: map[string]*deploymentJob{},
 	}, nil
 }
 
 // Events delivers instance reports; see fleet.Runtime.
-func (r *Runtime) Events() <-chan fleet.Instance { return r.events.ch }
+func (r *Runtime) Events() <-chan fleet.Instance { return r.events.Events() }
 
 // Err returns why Nomad cannot be reached or refuses thaw's writes, nil
 // when the last write succeeded and the event stream is connected.
@@ -308,7 +311,7 @@ func (r *Runtime) pushLocked(d *deploymentJob, s *slot) {
 	if s.orphan {
 		return
 	}
-	r.events.push(fleet.Instance{ID: s.id, DeployID: d.id, Phase: s.phase, Addr: s.addr, Reason: s.reason})
+	r.events.Push(fleet.Instance{ID: s.id, DeployID: d.id, Phase: s.phase, Addr: s.addr, Reason: s.reason})
 }
 
 // claimLocked picks an orphan for a Start: running first, then placed,

@@ -38,13 +38,18 @@ func newTestRuntime(t *testing.T) *Runtime {
 	return r
 }
 
-// reports takes the reports queued so far.
+// reports takes the reports queued so far (no pump runs in these tests).
 func reports(r *Runtime) []fleet.Instance {
-	r.events.mu.Lock()
-	defer r.events.mu.Unlock()
-	out := r.events.q
-	r.events.q = nil
-	return out
+	r.events.Flush()
+	var out []fleet.Instance
+	for {
+		select {
+		case ev := <-r.events.Events():
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
 }
 
 func testSpec() fleet.Spec {

@@ -25,7 +25,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.runCtx = ctx
 	r.mu.Unlock()
-	go r.events.run(ctx)
+	go r.events.Pump(ctx)
 
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, r.cfg.RetryInterval) {
 		err := r.adopt(ctx)

@@ -1,12 +1,10 @@
-package localrt
+package fleet
 
 import (
 	"context"
 	"fmt"
 	"testing"
 	"testing/synctest"
-
-	"github.com/thawhq/thaw/fleet"
 )
 
 // TestEventQueueNeverBlocksAndKeepsOrder runs in a synctest bubble (the
@@ -18,13 +16,14 @@ func TestEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 }
 
 func testEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
-	e := newEventQueue()
+	const eventBuffer = 1024
+	e := NewEventQueue(eventBuffer)
 	const n = 3 * eventBuffer
 	pushed := make(chan struct{})
 	go func() {
 		defer close(pushed)
 		for i := range n {
-			e.push(fleet.Instance{ID: fmt.Sprint(i)})
+			e.Push(Instance{ID: fmt.Sprint(i)})
 		}
 	}()
 	synctest.Wait()
@@ -38,7 +37,7 @@ func testEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		e.run(ctx)
+		e.Pump(ctx)
 	}()
 	for i := range n {
 		synctest.Wait()
@@ -56,9 +55,9 @@ func testEventQueueNeverBlocksAndKeepsOrder(t *testing.T) {
 
 	// After the pump stops, flush delivers what fits and keeps the rest.
 	for i := range eventBuffer + 1 {
-		e.push(fleet.Instance{ID: fmt.Sprint(i)})
+		e.Push(Instance{ID: fmt.Sprint(i)})
 	}
-	e.flush()
+	e.Flush()
 	if len(e.ch) != eventBuffer {
 		t.Errorf("flush filled the channel with %d reports, want %d", len(e.ch), eventBuffer)
 	}
