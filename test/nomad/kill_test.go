@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 // TestServerKilledAllocation: the model server of one of two instances is
@@ -21,9 +23,9 @@ import (
 func TestServerKilledAllocation(t *testing.T) {
 	s := startServer(t, serverOpts{})
 	d := s.create(uniqueName("kill"), "H100-80GB", 1, 4, 2, 2)
-	t.Cleanup(func() { s.delete(d.DeployID) })
-	s.waitDeploy(d.DeployID, 60*time.Second, "running", func(d deployObject) bool { return d.Instances.Running == 2 })
-	allocs := waitLiveAllocs(t, d.DeployID, 2)
+	t.Cleanup(func() { s.delete(d.ID) })
+	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
+	allocs := waitLiveAllocs(t, d.ID, 2)
 	var victim string
 	for id := range allocs {
 		victim = id
@@ -44,64 +46,23 @@ func TestServerKilledAllocation(t *testing.T) {
 		t.Fatalf("no simulator process for %s on port %d", d.FullName, port)
 	}
 
-	type result struct {
-		start time.Time
-		msg   string
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		wg      sync.WaitGroup
-	)
-	stop := time.Now().Add(10 * time.Second)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				start := time.Now()
-				msg := checkChat(s.chat(d.FullName, 10))
-				mu.Lock()
-				results = append(results, result{start, msg})
-				mu.Unlock()
-			}
-		}()
-	}
-	time.Sleep(2 * time.Second)
-	killed := time.Now()
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill simulator %d: %v", pid, err)
-	}
-	t.Logf("killed the model server of allocation %s (pid %d, port %d)", victim[:8], pid, port)
-	wg.Wait()
+	results, killed := chatDuring(s, d.FullName, 10*time.Second, func() {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill simulator %d: %v", pid, err)
+		}
+		t.Logf("killed the model server of allocation %s (pid %d, port %d)", victim[:8], pid, port)
+	})
 
-	var before, after, failedAfter int
-	for _, r := range results {
-		if r.start.Before(killed) {
-			before++
-			continue
-		}
-		after++
-		if r.msg == "" {
-			continue
-		}
-		failedAfter++
-		// SIGKILL and the socket teardown take a moment: a request the
-		// proxy wrote to the dying server just then had reached it (the
-		// server reset the connection under it). Later ones must not fail.
-		since := r.start.Sub(killed)
-		if since < 100*time.Millisecond && (strings.Contains(r.msg, "connection reset") || strings.Contains(r.msg, "EOF")) {
-			t.Logf("request sent %v after the kill reached the dying server: %s", since.Round(time.Millisecond), r.msg)
-			continue
-		}
-		t.Errorf("request sent %v after the kill failed: %s", since.Round(time.Millisecond), r.msg)
-	}
+	// SIGKILL and the socket teardown take a moment: a request the
+	// proxy wrote to the dying server just then had reached it (the
+	// server reset the connection under it). Later ones must not fail.
+	before, after, failedAfter := checkAfter(t, results, killed, "the kill", "the dying server")
 	t.Logf("%d requests before the kill, %d after (%d failed)", before, after, failedAfter)
 	if after < 20 {
 		t.Errorf("only %d requests after the kill: the test did not exercise the path", after)
 	}
 	// The allocation is not replaced: Nomad restarts its task in place.
-	s.waitDeploy(d.DeployID, 30*time.Second, "back to 2 running", func(d deployObject) bool { return d.Instances.Running == 2 })
+	s.waitDeploy(d.ID, 30*time.Second, "back to 2 running", func(d deploy.View) bool { return d.Instances.Running == 2 })
 }
 
 // simPID finds the simulator serving model on port.
@@ -132,9 +93,9 @@ func simPID(model string, port int) int {
 func TestServerStoppedAllocation(t *testing.T) {
 	s := startServer(t, serverOpts{})
 	d := s.create(uniqueName("stop"), "H100-80GB", 1, 4, 2, 2)
-	t.Cleanup(func() { s.delete(d.DeployID) })
-	s.waitDeploy(d.DeployID, 60*time.Second, "running", func(d deployObject) bool { return d.Instances.Running == 2 })
-	before := waitLiveAllocs(t, d.DeployID, 2)
+	t.Cleanup(func() { s.delete(d.ID) })
+	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
+	before := waitLiveAllocs(t, d.ID, 2)
 	var victim, survivor string
 	for id := range before {
 		if victim == "" {
@@ -144,62 +105,85 @@ func TestServerStoppedAllocation(t *testing.T) {
 		}
 	}
 
+	results, stopped := chatDuring(s, d.FullName, 8*time.Second, func() {
+		if _, err := nomadClient().Allocations().Stop(&api.Allocation{ID: victim}, nil); err != nil {
+			t.Fatalf("nomad alloc stop: %v", err)
+		}
+		t.Logf("stopped allocation %s", victim[:8])
+	})
+	_, after, _ := checkAfter(t, results, stopped, "the stop", "the stopping server")
+	t.Logf("%d requests after the stop", after)
+	back := s.waitDeploy(d.ID, 60*time.Second, "back to 2 running", func(d deploy.View) bool {
+		return d.Instances.Running == 2 && d.Instances.Pending == 0
+	})
+	t.Logf("after the stop: %s", describe(back))
+	now := waitLiveAllocs(t, d.ID, 2)
+	if now[survivor] == nil || now[victim] != nil {
+		t.Errorf("live allocations after the stop: %v; want the survivor %s and a new one", keys(now), survivor[:8])
+	}
+}
+
+// chatResult is one chat request sent by chatDuring.
+type chatResult struct {
+	start time.Time
+	msg   string // what was wrong with the answer; "" if nothing
+}
+
+// chatDuring sends chat completions to model from 4 goroutines for total,
+// calls disrupt 2s in, and returns every request's result and when disrupt
+// was called.
+func chatDuring(s *server, model string, total time.Duration, disrupt func()) ([]chatResult, time.Time) {
 	var (
 		mu      sync.Mutex
-		results []struct {
-			start time.Time
-			msg   string
-		}
-		wg sync.WaitGroup
+		results []chatResult
+		wg      sync.WaitGroup
 	)
-	stop := time.Now().Add(8 * time.Second)
+	stop := time.Now().Add(total)
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(stop) {
 				start := time.Now()
-				msg := checkChat(s.chat(d.FullName, 10))
+				msg := checkChat(s.chat(model, 10))
 				mu.Lock()
-				results = append(results, struct {
-					start time.Time
-					msg   string
-				}{start, msg})
+				results = append(results, chatResult{start, msg})
 				mu.Unlock()
 			}
 		}()
 	}
 	time.Sleep(2 * time.Second)
-	stopped := time.Now()
-	if _, err := nomadClient().Allocations().Stop(&api.Allocation{ID: victim}, nil); err != nil {
-		t.Fatalf("nomad alloc stop: %v", err)
-	}
-	t.Logf("stopped allocation %s", victim[:8])
+	at := time.Now()
+	disrupt()
 	wg.Wait()
-	var after int
+	return results, at
+}
+
+// checkAfter fails the test for each request sent after at (the moment of
+// event) that failed, except one sent within 100ms of at that failed the
+// way a request already on server does (connection reset, EOF): it is only
+// logged. It returns how many requests were sent before at, after it, and
+// how many of those after failed.
+func checkAfter(t *testing.T, results []chatResult, at time.Time, event, server string) (before, after, failed int) {
+	t.Helper()
 	for _, r := range results {
-		if r.start.Before(stopped) {
+		if r.start.Before(at) {
+			before++
 			continue
 		}
 		after++
-		since := r.start.Sub(stopped)
-		if r.msg != "" {
-			if since < 100*time.Millisecond && (strings.Contains(r.msg, "connection reset") || strings.Contains(r.msg, "EOF")) {
-				t.Logf("request sent %v after the stop reached the stopping server: %s", since.Round(time.Millisecond), r.msg)
-				continue
-			}
-			t.Errorf("request sent %v after the stop failed: %s", since.Round(time.Millisecond), r.msg)
+		if r.msg == "" {
+			continue
 		}
+		failed++
+		since := r.start.Sub(at)
+		if since < 100*time.Millisecond && (strings.Contains(r.msg, "connection reset") || strings.Contains(r.msg, "EOF")) {
+			t.Logf("request sent %v after %s reached %s: %s", since.Round(time.Millisecond), event, server, r.msg)
+			continue
+		}
+		t.Errorf("request sent %v after %s failed: %s", since.Round(time.Millisecond), event, r.msg)
 	}
-	t.Logf("%d requests after the stop", after)
-	back := s.waitDeploy(d.DeployID, 60*time.Second, "back to 2 running", func(d deployObject) bool {
-		return d.Instances.Running == 2 && d.Instances.Pending == 0
-	})
-	t.Logf("after the stop: %s", back)
-	now := waitLiveAllocs(t, d.DeployID, 2)
-	if now[survivor] == nil || now[victim] != nil {
-		t.Errorf("live allocations after the stop: %v; want the survivor %s and a new one", keys(now), survivor[:8])
-	}
+	return before, after, failed
 }
 
 func keys[V any](m map[string]V) []string {

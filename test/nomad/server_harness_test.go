@@ -2,6 +2,7 @@ package nomadtest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/test/e2e"
 )
 
@@ -130,11 +133,7 @@ func (s *server) do(method, path string, body any) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
-	tok := devToken
-	if devTokenOverride != "" {
-		tok = devTokenOverride
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Authorization", "Bearer "+token())
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -145,68 +144,60 @@ func (s *server) do(method, path string, body any) (response, error) {
 	return response{resp.StatusCode, resp.Header, b}, err
 }
 
-// deployObject is the part of the deploy object the tests read.
-type deployObject struct {
-	DeployID  string `json:"deploy_id"`
-	FullName  string `json:"full_name"`
-	Status    string `json:"status"`
-	Instances struct {
-		Running int    `json:"running"`
-		Pending int    `json:"pending"`
-		Desired int    `json:"desired"`
-		Reason  string `json:"reason"`
-	} `json:"instances"`
+// api returns a deploy API client of s as user dev (or devTokenOverride).
+func (s *server) api() *client.Client {
+	return &client.Client{BaseURL: s.base, Token: token(), HTTP: httpClient}
 }
 
-func (d deployObject) String() string {
+// token is the token requests are sent with.
+func token() string {
+	if devTokenOverride != "" {
+		return devTokenOverride
+	}
+	return devToken
+}
+
+// describe is the part of a deploy object the tests log.
+func describe(d deploy.View) string {
 	i := d.Instances
 	return fmt.Sprintf("status=%s running=%d pending=%d desired=%d reason=%q", d.Status, i.Running, i.Pending, i.Desired, i.Reason)
 }
 
-func (s *server) create(name, gpu string, numGPUs, batch, minInst, maxInst int) deployObject {
+func (s *server) create(name, gpu string, numGPUs, batch, minInst, maxInst int) deploy.View {
 	s.t.Helper()
-	r, err := s.do(http.MethodPost, "/deploy/llm", map[string]any{
-		"model_name": name, "gpu": gpu, "num_gpus": numGPUs, "max_batch_size": batch,
-		"hf":       map[string]any{"repo": "org/model", "token": "hf_e2e_secret"},
-		"settings": map[string]any{"min_instances": minInst, "max_instances": maxInst},
+	d, err := s.api().Create(context.Background(), deploy.CreateRequest{
+		ModelName: name, GPU: gpu, NumGPUs: &numGPUs, MaxBatchSize: &batch,
+		HF:       &deploy.HF{Repo: "org/model", Token: "hf_e2e_secret"},
+		Settings: &deploy.Settings{MinInstances: minInst, MaxInstances: maxInst},
 	})
-	if err != nil || (r.Status != 200 && r.Status != 201) {
-		s.t.Fatalf("create %s: %v %s", name, err, r)
-	}
-	var d deployObject
-	if err := json.Unmarshal(r.Body, &d); err != nil {
-		s.t.Fatal(err)
+	if err != nil {
+		s.t.Fatalf("create %s: %v", name, err)
 	}
 	return d
 }
 
-func (s *server) get(id string) deployObject {
+func (s *server) get(id string) deploy.View {
 	s.t.Helper()
-	r, err := s.do(http.MethodGet, "/deploy/"+id, nil)
-	if err != nil || r.Status != 200 {
-		s.t.Fatalf("get %s: %v %s", id, err, r)
-	}
-	var d deployObject
-	if err := json.Unmarshal(r.Body, &d); err != nil {
-		s.t.Fatal(err)
+	d, err := s.api().Get(context.Background(), id)
+	if err != nil {
+		s.t.Fatalf("get %s: %v", id, err)
 	}
 	return d
 }
 
 func (s *server) delete(id string) {
 	s.t.Helper()
-	r, err := s.do(http.MethodDelete, "/deploy/"+id, nil)
-	if err != nil || r.Status != 200 {
-		s.t.Fatalf("delete %s: %v %s", id, err, r)
+	if err := s.api().Delete(context.Background(), id); err != nil {
+		s.t.Fatalf("delete %s: %v", id, err)
 	}
 }
 
 // waitDeploy polls the deploy object until cond holds.
-func (s *server) waitDeploy(id string, timeout time.Duration, what string, cond func(deployObject) bool) deployObject {
+func (s *server) waitDeploy(id string, timeout time.Duration, what string, cond func(deploy.View) bool) deploy.View {
 	s.t.Helper()
-	var last deployObject
+	var last deploy.View
 	if !waitFor(timeout, 100*time.Millisecond, func() bool { last = s.get(id); return cond(last) }) {
-		s.t.Fatalf("deployment %s not %s within %v: %s", id, what, timeout, last)
+		s.t.Fatalf("deployment %s not %s within %v: %s", id, what, timeout, describe(last))
 	}
 	return last
 }
@@ -246,4 +237,4 @@ func uniqueName(prefix string) string {
 }
 
 // jobOf returns the Nomad job ID of a deployment.
-func jobOf(d deployObject) string { return "thaw-" + d.DeployID }
+func jobOf(d deploy.View) string { return "thaw-" + d.ID }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 // TestServerScale: thaw server scales a deployment 0 -> 1 -> N -> 0
@@ -13,11 +15,11 @@ import (
 func TestServerScale(t *testing.T) {
 	s := startServer(t, serverOpts{idleTimeout: 3 * time.Second})
 	d := s.create(uniqueName("scale"), "H100-80GB", 1, 2, 0, 4)
-	t.Cleanup(func() { s.delete(d.DeployID) })
-	s.waitDeploy(d.DeployID, 10*time.Second, "running at zero", func(d deployObject) bool {
+	t.Cleanup(func() { s.delete(d.ID) })
+	s.waitDeploy(d.ID, 10*time.Second, "running at zero", func(d deploy.View) bool {
 		return d.Status == "running" && d.Instances.Desired == 0
 	})
-	if n := len(liveAllocs(t, d.DeployID)); n != 0 {
+	if n := len(liveAllocs(t, d.ID)); n != 0 {
 		t.Fatalf("%d allocations at zero instances", n)
 	}
 
@@ -30,7 +32,7 @@ func TestServerScale(t *testing.T) {
 	if r.Header.Get("X-Thaw-Cold-Start") == "" {
 		t.Errorf("first request has no X-Thaw-Cold-Start")
 	}
-	waitLiveAllocs(t, d.DeployID, 1)
+	waitLiveAllocs(t, d.ID, 1)
 
 	// 1 -> 4: a burst of 8 requests of ~1s at max_batch_size 2.
 	var wg sync.WaitGroup
@@ -44,11 +46,11 @@ func TestServerScale(t *testing.T) {
 			}
 		}()
 	}
-	peak := s.waitDeploy(d.DeployID, 30*time.Second, "at 4 running instances", func(d deployObject) bool {
+	peak := s.waitDeploy(d.ID, 30*time.Second, "at 4 running instances", func(d deploy.View) bool {
 		return d.Instances.Running == 4
 	})
-	t.Logf("1 -> 4: %s", peak)
-	waitLiveAllocs(t, d.DeployID, 4)
+	t.Logf("1 -> 4: %s", describe(peak))
+	waitLiveAllocs(t, d.ID, 4)
 	wg.Wait()
 	close(errs)
 	for msg := range errs {
@@ -56,10 +58,10 @@ func TestServerScale(t *testing.T) {
 	}
 
 	// -> 0 after the idle timeout: no allocation, the job stopped.
-	s.waitDeploy(d.DeployID, 30*time.Second, "back at zero", func(d deployObject) bool {
+	s.waitDeploy(d.ID, 30*time.Second, "back at zero", func(d deploy.View) bool {
 		return d.Instances.Running == 0 && d.Instances.Desired == 0
 	})
-	waitLiveAllocs(t, d.DeployID, 0)
+	waitLiveAllocs(t, d.ID, 0)
 	if !waitFor(10*time.Second, 100*time.Millisecond, func() bool {
 		j, _, err := nomadClient().Jobs().Info(jobOf(d), nil)
 		return err == nil && j.Stop != nil && *j.Stop
@@ -74,20 +76,20 @@ func TestServerScale(t *testing.T) {
 func TestServerPlacementFailure(t *testing.T) {
 	s := startServer(t, serverOpts{})
 	other := s.create(uniqueName("other"), "H100-80GB", 2, 4, 1, 1)
-	s.waitDeploy(other.DeployID, 60*time.Second, "running", func(d deployObject) bool { return d.Instances.Running == 1 })
+	s.waitDeploy(other.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 1 })
 	d := s.create(uniqueName("short"), "H100-80GB", 2, 4, 2, 2)
-	t.Cleanup(func() { s.delete(d.DeployID) })
-	short := s.waitDeploy(d.DeployID, 60*time.Second, "short of GPUs with a reason", func(d deployObject) bool {
+	t.Cleanup(func() { s.delete(d.ID) })
+	short := s.waitDeploy(d.ID, 60*time.Second, "short of GPUs with a reason", func(d deploy.View) bool {
 		return d.Instances.Running == 1 && d.Instances.Pending == 1 && strings.Contains(d.Instances.Reason, "no node has 2 free H100-80GB GPUs")
 	})
-	t.Logf("shortfall: %s", short)
+	t.Logf("shortfall: %s", describe(short))
 	if short.Instances.Desired != 2 || short.Status != "deploying" {
-		t.Errorf("deployment short of GPUs: %s, want desired 2 and status deploying", short)
+		t.Errorf("deployment short of GPUs: %s, want desired 2 and status deploying", describe(short))
 	}
 
 	t0 := time.Now()
-	s.delete(other.DeployID)
-	s.waitDeploy(d.DeployID, 60*time.Second, "fully running", func(d deployObject) bool {
+	s.delete(other.ID)
+	s.waitDeploy(d.ID, 60*time.Second, "fully running", func(d deploy.View) bool {
 		return d.Instances.Running == 2 && d.Instances.Pending == 0 && d.Status == "running"
 	})
 	t.Logf("placed %v after the other deployment was deleted", time.Since(t0).Round(time.Millisecond))
@@ -106,22 +108,22 @@ func TestServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	s1 := startServer(t, serverOpts{redisAddr: redis, dataDir: dir, adoptGrace: 3 * time.Second})
 	d := s1.create(uniqueName("restart"), "A100-80GB", 1, 4, 2, 2)
-	s1.waitDeploy(d.DeployID, 60*time.Second, "running", func(d deployObject) bool { return d.Instances.Running == 2 })
-	before := waitLiveAllocs(t, d.DeployID, 2)
+	s1.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
+	before := waitLiveAllocs(t, d.ID, 2)
 	s1.stop()
 	time.Sleep(time.Second)
-	if n := len(liveAllocs(t, d.DeployID)); n != 2 {
+	if n := len(liveAllocs(t, d.ID)); n != 2 {
 		t.Fatalf("%d live allocations after thaw server stopped, want its 2 still running", n)
 	}
 
 	s2 := startServer(t, serverOpts{redisAddr: redis, dataDir: dir, adoptGrace: 3 * time.Second})
-	t.Cleanup(func() { s2.delete(d.DeployID) })
-	s2.waitDeploy(d.DeployID, 30*time.Second, "running again", func(d deployObject) bool { return d.Instances.Running == 2 })
+	t.Cleanup(func() { s2.delete(d.ID) })
+	s2.waitDeploy(d.ID, 30*time.Second, "running again", func(d deploy.View) bool { return d.Instances.Running == 2 })
 	if msg := checkChat(s2.chat(d.FullName, 5)); msg != "" {
 		t.Errorf("request after the restart: %s", msg)
 	}
 	time.Sleep(4 * time.Second) // past the adoption grace
-	after := liveAllocs(t, d.DeployID)
+	after := liveAllocs(t, d.ID)
 	if len(after) != 2 {
 		t.Errorf("%d live allocations after the restart, want 2", len(after))
 	}

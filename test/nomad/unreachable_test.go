@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 // cutProxy forwards a loopback port to Nomad and can cut it: the listener
@@ -87,7 +89,7 @@ func TestServerNomadUnreachable(t *testing.T) {
 	proxy := newCutProxy(t, strings.TrimPrefix(nomadURL, "http://"))
 	s := startServer(t, serverOpts{nomadAddr: "http://" + proxy.addr})
 	d := s.create(uniqueName("cut"), "H100-80GB", 1, 2, 1, 2)
-	s.waitDeploy(d.DeployID, 60*time.Second, "running", func(d deployObject) bool { return d.Instances.Running == 1 })
+	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 1 })
 
 	proxy.cut()
 	t.Log("cut thaw off from Nomad")
@@ -100,10 +102,10 @@ func TestServerNomadUnreachable(t *testing.T) {
 	}) {
 		t.Errorf("/healthz does not say Nomad is unreachable")
 	}
-	cut := s.waitDeploy(d.DeployID, 15*time.Second, "saying Nomad is unreachable", func(d deployObject) bool {
+	cut := s.waitDeploy(d.ID, 15*time.Second, "saying Nomad is unreachable", func(d deploy.View) bool {
 		return strings.Contains(d.Instances.Reason, "Nomad is unreachable")
 	})
-	t.Logf("deploy object: %s", cut)
+	t.Logf("deploy object: %s", describe(cut))
 
 	// Load for 2 instances: the scale-up waits for Nomad, requests wait
 	// for capacity (or are served by the running instance).
@@ -118,20 +120,20 @@ func TestServerNomadUnreachable(t *testing.T) {
 			}
 		}()
 	}
-	s.waitDeploy(d.DeployID, 15*time.Second, "wanting 2 instances", func(d deployObject) bool { return d.Instances.Desired == 2 })
+	s.waitDeploy(d.ID, 15*time.Second, "wanting 2 instances", func(d deploy.View) bool { return d.Instances.Desired == 2 })
 	time.Sleep(time.Second)
-	if got := s.get(d.DeployID); got.Instances.Running != 1 {
-		t.Errorf("scaled with Nomad unreachable?: %s", got)
+	if got := s.get(d.ID); got.Instances.Running != 1 {
+		t.Errorf("scaled with Nomad unreachable?: %s", describe(got))
 	}
 
 	proxy.restore(t)
 	t0 := time.Now()
-	s.waitDeploy(d.DeployID, 30*time.Second, "scaled to 2 once Nomad is back", func(d deployObject) bool { return d.Instances.Running == 2 })
+	s.waitDeploy(d.ID, 30*time.Second, "scaled to 2 once Nomad is back", func(d deploy.View) bool { return d.Instances.Running == 2 })
 	t.Logf("scaled up %v after Nomad came back", time.Since(t0).Round(time.Millisecond))
 	wg.Wait()
 	close(errs)
 	for msg := range errs {
 		t.Errorf("request during the outage: %s", msg)
 	}
-	s.delete(d.DeployID)
+	s.delete(d.ID)
 }
