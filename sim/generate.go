@@ -57,7 +57,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request) {
 	if req.MaxCompletionTokens != nil {
 		maxTokens = req.MaxCompletionTokens
 	}
-	j, ok := newJob(w, prompt, maxTokens, req.N, req.Stream, req.StreamOptions)
+	j, ok := newJob(w, prompt, maxTokens, req.requestParams)
 	if !ok {
 		return
 	}
@@ -76,7 +76,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	j, ok := newJob(w, prompt, req.MaxTokens, req.N, req.Stream, req.StreamOptions)
+	j, ok := newJob(w, prompt, req.MaxTokens, req.requestParams)
 	if !ok {
 		return
 	}
@@ -87,8 +87,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request) {
 // modelRequest is a request naming the model it wants.
 type modelRequest interface{ model() string }
 
-func (r *chatRequest) model() string       { return r.Model }
-func (r *completionRequest) model() string { return r.Model }
+func (p *requestParams) model() string { return p.Model }
 
 // decode reads the body into req and checks the model. On failure it
 // writes the error and returns false.
@@ -117,9 +116,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, req modelRequest
 	return true
 }
 
-// newJob validates the parameters shared by both endpoints. On failure it
-// writes the error and returns false.
-func newJob(w http.ResponseWriter, prompt int, maxTokens, n *int, stream bool, opts *streamOptions) (job, bool) {
+// newJob validates the parameters shared by both endpoints; maxTokens is
+// the endpoint's token limit (p.MaxTokens, or chat's max_completion_tokens).
+// On failure it writes the error and returns false.
+func newJob(w http.ResponseWriter, prompt int, maxTokens *int, p requestParams) (job, bool) {
+	n, stream, opts := p.N, p.Stream, p.StreamOptions
 	j := job{promptTokens: max(prompt, 1), maxTokens: defaultMaxTokens, stream: stream}
 	if maxTokens != nil {
 		if *maxTokens <= 0 {

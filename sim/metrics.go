@@ -41,30 +41,17 @@ func newMetrics(model string, lim *limiter) *metrics {
 			ConstLabels: labels,
 		}),
 	}
-	running := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "vllm:num_requests_running",
-		Help:        "Number of requests in model execution batches.",
-		ConstLabels: labels,
-	}, func() float64 {
-		r, _ := lim.counts()
-		return float64(r)
-	})
-	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "vllm:num_requests_waiting",
-		Help:        "Number of requests waiting to be processed.",
-		ConstLabels: labels,
-	}, func() float64 {
-		_, w := lim.counts()
-		return float64(w)
-	})
-	usage := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "vllm:kv_cache_usage_perc",
-		Help:        "KV-cache usage. 1 means 100 percent usage.",
-		ConstLabels: labels,
-	}, func() float64 {
-		r, _ := lim.counts()
-		return float64(r) / float64(lim.max)
-	})
+	gauge := func(name, help string, value func(running, waiting int) float64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
+			return value(lim.counts())
+		})
+	}
+	running := gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+		func(r, _ int) float64 { return float64(r) })
+	waiting := gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+		func(_, w int) float64 { return float64(w) })
+	usage := gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+		func(r, _ int) float64 { return float64(r) / float64(lim.max) })
 	// Like vLLM, expose the success counter from the start, at zero.
 	m.requestSuccess.WithLabelValues("stop")
 	m.requestSuccess.WithLabelValues(finishLength)
