@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/httperr"
@@ -14,6 +15,18 @@ import (
 
 // modelUsage is the message of a request without a usable "model".
 const modelUsage = "model is required: " + deploy.ModelRefUsage
+
+// readRequest reads what every inference request starts with: its hold
+// (holdFor) and its body (readBody), checked in that order.
+func (p *Proxy) readRequest(w http.ResponseWriter, r *http.Request) (hold time.Duration, body []byte, herr *httperr.Error) {
+	if hold, herr = holdFor(r.Header, p.cfg.HoldTimeout); herr != nil {
+		return 0, nil, herr
+	}
+	if body, herr = p.readBody(w, r); herr != nil {
+		return 0, nil, herr
+	}
+	return hold, body, nil
+}
 
 // readBody reads a request body of at most p.cfg.MaxBody bytes: 413 over
 // it, 408 when the body deadline (httpserve) passes first.

@@ -43,12 +43,7 @@ func (p *Proxy) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handle
 // upstreamPath.
 func (p *Proxy) forward(upstreamPath string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hold, herr := holdFor(r.Header, p.cfg.HoldTimeout)
-		if herr != nil {
-			httperr.Write(w, herr)
-			return
-		}
-		body, herr := p.readBody(w, r)
+		hold, body, herr := p.readRequest(w, r)
 		if herr != nil {
 			httperr.Write(w, herr)
 			return

@@ -51,12 +51,7 @@ type nativeResult struct {
 // into an OpenAI completion on an instance. Streaming is served by the
 // OpenAI-compatible paths only.
 func (p *Proxy) native(w http.ResponseWriter, r *http.Request) {
-	hold, herr := holdFor(r.Header, p.cfg.HoldTimeout)
-	if herr != nil {
-		httperr.Write(w, herr)
-		return
-	}
-	body, herr := p.readBody(w, r)
+	hold, body, herr := p.readRequest(w, r)
 	if herr != nil {
 		httperr.Write(w, herr)
 		return
