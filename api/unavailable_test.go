@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -12,8 +11,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/logtest"
 )
 
 // memBackend keeps deployments in memory; writes fail while fail is set.
@@ -40,34 +41,16 @@ func (m *memBackend) setFail(err error) {
 	m.fail = err
 }
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex // mu guards buf.
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newMemHarness is newHarness over a memBackend, logging to the returned
 // buffer.
-func newMemHarness(t *testing.T) (*harness, *memBackend, *syncBuffer) {
+func newMemHarness(t *testing.T) (*harness, *memBackend, *logtest.Buffer) {
 	t.Helper()
 	backend := &memBackend{}
 	store, err := deploy.NewStore(backend)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	live := &fakeLive{byID: map[string]deploy.Live{}}
 	a, err := New(Config{Store: store, Live: live, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

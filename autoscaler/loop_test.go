@@ -1,7 +1,6 @@
 package autoscaler
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/internal/logtest"
 )
 
 // call is one SetDesired the fake fleet saw, At after the test started.
@@ -103,29 +104,11 @@ func (d *fakeDemand) set(m map[string]int, err error) {
 	d.demand, d.err = m, err
 }
 
-// syncBuffer is a log sink safe for the loop goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex // mu guards b.
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var spec8 = Spec{Min: 0, Max: 10, BatchSize: 8}
 
 // startLoop runs a loop over fleet and demand until the test ends. It must
 // be called inside a synctest bubble.
-func startLoop(t *testing.T, fleet *fakeFleet, demand *fakeDemand, log *syncBuffer) *Loop {
+func startLoop(t *testing.T, fleet *fakeFleet, demand *fakeDemand, log *logtest.Buffer) *Loop {
 	t.Helper()
 	l, err := NewLoop(LoopConfig{Fleet: fleet, Demand: demand, Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
@@ -159,7 +142,7 @@ func TestLoopWake(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				fleet := newFakeFleet(Target{ID: "a", Spec: spec8}, Target{ID: "b", Spec: spec8})
 				demand := &fakeDemand{}
-				var log syncBuffer
+				var log logtest.Buffer
 				l := startLoop(t, fleet, demand, &log)
 				time.Sleep(500 * time.Millisecond) // between ticks
 				synctest.Wait()
@@ -192,7 +175,7 @@ func TestLoopWake(t *testing.T) {
 func TestLoopWakeUnknownDeployment(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8})
-		l := startLoop(t, fleet, &fakeDemand{}, &syncBuffer{})
+		l := startLoop(t, fleet, &fakeDemand{}, &logtest.Buffer{})
 		l.Wake("nope")
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
@@ -206,7 +189,7 @@ func TestLoopTick(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8}, Target{ID: "idle", Spec: spec8})
 		demand := &fakeDemand{}
-		startLoop(t, fleet, demand, &syncBuffer{})
+		startLoop(t, fleet, demand, &logtest.Buffer{})
 
 		time.Sleep(500 * time.Millisecond)
 		demand.set(map[string]int{"a": 20}, nil) // seen by the tick at 1s
@@ -231,7 +214,7 @@ func TestLoopDemandErrorHoldsCounts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8, Current: 1})
 		demand := &fakeDemand{demand: map[string]int{"a": 8}}
-		var log syncBuffer
+		var log logtest.Buffer
 		startLoop(t, fleet, demand, &log)
 
 		time.Sleep(10*time.Second + 500*time.Millisecond)
@@ -261,7 +244,7 @@ func TestLoopResync(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8})
 		fleet.apply = false // the fleet never reports the new count
-		startLoop(t, fleet, &fakeDemand{demand: map[string]int{"a": 1}}, &syncBuffer{})
+		startLoop(t, fleet, &fakeDemand{demand: map[string]int{"a": 1}}, &logtest.Buffer{})
 		time.Sleep(45 * time.Second)
 		synctest.Wait()
 		want := []call{
@@ -278,7 +261,7 @@ func TestLoopRetriesFailedSetDesired(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8})
 		fleet.fail = 1
-		var log syncBuffer
+		var log logtest.Buffer
 		startLoop(t, fleet, &fakeDemand{demand: map[string]int{"a": 9}}, &log)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
@@ -298,7 +281,7 @@ func TestLoopRetriesFailedSetDesired(t *testing.T) {
 func TestLoopDropsVanishedDeployments(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fleet := newFakeFleet(Target{ID: "a", Spec: spec8}, Target{ID: "b", Spec: spec8})
-		l := startLoop(t, fleet, &fakeDemand{}, &syncBuffer{})
+		l := startLoop(t, fleet, &fakeDemand{}, &logtest.Buffer{})
 		synctest.Wait()
 		if got := len(l.states); got != 2 {
 			t.Fatalf("states = %d, want 2", got)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/thawhq/thaw/internal/bubbletest"
 	"github.com/thawhq/thaw/internal/redistest"
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 // runReporter runs a Reporter until the test ends (or stop is called).
@@ -28,25 +29,7 @@ func runReporter(t *testing.T, cfg ReporterConfig) (r *Reporter, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(3 * time.Second):
-				t.Error("Run did not return")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return r, stop
+	return r, runtest.Start(t, r.Run)
 }
 
 func counts(t *testing.T, rdb redis.UniversalClient) map[string]Counts {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/internal/bubbletest"
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 // journal is a log of what the fakes saw, in order, shared by the fake
@@ -298,24 +299,7 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 		t.Fatal(err)
 	}
 	h.f = f
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Error("Run did not return after its context ended")
-			}
-		})
-	}
-	t.Cleanup(h.stop)
+	h.stop = runtest.Start(t, f.Run)
 	return h
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/internal/logtest"
 )
 
 // TestHelperProcess is not a test: it is the model server the tests run, by
@@ -80,29 +81,11 @@ func helperCommand(spec fleet.Spec, port int) *exec.Cmd {
 	return cmd
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (a log sink).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness runs a Runtime for one test and records its reports.
 type harness struct {
 	t    *testing.T
 	rt   *Runtime
-	logs *syncBuffer
+	logs *logtest.Buffer
 
 	cancel  context.CancelFunc
 	runDone chan error
@@ -121,7 +104,7 @@ func start(t *testing.T, cfg Config) *harness {
 // startWith is start, calling before (when not nil) before Run.
 func startWith(t *testing.T, cfg Config, before func(*Runtime)) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, runDone: make(chan error, 1)}
+	h := &harness{t: t, logs: &logtest.Buffer{}, runDone: make(chan error, 1)}
 	if cfg.Command == nil {
 		cfg.Command = helperCommand
 	}

@@ -1,0 +1,30 @@
+// Package logtest holds a log sink that tests read while the code under
+// test writes to it from its own goroutines.
+package logtest
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Buffer is a bytes.Buffer safe for concurrent use: a log destination
+// (slog.NewTextHandler(&b, nil)) that the test reads with String. Its zero
+// value is ready to use.
+type Buffer struct {
+	mu sync.Mutex // mu guards b.
+	b  bytes.Buffer
+}
+
+// Write appends p to the buffer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
