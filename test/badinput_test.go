@@ -29,7 +29,7 @@ func TestBadInputs(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{GPUQuota: 8})
 	name := uniqueName("good")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 
 	bad := []int{http.StatusBadRequest, http.StatusUnprocessableEntity}
 	only400 := []int{http.StatusBadRequest}
@@ -57,8 +57,8 @@ func TestBadInputs(t *testing.T) {
 		{"GET unknown id", "GET", "/deploy/no-such-id", nil, notFound, ""},
 		{"PUT unknown id", "PUT", "/deploy/no-such-id", map[string]any{"settings": map[string]any{"min_instances": 0, "max_instances": 1}}, notFound, ""},
 		{"DELETE unknown id", "DELETE", "/deploy/no-such-id", nil, notFound, ""},
-		{"PUT invalid JSON", "PUT", "/deploy/" + d.DeployID, `{"settings":`, only400, ""},
-		{"PUT min > max", "PUT", "/deploy/" + d.DeployID, map[string]any{"settings": map[string]any{"min_instances": 3, "max_instances": 2}}, bad, ""},
+		{"PUT invalid JSON", "PUT", "/deploy/" + d.ID, `{"settings":`, only400, ""},
+		{"PUT min > max", "PUT", "/deploy/" + d.ID, map[string]any{"settings": map[string]any{"min_instances": 3, "max_instances": 2}}, bad, ""},
 		{"chat invalid JSON", "POST", "/v1/openai/chat/completions", `{"model":`, only400, ""},
 		{"chat without model", "POST", "/v1/openai/chat/completions", map[string]any{"messages": []any{}}, bad, "model"},
 		{"chat unknown model", "POST", "/v1/openai/chat/completions", chatBody("dev/no-such-model", 4, false), notFound, ""},
@@ -87,11 +87,11 @@ func TestBadInputs(t *testing.T) {
 
 	// PUT changes settings only: other fields are ignored or refused, never
 	// applied.
-	r := p.do(t, http.MethodPut, "/deploy/"+d.DeployID, devToken, map[string]any{
+	r := p.do(t, http.MethodPut, "/deploy/"+d.ID, devToken, map[string]any{
 		"settings": map[string]any{"min_instances": 0, "max_instances": 3},
 		"gpu":      "H100-80GB", "num_gpus": 2, "max_batch_size": 64,
 	})
-	got := p.get(t, d.DeployID)
+	got := p.get(t, d.ID)
 	switch {
 	case r.Status == http.StatusOK:
 		if got.Settings.MaxInstances != 3 {
@@ -108,11 +108,11 @@ func TestBadInputs(t *testing.T) {
 	if got.Config.GPU != "A100-80GB" || got.Config.NumGPUs != 1 || got.Config.MaxBatchSize != 8 {
 		t.Errorf("PUT changed the config: %+v", got.Config)
 	}
-	r = p.do(t, http.MethodPut, "/deploy/"+d.DeployID, devToken, map[string]any{"settings": map[string]any{"min_instances": 0, "max_instances": 2}})
+	r = p.do(t, http.MethodPut, "/deploy/"+d.ID, devToken, map[string]any{"settings": map[string]any{"min_instances": 0, "max_instances": 2}})
 	if r.Status != http.StatusOK {
 		t.Fatalf("PUT settings: %s", r)
 	}
-	if got := p.get(t, d.DeployID).Settings; got.MinInstances != 0 || got.MaxInstances != 2 {
+	if got := p.get(t, d.ID).Settings; got.MinInstances != 0 || got.MaxInstances != 2 {
 		t.Errorf("PUT settings max_instances 2: settings now %+v", got)
 	}
 

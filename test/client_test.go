@@ -14,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/deploy"
 )
 
 // httpClient is shared by all tests; it keeps enough idle connections for
@@ -141,39 +144,15 @@ func checkError(t *testing.T, what string, r response, statuses []int, field str
 	return param
 }
 
-// deployObject is the deploy object as DeepInfra's API shows it, plus
-// desired and reason in instances.
-type deployObject struct {
-	DeployID   string `json:"deploy_id"`
-	ModelName  string `json:"model_name"`
-	Type       string `json:"type"`
-	Status     string `json:"status"`
-	FailReason string `json:"fail_reason"`
-	Instances  struct {
-		Running int    `json:"running"`
-		Pending int    `json:"pending"`
-		Desired int    `json:"desired"`
-		Reason  string `json:"reason"`
-	} `json:"instances"`
-	Config struct {
-		GPU          string `json:"gpu"`
-		NumGPUs      int    `json:"num_gpus"`
-		MaxBatchSize int    `json:"max_batch_size"`
-		Weights      struct {
-			Repo     string `json:"repo"`
-			Revision string `json:"revision"`
-		} `json:"weights"`
-	} `json:"config"`
-	Settings struct {
-		MinInstances int `json:"min_instances"`
-		MaxInstances int `json:"max_instances"`
-	} `json:"settings"`
-	CreatedAt string `json:"created_at"`
-}
-
-func (d deployObject) instancesString() string {
+// instancesOf describes d's instances, for failure messages and logs.
+func instancesOf(d deploy.View) string {
 	i := d.Instances
 	return fmt.Sprintf("running=%d pending=%d desired=%d reason=%q", i.Running, i.Pending, i.Desired, i.Reason)
+}
+
+// api returns a deploy API client of p as token's user.
+func (p *thawProc) api(token string) *client.Client {
+	return &client.Client{BaseURL: p.Base, Token: token, HTTP: httpClient}
 }
 
 // llmBody is a POST /deploy/llm body.
@@ -188,58 +167,68 @@ func llmBody(name, gpu string, numGPUs, batch, minInst, maxInst int) map[string]
 	}
 }
 
-// create posts body to /deploy/llm as token's user and returns the deploy
-// object, failing the test unless it was created.
-func (p *thawProc) create(t *testing.T, token string, body map[string]any) deployObject {
-	t.Helper()
-	r := p.do(t, http.MethodPost, "/deploy/llm", token, body)
-	if r.Status != http.StatusOK && r.Status != http.StatusCreated {
-		t.Fatalf("POST /deploy/llm %v: %s", body["model_name"], r)
+// llmRequest is llmBody as the client package sends it.
+func llmRequest(name, gpu string, numGPUs, batch, minInst, maxInst int) deploy.CreateRequest {
+	return deploy.CreateRequest{
+		ModelName:    name,
+		GPU:          gpu,
+		NumGPUs:      &numGPUs,
+		MaxBatchSize: &batch,
+		HF:           &deploy.HF{Repo: "meta-llama/Llama-2-7b-chat-hf"},
+		Settings:     &deploy.Settings{MinInstances: minInst, MaxInstances: maxInst},
 	}
-	var d deployObject
-	r.decode(t, &d)
-	if d.DeployID == "" || d.ModelName != body["model_name"] {
-		t.Fatalf("POST /deploy/llm: deploy object lacks deploy_id or model_name %q: %s", body["model_name"], r)
+}
+
+// create creates the deployment req as token's user and returns the deploy
+// object, failing the test unless it was created.
+func (p *thawProc) create(t *testing.T, token string, req deploy.CreateRequest) deploy.View {
+	t.Helper()
+	d, err := p.api(token).Create(context.Background(), req)
+	if err != nil {
+		t.Fatalf("POST /deploy/llm %s: %v", req.ModelName, err)
+	}
+	if d.ID == "" || d.ModelName != req.ModelName {
+		t.Fatalf("POST /deploy/llm: deploy object lacks deploy_id or model_name %q: %+v", req.ModelName, d)
 	}
 	return d
 }
 
-// get returns GET /deploy/{id} as dev, failing the test unless 200.
-func (p *thawProc) get(t *testing.T, id string) deployObject {
+// get returns GET /deploy/{id} as dev, failing the test unless it answers.
+func (p *thawProc) get(t *testing.T, id string) deploy.View {
 	t.Helper()
-	r := p.do(t, http.MethodGet, "/deploy/"+id, devToken, nil)
-	if r.Status != http.StatusOK {
-		t.Fatalf("GET /deploy/%s: %s", id, r)
+	d, err := p.api(devToken).Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("GET /deploy/%s: %v", id, err)
 	}
-	var d deployObject
-	r.decode(t, &d)
 	return d
 }
 
 // list returns GET /deploy/list as token's user: a JSON array of deploy
 // objects, as DeepInfra returns it.
-func (p *thawProc) list(t *testing.T, token string) []deployObject {
+// It decodes the body itself (not through the client package, which
+// also accepts {"data":[...]}) so that any other shape fails the test.
+func (p *thawProc) list(t *testing.T, token string) []deploy.View {
 	t.Helper()
 	r := p.do(t, http.MethodGet, "/deploy/list", token, nil)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET /deploy/list: %s", r)
 	}
-	var ds []deployObject
+	var ds []deploy.View
 	r.decode(t, &ds)
 	return ds
 }
 
 // waitDeploy polls GET /deploy/{id} every 100ms until cond holds, failing
 // the test with the last object after timeout.
-func (p *thawProc) waitDeploy(t *testing.T, id string, timeout time.Duration, what string, cond func(deployObject) bool) deployObject {
+func (p *thawProc) waitDeploy(t *testing.T, id string, timeout time.Duration, what string, cond func(deploy.View) bool) deploy.View {
 	t.Helper()
-	var last deployObject
+	var last deploy.View
 	ok := waitFor(timeout, 100*time.Millisecond, func() bool {
 		last = p.get(t, id)
 		return cond(last)
 	})
 	if !ok {
-		t.Fatalf("deployment %s: not %s within %v; last instances: %s (status %q)", id, what, timeout, last.instancesString(), last.Status)
+		t.Fatalf("deployment %s: not %s within %v; last instances: %s (status %q)", id, what, timeout, instancesOf(last), last.Status)
 	}
 	return last
 }

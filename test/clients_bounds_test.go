@@ -25,7 +25,7 @@ func TestClientConnectionBounds(t *testing.T) {
 	const bodyTimeout, idleTimeout = 2 * time.Second, 3 * time.Second
 	p := startThaw(t, thawOpts{SimStartup: 10 * time.Second, TokensPerSecond: 20, BodyTimeout: bodyTimeout, ConnIdleTimeout: idleTimeout})
 	name := uniqueName("bounds")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

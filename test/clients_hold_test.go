@@ -22,9 +22,9 @@ func TestClientHoldHeaders(t *testing.T) {
 	p := startThaw(t, thawOpts{HoldTimeout: hold, SimStartup: time.Second, TokensPerSecond: 20, GPUs: "A100-80GB:8,H100-80GB:0"})
 	// No H100 in the inventory: this deployment never gets an instance.
 	never := "dev/" + uniqueName("nogpu")
-	p.create(t, devToken, llmBody(strings.TrimPrefix(never, "dev/"), "H100-80GB", 1, 2, 0, 1))
+	p.create(t, devToken, llmRequest(strings.TrimPrefix(never, "dev/"), "H100-80GB", 1, 2, 0, 1))
 	name := uniqueName("waits")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 1, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 1, 0, 1))
 	model := "dev/" + name
 
 	t.Run("X-Thaw-Hold-Timeout", func(t *testing.T) {
@@ -127,7 +127,7 @@ func TestClientHoldHeaders(t *testing.T) {
 			t.Fatalf("stream: no first event (%v): %q", err, ev)
 		}
 		go func() { _, _ = io.Copy(io.Discard, resp.Body) }()
-		if in, _, _ := p.slotGauges(t, d.DeployID); in != 1 {
+		if in, _, _ := p.slotGauges(t, d.ID); in != 1 {
 			t.Fatalf("thaw_requests_inflight %v while one stream runs, want 1", in)
 		}
 		r = ask("request queued behind the busy slot")
@@ -171,8 +171,8 @@ func TestClientLongHold(t *testing.T) {
 	ph := startThaw(t, thawOpts{SimStartup: startup, HoldTimeout: startup + time.Minute})
 	ps := startThaw(t, thawOpts{TokensPerSecond: 1})
 	hname, sname := uniqueName("longhold"), uniqueName("longstream")
-	ph.create(t, devToken, llmBody(hname, "A100-80GB", 1, 1, 0, 1))
-	ps.create(t, devToken, llmBody(sname, "A100-80GB", 1, 1, 0, 1))
+	ph.create(t, devToken, llmRequest(hname, "A100-80GB", 1, 1, 0, 1))
+	ps.create(t, devToken, llmRequest(sname, "A100-80GB", 1, 1, 0, 1))
 	ctx, cancel := context.WithTimeout(context.Background(), startup+3*time.Minute)
 	defer cancel()
 

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 const (
@@ -68,8 +70,8 @@ func TestClientCancellation(t *testing.T) {
 	// leaves long before its request would end by itself.
 	l.p = startThaw(t, thawOpts{SimStartup: l.startup, TokensPerSecond: 20, IdleTimeout: idle, SimRequestLog: string(l.log)})
 	name := uniqueName("leave")
-	d := l.p.create(t, devToken, llmBody(name, "A100-80GB", 1, l.batch, 0, 1))
-	l.id, l.byName, l.byID = d.DeployID, "dev/"+name, "deploy_id:"+d.DeployID
+	d := l.p.create(t, devToken, llmRequest(name, "A100-80GB", 1, l.batch, 0, 1))
+	l.id, l.byName, l.byID = d.ID, "dev/"+name, "deploy_id:"+d.ID
 
 	t.Run("while held for a cold start", l.whileHeld)
 	t.Run("OpenAI Python SDK", l.pythonSDK)
@@ -101,7 +103,7 @@ func TestClientCancellation(t *testing.T) {
 	}
 
 	lastTraffic := time.Now()
-	l.p.waitDeploy(t, l.id, idle+20*time.Second, "scaled to zero after the idle timeout", func(d deployObject) bool {
+	l.p.waitDeploy(t, l.id, idle+20*time.Second, "scaled to zero after the idle timeout", func(d deploy.View) bool {
 		return d.Instances.Running == 0 && d.Instances.Pending == 0
 	})
 	t.Logf("scaled to zero %v after the last request (idle timeout %v)", time.Since(lastTraffic), idle)

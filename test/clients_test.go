@@ -341,7 +341,7 @@ func TestClientUpstreamHeaders(t *testing.T) {
 	log := requestLog(t.TempDir() + "/requests.jsonl")
 	p := startThaw(t, thawOpts{SimRequestLog: string(log)})
 	name := uniqueName("hdrs")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 
 	type tc struct {
@@ -352,14 +352,14 @@ func TestClientUpstreamHeaders(t *testing.T) {
 	cases := []tc{
 		{"chat", "/v1/openai/chat/completions", chatBody(model, 4, false), false},
 		{"chat-stream", "/v1/openai/chat/completions", chatBody(model, 4, true), true},
-		{"chat-by-id", "/v1/openai/chat/completions", chatBody("deploy_id:"+d.DeployID, 4, false), false},
+		{"chat-by-id", "/v1/openai/chat/completions", chatBody("deploy_id:"+d.ID, 4, false), false},
 		{"completions", "/v1/openai/completions", completionReq(model, 4, false), false},
 		{"completions-stream", "/v1/openai/completions", completionReq(model, 4, true), true},
 		{"native", "/v1/inference/" + model, nativeReq(4), false},
 	}
 	spoofed := []string{
 		"X-Thaw-Route", "direct",
-		"X-Thaw-Deploy-Id", d.DeployID,
+		"X-Thaw-Deploy-Id", d.ID,
 		"X-Thaw-Grant", "made-up-grant",
 	}
 	for _, variant := range []struct {

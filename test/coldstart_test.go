@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"sort"
 	"sync"
@@ -53,18 +52,14 @@ func burst(t *testing.T, p *thawProc, id, model string, n, maxTokens int) ([]bur
 		tick := time.NewTicker(25 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			r, err := p.doCtx(context.Background(), http.MethodGet, "/deploy/"+id, devToken, nil)
+			d, err := p.api(devToken).Get(context.Background(), id)
 			s.polls++
-			if err != nil || r.Status != http.StatusOK {
+			if err != nil {
 				s.pollErrors++
 			} else {
-				var d deployObject
-				if err := json.Unmarshal(r.Body, &d); err != nil {
-					s.pollErrors++
-				}
 				if d.Instances.Running+d.Instances.Pending > s.maxInFleet {
 					s.maxInFleet = d.Instances.Running + d.Instances.Pending
-					s.observation = d.instancesString()
+					s.observation = instancesOf(d)
 				}
 				s.maxRunning = max(s.maxRunning, d.Instances.Running)
 				s.maxDesired = max(s.maxDesired, d.Instances.Desired)
@@ -144,16 +139,16 @@ func checkBurst(t *testing.T, results []burstResult, stats burstStats, maxTokens
 func coldStartScenario(t *testing.T, p *thawProc, n int) {
 	const maxTokens, maxInstances = 4, 2
 	name := uniqueName("cold")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, maxInstances))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, maxInstances))
 	if got := d.Instances.Running; got != 0 {
 		t.Errorf("new deployment with min_instances 0: running %d, want 0", got)
 	}
-	results, stats := burst(t, p, d.DeployID, "dev/"+name, n, maxTokens)
+	results, stats := burst(t, p, d.ID, "dev/"+name, n, maxTokens)
 	checkBurst(t, results, stats, maxTokens, maxInstances, 500*time.Millisecond)
 
-	after := p.get(t, d.DeployID)
+	after := p.get(t, d.ID)
 	if after.Instances.Running < 1 {
-		t.Errorf("after the burst: %s, want running >= 1", after.instancesString())
+		t.Errorf("after the burst: %s, want running >= 1", instancesOf(after))
 	}
 	// A warm request goes straight through: no cold start to report.
 	r := p.chat(t, "dev/"+name, maxTokens)

@@ -14,7 +14,7 @@ import (
 func TestH2C(t *testing.T) {
 	p := startThaw(t, thawOpts{})
 	name := uniqueName("h2c")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)

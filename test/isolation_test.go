@@ -14,23 +14,23 @@ func TestIsolation(t *testing.T) {
 	const alice = "tok-a"
 	p := startThaw(t, thawOpts{Users: []string{"alice=" + alice}})
 	name := uniqueName("iso")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 	notFound := []int{http.StatusNotFound}
 
-	r := p.do(t, http.MethodGet, "/deploy/"+d.DeployID, alice, nil)
+	r := p.do(t, http.MethodGet, "/deploy/"+d.ID, alice, nil)
 	checkError(t, "alice GET dev's deployment", r, notFound, "")
-	r = p.do(t, http.MethodPut, "/deploy/"+d.DeployID, alice, map[string]any{"settings": map[string]any{"min_instances": 0, "max_instances": 2}})
+	r = p.do(t, http.MethodPut, "/deploy/"+d.ID, alice, map[string]any{"settings": map[string]any{"min_instances": 0, "max_instances": 2}})
 	checkError(t, "alice PUT dev's deployment", r, notFound, "")
-	r = p.do(t, http.MethodDelete, "/deploy/"+d.DeployID, alice, nil)
+	r = p.do(t, http.MethodDelete, "/deploy/"+d.ID, alice, nil)
 	checkError(t, "alice DELETE dev's deployment", r, notFound, "")
-	if got := p.get(t, d.DeployID); got.Settings.MaxInstances != 1 {
+	if got := p.get(t, d.ID); got.Settings.MaxInstances != 1 {
 		t.Errorf("alice's PUT changed dev's deployment: settings %+v", got.Settings)
 	}
 
 	for _, o := range p.list(t, alice) {
-		if o.DeployID == d.DeployID || o.ModelName == name {
-			t.Errorf("alice's /deploy/list shows dev's deployment %s", d.DeployID)
+		if o.ID == d.ID || o.ModelName == name {
+			t.Errorf("alice's /deploy/list shows dev's deployment %s", d.ID)
 		}
 	}
 	if ids := modelIDs(t, p, alice); slices.Contains(ids, model) {
@@ -40,7 +40,7 @@ func TestIsolation(t *testing.T) {
 		t.Errorf("dev's /v1/openai/models lacks %s: %v", model, ids)
 	}
 
-	for _, m := range []string{model, "deploy_id:" + d.DeployID} {
+	for _, m := range []string{model, "deploy_id:" + d.ID} {
 		r = p.do(t, http.MethodPost, "/v1/openai/chat/completions", alice, chatBody(m, 4, false))
 		checkError(t, "alice calls "+m, r, notFound, "")
 	}
@@ -55,7 +55,7 @@ func TestIsolation(t *testing.T) {
 		}
 		r = p.do(t, http.MethodGet, "/deploy/list", tok, nil)
 		checkError(t, who+" GET /deploy/list", r, unauthorized, "")
-		r = p.do(t, http.MethodGet, "/deploy/"+d.DeployID, tok, nil)
+		r = p.do(t, http.MethodGet, "/deploy/"+d.ID, tok, nil)
 		checkError(t, who+" GET /deploy/{id}", r, unauthorized, "")
 		r = p.do(t, http.MethodPost, "/deploy/llm", tok, llmBody(uniqueName("x"), "A100-80GB", 1, 8, 0, 1))
 		checkError(t, who+" POST /deploy/llm", r, unauthorized, "")

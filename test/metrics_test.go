@@ -129,11 +129,11 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{})
 	name := uniqueName("metrics")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	if msg := checkChat(p.chat(t, "dev/"+name, 4), 4); msg != "" {
 		t.Fatalf("cold request: %s", msg)
 	}
-	keys := []string{d.DeployID, name}
+	keys := []string{d.ID, name}
 
 	// The samples may be recorded just after the answer: allow 2s.
 	var problems []string
@@ -193,7 +193,7 @@ func TestNativeInference(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{})
 	name := uniqueName("native")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	r := p.do(t, http.MethodPost, "/v1/inference/dev/"+name, devToken, map[string]any{"input": "hello", "max_new_tokens": 8})
 	if r.Status != http.StatusOK {
 		t.Fatalf("native inference: %s", r)
@@ -221,7 +221,7 @@ func TestMetricsNotOnPublicListener(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{Users: []string{"alice=tok-alice"}})
 	name := uniqueName("secret")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	if msg := checkChat(p.chat(t, "dev/"+name, 4), 4); msg != "" {
 		t.Fatalf("cold request: %s", msg)
 	}
@@ -230,13 +230,13 @@ func TestMetricsNotOnPublicListener(t *testing.T) {
 		if r.Status != http.StatusNotFound && r.Status != http.StatusUnauthorized {
 			t.Errorf("GET /metrics on the public listener with token %q: %d, want 404 or 401", tok, r.Status)
 		}
-		for _, secret := range []string{d.DeployID, name} {
+		for _, secret := range []string{d.ID, name} {
 			if strings.Contains(string(r.Body), secret) {
 				t.Errorf("GET /metrics on the public listener with token %q shows %q", tok, secret)
 			}
 		}
 	}
-	if len(findMetrics(p.scrape(t), []string{d.DeployID}, "")) == 0 {
-		t.Errorf("the operators' listener has no series of deployment %s", d.DeployID)
+	if len(findMetrics(p.scrape(t), []string{d.ID}, "")) == 0 {
+		t.Errorf("the operators' listener has no series of deployment %s", d.ID)
 	}
 }

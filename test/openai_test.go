@@ -26,7 +26,7 @@ func newOpenAI(base, token string) openai.Client {
 func TestOpenAIClient(t *testing.T) {
 	p := startThaw(t, thawOpts{})
 	name := uniqueName("sdk")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 	ctx := context.Background()
 	client := newOpenAI(p.Base+"/v1/openai/", devToken)
@@ -106,7 +106,7 @@ func TestOpenAIClient(t *testing.T) {
 		}
 	})
 
-	t.Run("deploy_id model", func(t *testing.T) { chat(t, client, "deploy_id:"+d.DeployID) })
+	t.Run("deploy_id model", func(t *testing.T) { chat(t, client, "deploy_id:"+d.ID) })
 
 	t.Run("v1 base", func(t *testing.T) { chat(t, newOpenAI(p.Base+"/v1/", devToken), model) })
 }

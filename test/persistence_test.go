@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 // persisted is the part of a deploy object that must survive a restart.
@@ -15,11 +17,11 @@ type persisted struct {
 	Min, Max                 int
 }
 
-func persistedOf(ds []deployObject) []persisted {
+func persistedOf(ds []deploy.View) []persisted {
 	var out []persisted
 	for _, d := range ds {
 		out = append(out, persisted{
-			ID: d.DeployID, ModelName: d.ModelName, GPU: d.Config.GPU, Repo: d.Config.Weights.Repo,
+			ID: d.ID, ModelName: d.ModelName, GPU: d.Config.GPU, Repo: d.Config.Weights.Repo,
 			NumGPUs: d.Config.NumGPUs, MaxBatchSize: d.Config.MaxBatchSize,
 			Min: d.Settings.MinInstances, Max: d.Settings.MaxInstances,
 		})
@@ -33,9 +35,9 @@ func persistedOf(ds []deployObject) []persisted {
 func twoDeployments(t *testing.T, p *thawProc) (warm, cold string, want []persisted) {
 	t.Helper()
 	warm, cold = uniqueName("warm"), uniqueName("cold")
-	a := p.create(t, devToken, llmBody(warm, "A100-80GB", 1, 4, 1, 2))
-	b := p.create(t, devToken, llmBody(cold, "H100-80GB", 2, 16, 0, 1))
-	p.waitDeploy(t, a.DeployID, 15*time.Second, "running 1 (min_instances 1)", func(d deployObject) bool {
+	a := p.create(t, devToken, llmRequest(warm, "A100-80GB", 1, 4, 1, 2))
+	b := p.create(t, devToken, llmRequest(cold, "H100-80GB", 2, 16, 0, 1))
+	p.waitDeploy(t, a.ID, 15*time.Second, "running 1 (min_instances 1)", func(d deploy.View) bool {
 		return d.Instances.Running >= 1
 	})
 	for _, m := range []string{warm, cold} {
@@ -43,7 +45,7 @@ func twoDeployments(t *testing.T, p *thawProc) (warm, cold string, want []persis
 			t.Fatalf("calling %s before the restart: %s", m, msg)
 		}
 	}
-	return warm, cold, persistedOf([]deployObject{p.get(t, a.DeployID), p.get(t, b.DeployID)})
+	return warm, cold, persistedOf([]deploy.View{p.get(t, a.ID), p.get(t, b.ID)})
 }
 
 // checkRestored asserts the restarted thaw lists exactly want and serves

@@ -26,7 +26,7 @@ func TestOpenAIPythonSDK(t *testing.T) {
 	}
 	p := startThaw(t, thawOpts{TokensPerSecond: 20})
 	name := uniqueName("pysdk")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 
 	cmd := exec.Command(py, filepath.Join(root, "test", "testdata", "openai_sdk_check.py"), p.Base+"/v1/openai", devToken, model)

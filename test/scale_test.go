@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/deploy"
 )
 
 // TestIdleScaleToZero: with --idle-timeout 2s a deployment at min 0 runs
@@ -18,7 +20,7 @@ func TestIdleScaleToZero(t *testing.T) {
 	const idle = 2 * time.Second
 	p := startThaw(t, thawOpts{IdleTimeout: idle})
 	name := uniqueName("idle")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 
 	r := p.chat(t, model, 4)
@@ -28,8 +30,8 @@ func TestIdleScaleToZero(t *testing.T) {
 	if r.Header.Get(coldStartHeader) == "" {
 		t.Errorf("first request at zero instances has no %s header", coldStartHeader)
 	}
-	if got := p.get(t, d.DeployID); got.Instances.Running < 1 {
-		t.Errorf("right after a request: %s, want running >= 1", got.instancesString())
+	if got := p.get(t, d.ID); got.Instances.Running < 1 {
+		t.Errorf("right after a request: %s, want running >= 1", instancesOf(got))
 	}
 
 	// 600 tokens at 200 tokens/s: a 3s stream, longer than the idle timeout.
@@ -43,11 +45,11 @@ func TestIdleScaleToZero(t *testing.T) {
 	}
 	lastTraffic := time.Now()
 
-	got := p.waitDeploy(t, d.DeployID, 20*time.Second, "scaled to zero", func(d deployObject) bool {
+	got := p.waitDeploy(t, d.ID, 20*time.Second, "scaled to zero", func(d deploy.View) bool {
 		return d.Instances.Running == 0 && d.Instances.Pending == 0
 	})
 	after := time.Since(lastTraffic)
-	t.Logf("scaled to zero %v after the last traffic (%s)", after, got.instancesString())
+	t.Logf("scaled to zero %v after the last traffic (%s)", after, instancesOf(got))
 	if after < idle*3/4 {
 		t.Errorf("scaled to zero %v after the last traffic, before the idle timeout %v", after, idle)
 	}
@@ -68,7 +70,7 @@ func TestHoldTimeout(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{HoldTimeout: time.Second, GPUs: "A100-80GB:0,H100-80GB:1"})
 	name := uniqueName("hold")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 
 	start := time.Now()
 	r := p.chat(t, "dev/"+name, 4)
@@ -95,8 +97,8 @@ func TestHeldClientDisconnect(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{SimStartup: 3 * time.Second})
 	name := uniqueName("leave")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 1, 0, 1))
-	keys := []string{d.DeployID, name}
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 1, 0, 1))
+	keys := []string{d.ID, name}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)

@@ -104,7 +104,7 @@ func checkStream(t *testing.T, what string, resp *http.Response, events []sseEve
 func TestStreaming(t *testing.T) {
 	p := startThaw(t, thawOpts{})
 	name := uniqueName("stream")
-	p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	model := "dev/" + name
 
 	resp, events := p.stream(t, "/v1/openai/chat/completions", chatBody(model, 60, true))

@@ -62,7 +62,7 @@ func TestTracesExported(t *testing.T) {
 		"OTEL_BSP_SCHEDULE_DELAY=100",
 	}})
 	name := uniqueName("trace")
-	d := p.create(t, devToken, llmBody(name, "A100-80GB", 1, 8, 0, 1))
+	d := p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))
 	r := p.chat(t, "dev/"+name, 2)
 	if r.Status != http.StatusOK {
 		t.Fatalf("chat: %s", r)
@@ -78,8 +78,8 @@ func TestTracesExported(t *testing.T) {
 	for _, kv := range span.Attributes {
 		attrs[kv.Key] = kv.Value.String()
 	}
-	if got := attrs["thaw.deploy_id"]; got == "" || !strings.Contains(got, d.DeployID) {
-		t.Errorf("span attribute thaw.deploy_id = %q, want %q (attributes %v)", got, d.DeployID, attrs)
+	if got := attrs["thaw.deploy_id"]; got == "" || !strings.Contains(got, d.ID) {
+		t.Errorf("span attribute thaw.deploy_id = %q, want %q (attributes %v)", got, d.ID, attrs)
 	}
 	if attrs["thaw.held_seconds"] == "" {
 		t.Errorf("cold request's span has no thaw.held_seconds: the hold is not covered (attributes %v)", attrs)
