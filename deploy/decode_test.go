@@ -36,11 +36,7 @@ const deepInfraUpdate = `{
 }`
 
 func TestDecodeCreate(t *testing.T) {
-	tests := []struct {
-		name string
-		body string
-		want CreateRequest
-	}{
+	checkDecode(t, DecodeCreate, []decodeCase[CreateRequest]{
 		{"DeepInfra's example as pasted", deepInfraCreate, CreateRequest{
 			ModelName: "test-model", GPU: "A100-80GB", NumGPUs: intp(2), MaxBatchSize: intp(64),
 			HF: &HF{Repo: "meta-llama/Llama-2-7b-chat-hf"}, Settings: &Settings{MinInstances: 0, MaxInstances: 1},
@@ -53,36 +49,34 @@ func TestDecodeCreate(t *testing.T) {
 		}},
 		{"null objects are absent", `{"model_name": "m", "hf": null, "settings": null}`, CreateRequest{ModelName: "m"}},
 		{"escaped key", `{"model\u005fname": "m"}`, CreateRequest{ModelName: "m"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := DecodeCreate([]byte(tt.body))
-			if err != nil {
-				t.Fatalf("DecodeCreate: %v", err)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("request (-want +got):\n%s", diff)
-			}
-		})
-	}
+	})
 }
 
 func TestDecodeUpdate(t *testing.T) {
-	tests := []struct {
-		name string
-		body string
-		want UpdateRequest
-	}{
+	checkDecode(t, DecodeUpdate, []decodeCase[UpdateRequest]{
 		{"DeepInfra's example as pasted", deepInfraUpdate, UpdateRequest{Settings: &Settings{MinInstances: 1, MaxInstances: 1}}},
 		{"create fields are ignored", `{"settings": {"max_instances": 2}, "gpu": "H100-80GB", "hf": {"anything": 1}, "num_gpus": "two"}`,
 			UpdateRequest{Settings: &Settings{MaxInstances: 2}}},
 		{"no settings", `{}`, UpdateRequest{}},
-	}
-	for _, tt := range tests {
+	})
+}
+
+// decodeCase is a body that decodes into want.
+type decodeCase[T any] struct {
+	name string
+	body string
+	want T
+}
+
+// checkDecode runs one subtest a case: decode must accept the body and
+// return the case's want.
+func checkDecode[T any](t *testing.T, decode func([]byte) (T, error), cases []decodeCase[T]) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := DecodeUpdate([]byte(tt.body))
+			got, err := decode([]byte(tt.body))
 			if err != nil {
-				t.Fatalf("DecodeUpdate: %v", err)
+				t.Fatalf("decode: %v", err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("request (-want +got):\n%s", diff)
