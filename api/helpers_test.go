@@ -15,6 +15,7 @@ import (
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/openaitest"
 )
 
 const hfToken = "hf_SECRETtoken123"
@@ -150,18 +151,11 @@ type apiError struct {
 
 func (r response) err(t *testing.T) apiError {
 	t.Helper()
-	var e struct {
-		Error struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    string  `json:"code"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(r.body, &e); err != nil || e.Error.Message == "" {
+	e, err := openaitest.DecodeError(r.body)
+	if err != nil {
 		t.Fatalf("status %d: not an OpenAI error body: %s (%v)", r.status, r.body, err)
 	}
-	return apiError{Status: r.status, Type: e.Error.Type, Code: e.Error.Code, Param: e.Error.Param, Message: e.Error.Message}
+	return apiError{Status: r.status, Type: e.Type, Code: e.Code, Param: e.Param, Message: e.Message}
 }
 
 func createBody(model string) map[string]any {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/internal/openaitest"
 )
 
 // fakeResolver resolves "<user> <model>" keys to targets.
@@ -259,18 +260,11 @@ type apiErr struct {
 
 func errOf(t *testing.T, r result) (apiErr, string) {
 	t.Helper()
-	var e struct {
-		Error struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    string  `json:"code"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal([]byte(r.body), &e); err != nil || e.Error.Message == "" {
+	e, err := openaitest.DecodeError([]byte(r.body))
+	if err != nil {
 		t.Fatalf("status %d: not an OpenAI error: %q (%v)", r.status, r.body, err)
 	}
-	return apiErr{Status: r.status, Type: e.Error.Type, Code: e.Error.Code, Param: e.Error.Param, RetryAfter: r.header.Get("Retry-After")}, e.Error.Message
+	return apiErr{Status: r.status, Type: e.Type, Code: e.Code, Param: e.Param, RetryAfter: r.header.Get("Retry-After")}, e.Message
 }
 
 func strp(s string) *string { return &s }
