@@ -1,13 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -33,17 +31,9 @@ func TestClientConnectionBounds(t *testing.T) {
 	// In the background, all held for the 10s cold start: a plain request,
 	// a 240-token stream (12s at 20 tokens/s once it starts), and a body
 	// sent in two halves 1s apart.
-	type outcome struct {
-		r    response
-		err  error
-		took time.Duration
-	}
-	held := make(chan outcome, 1)
-	go func() {
-		start := time.Now()
-		r, err := p.doCtx(ctx, http.MethodPost, chatPath, devToken, chatBody(model, 4, false))
-		held <- outcome{r, err, time.Since(start)}
-	}()
+	held := timed(func() (response, error) {
+		return p.doCtx(ctx, http.MethodPost, chatPath, devToken, chatBody(model, 4, false))
+	})
 	type streamed struct {
 		status int
 		events []sseEvent
@@ -58,19 +48,7 @@ func TestClientConnectionBounds(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		out := streamed{status: resp.StatusCode}
-		r := bufio.NewReader(resp.Body)
-		for {
-			line, err := r.ReadString('\n')
-			if data, ok := strings.CutPrefix(line, "data:"); ok {
-				out.events = append(out.events, sseEvent{data: strings.TrimSpace(data), at: time.Now()})
-			}
-			if err != nil {
-				if err != io.EOF {
-					out.err = err
-				}
-				break
-			}
-		}
+		out.err = eachEvent(resp.Body, func(data string) { out.events = append(out.events, sseEvent{data: data, at: time.Now()}) })
 		stream <- out
 	}()
 	slow := make(chan outcome, 1)

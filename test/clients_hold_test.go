@@ -28,21 +28,12 @@ func TestClientHoldHeaders(t *testing.T) {
 	model := "dev/" + name
 
 	t.Run("X-Thaw-Hold-Timeout", func(t *testing.T) {
-		type outcome struct {
-			r    response
-			err  error
-			took time.Duration
-		}
 		send := func(v string) <-chan outcome {
-			c := make(chan outcome, 1)
-			go func() {
+			return timed(func() (response, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				start := time.Now()
-				r, err := p.postRead(ctx, chatPath, "", chatBody(never, 4, false), "X-Thaw-Hold-Timeout", v)
-				c <- outcome{r, err, time.Since(start)}
-			}()
-			return c
+				return p.postRead(ctx, chatPath, "", chatBody(never, 4, false), "X-Thaw-Hold-Timeout", v)
+			})
 		}
 		short, long := send("300ms"), send("99h")
 
@@ -176,17 +167,9 @@ func TestClientLongHold(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), startup+3*time.Minute)
 	defer cancel()
 
-	type outcome struct {
-		r    response
-		err  error
-		took time.Duration
-	}
-	held := make(chan outcome, 1)
-	go func() {
-		start := time.Now()
-		r, err := readAll(ph.postUntimed(ctx, chatPath, "", chatBody("dev/"+hname, 2, false)))
-		held <- outcome{r, err, time.Since(start)}
-	}()
+	held := timed(func() (response, error) {
+		return readAll(ph.postUntimed(ctx, chatPath, "", chatBody("dev/"+hname, 2, false)))
+	})
 	type streamed struct {
 		status int
 		chunks int
@@ -203,25 +186,15 @@ func TestClientLongHold(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		out := streamed{status: resp.StatusCode}
-		r := bufio.NewReader(resp.Body)
 		var first time.Time
-		for {
-			line, err := r.ReadString('\n')
-			if data, ok := strings.CutPrefix(line, "data:"); ok {
-				if first.IsZero() {
-					first = time.Now()
-				}
-				out.chunks++
-				out.last = strings.TrimSpace(data)
-				out.span = time.Since(first)
+		out.err = eachEvent(resp.Body, func(data string) {
+			if first.IsZero() {
+				first = time.Now()
 			}
-			if err != nil {
-				if err != io.EOF {
-					out.err = err
-				}
-				break
-			}
-		}
+			out.chunks++
+			out.last = data
+			out.span = time.Since(first)
+		})
 		stream <- out
 	}()
 	t.Parallel()

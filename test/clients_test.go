@@ -198,6 +198,43 @@ func readAll(resp *http.Response, err error) (response, error) {
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
+// eachEvent calls fn with the data of each `data:` line of the event
+// stream r, trimmed, until r ends (nil) or fails (the error).
+func eachEvent(r io.Reader, fn func(data string)) error {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadString('\n')
+		if data, ok := strings.CutPrefix(line, "data:"); ok {
+			fn(strings.TrimSpace(data))
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// outcome is what a user saw of one request and how long it took.
+type outcome struct {
+	r    response
+	err  error
+	took time.Duration
+}
+
+// timed sends a request with send in a new goroutine and delivers its
+// outcome.
+func timed(send func() (response, error)) <-chan outcome {
+	c := make(chan outcome, 1)
+	go func() {
+		start := time.Now()
+		r, err := send()
+		c <- outcome{r, err, time.Since(start)}
+	}()
+	return c
+}
+
 // readEvents reads n `data:` events of an event stream and returns them.
 func readEvents(r *bufio.Reader, n int) ([]string, error) {
 	var out []string

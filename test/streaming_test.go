@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -38,18 +37,8 @@ func (p *thawProc) stream(t *testing.T, path string, body any) (*http.Response, 
 		t.Fatalf("POST %s stream: %s", path, response{Status: resp.StatusCode, Header: resp.Header, Body: b})
 	}
 	var events []sseEvent
-	r := bufio.NewReader(resp.Body)
-	for {
-		line, err := r.ReadString('\n')
-		if data, ok := strings.CutPrefix(line, "data:"); ok {
-			events = append(events, sseEvent{data: strings.TrimSpace(data), at: time.Now()})
-		}
-		if err != nil {
-			if err != io.EOF {
-				t.Errorf("reading the stream: %v", err)
-			}
-			break
-		}
+	if err := eachEvent(resp.Body, func(data string) { events = append(events, sseEvent{data: data, at: time.Now()}) }); err != nil {
+		t.Errorf("reading the stream: %v", err)
 	}
 	return resp, events
 }
