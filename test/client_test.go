@@ -91,16 +91,7 @@ func (p *thawProc) doCtx(ctx context.Context, method, path, token string, body a
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return response{}, fmt.Errorf("read body: %w", err)
-	}
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	return readAll(httpClient.Do(req))
 }
 
 // apiError is OpenAI's error shape.

@@ -186,6 +186,8 @@ func (p *thawProc) postRead(ctx context.Context, path, mark string, body any, he
 	return readAll(resp, err)
 }
 
+// readAll is what a user sees of the answer of an http.Client.Do: resp
+// read in full, or err.
 func readAll(resp *http.Response, err error) (response, error) {
 	if err != nil {
 		return response{}, err
