@@ -15,22 +15,19 @@ import (
 	"github.com/thawhq/thaw/routing"
 )
 
-// GrantHeader carries a grant: the edge's proof that it authenticated a
-// request, which replaces the caller's token past the edge. Envoy removes
-// the caller's Authorization before any upstream on the direct route (so
-// that no model server ever sees a caller's token), and a request on that
-// route reaches an activator replica when its deployment lost its last
-// instance in between: the activator authenticates it by its grant. The
-// name is the edge contract's (routing.GrantHeader), which thaw's /authz
-// sets and the edge passes on.
-const GrantHeader = routing.GrantHeader
-
 // GrantTTL is how long a grant is valid after it is issued: the edge sends
 // the request on at once, so a grant is only ever checked within a moment of
 // its issue; a short life bounds what a copy of it is worth.
 const GrantTTL = time.Minute
 
-// Grants issues and verifies grants with a key shared by the control plane
+// Grants issues and verifies grants (routing.GrantHeader): the edge's proof
+// that it authenticated a request, which replaces the caller's token past the
+// edge. Envoy's direct route removes the caller's Authorization (no model
+// server ever sees a caller's token); a request on it reaches an activator
+// when its deployment lost its last instance in between, and the activator
+// authenticates it by its grant.
+//
+// It does so with a key shared by the control plane
 // (which issues them in /authz) and the activators (which verify them).
 //
 // A grant names one user and one deployment and expires after GrantTTL: it
@@ -106,18 +103,18 @@ func Scope(ctx context.Context) (deployID string, ok bool) {
 }
 
 // RequireOrGrant is Require that also accepts, in place of a token, a
-// genuine unexpired grant (GrantHeader); such a request's context carries
+// genuine unexpired grant (routing.GrantHeader); such a request's context carries
 // the grant's deployment (Scope). The grant header never goes further.
 func (u *Users) RequireOrGrant(g *Grants, next http.Handler) http.Handler {
 	withToken := u.Require(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		grant := r.Header.Get(GrantHeader)
+		grant := r.Header.Get(routing.GrantHeader)
 		if grant == "" || g == nil || r.Header.Get("Authorization") != "" {
-			r.Header.Del(GrantHeader)
+			r.Header.Del(routing.GrantHeader)
 			withToken.ServeHTTP(w, r)
 			return
 		}
-		r.Header.Del(GrantHeader)
+		r.Header.Del(routing.GrantHeader)
 		user, deployID, ok := g.Verify(grant, time.Now())
 		if !ok {
 			unauthorized(w, "invalid_grant", "invalid or expired edge grant; send Authorization: Bearer <token>")

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"github.com/thawhq/thaw/routing"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -56,7 +57,7 @@ func TestRequireOrGrant(t *testing.T) {
 	var got seen
 	h := users.RequireOrGrant(g, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ok := Scope(r.Context())
-		got = seen{User(r.Context()), s, ok, r.Header.Get(GrantHeader)}
+		got = seen{User(r.Context()), s, ok, r.Header.Get(routing.GrantHeader)}
 	}))
 	for _, tc := range []struct {
 		name, auth, grant string
@@ -77,7 +78,7 @@ func TestRequireOrGrant(t *testing.T) {
 				req.Header.Set("Authorization", tc.auth)
 			}
 			if tc.grant != "" {
-				req.Header.Set(GrantHeader, tc.grant)
+				req.Header.Set(routing.GrantHeader, tc.grant)
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)

@@ -15,12 +15,8 @@ import (
 	"github.com/thawhq/thaw/routing"
 )
 
-// AuthzPrefix is where Authz is mounted: the edge contract's
-// routing.AuthzPrefix, which Envoy prepends to a request's path.
-const AuthzPrefix = routing.AuthzPrefix
-
 // Authz returns the handler of Envoy's ext_authz HTTP service, to be
-// mounted at AuthzPrefix (which it strips). It authenticates the bearer
+// mounted at routing.AuthzPrefix (which it strips). It authenticates the bearer
 // token and resolves the model the request names (body "model", a
 // deploy.ModelRef, or the native /v1/inference/<owner>/<name> path) among
 // the caller's deployments. It answers 200 with routing.DeployIDHeader and
@@ -38,7 +34,7 @@ const AuthzPrefix = routing.AuthzPrefix
 // goes on, and an activator it may fall back to authenticates it by that.
 func (p *Proxy) Authz(users *auth.Users, grants *auth.Grants) http.Handler {
 	a := &authorizer{p: p, grants: grants}
-	return http.StripPrefix(AuthzPrefix, users.Require(http.HandlerFunc(a.authz)))
+	return http.StripPrefix(routing.AuthzPrefix, users.Require(http.HandlerFunc(a.authz)))
 }
 
 // authorizer is the ext_authz service.

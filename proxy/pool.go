@@ -82,21 +82,21 @@ type lease struct {
 // Release frees the slot and hands it to the next waiter, once.
 func (l *lease) Release() { l.once.Do(func() { l.pool.free(l.ep) }) }
 
-// grant is what acquire tells about a request's wait.
-type grant struct {
+// queueing is what acquire tells about a request's wait.
+type queueing struct {
 	held bool // the request waited in the queue
 	cold bool // it arrived with no ready instance
 }
 
 // acquire returns a lease on an endpoint with a free slot, holding the
 // caller in FIFO order until one frees, ctx is done, or hold expires. The
-// caller must Release the lease (defer it). The grant is valid with an
+// caller must Release the lease (defer it). The queueing is valid with an
 // error too.
-func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (*lease, grant, error) {
+func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (*lease, queueing, error) {
 	p.mu.Lock()
 	if p.gone {
 		p.mu.Unlock()
-		return nil, grant{}, ErrGone
+		return nil, queueing{}, ErrGone
 	}
 	if p.failed != nil {
 		e := p.failed
@@ -104,20 +104,20 @@ func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (*l
 		// Still demand: keeps the deployment wanted, so the fleet goes on
 		// retrying (with backoff) and can recover by itself.
 		p.sink.Wake(p.id)
-		return nil, grant{}, e
+		return nil, queueing{}, e
 	}
 	if p.waiters.Len() == 0 {
 		if ep := p.pickLocked(); ep != nil {
 			p.takeLocked(ep)
 			p.mu.Unlock()
-			return p.lease(ep), grant{}, nil
+			return p.lease(ep), queueing{}, nil
 		}
 	}
 	if p.waiters.Len() >= maxHeld {
 		p.mu.Unlock()
-		return nil, grant{}, ErrQueueFull
+		return nil, queueing{}, ErrQueueFull
 	}
-	g := grant{held: true, cold: p.readyCountLocked() == 0}
+	g := queueing{held: true, cold: p.readyCountLocked() == 0}
 	w := &waiter{ch: make(chan *endpoint, 1)}
 	w.el = p.waiters.PushBack(w)
 	p.reportLocked()

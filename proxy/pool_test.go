@@ -97,16 +97,16 @@ func TestLeaseReleaseOnce(t *testing.T) {
 
 // TestPoolGrant: acquire tells whether a request waited, and whether it
 // arrived with no ready instance (cold) or only found every slot busy.
-func TestPoolGrant(t *testing.T) {
+func TestPoolQueueing(t *testing.T) {
 	tests := []struct {
 		name      string
 		instances map[string]string
 		busy      bool // its one slot is taken before the request
-		want      grant
+		want      queueing
 	}{
-		{"free slot", map[string]string{"a": "addr-a"}, false, grant{}},
-		{"every slot busy", map[string]string{"a": "addr-a"}, true, grant{held: true}},
-		{"no instance", nil, false, grant{held: true, cold: true}},
+		{"free slot", map[string]string{"a": "addr-a"}, false, queueing{}},
+		{"every slot busy", map[string]string{"a": "addr-a"}, true, queueing{held: true}},
+		{"no instance", nil, false, queueing{held: true, cold: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,7 +122,7 @@ func TestPoolGrant(t *testing.T) {
 				defer l.Release()
 			}
 			if g != tt.want {
-				t.Errorf("grant = %+v, want %+v", g, tt.want)
+				t.Errorf("queueing = %+v, want %+v", g, tt.want)
 			}
 		})
 	}

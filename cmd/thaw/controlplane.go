@@ -22,6 +22,7 @@ import (
 	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/lease"
 	"github.com/thawhq/thaw/proxy"
+	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/xds"
 )
 
@@ -188,7 +189,7 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	// replica is configured: it takes the edge's grants too.
 	c.proxy.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(c.grants, h) })
 	if c.xds != nil {
-		mux.Handle(proxy.AuthzPrefix+"/", c.proxy.Authz(users, c.grants))
+		mux.Handle(routing.AuthzPrefix+"/", c.proxy.Authz(users, c.grants))
 	}
 	return mux, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/proxy"
+	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/sim"
 	"github.com/thawhq/thaw/xds"
 )
@@ -125,7 +126,7 @@ func startEdge(t *testing.T, delta bool) *edge {
 	t.Cleanup(act.Close)
 
 	apiMux := http.NewServeMux()
-	apiMux.Handle(proxy.AuthzPrefix+"/", px.Authz(users, grants))
+	apiMux.Handle(routing.AuthzPrefix+"/", px.Authz(users, grants))
 	apiMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)
