@@ -95,7 +95,7 @@ func TestLeaseReleaseOnce(t *testing.T) {
 	}
 }
 
-// TestPoolGrant: acquire tells whether a request waited, and whether it
+// TestPoolQueueing: acquire tells whether a request waited, and whether it
 // arrived with no ready instance (cold) or only found every slot busy.
 func TestPoolQueueing(t *testing.T) {
 	tests := []struct {
