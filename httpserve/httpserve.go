@@ -95,7 +95,7 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, h http.Handler) err
 
 // BodyDeadline cuts a request whose body does not arrive within d: reads of
 // the body fail once d has passed since the handler started. The deadline is
-// lifted as soon as the body has been read to its end (or closed), so what
+// lifted as soon as the body has been read to its end, so what
 // the handler does afterwards (hold the request, stream the answer) is not
 // bounded by it. Requests without a body are not touched.
 func BodyDeadline(d time.Duration, next http.Handler) http.Handler {
@@ -111,9 +111,9 @@ func BodyDeadline(d time.Duration, next http.Handler) http.Handler {
 		}
 		b := &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
 		r.Body = b
-		// A body the handler left unread keeps its deadline: net/http
-		// discards the rest of it after the handler, and that is bounded
-		// too.
+		// A body the handler left unread (or closed early) keeps its
+		// deadline: net/http discards the rest of it after the handler,
+		// and that is bounded too.
 		next.ServeHTTP(w, r)
 	})
 }
@@ -133,12 +133,6 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		b.liftOnce()
 	}
 	return n, err
-}
-
-func (b *deadlineBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.liftOnce()
-	return err
 }
 
 // IsTimeout reports whether err (from reading a request body) is the body
