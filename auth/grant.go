@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/thawhq/thaw/routing"
@@ -35,8 +36,11 @@ const GrantTTL = time.Minute
 // user, for a minute. The model server a direct request reaches sees it
 // (Envoy cannot remove a header for one priority of a cluster only) and can
 // do nothing with it but call itself.
+//
+// The key can be replaced while grants are issued and checked (SetKey):
+// the shared copy in Redis is rebuildable state, and every holder follows it.
 type Grants struct {
-	key []byte
+	key atomic.Pointer[[]byte]
 }
 
 // ErrShortKey is returned for a grant key under 32 bytes.
@@ -44,11 +48,25 @@ var ErrShortKey = errors.New("auth: grant key must be at least 32 bytes")
 
 // NewGrants returns Grants with key.
 func NewGrants(key []byte) (*Grants, error) {
-	if len(key) < 32 {
-		return nil, ErrShortKey
+	g := &Grants{}
+	if err := g.SetKey(key); err != nil {
+		return nil, err
 	}
-	return &Grants{key: append([]byte(nil), key...)}, nil
+	return g, nil
 }
+
+// SetKey replaces the key: grants issued with the old one no longer verify.
+func (g *Grants) SetKey(key []byte) error {
+	if len(key) < 32 {
+		return ErrShortKey
+	}
+	k := append([]byte(nil), key...)
+	g.key.Store(&k)
+	return nil
+}
+
+// Key returns a copy of the key.
+func (g *Grants) Key() []byte { return append([]byte(nil), *g.key.Load()...) }
 
 // NewGrantKey returns a random key for NewGrants.
 func NewGrantKey() []byte {
@@ -88,7 +106,7 @@ func (g *Grants) Verify(grant string, now time.Time) (user, deployID string, ok 
 }
 
 func (g *Grants) mac(body string) string {
-	m := hmac.New(sha256.New, g.key)
+	m := hmac.New(sha256.New, *g.key.Load())
 	m.Write([]byte(body))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

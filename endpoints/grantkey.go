@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,4 +48,31 @@ func loadGrants(ctx context.Context, rdb *redis.Client) (*auth.Grants, error) {
 		return nil, err
 	}
 	return auth.NewGrants(key)
+}
+
+// grantKeyEvery is how often FollowGrantKey looks at the shared key.
+const grantKeyEvery = 5 * time.Second
+
+// FollowGrantKey keeps g and the key in Redis the same until ctx is done:
+// Redis holds rebuildable state and may lose the key (a restart without
+// persistence). Every grantKeyEvery it puts g's key back if it is gone
+// (SETNX, so the first holder to notice wins) and takes the key in Redis if
+// it differs (another control plane created one meanwhile). Within that
+// period of a lost key, every holder issues and verifies with one key again.
+func FollowGrantKey(ctx context.Context, rdb *redis.Client, g *auth.Grants) error {
+	t := time.NewTicker(grantKeyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := rdb.SetNX(ctx, grantKey, g.Key(), 0).Err(); err != nil {
+			continue // Redis away: keep the key we have
+		}
+		if key, err := rdb.Get(ctx, grantKey).Bytes(); err == nil && !bytes.Equal(key, g.Key()) {
+			_ = g.SetKey(key)
+		}
+	}
 }

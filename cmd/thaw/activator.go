@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/thawhq/thaw/auth"
@@ -90,6 +91,8 @@ type activator struct {
 	reporter *demand.Reporter
 	sub      *endpoints.Subscriber
 	inflight endpoints.InflightReporter
+	grants   *auth.Grants
+	redis    *redis.Client
 }
 
 // newActivator builds the replica over p's Redis. It waits (bounded by ctx)
@@ -97,7 +100,7 @@ type activator struct {
 // authenticate Envoy's direct requests, and only then opens its listener.
 func newActivator(ctx context.Context, p *process, cfg *activatorConfig, users *auth.Users) (*activator, error) {
 	host, _ := os.Hostname()
-	a := &activator{replica: fmt.Sprintf("activator-%s-%d", host, os.Getpid()), listen: cfg.proc.listen}
+	a := &activator{replica: fmt.Sprintf("activator-%s-%d", host, os.Getpid()), listen: cfg.proc.listen, redis: p.Redis}
 	var err error
 	a.reporter, err = demand.NewReporter(demand.ReporterConfig{Redis: p.Redis, Replica: a.replica, Logger: p.Log})
 	if err != nil {
@@ -107,8 +110,7 @@ func newActivator(ctx context.Context, p *process, cfg *activatorConfig, users *
 		return nil, err
 	}
 	p.Log.Info("waiting for the control plane's edge grant key in Redis")
-	grants, err := endpoints.WaitGrants(ctx, p.Redis)
-	if err != nil {
+	if a.grants, err = endpoints.WaitGrants(ctx, p.Redis); err != nil {
 		return nil, err
 	}
 	px, err := proxy.New(proxy.Config{Resolver: a.sub, Demand: a.reporter, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld, Logger: p.Log})
@@ -120,7 +122,7 @@ func newActivator(ctx context.Context, p *process, cfg *activatorConfig, users *
 	mux := newPublicMux(func() map[string]string { return map[string]string{"role": "activator"} })
 	// Requests on Envoy's direct route come without the caller's token
 	// (the route removes it) and with the edge's grant.
-	px.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(grants, h) })
+	px.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(a.grants, h) })
 	a.handler = mux
 	if a.ln, err = listen(cfg.addr); err != nil {
 		return nil, err
@@ -135,5 +137,6 @@ func (a *activator) Run(ctx context.Context) error {
 	g.Go(func() error { return a.reporter.Run(gctx) })
 	g.Go(func() error { return a.sub.Run(gctx) })
 	g.Go(func() error { return a.inflight.Run(gctx) })
+	g.Go(func() error { return endpoints.FollowGrantKey(gctx, a.redis, a.grants) })
 	return g.Wait()
 }

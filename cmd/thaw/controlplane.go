@@ -212,6 +212,7 @@ func (c *controlPlane) Run(ctx context.Context) error {
 	if c.xds != nil {
 		g.Go(func() error { return c.xds.Run(gctx) })
 		g.Go(func() error { return c.pub.Run(gctx) })
+		g.Go(func() error { return endpoints.FollowGrantKey(gctx, c.redis, c.grants) })
 	}
 	return g.Wait()
 }
