@@ -27,13 +27,14 @@ type allocView struct {
 }
 
 func viewOfAlloc(a *api.Allocation) allocView {
-	return allocView{
-		ID: a.ID, JobID: a.JobID, TaskGroup: a.TaskGroup, NodeName: a.NodeName,
-		DesiredStatus: a.DesiredStatus, ClientStatus: a.ClientStatus,
-		DesiredDescription: a.DesiredDescription, ClientDescription: a.ClientDescription,
-		Addr: addrOf(a.AllocatedResources), TaskStates: a.TaskStates,
-		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex,
-	}
+	// Stub copies every field the view reads but the resources; it also
+	// dereferences the job's type and version, which an event may leave
+	// unset: the view needs nothing of the job.
+	c := *a
+	c.Job = nil
+	v := viewOfStub(c.Stub())
+	v.Addr = addrOf(a.AllocatedResources)
+	return v
 }
 
 func viewOfStub(a *api.AllocationListStub) allocView {

@@ -59,3 +59,37 @@ func TestFailReason(t *testing.T) {
 		})
 	}
 }
+
+// TestViewOfAlloc: an event's allocation and a listing's stub of it give the
+// same view, but for the address only the full allocation carries; a job
+// without a type or version (as an event may send it) does not matter.
+func TestViewOfAlloc(t *testing.T) {
+	states := map[string]*api.TaskState{"server": {State: "running"}}
+	a := &api.Allocation{
+		ID: "a1", JobID: "thaw-d1", TaskGroup: "i-1", NodeName: "gpu-7",
+		DesiredStatus: "run", ClientStatus: "running",
+		DesiredDescription: "placed", ClientDescription: "Tasks are running",
+		TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+		Job: &api.Job{},
+		AllocatedResources: &api.AllocatedResources{Shared: api.AllocatedSharedResources{
+			Ports: []api.PortMapping{{Label: "http", Value: 25097, HostIP: "10.0.0.7"}}}},
+	}
+	want := allocView{
+		ID: "a1", JobID: "thaw-d1", TaskGroup: "i-1", NodeName: "gpu-7",
+		DesiredStatus: "run", ClientStatus: "running",
+		DesiredDescription: "placed", ClientDescription: "Tasks are running",
+		Addr: "10.0.0.7:25097", TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+	}
+	if diff := cmp.Diff(want, viewOfAlloc(a)); diff != "" {
+		t.Errorf("viewOfAlloc (-want +got):\n%s", diff)
+	}
+	want.Addr = ""
+	if diff := cmp.Diff(want, viewOfStub(&api.AllocationListStub{
+		ID: "a1", JobID: "thaw-d1", TaskGroup: "i-1", NodeName: "gpu-7",
+		DesiredStatus: "run", ClientStatus: "running",
+		DesiredDescription: "placed", ClientDescription: "Tasks are running",
+		TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+	})); diff != "" {
+		t.Errorf("viewOfStub (-want +got):\n%s", diff)
+	}
+}
