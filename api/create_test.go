@@ -40,6 +40,49 @@ func TestCreate(t *testing.T) {
 	}
 }
 
+// DeepInfra's documented curl bodies, pasted: a trailing comma in settings.
+const (
+	deepInfraCreate = `{
+    "model_name": "test-model",
+    "gpu": "A100-80GB",
+    "num_gpus": 2,
+    "max_batch_size": 64,
+    "hf": {
+        "repo": "meta-llama/Llama-2-7b-chat-hf",
+        "token": "` + hfToken + `"
+    },
+    "settings": {
+        "min_instances": 0,
+        "max_instances": 1,
+    }
+}`
+	deepInfraUpdate = `{
+    "settings": {
+        "min_instances": 1,
+        "max_instances": 1,
+    }
+}`
+)
+
+func TestDeepInfraExamplesAsPasted(t *testing.T) {
+	h := newHarness(t, 4)
+	v := h.do("alice", http.MethodPost, "/deploy/llm", deepInfraCreate).view(t)
+	want := deploy.View{
+		ID: v.ID, ModelName: "test-model", FullName: "alice/test-model", Type: "llm", Status: deploy.StatusRunning,
+		CreatedAt: clock0.Add(time.Second), UpdatedAt: clock0.Add(time.Second),
+		Config: deploy.Config{GPU: "A100-80GB", NumGPUs: 2, MaxBatchSize: 64,
+			Weights: deploy.Weights{Repo: "meta-llama/Llama-2-7b-chat-hf"}},
+		Settings: deploy.Settings{MinInstances: 0, MaxInstances: 1},
+	}
+	if diff := cmp.Diff(want, v); diff != "" {
+		t.Errorf("create (-want +got):\n%s", diff)
+	}
+	got := h.do("alice", http.MethodPut, "/deploy/"+v.ID, deepInfraUpdate).view(t)
+	if diff := cmp.Diff(deploy.Settings{MinInstances: 1, MaxInstances: 1}, got.Settings); diff != "" {
+		t.Errorf("update settings (-want +got):\n%s", diff)
+	}
+}
+
 func TestCreateErrors(t *testing.T) {
 	with := func(change func(map[string]any)) map[string]any {
 		b := createBody("m")
@@ -100,6 +143,92 @@ func TestCreateErrors(t *testing.T) {
 	}
 }
 
+// TestBodyErrors checks the whole error a client sees for a body thaw
+// cannot take: where it broke, or which field and what is allowed.
+func TestBodyErrors(t *testing.T) {
+	tests := []struct {
+		name, method, body string
+		want               apiError
+	}{
+		{"cut short", "POST", "{\n  \"model_name\": \"m\",\n  \"settings\": {\"max_instances\": 1",
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_json",
+				Message: "request body is not valid JSON: unexpected end at line 3, column 34: the object that starts at line 3, column 15 is not closed: expected more fields or '}'"}},
+		{"a comma too many", "PUT", `{"settings": {"max_instances": 1,,}}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_json",
+				Message: "request body is not valid JSON: line 1, column 34: invalid character ',' looking for beginning of object key string"}},
+		{"invalid UTF-8", "POST", "{\"model_name\": \"\xc3\x28\"}",
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_json",
+				Message: "request body is not valid UTF-8: line 1, column 17 (byte 16)"}},
+		{"unknown field", "POST", `{"model_name": "m", "settings": {"min_instance": 1}}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "unknown_field", Param: strp("settings.min_instance"),
+				Message: `unknown field "settings.min_instance": settings takes min_instances, max_instances`}},
+		{"repeated field", "PUT", `{"settings": {"max_instances": 1}, "settings": {"max_instances": 64}}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "repeated_field", Param: strp("settings"),
+				Message: `field "settings" is given more than once: give it once`}},
+		{"huge number", "POST", `{"model_name": "m", "num_gpus": 1e999}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_type", Param: strp("num_gpus"),
+				Message: "num_gpus must be an integer (64-bit), got number 1e999"}},
+		{"hf.revision Nomad would interpolate", "POST",
+			`{"model_name": "m", "gpu": "A100-80GB", "hf": {"repo": "o/r", "revision": "${NOMAD_TOKEN}"}}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Param: strp("hf.revision"),
+				Message: `hf.revision "${NOMAD_TOKEN}" contains '$'; a revision is a branch, tag or commit of the repository (e.g. main, v1.0, refs/pr/1): ` +
+					`up to 200 letters, digits, '.', '_', '-', '+' and '/', not starting with '-', '.' or '/', ` +
+					`without ".." or "//", no part starting with '.' or ending in ".lock", not ending with '/' or '.'`}},
+		{"hf.repo with ..", "POST",
+			`{"model_name": "m", "gpu": "A100-80GB", "hf": {"repo": "o/../r"}}`,
+			apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Param: strp("hf.repo"),
+				Message: `hf.repo "o/../r" has more than one '/'; a Hugging Face repository is "owner/name" (or a bare "name"): ` +
+					`1-96 letters, digits, '.', '_' or '-' in each part, starting and ending with a letter, digit or '_', ` +
+					`without "--" or "..", not ending in ".git"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 4)
+			path := "/deploy/llm"
+			if tt.method == "PUT" {
+				path = "/deploy/" + h.create("alice", "existing").ID
+			}
+			got := h.do("alice", tt.method, path, tt.body).err(t)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+			if tt.method == "POST" && len(h.store.List("")) != 0 {
+				t.Error("a refused create stored a deployment")
+			}
+		})
+	}
+}
+
+func TestMalformedNamesAre400(t *testing.T) {
+	tests := []struct {
+		name  string
+		set   func(b map[string]any)
+		param string
+	}{
+		{"model_name", func(b map[string]any) { b["model_name"] = "a/b" }, "model_name"},
+		{"hf.repo", func(b map[string]any) { b["hf"] = map[string]any{"repo": "org/model.git"} }, "hf.repo"},
+		{"hf.revision", func(b map[string]any) { b["hf"] = map[string]any{"repo": "o/r", "revision": `main"; rm -rf /`} }, "hf.revision"},
+		{"hf.revision ..", func(b map[string]any) { b["hf"] = map[string]any{"repo": "o/r", "revision": "a/../../b"} }, "hf.revision"},
+		{"hf.revision flag", func(b map[string]any) { b["hf"] = map[string]any{"repo": "o/r", "revision": "--trust-remote-code"} }, "hf.revision"},
+		{"extra_args interpolation", func(b map[string]any) { b["extra_args"] = []string{"--x", "${attr.unique.hostname}"} }, "extra_args"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, 0)
+			b := createBody("m")
+			tt.set(b)
+			got := h.do("alice", http.MethodPost, "/deploy/llm", b).err(t)
+			want := apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Param: strp(tt.param)}
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
+				t.Errorf("error (-want +got):\n%s\nmessage: %s", diff, got.Message)
+			}
+			if !strings.HasPrefix(got.Message, tt.param) {
+				t.Errorf("message %q does not start with %s", got.Message, tt.param)
+			}
+		})
+	}
+}
+
 func TestCreateDuplicate(t *testing.T) {
 	h := newHarness(t, 4)
 	h.create("alice", "m")
@@ -107,6 +236,24 @@ func TestCreateDuplicate(t *testing.T) {
 	want := apiError{Status: 409, Type: "conflict_error", Code: "duplicate_model_name", Param: strp("model_name")}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
 		t.Errorf("error (-want +got):\n%s", diff)
+	}
+}
+
+func TestCreateDuplicateIgnoresCase(t *testing.T) {
+	h := newHarness(t, 0)
+	foo := h.create("alice", "foo")
+	got := h.do("alice", http.MethodPost, "/deploy/llm", createBody("Foo")).err(t)
+	want := apiError{Status: 409, Type: "conflict_error", Code: "duplicate_model_name", Param: strp("model_name"),
+		Message: `you already have a deployment named "foo" (` + foo.ID + `); model names are unique regardless of case`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("error (-want +got):\n%s", diff)
+	}
+	if got := names(t, h.do("alice", http.MethodGet, "/deploy/list", nil)); !cmp.Equal([]string{"alice/foo"}, got) {
+		t.Errorf("list = %v, want only alice/foo", got)
+	}
+	// Another user's names do not count.
+	if v := h.create("bob", "Foo"); v.FullName != "bob/Foo" {
+		t.Errorf("bob's full_name = %q", v.FullName)
 	}
 }
 

@@ -3,14 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 )
 
@@ -52,13 +49,7 @@ func FuzzDeployBody(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := New(Config{Store: store, Live: &fakeLive{byID: map[string]deploy.Live{}}, GPUQuota: 4,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mux := http.NewServeMux()
-		a.Register(mux, auth.NewUsers(map[string]string{"alice": "tok-alice"}).Require)
+		mux := newMux(t, Config{Store: store, Live: &fakeLive{byID: map[string]deploy.Live{}}, GPUQuota: 4})
 		send := func(method, path string, body []byte) *httptest.ResponseRecorder {
 			req := httptest.NewRequest(method, path, bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer tok-alice")

@@ -56,28 +56,44 @@ func newHarness(t *testing.T, quota int) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := &fakeLive{byID: map[string]deploy.Live{}}
 	var mu sync.Mutex
 	now := clock0
-	a, err := New(Config{
-		Store: store, Live: live, GPUQuota: quota,
+	return startHarness(t, Config{
+		Store: store, GPUQuota: quota,
 		Now: func() time.Time {
 			mu.Lock()
 			defer mu.Unlock()
 			now = now.Add(time.Second)
 			return now
 		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+// startHarness serves the API of cfg, with a fakeLive (cfg.Live is
+// replaced) and a discarding logger unless cfg has one.
+func startHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	live := &fakeLive{byID: map[string]deploy.Live{}}
+	cfg.Live = live
+	srv := httptest.NewServer(newMux(t, cfg))
+	t.Cleanup(srv.Close)
+	return &harness{t: t, srv: srv, store: cfg.Store, live: live}
+}
+
+// newMux registers the API of cfg (logging nowhere unless cfg.Logger is
+// set) behind alice's and bob's bearer tokens.
+func newMux(t testing.TB, cfg Config) *http.ServeMux {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"})
 	mux := http.NewServeMux()
-	a.Register(mux, users.Require)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return &harness{t: t, srv: srv, store: store, live: live}
+	a.Register(mux, auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"}).Require)
+	return mux
 }
 
 // response is what a client saw.

@@ -5,14 +5,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/internal/logtest"
 )
@@ -51,17 +49,8 @@ func newMemHarness(t *testing.T) (*harness, *memBackend, *logtest.Buffer) {
 		t.Fatal(err)
 	}
 	logs := &logtest.Buffer{}
-	live := &fakeLive{byID: map[string]deploy.Live{}}
-	a, err := New(Config{Store: store, Live: live, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	users := auth.NewUsers(map[string]string{"alice": "tok-alice"})
-	mux := http.NewServeMux()
-	a.Register(mux, users.Require)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return &harness{t: t, srv: srv, store: store, live: live}, backend, logs
+	h := startHarness(t, Config{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	return h, backend, logs
 }
 
 // TestStoreUnavailable: a failed store write answers 503 with a plain
