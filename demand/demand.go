@@ -33,6 +33,8 @@ type ReporterConfig struct {
 	// into one write. Default 10ms.
 	MinInterval time.Duration
 	Logger      *slog.Logger
+	// Now stamps each Wake and each write; nil means time.Now.
+	Now func() time.Time
 }
 
 // load is a deployment's held and in-flight requests at one replica.
@@ -68,6 +70,9 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Reporter{
 		cfg: cfg, key: keyPrefix + cfg.Replica, dirty: make(chan struct{}, 1),
 		counts: map[string]load{}, wakes: map[string]time.Time{},
@@ -91,7 +96,7 @@ func (r *Reporter) Set(deployID string, held, inflight int) {
 // autoscaler reads every tick, or gone, and must not start an instance.
 func (r *Reporter) Wake(deployID string) {
 	r.mu.Lock()
-	r.wakes[deployID] = time.Now()
+	r.wakes[deployID] = r.cfg.Now()
 	r.mu.Unlock()
 	r.signal()
 }
@@ -130,7 +135,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		case <-r.dirty:
 		case <-hb.C:
 		}
-		if err := r.flush(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		if err := r.flush(ctx, r.cfg.Now()); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("demand: write to redis failed", "err", err)
 			r.signal() // try again after MinInterval
 		}
@@ -207,16 +212,12 @@ func (rd Reader) Counts(ctx context.Context) (map[string]Counts, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read demand: %w", err)
 		}
-		for id, v := range m {
-			h, i, ok := parse(v)
-			if !ok {
-				continue
-			}
+		eachPair(m, func(id string, held, inflight int) {
 			c := out[id]
-			c.Held += h
-			c.InFlight += i
+			c.Held += held
+			c.InFlight += inflight
 			out[id] = c
-		}
+		})
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("scan demand: %w", err)
@@ -225,15 +226,11 @@ func (rd Reader) Counts(ctx context.Context) (map[string]Counts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read server load: %w", err)
 	}
-	for id, v := range servers {
-		r, w, ok := parse(v)
-		if !ok {
-			continue
-		}
+	eachPair(servers, func(id string, running, waiting int) {
 		c := out[id]
-		c.Running, c.Waiting = r, w
+		c.Running, c.Waiting = running, waiting
 		out[id] = c
-	}
+	})
 	return out, nil
 }
 
@@ -250,14 +247,24 @@ func (rd Reader) Demand(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-func parse(v string) (held, inflight int, ok bool) {
-	a, b, found := strings.Cut(v, " ")
+// eachPair calls fn with each field of a demand hash whose value is two
+// counts, "<a> <b>"; it skips any other value.
+func eachPair(m map[string]string, fn func(id string, a, b int)) {
+	for id, v := range m {
+		if a, b, ok := parse(v); ok {
+			fn(id, a, b)
+		}
+	}
+}
+
+func parse(v string) (a, b int, ok bool) {
+	x, y, found := strings.Cut(v, " ")
 	if !found {
 		return 0, 0, false
 	}
-	h, err1 := strconv.Atoi(a)
-	i, err2 := strconv.Atoi(b)
-	return h, i, err1 == nil && err2 == nil
+	a, err1 := strconv.Atoi(x)
+	b, err2 := strconv.Atoi(y)
+	return a, b, err1 == nil && err2 == nil
 }
 
 // ListenWakes calls fn with each deploy_id published by a Reporter's Wake,
