@@ -1,6 +1,7 @@
 package autoscaler
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"time"
@@ -46,24 +47,12 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.StableWindow == 0 {
-		c.StableWindow = DefaultStableWindow
-	}
-	if c.PanicWindow == 0 {
-		c.PanicWindow = DefaultPanicWindow
-	}
-	if c.PanicThreshold == 0 {
-		c.PanicThreshold = DefaultPanicThreshold
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.ScaleDownDelay == 0 {
-		c.ScaleDownDelay = DefaultScaleDownDelay
-	}
-	if c.TargetUtilization == 0 {
-		c.TargetUtilization = DefaultTargetUtilization
-	}
+	c.StableWindow = cmp.Or(c.StableWindow, DefaultStableWindow)
+	c.PanicWindow = cmp.Or(c.PanicWindow, DefaultPanicWindow)
+	c.PanicThreshold = cmp.Or(c.PanicThreshold, DefaultPanicThreshold)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+	c.ScaleDownDelay = cmp.Or(c.ScaleDownDelay, DefaultScaleDownDelay)
+	c.TargetUtilization = cmp.Or(c.TargetUtilization, DefaultTargetUtilization)
 	return c
 }
 

@@ -20,14 +20,38 @@ type step struct {
 	want    Decision
 }
 
+// decideCase is a config and a spec stepped through time from a zero State.
+type decideCase struct {
+	name  string
+	cfg   Config
+	spec  Spec
+	steps []step
+}
+
+// runDecide runs each case's steps in order, feeding each Decide the State
+// the one before returned.
+func runDecide(t *testing.T, tests []decideCase) {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var st State
+			for i, s := range tt.steps {
+				spec := tt.spec
+				if s.spec != nil {
+					spec = *s.spec
+				}
+				var got Decision
+				got, st = Decide(tt.cfg, st, Input{Now: t0.Add(s.at), Spec: spec, Current: s.current, Demand: s.demand, Woken: s.woken})
+				if diff := cmp.Diff(s.want, got); diff != "" {
+					t.Fatalf("step %d (t0+%v): Decide() mismatch (-want +got):\n%s", i, s.at, diff)
+				}
+			}
+		})
+	}
+}
+
 func TestDecide(t *testing.T) {
 	batch8 := Spec{Min: 0, Max: 10, BatchSize: 8}
-	tests := []struct {
-		name  string
-		cfg   Config
-		spec  Spec
-		steps []step
-	}{{
+	runDecide(t, []decideCase{{
 		name: "first request scales from zero in the same call",
 		spec: batch8,
 		steps: []step{
@@ -203,23 +227,7 @@ func TestDecide(t *testing.T) {
 			{at: 10 * time.Minute, current: 3, demand: 0, want: Decision{3, "stable: max 20 requests need 3 x 8 over 1m0s"}},
 			{at: 11 * time.Minute, current: 3, demand: 0, want: Decision{1, "no requests for 1m0s: keep 1 until idle 5m0s"}},
 		},
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var st State
-			for i, s := range tt.steps {
-				spec := tt.spec
-				if s.spec != nil {
-					spec = *s.spec
-				}
-				var got Decision
-				got, st = Decide(tt.cfg, st, Input{Now: t0.Add(s.at), Spec: spec, Current: s.current, Demand: s.demand, Woken: s.woken})
-				if diff := cmp.Diff(s.want, got); diff != "" {
-					t.Fatalf("step %d (t0+%v): Decide() mismatch (-want +got):\n%s", i, s.at, diff)
-				}
-			}
-		})
-	}
+	}})
 }
 
 // TestDecidePure checks that Decide never writes through the State it was
@@ -296,12 +304,7 @@ func TestDecideIdleForgetsGoneDemand(t *testing.T) {
 		{at: 0, current: 0, demand: 1, woken: true, want: Decision{1, "wake: 1 request needs 1 x 8"}},
 		{at: 1 * time.Second, current: 1, demand: 1, want: Decision{1, "stable: max 1 request needs 1 x 8 over 1m0s"}},
 	}
-	tests := []struct {
-		name  string
-		cfg   Config
-		spec  Spec
-		steps []step
-	}{{
+	runDecide(t, []decideCase{{
 		name: "idle timeout shorter than the panic window: no phantom wake",
 		cfg:  Config{IdleTimeout: 3 * time.Second},
 		spec: batch8,
@@ -368,17 +371,5 @@ func TestDecideIdleForgetsGoneDemand(t *testing.T) {
 			[]step{{at: 4 * time.Second, current: 1, want: idle3}},
 			quiet(5*time.Second, 4*time.Second+DefaultStableWindow+time.Second, 0, idle3),
 		),
-	}}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var st State
-			for i, s := range tt.steps {
-				var got Decision
-				got, st = Decide(tt.cfg, st, Input{Now: t0.Add(s.at), Spec: tt.spec, Current: s.current, Demand: s.demand, Woken: s.woken})
-				if diff := cmp.Diff(s.want, got); diff != "" {
-					t.Fatalf("step %d (t0+%v): Decide() mismatch (-want +got):\n%s", i, s.at, diff)
-				}
-			}
-		})
-	}
+	}})
 }
