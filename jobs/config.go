@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+
+	"github.com/thawhq/thaw/vllm"
 )
 
 // DefaultGPUModels maps thaw's GPU type names (what users pass as `gpu`) to
@@ -59,10 +63,29 @@ type Config struct {
 	// ShmSizeBytes is the vLLM container's /dev/shm size (tensor-parallel
 	// workers talk through it). Default DefaultShmSizeBytes.
 	ShmSizeBytes int64 `json:"shm_size_bytes,omitempty"`
-	// HFCacheHostPath, when set, is a host directory mounted as the
-	// container's Hugging Face cache so restarts do not download the
-	// weights again. The docker plugin must allow volumes.
+	// HFCacheHostPath, when set, is a host directory holding the Hugging
+	// Face cache so restarts do not download the weights again: mounted as
+	// the container's cache (EngineVLLM; the docker plugin must allow
+	// volumes), or the task's HF_HOME (EngineVLLMExec).
 	HFCacheHostPath string `json:"hf_cache_host_path,omitempty"`
+	// VLLMBinary is the absolute path of the vllm executable on the Nomad
+	// clients; required for EngineVLLMExec (thaw server --vllm-bin).
+	VLLMBinary string `json:"vllm_binary,omitempty"`
+	// VLLMDevice is what vLLM computes on, "gpu" or "cpu". A job cannot
+	// see whether its node has GPUs, so the operator says: with "cpu"
+	// (nodes without GPUs, a CPU build of vLLM) the task gets
+	// VLLM_CPU_KVCACHE_SPACE and no --tensor-parallel-size; the job still
+	// asks for num_gpus devices, so Nomad places it as it would the real
+	// one. Default "gpu".
+	VLLMDevice vllm.Device `json:"vllm_device,omitempty"`
+	// VLLMKVCacheGiB is the KV cache of a vLLM instance on CPUs, in GiB.
+	// Default vllm.DefaultKVCacheGiB.
+	VLLMKVCacheGiB int `json:"vllm_cpu_kvcache_gib,omitempty"`
+	// VLLMEnv is more environment of the vLLM task, e.g.
+	// {"HF_HUB_OFFLINE": "1"} where the cache is seeded. It overrides
+	// thaw's own settings of the same names; HF_TOKEN is refused (it comes
+	// from the deployment's Nomad Variable).
+	VLLMEnv map[string]string `json:"vllm_env,omitempty"`
 	// VariablePrefix is where the per-deployment Nomad Variable holding the
 	// HF token lives: <prefix>/<deploy id>. Default DefaultVariablePrefix.
 	// With ACLs on, the jobs need a policy reading it (see doc.go).
@@ -102,7 +125,10 @@ func (cfg Config) withDefaults() Config {
 	}
 	cfg.GPUModels = models
 	cfg.Datacenters = slices.Clone(cfg.Datacenters)
+	cfg.VLLMEnv = maps.Clone(cfg.VLLMEnv)
 	setDefault(&cfg.VLLMImage, DefaultVLLMImage)
+	setDefault(&cfg.VLLMDevice, vllm.DeviceGPU)
+	setDefault(&cfg.VLLMKVCacheGiB, vllm.DefaultKVCacheGiB)
 	setDefault(&cfg.VariablePrefix, DefaultVariablePrefix)
 	setDefault(&cfg.VLLMCPU, DefaultVLLMCPU)
 	setDefault(&cfg.VLLMMemoryMB, DefaultVLLMMemoryMB)
@@ -110,6 +136,41 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&cfg.SimCPU, DefaultSimCPU)
 	setDefault(&cfg.SimMemoryMB, DefaultSimMemoryMB)
 	return cfg
+}
+
+// check returns an error naming the first field of cfg (with defaults)
+// that is out of range.
+func (cfg Config) check() error {
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"vllm_cpu_mhz", int64(cfg.VLLMCPU)}, {"vllm_memory_mb", int64(cfg.VLLMMemoryMB)},
+		{"sim_cpu_mhz", int64(cfg.SimCPU)}, {"sim_memory_mb", int64(cfg.SimMemoryMB)},
+		{"shm_size_bytes", cfg.ShmSizeBytes}, {"vllm_cpu_kvcache_gib", int64(cfg.VLLMKVCacheGiB)},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("jobs: config %s = %d, must not be negative", n.name, n.v)
+		}
+	}
+	if p := cfg.VariablePrefix; strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		return fmt.Errorf("jobs: config variable_prefix %q must not start or end with /", p)
+	}
+	if _, err := vllm.ParseDevice(string(cfg.VLLMDevice)); err != nil {
+		return fmt.Errorf("jobs: config vllm_device: %w", err)
+	}
+	if cfg.VLLMBinary != "" && !filepath.IsAbs(cfg.VLLMBinary) {
+		return fmt.Errorf("jobs: config vllm_binary %q must be an absolute path on the Nomad clients", cfg.VLLMBinary)
+	}
+	if cfg.HFCacheHostPath != "" && !filepath.IsAbs(cfg.HFCacheHostPath) {
+		return fmt.Errorf("jobs: config hf_cache_host_path %q must be an absolute path", cfg.HFCacheHostPath)
+	}
+	for k := range cfg.VLLMEnv {
+		if k == "" || strings.ContainsAny(k, "= ") || k == "HF_TOKEN" {
+			return fmt.Errorf("jobs: config vllm_env: variable %q: want a name without '=' or spaces, not HF_TOKEN", k)
+		}
+	}
+	return nil
 }
 
 func setDefault[T comparable](p *T, def T) {

@@ -7,17 +7,31 @@
 // parser, and the caller passes it straight to Jobs().Register. Rendering
 // is pure: no I/O, no clock.
 //
-// Two engines share everything but the task:
+// Three engines share everything but the task:
 //
-//   - EngineVLLM: vLLM's OpenAI server (`vllm serve <hf repo> --revision R
-//     --served-model-name <owner>/<name> --max-num-seqs <max_batch_size>
-//     --tensor-parallel-size <num_gpus> --port 8000 <extra args>`) on the
-//     docker driver, image vllm/vllm-openai, the container port 8000 mapped
-//     to the group's dynamic port "http".
+//   - EngineVLLM: vLLM's OpenAI server on the docker driver, image
+//     vllm/vllm-openai, entrypoint `vllm`, the container port 8000 mapped to
+//     the group's dynamic port "http".
+//   - EngineVLLMExec: the vLLM installed on the clients (Config.VLLMBinary)
+//     on raw_exec, listening on ${NOMAD_IP_http}:${NOMAD_PORT_http}, its
+//     caches and temporary files in ${NOMAD_TASK_DIR}, HF_HOME =
+//     Config.HFCacheHostPath when set.
 //   - EngineSim: `<thaw> sim --host ${NOMAD_IP_http} --port
 //     ${NOMAD_PORT_http} --model <owner>/<name> --max-num-seqs N
 //     [--startup D] [--tokens-per-second X]` on raw_exec, for tests and for
 //     trying thaw without GPUs.
+//
+// Both vLLM tasks take their command line from package vllm (`serve <hf
+// repo> --served-model-name <owner>/<name> --max-num-seqs <max_batch_size>
+// [--tensor-parallel-size <num_gpus>] [--revision R] --host H --port P
+// <extra args>`), so they cannot drift from each other or from thaw dev's.
+// A job cannot see whether its node has GPUs: Config.VLLMDevice ("gpu" by
+// default, "cpu" for nodes running a CPU build of vLLM) decides; on "cpu"
+// the task gets VLLM_CPU_KVCACHE_SPACE (Config.VLLMKVCacheGiB) and no
+// --tensor-parallel-size, and still asks for its devices, so it is placed
+// as the real one would be. Config.VLLMEnv adds environment (e.g.
+// HF_HUB_OFFLINE=1 on clients with a seeded cache); raw_exec tasks also
+// inherit the Nomad client's environment.
 //
 // Both ask for `device "nvidia/gpu" { count = num_gpus; constraint {
 // attribute = "${device.model}", value = <model> } }`, register a native
@@ -33,12 +47,16 @@
 //	  "gpu_models": {"H100-80GB": "NVIDIA H100 PCIe", "A10-24GB": "NVIDIA A10"},
 //	  "vllm_image": "vllm/vllm-openai:v0.12.0",
 //	  "datacenters": ["gpu-east"],
-//	  "hf_cache_host_path": "/srv/hf-cache"
+//	  "hf_cache_host_path": "/srv/hf-cache",
+//	  "vllm_binary": "/opt/vllm/bin/vllm",
+//	  "vllm_device": "cpu",
+//	  "vllm_cpu_kvcache_gib": 2,
+//	  "vllm_env": {"HF_HUB_OFFLINE": "1"}
 //	}
 //
 // The HF token never appears in a job: Spec has no field for it. thaw writes
 // it to the Nomad Variable Renderer.Variable describes
-// ("thaw/deployments/<deploy id>", item "hf_token"), and the vLLM task reads
+// ("thaw/deployments/<deploy id>", item "hf_token"), and the vLLM tasks read
 // it with a template rendered into its environment:
 //
 //	{{ if nomadVarExists "thaw/deployments/<id>" }}{{ with nomadVar "thaw/deployments/<id>" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -64,10 +63,17 @@ type Engine string
 const (
 	// EngineVLLM runs vLLM's OpenAI server on the docker driver.
 	EngineVLLM Engine = "vllm"
+	// EngineVLLMExec runs a vLLM installed on the Nomad clients
+	// (Config.VLLMBinary) on raw_exec, on GPUs or, with Config.VLLMDevice
+	// "cpu", on CPUs.
+	EngineVLLMExec Engine = "vllm-exec"
 	// EngineSim runs `thaw sim` on raw_exec: no GPU is used, but the job
 	// asks for the same devices, so Nomad schedules it like the real one.
 	EngineSim Engine = "sim"
 )
+
+// Engines lists the engines, for flags and messages.
+var Engines = []Engine{EngineVLLM, EngineVLLMExec, EngineSim}
 
 var (
 	// ErrInvalidSpec is returned (wrapped) for a Spec that cannot be
@@ -127,20 +133,8 @@ type Renderer struct {
 // New validates cfg, fills in defaults and returns a Renderer.
 func New(cfg Config) (*Renderer, error) {
 	cfg = cfg.withDefaults()
-	for _, n := range []struct {
-		name string
-		v    int64
-	}{
-		{"vllm_cpu_mhz", int64(cfg.VLLMCPU)}, {"vllm_memory_mb", int64(cfg.VLLMMemoryMB)},
-		{"sim_cpu_mhz", int64(cfg.SimCPU)}, {"sim_memory_mb", int64(cfg.SimMemoryMB)},
-		{"shm_size_bytes", cfg.ShmSizeBytes},
-	} {
-		if n.v < 0 {
-			return nil, fmt.Errorf("jobs: config %s = %d, must not be negative", n.name, n.v)
-		}
-	}
-	if p := cfg.VariablePrefix; strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
-		return nil, fmt.Errorf("jobs: config variable_prefix %q must not start or end with /", p)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	return &Renderer{cfg: cfg}, nil
 }
@@ -225,6 +219,8 @@ func (r *Renderer) Job(s Spec) (*api.Job, error) {
 	case EngineVLLM:
 		task = r.vllmTask(s)
 		port.To = VLLMContainerPort
+	case EngineVLLMExec:
+		task = r.vllmExecTask(s)
 	case EngineSim:
 		task = r.simTask(s)
 	}
@@ -285,7 +281,10 @@ func (r *Renderer) validate(s Spec) (string, error) {
 		return bad("simulator startup and tokens per second must not be negative")
 	}
 	switch s.Engine {
-	case EngineVLLM:
+	case EngineVLLM, EngineVLLMExec:
+		if s.Engine == EngineVLLMExec && r.cfg.VLLMBinary == "" {
+			return bad("engine %s needs the vllm executable's path on the clients (config vllm_binary, thaw server --vllm-bin)", s.Engine)
+		}
 		// The repository and revision become vLLM's arguments, where Nomad
 		// would interpolate "${...}": render only names that pass the
 		// deploy API's own rules, even for records stored before them.
@@ -305,77 +304,11 @@ func (r *Renderer) validate(s Spec) (string, error) {
 			return bad("thaw binary path is empty")
 		}
 	default:
-		return bad("engine %q, want %q or %q", s.Engine, EngineVLLM, EngineSim)
+		return bad("engine %q, want one of %q", s.Engine, Engines)
 	}
 	model, ok := r.GPUModel(s.GPU)
 	if !ok {
 		return "", fmt.Errorf("%w %q (known: %s)", ErrUnknownGPU, s.GPU, strings.Join(r.GPUTypes(), ", "))
 	}
 	return model, nil
-}
-
-// hfTokenTemplate renders the HF token from the deployment's Nomad Variable
-// into the task's environment. nomadVarExists keeps a deployment without a
-// token (public weights) from blocking on a variable that never appears.
-func hfTokenTemplate(path string) string {
-	return fmt.Sprintf(`{{ if nomadVarExists %[1]q }}{{ with nomadVar %[1]q }}HF_TOKEN={{ .%[2]s }}{{ end }}{{ end }}`+"\n",
-		path, HFTokenKey)
-}
-
-// vllmTask is vLLM's OpenAI server on docker; GPUs come from the device
-// reservation (the docker driver picks the nvidia runtime for it).
-func (r *Renderer) vllmTask(s Spec) *api.Task {
-	args := []string{
-		s.HFRepo,
-		"--served-model-name", s.Model,
-		"--max-num-seqs", strconv.Itoa(s.MaxBatchSize),
-		"--tensor-parallel-size", strconv.Itoa(s.NumGPUs),
-		"--host", "0.0.0.0",
-		"--port", strconv.Itoa(VLLMContainerPort),
-	}
-	if s.HFRevision != "" {
-		args = append(args, "--revision", s.HFRevision)
-	}
-	args = append(args, s.ExtraArgs...)
-	config := map[string]any{
-		"image":      r.cfg.VLLMImage,
-		"entrypoint": []string{"vllm", "serve"},
-		"args":       args,
-		"ports":      []string{PortLabel},
-		"shm_size":   r.cfg.ShmSizeBytes,
-	}
-	if r.cfg.HFCacheHostPath != "" {
-		config["volumes"] = []string{r.cfg.HFCacheHostPath + ":/root/.cache/huggingface"}
-	}
-	t := api.NewTask(TaskName, "docker")
-	t.Config = config
-	t.Templates = []*api.Template{{
-		EmbeddedTmpl: new(hfTokenTemplate(r.VariablePath(s.DeployID))),
-		DestPath:     new("secrets/hf.env"),
-		Envvars:      new(true),
-		ChangeMode:   new("restart"),
-	}}
-	t.Resources = &api.Resources{CPU: new(r.cfg.VLLMCPU), MemoryMB: new(r.cfg.VLLMMemoryMB)}
-	return t
-}
-
-// simTask is `thaw sim` on raw_exec, listening on the group's dynamic port.
-func (r *Renderer) simTask(s Spec) *api.Task {
-	args := []string{
-		"sim",
-		"--host", "${NOMAD_IP_" + PortLabel + "}",
-		"--port", "${NOMAD_PORT_" + PortLabel + "}",
-		"--model", s.Model,
-		"--max-num-seqs", strconv.Itoa(s.MaxBatchSize),
-	}
-	if s.SimStartup > 0 {
-		args = append(args, "--startup", s.SimStartup.String())
-	}
-	if s.SimTokensPerSecond > 0 {
-		args = append(args, "--tokens-per-second", strconv.FormatFloat(s.SimTokensPerSecond, 'g', -1, 64))
-	}
-	t := api.NewTask(TaskName, "raw_exec")
-	t.Config = map[string]any{"command": s.ThawBinary, "args": args}
-	t.Resources = &api.Resources{CPU: new(r.cfg.SimCPU), MemoryMB: new(r.cfg.SimMemoryMB)}
-	return t
 }

@@ -106,14 +106,14 @@ func TestJobVLLM(t *testing.T) {
 				Task:     "server", Driver: "docker",
 				Config: map[string]any{
 					"image":      "vllm/vllm-openai:latest",
-					"entrypoint": []string{"vllm", "serve"},
+					"entrypoint": []string{"vllm"},
 					"args": []string{
-						"meta-llama/Llama-3.1-8B-Instruct",
+						"serve", "meta-llama/Llama-3.1-8B-Instruct",
 						"--served-model-name", "alice/llama",
 						"--max-num-seqs", "64",
 						"--tensor-parallel-size", "2",
-						"--host", "0.0.0.0", "--port", "8000",
 						"--revision", "0e9e39f",
+						"--host", "0.0.0.0", "--port", "8000",
 						"--dtype", "half",
 					},
 					"ports":    []string{"http"},
@@ -141,9 +141,9 @@ func TestJobVLLM(t *testing.T) {
 				Task: "server", Driver: "docker",
 				Config: map[string]any{
 					"image":      "vllm/vllm-openai:v0.12.0",
-					"entrypoint": []string{"vllm", "serve"},
+					"entrypoint": []string{"vllm"},
 					"args": []string{
-						"org/repo", "--served-model-name", "alice/llama", "--max-num-seqs", "8",
+						"serve", "org/repo", "--served-model-name", "alice/llama", "--max-num-seqs", "8",
 						"--tensor-parallel-size", "1", "--host", "0.0.0.0", "--port", "8000",
 					},
 					"ports":    []string{"http"},
@@ -235,11 +235,11 @@ func TestJobSim(t *testing.T) {
 func TestJobNeverContainsHFToken(t *testing.T) {
 	const secret = "hf_s3cr3tTOKENvalue"
 	t.Setenv("HF_TOKEN", secret) // a renderer reading the environment would leak it
-	r, err := New(Config{})
+	r, err := New(Config{VLLMBinary: "/opt/vllm/bin/vllm"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, engine := range []Engine{EngineVLLM, EngineSim} {
+	for _, engine := range Engines {
 		job, err := r.Job(Spec{
 			DeployID: "d3", Owner: "alice", Model: "alice/private", GPU: "A100-80GB",
 			NumGPUs: 1, MaxBatchSize: 1, HFRepo: "alice/private-weights", Count: 1,
@@ -291,6 +291,8 @@ func TestJobRejects(t *testing.T) {
 		{"revision a flag", func(s *Spec) { s.HFRevision = "-x" }, ErrInvalidSpec},
 		{"revision climbing", func(s *Spec) { s.HFRevision = "../../etc" }, ErrInvalidSpec},
 		{"sim without binary", func(s *Spec) { s.Engine, s.ThawBinary = EngineSim, "" }, ErrInvalidSpec},
+		{"vllm-exec without the vllm binary", func(s *Spec) { s.Engine = EngineVLLMExec }, ErrInvalidSpec},
+		{"vllm-exec without repo", func(s *Spec) { s.Engine, s.HFRepo = EngineVLLMExec, "" }, ErrInvalidSpec},
 		{"unknown engine", func(s *Spec) { s.Engine = "tgi" }, ErrInvalidSpec},
 	}
 	r, err := New(Config{})
