@@ -21,11 +21,7 @@ import (
 // all served (by the other instance, then by the restarted one): only
 // requests already on the killed server may fail.
 func TestServerKilledAllocation(t *testing.T) {
-	s := startServer(t, serverOpts{})
-	d := s.create(uniqueName("kill"), "H100-80GB", 1, 4, 2, 2)
-	t.Cleanup(func() { s.delete(d.ID) })
-	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
-	allocs := waitLiveAllocs(t, d.ID, 2)
+	s, d, allocs := runningPair(t, "kill")
 	var victim string
 	for id := range allocs {
 		victim = id
@@ -65,6 +61,18 @@ func TestServerKilledAllocation(t *testing.T) {
 	s.waitDeploy(d.ID, 30*time.Second, "back to 2 running", func(d deploy.View) bool { return d.Instances.Running == 2 })
 }
 
+// runningPair starts thaw server with a deployment named after prefix (two
+// instances of one H100, deleted when the test ends) and returns them once
+// both instances run, with their two live allocations.
+func runningPair(t *testing.T, prefix string) (*server, deploy.View, map[string]*api.AllocationListStub) {
+	t.Helper()
+	s := startServer(t, serverOpts{})
+	d := s.create(uniqueName(prefix), "H100-80GB", 1, 4, 2, 2)
+	t.Cleanup(func() { s.delete(d.ID) })
+	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
+	return s, d, waitLiveAllocs(t, d.ID, 2)
+}
+
 // simPID finds the simulator serving model on port.
 func simPID(model string, port int) int {
 	entries, _ := os.ReadDir("/proc")
@@ -91,11 +99,7 @@ func simPID(model string, port int) int {
 // (`nomad alloc stop`). thaw takes the instance out of rotation, starts a
 // fresh one, and requests sent after the stop are all served.
 func TestServerStoppedAllocation(t *testing.T) {
-	s := startServer(t, serverOpts{})
-	d := s.create(uniqueName("stop"), "H100-80GB", 1, 4, 2, 2)
-	t.Cleanup(func() { s.delete(d.ID) })
-	s.waitDeploy(d.ID, 60*time.Second, "running", func(d deploy.View) bool { return d.Instances.Running == 2 })
-	before := waitLiveAllocs(t, d.ID, 2)
+	s, d, before := runningPair(t, "stop")
 	var victim, survivor string
 	for id := range before {
 		if victim == "" {

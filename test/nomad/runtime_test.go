@@ -165,6 +165,14 @@ func newSpec(gpu string, numGPUs int) fleet.Spec {
 	}
 }
 
+// spec is newSpec for a deployment the runtime purges from Nomad when the
+// test ends.
+func (h *rtHarness) spec(gpu string, numGPUs int) fleet.Spec {
+	spec := newSpec(gpu, numGPUs)
+	h.t.Cleanup(func() { _ = h.rt.Purge(context.Background(), spec.DeployID) })
+	return spec
+}
+
 // liveAllocs returns the job's allocations Nomad wants running, by ID.
 func liveAllocs(t *testing.T, deployID string) map[string]*api.AllocationListStub {
 	t.Helper()
