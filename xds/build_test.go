@@ -37,6 +37,16 @@ func testState() State {
 	}
 }
 
+// resources is Resources(st), failing the test on an error.
+func resources(t *testing.T, st State) map[resource.Type][]types.Resource {
+	t.Helper()
+	res, err := Resources(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func names(rs []types.Resource) []string {
 	var out []string
 	for _, r := range rs {
@@ -91,10 +101,7 @@ func viewLoad(cla *endpoint.ClusterLoadAssignment) []lbView {
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 
 func TestBuildPriorities(t *testing.T) {
-	res, err := Resources(testState())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, testState())
 	loads := map[string][]lbView{}
 	for _, r := range res[resource.EndpointType] {
 		cla := r.(*endpoint.ClusterLoadAssignment)
@@ -118,10 +125,7 @@ func TestBuildPriorities(t *testing.T) {
 }
 
 func TestBuildRoutes(t *testing.T) {
-	res, err := Resources(testState())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, testState())
 	rc := res[resource.RouteType][0].(*route.RouteConfiguration)
 	type rv struct {
 		Name, Cluster       string
@@ -175,10 +179,7 @@ func TestBuildRoutes(t *testing.T) {
 }
 
 func TestBuildListener(t *testing.T) {
-	res, err := Resources(testState())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, testState())
 	lis := res[resource.ListenerType][0].(*listener.Listener)
 	var m hcm.HttpConnectionManager
 	if err := lis.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m); err != nil {
@@ -228,10 +229,7 @@ func TestBuildListener(t *testing.T) {
 func TestBuildClusters(t *testing.T) {
 	st := testState()
 	st.API = "thaw.internal:8080" // a name: resolved by DNS
-	res, err := Resources(st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, st)
 	got := map[string]string{}
 	for _, r := range res[resource.ClusterType] {
 		c := r.(*cluster.Cluster)
@@ -254,10 +252,7 @@ func TestBuildDefaultsAndVersion(t *testing.T) {
 	st := testState()
 	st.Activators = nil
 	st.HoldTimeout = 0
-	res, err := Resources(st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, st)
 	for _, r := range res[resource.EndpointType] {
 		cla := r.(*endpoint.ClusterLoadAssignment)
 		if cla.GetClusterName() == ActivatorCluster {

@@ -16,10 +16,7 @@ import (
 // model servers serve; the activator route takes those and the native
 // path; nothing else is routed as inference (thaw's API answers it).
 func TestRoutePaths(t *testing.T) {
-	res, err := Resources(testState())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := resources(t, testState())
 	byName := map[string]*route.Route{}
 	for _, r := range res[resource.RouteType][0].(*route.RouteConfiguration).GetVirtualHosts()[0].GetRoutes() {
 		byName[r.GetName()] = r

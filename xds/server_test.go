@@ -29,6 +29,15 @@ func startServer(t *testing.T, admin ...string) (*Server, *grpc.ClientConn) {
 	return startServerGrace(t, 0, admin...)
 }
 
+// startADS runs a Server and returns an ADS client of it, with a context
+// that ends with the test (after 10s at the most) for its streams.
+func startADS(t *testing.T) (*Server, context.Context, discovery.AggregatedDiscoveryServiceClient) {
+	s, conn := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return s, ctx, discovery.NewAggregatedDiscoveryServiceClient(conn)
+}
+
 func startServerGrace(t *testing.T, grace time.Duration, admin ...string) (*Server, *grpc.ClientConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -78,10 +87,8 @@ func clusterNames(t *testing.T, resp *discovery.DiscoveryResponse) []string {
 }
 
 func TestServerStateOfTheWorld(t *testing.T) {
-	s, conn := startServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	s, ctx, ads := startADS(t)
+	st, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +140,8 @@ func TestServerStateOfTheWorld(t *testing.T) {
 }
 
 func TestServerDelta(t *testing.T) {
-	s, conn := startServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	s, ctx, ads := startADS(t)
+	st, err := ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
