@@ -126,6 +126,14 @@ func CheckQuota(quota int, d *Deployment, others []*Deployment) error {
 	return nil
 }
 
+// malformed returns the error of a field whose value breaks its grammar:
+// the field, the value, why it is refused and rule, what is allowed.
+func malformed(field, value, rule string) func(why string) error {
+	return func(why string) error {
+		return kindErr(ErrMalformed, field, "%s %q %s; %s", field, clip(value), why, rule)
+	}
+}
+
 // Hugging Face's grammar of repository names (huggingface_hub's
 // validate_repo_id): "name" or "owner/name", each part 1-96 of
 // [A-Za-z0-9._-] starting and ending with a letter, digit or '_', without
@@ -143,9 +151,7 @@ const hfRepoRule = "a Hugging Face repository is \"owner/name\" (or a bare \"nam
 // repository names, with a *FieldError (field "hf.repo", ErrMalformed)
 // saying what is allowed. Only names that pass reach a job's arguments.
 func CheckHFRepo(repo string) error {
-	bad := func(why string) error {
-		return kindErr(ErrMalformed, "hf.repo", "hf.repo %q %s; %s", clip(repo), why, hfRepoRule)
-	}
+	bad := malformed("hf.repo", repo, hfRepoRule)
 	parts := strings.Split(repo, "/")
 	if len(parts) > 2 {
 		return bad("has more than one '/'")
@@ -185,9 +191,7 @@ const hfRevisionRule = "a revision is a branch, tag or commit of the repository 
 // white space or control characters, and no leading '-' (a flag). The
 // empty revision (the default branch) is the caller's to allow.
 func CheckHFRevision(rev string) error {
-	bad := func(why string) error {
-		return kindErr(ErrMalformed, "hf.revision", "hf.revision %q %s; %s", clip(rev), why, hfRevisionRule)
-	}
+	bad := malformed("hf.revision", rev, hfRevisionRule)
 	if rev == "" || len(rev) > maxHFRevision {
 		return bad("is empty or longer than 200 characters")
 	}

@@ -205,22 +205,29 @@ func TestCheckHFRepo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.repo, func(t *testing.T) {
-			err := CheckHFRepo(tt.repo)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("CheckHFRepo(%q) = %v, want nil", tt.repo, err)
-				}
-				return
-			}
-			want := FieldError{Field: "hf.repo", Err: ErrMalformed, Message: tt.want}
-			var got *FieldError
-			if !errors.As(err, &got) {
-				t.Fatalf("CheckHFRepo(%q) = %v, want a *FieldError", tt.repo, err)
-			}
-			if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
-				t.Errorf("CheckHFRepo(%q) (-want +got):\n%s", tt.repo, diff)
-			}
+			checkMalformed(t, fmt.Sprintf("CheckHFRepo(%q)", tt.repo), CheckHFRepo(tt.repo), "hf.repo", tt.want)
 		})
+	}
+}
+
+// checkMalformed fails unless err, what call returned, is nil where
+// message is "", and otherwise a *FieldError of field, ErrMalformed and
+// message.
+func checkMalformed(t *testing.T, call string, err error, field, message string) {
+	t.Helper()
+	if message == "" {
+		if err != nil {
+			t.Fatalf("%s = %v, want nil", call, err)
+		}
+		return
+	}
+	var got *FieldError
+	if !errors.As(err, &got) {
+		t.Fatalf("%s = %v, want a *FieldError", call, err)
+	}
+	want := FieldError{Field: field, Err: ErrMalformed, Message: message}
+	if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", call, diff)
 	}
 }
 
@@ -265,21 +272,11 @@ func TestCheckHFRevision(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.rev, func(t *testing.T) {
-			err := CheckHFRevision(tt.rev)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("CheckHFRevision(%q) = %v, want nil", tt.rev, err)
-				}
-				return
+			msg := ""
+			if tt.want != "" {
+				msg = fmt.Sprintf("hf.revision %q %s%s", clip(tt.rev), tt.want, rule)
 			}
-			want := FieldError{Field: "hf.revision", Err: ErrMalformed, Message: fmt.Sprintf("hf.revision %q %s%s", clip(tt.rev), tt.want, rule)}
-			var got *FieldError
-			if !errors.As(err, &got) {
-				t.Fatalf("CheckHFRevision(%q) = %v, want a *FieldError", tt.rev, err)
-			}
-			if diff := cmp.Diff(want, *got, cmpopts.EquateErrors()); diff != "" {
-				t.Errorf("CheckHFRevision(%q) (-want +got):\n%s", tt.rev, diff)
-			}
+			checkMalformed(t, fmt.Sprintf("CheckHFRevision(%q)", tt.rev), CheckHFRevision(tt.rev), "hf.revision", msg)
 		})
 	}
 }
