@@ -1,7 +1,8 @@
 // Package localrt is the local runtime of `thaw dev`: it runs each model
 // server instance as a child process of thaw (by default `thaw sim`, the
-// bundled simulator) on a GPU inventory that it simulates. It implements
-// fleet.Runtime.
+// bundled simulator; with EngineVLLM a real vLLM, its command line and
+// settings from package vllm) on a GPU inventory that it simulates. It
+// implements fleet.Runtime.
 //
 // It owns:
 //   - placement: the inventory, the reservation of GPUs, and the FIFO queue
@@ -10,7 +11,10 @@
 //   - the children: their ports (from Config.Ports, a range the runtime
 //     owns; never one the kernel picks), environment (HF_TOKEN, never logged),
 //     output (logged at debug level; the last stderr lines explain a
-//     failure), stop (SIGTERM, then SIGKILL) and exit (reported
+//     failure), own directory (working directory, caches, temporary files;
+//     removed when it exits), stop (SIGTERM to its process group, then
+//     SIGKILL; once it has exited, whatever it left in its group is killed,
+//     so vLLM's worker processes go with it) and exit (reported
 //     PhaseFailed; replacing it is the fleet's decision);
 //   - orphans: children die with thaw even on SIGKILL (Pdeathsig, forked
 //     from one OS thread that lives as long as Run), and their PIDs are

@@ -10,9 +10,12 @@ var passedEnv = []string{
 	// Weights cache and offline mode, as a node with a pre-seeded cache
 	// runs (HF_TOKEN comes from the deployment, not from thaw's
 	// environment).
-	"HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE",
-	// GPUs and the engine's own settings.
-	"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "VLLM_",
+	"HF_HOME", "HF_HUB_", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME",
+	// GPUs and the engine's own settings: vLLM's, torch's and its
+	// libraries' (threads, allocator, collectives).
+	"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "VLLM_",
+	"TORCH_", "TORCHINDUCTOR_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCCL_",
+	"LD_LIBRARY_PATH", "LD_PRELOAD",
 }
 
 // modelServerEnv returns the environment of a model server: the passed

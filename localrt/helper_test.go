@@ -27,6 +27,10 @@ import (
 //	ignore-term  listen and ignore SIGTERM
 //	fail         print two lines to stderr and exit 1
 //	token        like listen if HF_TOKEN equals WANT_TOKEN, else fail
+//	leave-child  like listen, after starting a child that ignores SIGTERM
+//	             (printing "child <pid>") and writing a file "here" in its
+//	             working directory
+//	runtime      play thaw: see helperRuntime
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("LOCALRT_HELPER") != "1" {
 		return
@@ -34,6 +38,10 @@ func TestHelperProcess(t *testing.T) {
 	args := os.Args[slices.Index(os.Args, "--")+1:]
 	mode, port := args[0], args[1]
 	switch mode {
+	case "runtime":
+		helperRuntime()
+	case "leave-child":
+		leaveChild()
 	case "fail":
 		fmt.Fprintln(os.Stderr, "loading weights")
 		fmt.Fprintln(os.Stderr, "boom: out of memory")
@@ -73,8 +81,23 @@ func TestHelperProcess(t *testing.T) {
 	}
 }
 
+// leaveChild starts a process that ignores SIGTERM, in the helper's process
+// group, which the helper will not stop, and marks its working directory.
+func leaveChild() {
+	c := exec.Command("sh", "-c", "trap '' TERM; exec sleep 60")
+	if err := c.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	fmt.Println("child", c.Process.Pid)
+	if err := os.WriteFile("here", nil, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+}
+
 // helperCommand is a Config.Command running TestHelperProcess.
-func helperCommand(spec fleet.Spec, port int) *exec.Cmd {
+func helperCommand(spec fleet.Spec, port int, _ string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "--", spec.Model, fmt.Sprint(port))
 	// GORACE: a -race binary otherwise sleeps 1s before it exits.
 	cmd.Env = append(os.Environ(), "LOCALRT_HELPER=1", "WANT_TOKEN=hf_secret_123", "GORACE=atexit_sleep_ms=0")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,13 +16,10 @@ import (
 	"github.com/thawhq/thaw/fleet"
 )
 
-// TestHelperRuntime is not a test: run by TestChildDiesWithParent, it plays
-// thaw: it runs a Runtime with one instance, prints the instance's PID and
-// waits to be killed.
-func TestHelperRuntime(t *testing.T) {
-	if os.Getenv("LOCALRT_HELPER_RUNTIME") != "1" {
-		return
-	}
+// helperRuntime plays thaw for TestChildDiesWithParent (TestHelperProcess
+// in mode "runtime"): it runs a Runtime with one instance, prints the
+// instance's PID and waits to be killed.
+func helperRuntime() {
 	rt, err := New(Config{
 		Inventory: map[string]int{"A100-80GB": 1},
 		Command:   helperCommand,
@@ -53,8 +49,7 @@ func TestHelperRuntime(t *testing.T) {
 }
 
 func TestChildDiesWithParent(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRuntime$")
-	cmd.Env = append(os.Environ(), "LOCALRT_HELPER_RUNTIME=1", "GORACE=atexit_sleep_ms=0")
+	cmd := helperCommand(fleet.Spec{Model: "runtime"}, 0, "")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

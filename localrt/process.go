@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/vllm"
 )
 
 // waitDelay bounds how long a child's output is read after it exits, in case
@@ -20,8 +22,8 @@ const waitDelay = 2 * time.Second
 // simCommand returns the default Config.Command: `thaw sim`. The simulator
 // takes none of vLLM's flags, so spec.ExtraArgs are not passed; neither is
 // the GPU count, which only placement uses.
-func simCommand(binary string, startup time.Duration, tps float64, extra []string) func(fleet.Spec, int) *exec.Cmd {
-	return func(spec fleet.Spec, port int) *exec.Cmd {
+func simCommand(binary string, startup time.Duration, tps float64, extra []string) func(fleet.Spec, int, string) *exec.Cmd {
+	return func(spec fleet.Spec, port int, _ string) *exec.Cmd {
 		args := []string{"sim",
 			"--port", strconv.Itoa(port),
 			"--model", spec.Model,
@@ -32,6 +34,25 @@ func simCommand(binary string, startup time.Duration, tps float64, extra []strin
 			args = append(args, "--max-num-seqs", strconv.Itoa(spec.MaxBatchSize))
 		}
 		return exec.Command(binary, append(args, extra...)...)
+	}
+}
+
+// vllmCommand returns Config.Command of EngineVLLM: `vllm serve` as package
+// vllm defines it, on 127.0.0.1:port, with the model-server environment of
+// thaw's (passedEnv: HF_HOME, HF_HUB_OFFLINE, ...) and vLLM's settings for
+// st.Device, its caches and temporary files in the instance's directory.
+func vllmCommand(binary string, st vllm.Settings) func(fleet.Spec, int, string) *exec.Cmd {
+	return func(spec fleet.Spec, port int, dir string) *exec.Cmd {
+		vs := vllm.Spec{
+			Repo: spec.Repo, Revision: spec.Revision, Model: spec.Model,
+			MaxBatchSize: spec.MaxBatchSize, NumGPUs: spec.NumGPUs, ExtraArgs: spec.ExtraArgs,
+		}
+		cmd := exec.Command(binary, vllm.Args(vs, st.Device, "127.0.0.1", strconv.Itoa(port))...)
+		st.Dir = dir
+		// Later values win (exec.Cmd.Env): vLLM's settings over thaw's
+		// environment; the runtime appends HF_TOKEN.
+		cmd.Env = append(modelServerEnv(os.Environ(), ""), vllm.Env(st)...)
+		return cmd
 	}
 }
 
@@ -77,10 +98,21 @@ func (r *Runtime) spawnLocked(inst *instance) {
 		return
 	}
 	inst.port = port
-	cmd := r.cfg.Command(inst.spec, port)
+	dir, err := r.makeInstanceDir(inst.id)
+	if err != nil {
+		fail(err)
+		return
+	}
+	inst.dir = dir
+	cmd := r.cfg.Command(inst.spec, port, dir)
 	if cmd == nil {
 		fail(errors.New("no command"))
 		return
+	}
+	if cmd.Dir == "" {
+		// vLLM puts its working directory on a subprocess's sys.path:
+		// start it where nothing else is.
+		cmd.Dir = dir
 	}
 	if cmd.Env == nil {
 		cmd.Env = modelServerEnv(os.Environ(), inst.spec.HFToken)
@@ -116,11 +148,21 @@ func (r *Runtime) spawnLocked(inst *instance) {
 	go r.wait(inst)
 }
 
-// wait waits for inst's process to exit, then reports it stopped (when asked
-// to stop) or failed, and places pending instances on the GPUs it freed.
+// wait waits for inst's process to exit, kills what it started and left
+// behind (its process group), removes its directory, then reports it
+// stopped (when asked to stop) or failed, and places pending instances on
+// the GPUs it freed.
 func (r *Runtime) wait(inst *instance) {
 	defer r.procs.Done()
+	if err := waitExited(inst.pid); err != nil {
+		r.log.Warn("waiting for a model server", "instance", inst.id, "pid", inst.pid, "err", err)
+	}
+	// The child is a zombie until Wait reaps it, so its PID, the ID of its
+	// group, is not reused yet: a model server's workers (vLLM runs
+	// several processes) cannot outlive it.
+	syscall.Kill(-inst.pid, syscall.SIGKILL)
 	err := inst.cmd.Wait()
+	r.removeInstanceDir(inst.id, inst.dir)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if inst.stopping {
@@ -172,6 +214,27 @@ func (r *Runtime) terminateLocked(inst *instance) {
 func signalGroup(pid int, sig syscall.Signal) {
 	syscall.Kill(-pid, sig)
 	syscall.Kill(pid, sig)
+}
+
+// pPID is waitid's idtype for one process.
+const pPID = 1
+
+// waitExited blocks until the child pid has exited, without reaping it
+// (WNOWAIT): exec.Cmd.Wait does that afterwards.
+func waitExited(pid int) error {
+	var info [128]byte // siginfo_t
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
+			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case syscall.EINTR:
+			continue
+		default:
+			return errno
+		}
+	}
 }
 
 // writeStateLocked records the running children in the state file. Called

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/vllm"
 )
 
 // Defaults of Config.
@@ -33,23 +34,47 @@ var ErrClosed = errors.New("localrt: runtime is shut down")
 // ErrAlreadyRun is returned by Run when the runtime has been run before.
 var ErrAlreadyRun = errors.New("localrt: runtime already run")
 
+// Engine is the model server a Runtime runs.
+type Engine string
+
+// Engines.
+const (
+	// EngineSim runs `thaw sim`, the simulator.
+	EngineSim Engine = "sim"
+	// EngineVLLM runs vLLM (Config.VLLMBinary), as package vllm defines.
+	EngineVLLM Engine = "vllm"
+)
+
 // Config configures a Runtime. The zero value of each optional field means
 // its default.
 type Config struct {
 	// Inventory is the simulated GPUs by type, e.g. {"A100-80GB": 8,
 	// "H100-80GB": 8}. Instances of other types stay pending.
 	Inventory map[string]int
+	// Engine is the model server instances run. Default EngineSim.
+	Engine Engine
 	// Binary is the thaw executable to run `sim` with.
 	// Default os.Executable().
 	Binary string
+	// VLLMBinary is the vllm executable of EngineVLLM (see
+	// vllm.FindBinary); required for it.
+	VLLMBinary string
+	// VLLMDevice is what vLLM computes on. Default vllm.Detect(): GPUs
+	// when the machine has one.
+	VLLMDevice vllm.Device
+	// VLLMKVCacheGiB is vLLM's KV cache on CPUs, in GiB. Default
+	// vllm.DefaultKVCacheGiB.
+	VLLMKVCacheGiB int
 	// Command, when set, builds the process of an instance that listens on
-	// 127.0.0.1:port, instead of the sim command (tests use it to run
-	// something else). It is called with the runtime's lock held and must
-	// not call the Runtime. The runtime then sets the command's Stdout,
-	// Stderr, WaitDelay and SysProcAttr, and adds HF_TOKEN to its Env
-	// (when Env is nil: the few variables of thaw's environment a model
-	// server needs, see passedEnv).
-	Command func(spec fleet.Spec, port int) *exec.Cmd
+	// 127.0.0.1:port, instead of the engine's (tests use it to run
+	// something else). dir is the instance's own directory, empty and
+	// removed after the process exits; the process runs in it unless the
+	// command sets Dir. Command is called with the runtime's lock held and
+	// must not call the Runtime. The runtime then sets the command's
+	// Stdout, Stderr, WaitDelay and SysProcAttr, and adds HF_TOKEN to its
+	// Env (when Env is nil: the few variables of thaw's environment a
+	// model server needs, see passedEnv).
+	Command func(spec fleet.Spec, port int, dir string) *exec.Cmd
 	// SimArgs are more flags for every `thaw sim` (e.g. --request-log).
 	SimArgs []string
 	// Ports are the loopback ports instances listen on, one each; ports
@@ -65,7 +90,9 @@ type Config struct {
 	TokensPerSecond float64
 	// StateDir is the directory where the runtime records the PIDs of its
 	// children (file localrt-pids.json), so that the next Run kills the
-	// orphans a crash left behind; Run creates it. Empty: no record.
+	// orphans a crash left behind, and keeps the instances' directories
+	// (instances/<id>); Run creates it. Empty: no record, and the
+	// instances' directories go to a temporary directory.
 	StateDir string
 	// StopGrace is how long a stopping child has between SIGTERM and
 	// SIGKILL. Default DefaultStopGrace.
@@ -94,6 +121,7 @@ type instance struct {
 	reason string // last pending reason reported
 	port   int
 	addr   string
+	dir    string // its own directory, "" until spawned
 	cmd    *exec.Cmd
 	pid    int
 	// startTime is the child's start time from /proc (0: unknown), so
@@ -116,8 +144,11 @@ type Runtime struct {
 	statePath string         // "" for no state file
 	nonce     string         // distinguishes this runtime's IDs from a previous run's
 	events    *fleet.EventQueue
-	spawnSig  chan struct{}  // capacity 1: "toSpawn may be non-empty"
-	procs     sync.WaitGroup // one per wait goroutine
+	// instRoot holds the instances' own directories; set by Run before
+	// the spawner starts.
+	instRoot string
+	spawnSig chan struct{}  // capacity 1: "toSpawn may be non-empty"
+	procs    sync.WaitGroup // one per wait goroutine
 
 	// mu guards the fields below, the fields of every instance, and the
 	// state file; it is held while a child is forked.
@@ -166,6 +197,28 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	switch cfg.Engine {
+	case "":
+		cfg.Engine = EngineSim
+	case EngineSim, EngineVLLM:
+	default:
+		return nil, fmt.Errorf("localrt: engine %q, want %q or %q", cfg.Engine, EngineSim, EngineVLLM)
+	}
+	if cfg.VLLMKVCacheGiB < 0 {
+		return nil, fmt.Errorf("localrt: %d GiB of KV cache", cfg.VLLMKVCacheGiB)
+	}
+	if cfg.VLLMDevice == "" {
+		cfg.VLLMDevice = vllm.Detect()
+	}
+	if _, err := vllm.ParseDevice(string(cfg.VLLMDevice)); err != nil {
+		return nil, fmt.Errorf("localrt: %w", err)
+	}
+	if cfg.Command == nil && cfg.Engine == EngineVLLM {
+		if cfg.VLLMBinary == "" {
+			return nil, errors.New("localrt: engine vllm needs the vllm executable (Config.VLLMBinary)")
+		}
+		cfg.Command = vllmCommand(cfg.VLLMBinary, vllm.Settings{Device: cfg.VLLMDevice, KVCacheGiB: cfg.VLLMKVCacheGiB})
 	}
 	if cfg.Command == nil {
 		if cfg.Binary == "" {
@@ -296,6 +349,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.log.Warn("cleaning up orphaned model servers", "err", err)
 		}
 	}
+	root, err := openInstancesRoot(r.cfg.StateDir)
+	if err != nil {
+		r.log.Warn("instances' directories", "err", err)
+	}
+	r.instRoot = root
 
 	pumpCtx, stopPump := context.WithCancel(context.Background())
 	pumpDone := make(chan struct{})
@@ -333,6 +391,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if r.statePath != "" {
 		if err := os.Remove(r.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
 			r.log.Warn("removing the record of model servers", "err", err)
+		}
+	}
+	if root != "" {
+		if err := os.RemoveAll(root); err != nil {
+			r.log.Warn("removing the instances' directories", "err", err)
 		}
 	}
 	stopPump()

@@ -17,7 +17,7 @@ import (
 var ignoreAddr = cmpopts.IgnoreFields(fleet.Instance{}, "Addr")
 
 func TestSimCommand(t *testing.T) {
-	cmd := simCommand("/usr/bin/thaw", 3*time.Second, 50, nil)(fleet.Spec{Model: "alice/llama", MaxBatchSize: 96}, 40123)
+	cmd := simCommand("/usr/bin/thaw", 3*time.Second, 50, nil)(fleet.Spec{Model: "alice/llama", MaxBatchSize: 96}, 40123, "/d/i1")
 	want := []string{"/usr/bin/thaw", "sim", "--port", "40123", "--model", "alice/llama",
 		"--startup", "3s", "--tokens-per-second", "50", "--max-num-seqs", "96"}
 	if diff := cmp.Diff(want, cmd.Args); diff != "" {
