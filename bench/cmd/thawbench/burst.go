@@ -60,50 +60,10 @@ func burstOn(ctx context.Context, p *thawProc, gpu string, cfg burstConfig) (map
 
 	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: keepAliveClient(cfg.Requests)}
 	body := completionBody(d.FullName, cfg.MaxTokens)
-	outcomes := make([]outcome, cfg.Requests)
-	var ready, wg sync.WaitGroup
-	release := make(chan struct{})
-	for i := range outcomes {
-		wg.Add(1)
-		ready.Add(1)
-		go func() {
-			defer wg.Done()
-			ready.Done()
-			<-release
-			outcomes[i] = thaw.send(ctx, body)
-		}()
-	}
-	ready.Wait()
-	t0 := time.Now()
-	close(release)
-
+	outcomes, t0, allDone := sendAtOnce(ctx, thaw, body, cfg.Requests)
 	// Watch the deployment until the burst is answered.
-	allDone := make(chan struct{})
-	go func() { wg.Wait(); close(allDone) }()
-	var toDesired, toRunning time.Duration
-	maxRunning := 0
-	var timeline [][3]float64 // [ms since release, desired, running] at each change
-watch:
-	for {
-		if dd, err := p.get(ctx, d.ID); err == nil {
-			el := time.Since(t0)
-			if toDesired == 0 && dd.Instances.Desired >= cfg.MaxInstances {
-				toDesired = el
-			}
-			if toRunning == 0 && dd.Instances.Running >= cfg.MaxInstances {
-				toRunning = el
-			}
-			maxRunning = max(maxRunning, dd.Instances.Running)
-			if n := len(timeline); n == 0 || timeline[n-1][1] != float64(dd.Instances.Desired) || timeline[n-1][2] != float64(dd.Instances.Running) {
-				timeline = append(timeline, [3]float64{bench.Ms(el), float64(dd.Instances.Desired), float64(dd.Instances.Running)})
-			}
-		}
-		select {
-		case <-allDone:
-			break watch
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	w := watchScale(ctx, p, d.ID, cfg.MaxInstances, t0, allDone)
+	toDesired, toRunning := w.toDesired, w.toRunning
 
 	var lat []time.Duration
 	var last time.Time
@@ -132,9 +92,9 @@ watch:
 	figs := map[string]any{
 		"requests": cfg.Requests, "errors": errs, "statuses": statuses,
 		"time_to_max_desired_ms": bench.Ms(toDesired), "time_to_max_running_ms": bench.Ms(toRunning),
-		"max_running_seen": maxRunning, "time_to_last_response_ms": bench.Ms(last.Sub(t0)),
+		"max_running_seen": w.maxRunning, "time_to_last_response_ms": bench.Ms(last.Sub(t0)),
 		"latency": bench.Summarize(lat), "sim_startup_ms": bench.Ms(cfg.Startup),
-		"timeline_ms_desired_running": timeline,
+		"timeline_ms_desired_running": w.timeline,
 	}
 	if firstErr != "" {
 		figs["first_error"] = firstErr
@@ -148,4 +108,61 @@ watch:
 	headline := fmt.Sprintf("%d errors; %d desired at %s, running at %s; last response at %.0f ms",
 		errs, cfg.MaxInstances, at(toDesired), at(toRunning), bench.Ms(last.Sub(t0)))
 	return figs, headline, met, nil
+}
+
+// sendAtOnce starts n senders of body to t and releases them together. It
+// returns their outcomes (complete once done is closed), when they were
+// released, and done, closed once every answer is read.
+func sendAtOnce(ctx context.Context, t target, body []byte, n int) (outcomes []outcome, t0 time.Time, done <-chan struct{}) {
+	outcomes = make([]outcome, n)
+	var ready, wg sync.WaitGroup
+	release := make(chan struct{})
+	for i := range outcomes {
+		wg.Add(1)
+		ready.Add(1)
+		go func() {
+			defer wg.Done()
+			ready.Done()
+			<-release
+			outcomes[i] = t.send(ctx, body)
+		}()
+	}
+	ready.Wait()
+	t0 = time.Now()
+	close(release)
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+	return outcomes, t0, allDone
+}
+
+// scaleWatch is how a deployment scaled during a burst released at t0.
+type scaleWatch struct {
+	toDesired, toRunning time.Duration // since t0 until max_instances desired, running; 0: never
+	maxRunning           int
+	timeline             [][3]float64 // [ms since t0, desired, running] at each change
+}
+
+// watchScale reads deployment id every 20ms until done is closed.
+func watchScale(ctx context.Context, p *thawProc, id string, maxInstances int, t0 time.Time, done <-chan struct{}) scaleWatch {
+	var w scaleWatch
+	for {
+		if dd, err := p.get(ctx, id); err == nil {
+			el := time.Since(t0)
+			if w.toDesired == 0 && dd.Instances.Desired >= maxInstances {
+				w.toDesired = el
+			}
+			if w.toRunning == 0 && dd.Instances.Running >= maxInstances {
+				w.toRunning = el
+			}
+			w.maxRunning = max(w.maxRunning, dd.Instances.Running)
+			if n := len(w.timeline); n == 0 || w.timeline[n-1][1] != float64(dd.Instances.Desired) || w.timeline[n-1][2] != float64(dd.Instances.Running) {
+				w.timeline = append(w.timeline, [3]float64{bench.Ms(el), float64(dd.Instances.Desired), float64(dd.Instances.Running)})
+			}
+		}
+		select {
+		case <-done:
+			return w
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

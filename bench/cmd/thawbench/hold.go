@@ -73,12 +73,7 @@ func runHoldOnce(ctx context.Context, bin string, cfg holdConfig, h2c bool) benc
 	ctx, cancel := context.WithTimeout(ctx, cfg.Startup+2*time.Minute)
 	defer cancel()
 
-	tr := &http.Transport{DisableKeepAlives: true, DisableCompression: true}
-	if h2c {
-		tr = &http.Transport{DisableCompression: true, Protocols: new(http.Protocols)}
-		tr.Protocols.SetUnencryptedHTTP2(true)
-	}
-	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: &http.Client{Transport: tr}}
+	thaw := target{url: p.Base + "/v1/openai/chat/completions", auth: true, client: holdClient(h2c)}
 	body := completionBody(d.FullName, 1)
 	outcomes := make([]outcome, cfg.Requests)
 	var wg sync.WaitGroup
@@ -94,27 +89,67 @@ func runHoldOnce(ctx context.Context, bin string, cfg holdConfig, h2c bool) benc
 		}
 	}
 
-	// Wait until thaw reports every request held.
-	var allHeld time.Duration
-	var heldRSS int64
-	maxHeld := 0
-	for allHeld == 0 && ctx.Err() == nil && time.Since(t0) < cfg.Startup {
-		if n, err := heldRequests(ctx, p.Metrics); err == nil {
-			maxHeld = max(maxHeld, n)
-			if n >= cfg.Requests {
+	allHeld, heldRSS, maxHeld, err := waitAllHeld(ctx, p, cfg.Requests, t0, t0.Add(cfg.Startup))
+	if err != nil {
+		return failed(res, err)
+	}
+	wg.Wait()
+	_, peakRSS, _ := rssKB(p.PID)
+
+	ok, errs, firstErr, release := tally(outcomes)
+	mb := func(kb int64) float64 { return round1(float64(kb) / 1024) }
+	res.Figures = map[string]any{
+		"requests": cfg.Requests, "max_held_seen": maxHeld, "answered_ok": ok, "errors": errs,
+		"rss_idle_mb": mb(baseRSS), "rss_held_mb": mb(heldRSS), "rss_peak_mb": mb(peakRSS),
+		"time_to_all_held_ms": bench.Ms(allHeld), "release_ms": bench.Ms(release),
+	}
+	if firstErr != "" {
+		res.Figures["first_error"] = firstErr
+	}
+	if allHeld == 0 {
+		return failed(res, fmt.Errorf("thaw never held all %d requests at once (max seen %d); %d answered, %d errors, first: %s",
+			cfg.Requests, maxHeld, ok, errs, firstErr))
+	}
+	res.Status = bench.StatusOK
+	res.Met = heldRSS < 200*1024 && ok == cfg.Requests
+	res.Headline = fmt.Sprintf("%.0f MB RSS with %d held (idle %.0f MB, peak %.0f MB); %d/%d answered, %d errors",
+		mb(heldRSS), cfg.Requests, mb(baseRSS), mb(peakRSS), ok, cfg.Requests, errs)
+	return res
+}
+
+// holdClient sends each request on its own connection, or, with h2c, over
+// cleartext HTTP/2 connections that multiplex them.
+func holdClient(h2c bool) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true, DisableCompression: true}
+	if h2c {
+		tr = &http.Transport{DisableCompression: true, Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return &http.Client{Transport: tr}
+}
+
+// waitAllHeld polls p's metrics until it holds n requests, ctx is done or
+// deadline passes. It returns how long after t0 (when sending began) all
+// were held (0: never), p's RSS then, and the most held seen.
+func waitAllHeld(ctx context.Context, p *thawProc, n int, t0, deadline time.Time) (allHeld time.Duration, heldRSS int64, maxHeld int, err error) {
+	for allHeld == 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+		if held, err := heldRequests(ctx, p.Metrics); err == nil {
+			maxHeld = max(maxHeld, held)
+			if held >= n {
 				allHeld = time.Since(t0)
 				if heldRSS, _, err = rssKB(p.PID); err != nil {
-					return failed(res, err)
+					return 0, 0, maxHeld, err
 				}
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	wg.Wait()
-	_, peakRSS, _ := rssKB(p.PID)
+	return allHeld, heldRSS, maxHeld, nil
+}
 
-	ok, errs := 0, 0
-	var firstErr string
+// tally counts the answered and failed requests, with the first failure,
+// and the time from the first answer to the last.
+func tally(outcomes []outcome) (ok, errs int, firstErr string, release time.Duration) {
 	var first, last time.Time
 	for _, o := range outcomes {
 		if o.err != nil || o.status != http.StatusOK {
@@ -132,24 +167,7 @@ func runHoldOnce(ctx context.Context, bin string, cfg holdConfig, h2c bool) benc
 			last = o.done
 		}
 	}
-	mb := func(kb int64) float64 { return round1(float64(kb) / 1024) }
-	res.Figures = map[string]any{
-		"requests": cfg.Requests, "max_held_seen": maxHeld, "answered_ok": ok, "errors": errs,
-		"rss_idle_mb": mb(baseRSS), "rss_held_mb": mb(heldRSS), "rss_peak_mb": mb(peakRSS),
-		"time_to_all_held_ms": bench.Ms(allHeld), "release_ms": bench.Ms(last.Sub(first)),
-	}
-	if firstErr != "" {
-		res.Figures["first_error"] = firstErr
-	}
-	if allHeld == 0 {
-		return failed(res, fmt.Errorf("thaw never held all %d requests at once (max seen %d); %d answered, %d errors, first: %s",
-			cfg.Requests, maxHeld, ok, errs, firstErr))
-	}
-	res.Status = bench.StatusOK
-	res.Met = heldRSS < 200*1024 && ok == cfg.Requests
-	res.Headline = fmt.Sprintf("%.0f MB RSS with %d held (idle %.0f MB, peak %.0f MB); %d/%d answered, %d errors",
-		mb(heldRSS), cfg.Requests, mb(baseRSS), mb(peakRSS), ok, cfg.Requests, errs)
-	return res
+	return ok, errs, firstErr, last.Sub(first)
 }
 
 // heldRequests sums thaw_requests_held over deployments from /metrics on

@@ -38,6 +38,38 @@ func main() {
 var scenarios = []string{"warm_overhead", "wake_to_serve", "cold_start_overhead", "burst", "hold_capacity", "xds_scale"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil || o == nil {
+		return err
+	}
+	if _, err := os.Stat(o.bin); err != nil {
+		return fmt.Errorf("thaw binary: %w (run `make build` first)", err)
+	}
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintln(stderr, "thawbench: raising the file limit:", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	rep := runScenarios(ctx, o, stderr)
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	return writeResults(o.out, rep)
+}
+
+// options are thawbench's flags.
+type options struct {
+	bin, out                                          string
+	only                                              map[string]bool // scenarios to run; empty: all
+	coldStarts, warmRequests, nomadCold, holdRequests int
+}
+
+// selected reports whether scenario name is to run.
+func (o *options) selected(name string) bool { return len(o.only) == 0 || o.only[name] }
+
+// parseFlags parses args; it returns nil options, and no error, after
+// -help.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("thawbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bin := fs.String("thaw", "bin/thaw", "the thaw `binary` to benchmark (make build)")
@@ -49,26 +81,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	holdRequests := fs.Int("hold-requests", 10000, "requests held in hold_capacity")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
-	if _, err := os.Stat(*bin); err != nil {
-		return fmt.Errorf("thaw binary: %w (run `make build` first)", err)
-	}
-	want := map[string]bool{}
+	o := &options{bin: *bin, out: *out, only: map[string]bool{},
+		coldStarts: *coldStarts, warmRequests: *warmRequests, nomadCold: *nomadCold, holdRequests: *holdRequests}
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
-			want[s] = true
+			o.only[s] = true
 		}
 	}
-	selected := func(name string) bool { return len(want) == 0 || want[name] }
-	if err := raiseFileLimit(); err != nil {
-		fmt.Fprintln(stderr, "thawbench: raising the file limit:", err)
-	}
+	return o, nil
+}
 
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
+// runScenarios runs the selected scenarios in report order, the others
+// reported as not run, logging each step to stderr.
+func runScenarios(ctx context.Context, o *options, stderr io.Writer) bench.Report {
 	start := time.Now()
 	rep := bench.Report{Machine: bench.ThisMachine(start)}
 	skipped := func(name string) bench.Result {
@@ -78,34 +107,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "thawbench: %s (%s)\n", name, time.Since(start).Round(time.Second))
 	}
 
-	if selected("warm_overhead") {
+	if o.selected("warm_overhead") {
 		step("warm_overhead")
-		rep.Results = append(rep.Results, runWarm(ctx, *bin, warmConfig{
-			Requests: *warmRequests, Warmup: 500, Concurrency: []int{1, 16}, Rounds: 3, Envoy: true,
+		rep.Results = append(rep.Results, runWarm(ctx, o.bin, warmConfig{
+			Requests: o.warmRequests, Warmup: 500, Concurrency: []int{1, 16}, Rounds: 3, Envoy: true,
 		}))
 	} else {
 		rep.Results = append(rep.Results, skipped("warm_overhead"))
 	}
-	if selected("wake_to_serve") || selected("cold_start_overhead") {
+	if o.selected("wake_to_serve") || o.selected("cold_start_overhead") {
 		step("wake_to_serve, cold_start_overhead")
 		// Startups 7 ms apart: the listen moment lands at different phases of
 		// any probe ticker under 35 ms.
 		startups := []time.Duration{300 * time.Millisecond, 307 * time.Millisecond, 314 * time.Millisecond,
 			321 * time.Millisecond, 328 * time.Millisecond}
-		wake, cold := runCold(ctx, *bin, *coldStarts, startups)
+		wake, cold := runCold(ctx, o.bin, o.coldStarts, startups)
 		rep.Results = append(rep.Results, wake, cold)
 	} else {
 		rep.Results = append(rep.Results, skipped("wake_to_serve"), skipped("cold_start_overhead"))
 	}
-	if selected("burst") {
+	if o.selected("burst") {
 		step("burst")
-		rep.Results = append(rep.Results, runBurst(ctx, *bin, burstConfig{
+		rep.Results = append(rep.Results, runBurst(ctx, o.bin, burstConfig{
 			Requests: 1000, MaxBatch: 8, MaxInstances: 4, MaxTokens: 8, TPS: 100, Startup: 300 * time.Millisecond,
 		}))
 	} else {
 		rep.Results = append(rep.Results, skipped("burst"))
 	}
-	if selected("cold_start_overhead") || selected("burst") {
+	if o.selected("cold_start_overhead") || o.selected("burst") {
 		step("cold_start_overhead, burst on Nomad")
 		var cold, burst *bench.Result
 		for i := range rep.Results {
@@ -116,28 +145,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				burst = r
 			}
 		}
-		runNomad(ctx, *bin, *nomadCold, cold, burst, burstConfig{
+		runNomad(ctx, o.bin, o.nomadCold, cold, burst, burstConfig{
 			Requests: 1000, MaxBatch: 8, MaxInstances: 4, MaxTokens: 8, TPS: 100,
 		})
 	}
-	if selected("hold_capacity") {
+	if o.selected("hold_capacity") {
 		step("hold_capacity")
-		rep.Results = append(rep.Results, runHold(ctx, *bin, holdConfig{Requests: *holdRequests, Startup: 20 * time.Second}))
+		rep.Results = append(rep.Results, runHold(ctx, o.bin, holdConfig{Requests: o.holdRequests, Startup: 20 * time.Second}))
 	} else {
 		rep.Results = append(rep.Results, skipped("hold_capacity"))
 	}
-	if selected("xds_scale") {
+	if o.selected("xds_scale") {
 		step("xds_scale")
-		rep.Results = append(rep.Results, runXDSScale(ctx, *bin, xdsConfig{Deployments: 1000, Changes: 20}))
+		rep.Results = append(rep.Results, runXDSScale(ctx, o.bin, xdsConfig{Deployments: 1000, Changes: 20}))
 	} else {
 		rep.Results = append(rep.Results, skipped("xds_scale"))
 	}
 	step("done")
-
-	if err := rep.WriteTable(stdout); err != nil {
-		return err
-	}
-	return writeResults(*out, rep)
+	return rep
 }
 
 // writeResults writes latest.json and latest.md into dir.

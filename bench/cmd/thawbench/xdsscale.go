@@ -132,18 +132,7 @@ func xdsChanges(ctx context.Context, bin string, cfg xdsConfig, delta bool) (map
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	measured := map[int]bool{}
-	for k := range cfg.Changes {
-		measured[changed(k, cfg.Deployments)] = true
-	}
-	for i := range cfg.Deployments {
-		srv.SetModel(depID(i), "bench/"+depID(i))
-		addr := instAddr(i, 0)
-		if measured[i] {
-			addr = old.Addr
-		}
-		srv.SetEndpoints(depID(i), 8, map[string]string{"i-" + depID(i): addr})
-	}
+	setDeployments(srv, cfg, old.Addr)
 	boot, err := xds.Bootstrap(xds.BootstrapConfig{XDSAddr: ln.Addr().String(), NodeID: "bench", Admin: admin, Delta: delta})
 	if err != nil {
 		return nil, nil, err
@@ -153,22 +142,10 @@ func xdsChanges(ctx context.Context, bin string, cfg xdsConfig, delta bool) (map
 		return nil, nil, err
 	}
 	defer e.Stop()
-	// The whole configuration applied: every deployment's cluster active
-	// with its instance.
-	t0 := time.Now()
-	last := fmt.Sprintf("cluster.deploy-%s.membership_total", depID(cfg.Deployments-1))
-	for {
-		n, err := e.Stat(ctx, "cluster_manager.active_clusters")
-		m, _ := e.Stat(ctx, last)
-		if err == nil && n >= int64(cfg.Deployments+2) && m >= 2 {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("envoy did not apply %d deployments (active clusters %d): %v\n%s", cfg.Deployments, n, ctx.Err(), e.logTail())
-		}
-		time.Sleep(10 * time.Millisecond)
+	initial, err := waitApplied(ctx, e, cfg.Deployments)
+	if err != nil {
+		return nil, nil, err
 	}
-	initial := time.Since(t0)
 	time.Sleep(500 * time.Millisecond) // let Envoy settle (ACKs, stats)
 
 	probe := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 5 * time.Second}
@@ -180,28 +157,12 @@ func xdsChanges(ctx context.Context, bin string, cfg xdsConfig, delta bool) (map
 		if got, err := probeOnce(ctx, probe, url); got != "old" {
 			return nil, nil, fmt.Errorf("change %d: before the change %s answered %q, %v", k, depID(i), got, err)
 		}
-		v := srv.Version(xdsEndpointType)
-		t := time.Now()
-		srv.SetEndpoints(depID(i), 8, map[string]string{"j-" + depID(i): nu.Addr})
-		for srv.Version(xdsEndpointType) == v {
-			if time.Since(t) > 30*time.Second {
-				return nil, nil, fmt.Errorf("change %d: no new endpoint version within 30s (err %v)", k, srv.Err())
-			}
-			time.Sleep(50 * time.Microsecond)
+		push, app, n, err := measureChange(ctx, srv, probe, url, depID(i), nu.Addr)
+		probes += n
+		if err != nil {
+			return nil, nil, fmt.Errorf("change %d: %w", k, err)
 		}
-		pushes = append(pushes, time.Since(t))
-		for {
-			probes++
-			got, err := probeOnce(ctx, probe, url)
-			if got == "new" {
-				break
-			}
-			if time.Since(t) > 30*time.Second {
-				return nil, nil, fmt.Errorf("change %d: Envoy still routes %s to %q after 30s: %v", k, depID(i), got, err)
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-		applied = append(applied, time.Since(t))
+		pushes, applied = append(pushes, push), append(applied, app)
 		time.Sleep(50 * time.Millisecond)
 	}
 	nacks := srv.NACKs()
@@ -214,6 +175,69 @@ func xdsChanges(ctx context.Context, bin string, cfg xdsConfig, delta bool) (map
 		"applied_ms": bench.Summarize(applied), "probes": probes,
 		"nacks": nacks, "cds_update_rejected": rejected,
 	}, applied, nil
+}
+
+// setDeployments gives srv cfg.Deployments deployments of one instance
+// each; the ones the changes will touch have theirs at oldAddr.
+func setDeployments(srv *xds.Server, cfg xdsConfig, oldAddr string) {
+	measured := map[int]bool{}
+	for k := range cfg.Changes {
+		measured[changed(k, cfg.Deployments)] = true
+	}
+	for i := range cfg.Deployments {
+		srv.SetModel(depID(i), "bench/"+depID(i))
+		addr := instAddr(i, 0)
+		if measured[i] {
+			addr = oldAddr
+		}
+		srv.SetEndpoints(depID(i), 8, map[string]string{"i-" + depID(i): addr})
+	}
+}
+
+// waitApplied waits until Envoy e has applied the whole configuration of n
+// deployments: every deployment's cluster active with its instance. It
+// returns how long that took.
+func waitApplied(ctx context.Context, e *envoyProc, n int) (time.Duration, error) {
+	t0 := time.Now()
+	last := fmt.Sprintf("cluster.deploy-%s.membership_total", depID(n-1))
+	for {
+		active, err := e.Stat(ctx, "cluster_manager.active_clusters")
+		m, _ := e.Stat(ctx, last)
+		if err == nil && active >= int64(n+2) && m >= 2 {
+			return time.Since(t0), nil
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("envoy did not apply %d deployments (active clusters %d): %v\n%s", n, active, ctx.Err(), e.logTail())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// measureChange moves deployment id to the instance at addr and returns
+// how long until srv pushed the change and until a probe of url through
+// Envoy reached the new instance, with the probes it took.
+func measureChange(ctx context.Context, srv *xds.Server, probe *http.Client, url, id, addr string) (push, applied time.Duration, probes int, err error) {
+	v := srv.Version(xdsEndpointType)
+	t := time.Now()
+	srv.SetEndpoints(id, 8, map[string]string{"j-" + id: addr})
+	for srv.Version(xdsEndpointType) == v {
+		if time.Since(t) > 30*time.Second {
+			return 0, 0, probes, fmt.Errorf("no new endpoint version within 30s (err %v)", srv.Err())
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	push = time.Since(t)
+	for {
+		probes++
+		got, err := probeOnce(ctx, probe, url)
+		if got == "new" {
+			return push, time.Since(t), probes, nil
+		}
+		if time.Since(t) > 30*time.Second {
+			return 0, 0, probes, fmt.Errorf("Envoy still routes %s to %q after 30s: %v", id, got, err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }
 
 // changed is the deployment the k-th change touches.
