@@ -55,17 +55,17 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 	return c, nil
 }
 
+func (c *activatorConfig) processConfig() processConfig {
+	return processConfig{Service: "thaw-activator", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
+}
+
 // runActivator runs `thaw activator`: the activator as its own process.
 // Any number of replicas share state through Redis: they learn deployments
 // and ready instances from the control plane's published records, report
 // demand and wake-ups to the autoscaler, and report requests in flight per
 // instance so scale-down drains them too.
 func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseActivatorFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	p, err := startProcess(ctx, processConfig{Service: "thaw-activator", Flags: cfg.proc, RedisAddr: cfg.redisAddr, UsersFile: cfg.usersFile, Stderr: stderr})
+	cfg, p, err := parseAndStart(ctx, args, stderr, parseActivatorFlags)
 	if err != nil {
 		return err
 	}

@@ -142,6 +142,33 @@ func (p *process) close() {
 	}
 }
 
+// commandConfig is the parsed configuration of a long-running command.
+type commandConfig interface {
+	// processConfig says how to start the command's process; Stderr is
+	// set by parseAndStart.
+	processConfig() processConfig
+}
+
+// parseAndStart parses a long-running command's flags with parse, then
+// starts its process (startProcess). The caller closes the process.
+func parseAndStart[C commandConfig](ctx context.Context, args []string, stderr io.Writer, parse func([]string, io.Writer) (C, error)) (C, *process, error) {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		return cfg, nil, err
+	}
+	pc := cfg.processConfig()
+	pc.Stderr = stderr
+	p, err := startProcess(ctx, pc)
+	return cfg, p, err
+}
+
+// printServing prints the first lines of the banner of a command serving
+// the deploy API and the OpenAI-compatible endpoint at base.
+func printServing(w io.Writer, name, base string) {
+	fmt.Fprintf(w, "%s is serving on %s\n", name, base)
+	fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+}
+
 // serve runs components until ctx is done or one of them fails, with the
 // operators' listener serving what only operators may see (per-deployment
 // and per-user metrics). banner prints where the command serves; the

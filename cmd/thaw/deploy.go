@@ -228,21 +228,12 @@ func deployList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func deployGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newDeployFlags("get", "get ID|NAME [--json]", stderr)
-	asJSON := fs.Bool("json", false, "print the server's JSON instead of a summary")
-	ref, err := parseWithRef(fs, args)
+	raw, _, asJSON, err := onDeployment(ctx, args, stderr, (*client.Client).GetRaw,
+		"get", "get ID|NAME [--json]", "print the server's JSON instead of a summary")
 	if err != nil {
 		return err
 	}
-	c, v, err := resolve(ctx, fs, ref)
-	if err != nil {
-		return err
-	}
-	raw, err := c.GetRaw(ctx, v.ID)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
+	if asJSON {
 		return writeIndented(stdout, raw)
 	}
 	var got deploy.View
@@ -284,21 +275,13 @@ func deployUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newDeployFlags("delete", "delete ID|NAME [--json]\n\nDeletes the deployment and stops its instances.", stderr)
-	asJSON := fs.Bool("json", false, "print the server's answer (the deleted deploy object) as JSON")
-	ref, err := parseWithRef(fs, args)
+	raw, v, asJSON, err := onDeployment(ctx, args, stderr, (*client.Client).DeleteRaw,
+		"delete", "delete ID|NAME [--json]\n\nDeletes the deployment and stops its instances.",
+		"print the server's answer (the deleted deploy object) as JSON")
 	if err != nil {
 		return err
 	}
-	c, v, err := resolve(ctx, fs, ref)
-	if err != nil {
-		return err
-	}
-	raw, err := c.DeleteRaw(ctx, v.ID)
-	if err != nil {
-		return err
-	}
-	if !*asJSON {
+	if !asJSON {
 		fmt.Fprintf(stdout, "deleted %s\n", v.ID)
 		return nil
 	}
@@ -311,6 +294,26 @@ func deployDelete(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	return writeIndented(stdout, raw)
+}
+
+// onDeployment runs a command on one deployment that takes only --json
+// (its usage jsonUsage): it parses the flags, resolves the deployment named
+// and calls do with its ID, returning the server's answer.
+func onDeployment(ctx context.Context, args []string, stderr io.Writer,
+	do func(*client.Client, context.Context, string) (json.RawMessage, error),
+	name, usage, jsonUsage string) (raw json.RawMessage, v deploy.View, asJSON bool, err error) {
+	fs := newDeployFlags(name, usage, stderr)
+	j := fs.Bool("json", false, jsonUsage)
+	ref, err := parseWithRef(fs, args)
+	if err != nil {
+		return nil, v, false, err
+	}
+	c, v, err := resolve(ctx, fs, ref)
+	if err != nil {
+		return nil, v, false, err
+	}
+	raw, err = do(c, ctx, v.ID)
+	return raw, v, *j, err
 }
 
 // resolve makes the API client (deployClient) and finds the caller's

@@ -35,8 +35,15 @@ type devConfig struct {
 	redisAddr   string
 	maxHeld     int
 	pprofAddr   string
-	edge        edgeFlags
-	proc        processFlags
+	// engine is the runtime's engine settings (--engine, --vllm-*).
+	engine localrt.Config
+	vllm   vllmFlags
+	edge   edgeFlags
+	proc   processFlags
+}
+
+func (c *devConfig) processConfig() processConfig {
+	return processConfig{Service: "thaw-dev", Flags: c.proc, RedisAddr: c.redisAddr, EmbeddedRedis: true}
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -44,7 +51,8 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs := newFlags("dev", "Usage: thaw dev [flags]\n\n"+
 		"Runs the whole product in one process: deploy API, OpenAI-compatible endpoint,\n"+
 		"activator, autoscaler, embedded Redis, and a local runtime that starts\n"+
-		"simulated model servers on a simulated GPU inventory.\n\n"+
+		"model servers (the simulator, or vLLM with --engine vllm) on a simulated GPU\n"+
+		"inventory.\n\n"+
 		"Environment: THAW_DEV_TOKEN is the API token of user \"dev\"; when unset one is\n"+
 		"generated, printed and kept in the data dir.\n\nFlags:\n", stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to serve the API and inference endpoints on")
@@ -53,10 +61,12 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
 	gpus := fs.String("gpus", "A100-80GB:8,H100-80GB:8", "simulated GPU `inventory`, TYPE:COUNT,...; instances that do not fit stay pending, with a reason")
 	fs.IntVar(&c.gpuQuota, "gpu-quota", 4, "GPUs one user may run at once (0: no quota)")
+	engine := fs.String("engine", string(localrt.EngineSim), "model server instances run: sim (the bundled simulator) or vllm (vLLM, see --vllm-bin)")
+	c.vllm.registerDev(fs)
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "the simulator's startup delay, standing in for loading weights")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "the simulator's generation speed per request")
 	c.ports = localrt.DefaultPorts
-	fs.Func("instance-ports", "`range` FIRST-LAST of loopback ports the simulated model servers listen on, one each; ports in use are skipped (default "+localrt.DefaultPorts.String()+")", func(s string) (err error) {
+	fs.Func("instance-ports", "`range` FIRST-LAST of loopback ports the model servers listen on, one each; ports in use are skipped (default "+localrt.DefaultPorts.String()+")", func(s string) (err error) {
 		c.ports, err = localrt.ParsePortRange(s)
 		return err
 	})
@@ -80,6 +90,9 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	var err error
 	if c.gpus, err = parseGPUs(*gpus); err != nil {
 		return nil, fmt.Errorf("--gpus: %w", err)
+	}
+	if c.engine, err = c.vllm.localrt(*engine, thawExecutable()); err != nil {
+		return nil, err
 	}
 	if err := c.proc.parseLevel(); err != nil {
 		return nil, err
@@ -133,14 +146,7 @@ func devToken(dataDir string) (tok string, generated bool, err error) {
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseDevFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	p, err := startProcess(ctx, processConfig{
-		Service: "thaw-dev", Flags: cfg.proc, Stderr: stderr,
-		RedisAddr: cfg.redisAddr, EmbeddedRedis: true,
-	})
+	cfg, p, err := parseAndStart(ctx, args, stderr, parseDevFlags)
 	if err != nil {
 		return err
 	}
@@ -157,10 +163,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if simStartup == 0 {
 		simStartup = -1 // localrt: negative means none, zero means default
 	}
-	rt, err := localrt.New(localrt.Config{
-		Inventory: cfg.gpus, Startup: simStartup, TokensPerSecond: cfg.simTPS,
-		StateDir: cfg.dataDir, Logger: p.Log, SimArgs: simArgs(cfg.simReqLog), Ports: cfg.ports,
-	})
+	rcfg := cfg.engine
+	rcfg.Inventory, rcfg.Startup, rcfg.TokensPerSecond = cfg.gpus, simStartup, cfg.simTPS
+	rcfg.StateDir, rcfg.Logger, rcfg.SimArgs, rcfg.Ports = cfg.dataDir, p.Log, simArgs(cfg.simReqLog), cfg.ports
+	rt, err := localrt.New(rcfg)
 	if err != nil {
 		return err
 	}
@@ -180,8 +186,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	banner := func(w io.Writer) {
 		base := cp.URL()
-		fmt.Fprintf(w, "thaw dev is serving on %s\n", base)
-		fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+		printServing(w, "thaw dev", base)
+		if cfg.engine.Engine == localrt.EngineVLLM {
+			fmt.Fprintf(w, "  engine: vLLM %s on %s\n", cfg.engine.VLLMBinary, cfg.engine.VLLMDevice)
+		}
 		if generated {
 			fmt.Fprintf(w, "  token of user dev (new, kept in %s): %s\n", filepath.Join(cfg.dataDir, "dev-token"), tok)
 		} else {

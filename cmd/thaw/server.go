@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -40,8 +41,12 @@ type serverConfig struct {
 	simStartup  time.Duration
 	simTPS      float64
 	pprofAddr   string
-	edge        edgeFlags
-	proc        processFlags
+	vllm        vllmFlags
+	hfCache     string
+	// set are the flags given, by name: those of vLLM override jobs.json.
+	set  map[string]bool
+	edge edgeFlags
+	proc processFlags
 }
 
 func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
@@ -65,7 +70,7 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.nomadAddr, "nomad-addr", defNomad, "Nomad HTTP API `URL` (default $NOMAD_ADDR, else http://127.0.0.1:4646)")
 	fs.StringVar(&c.nomadToken, "nomad-token", os.Getenv("NOMAD_TOKEN"), "Nomad ACL `token` (default $NOMAD_TOKEN)")
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis holding demand and wake signals (required)")
-	engine := fs.String("engine", string(jobs.EngineVLLM), "model server the jobs run: vllm (docker, GPUs) or sim (raw_exec, the simulator)")
+	engine := fs.String("engine", string(jobs.EngineVLLM), "model server the jobs run: vllm (docker, GPUs), vllm-exec (raw_exec, the vLLM of --vllm-bin installed on the clients) or sim (raw_exec, the simulator)")
 	fs.StringVar(&c.jobsDir, "jobs-dir", "", "`directory` with the operator's job overrides, "+jobsConfigFile+" (see the jobs package)")
 	fs.StringVar(&c.dataDir, "data-dir", ".thaw-server", "`directory` for the users file and, with --store file, the deployments")
 	fs.StringVar(&c.storeKind, "store", "nomad", "where deployments persist: nomad (Nomad Variables under thaw/records/, replicated by Nomad) or file (<data-dir>/deployments.json)")
@@ -78,15 +83,17 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "with --engine sim: the simulator's startup delay")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "with --engine sim: the simulator's generation speed per request")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
+	c.vllm.registerServer(fs, &c.hfCache)
 	c.edge.register(fs)
 	c.proc.register(fs, defaultMetricsAddr)
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
 	}
+	c.set = setFlags(fs)
 	c.engine = jobs.Engine(*engine)
 	switch {
-	case c.engine != jobs.EngineVLLM && c.engine != jobs.EngineSim:
-		return nil, fmt.Errorf("--engine %q: want vllm or sim", *engine)
+	case !slices.Contains(jobs.Engines, c.engine):
+		return nil, fmt.Errorf("--engine %q: want one of %q", *engine, jobs.Engines)
 	case c.storeKind != "nomad" && c.storeKind != "file":
 		return nil, fmt.Errorf("--store %q: want nomad or file", c.storeKind)
 	case c.redisAddr == "":
@@ -115,12 +122,12 @@ func loadJobsConfig(dir string) (jobs.Config, error) {
 	return jobs.LoadConfig(filepath.Join(dir, jobsConfigFile))
 }
 
+func (c *serverConfig) processConfig() processConfig {
+	return processConfig{Service: "thaw-server", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
+}
+
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseServerFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	p, err := startProcess(ctx, processConfig{Service: "thaw-server", Flags: cfg.proc, RedisAddr: cfg.redisAddr, UsersFile: cfg.usersFile, Stderr: stderr})
+	cfg, p, err := parseAndStart(ctx, args, stderr, parseServerFlags)
 	if err != nil {
 		return err
 	}
@@ -152,9 +159,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	banner := func(w io.Writer) {
-		base := cp.URL()
-		fmt.Fprintf(w, "thaw server is serving on %s\n", base)
-		fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+		printServing(w, "thaw server", cp.URL())
 		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
 	}
 	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run)
@@ -165,6 +170,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.Runtime, *deploy.Store, error) {
 	jcfg, err := loadJobsConfig(cfg.jobsDir)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.vllm.applyServer(&jcfg, cfg.set, cfg.hfCache, cfg.engine); err != nil {
 		return nil, nil, err
 	}
 	renderer, err := jobs.New(jcfg)

@@ -28,7 +28,7 @@ func TestParseServerFlags(t *testing.T) {
 		want string
 	}{
 		{nil, "--redis-addr is required"},
-		{[]string{"--redis-addr", "r:1", "--engine", "tgi"}, `--engine "tgi": want vllm or sim`},
+		{[]string{"--redis-addr", "r:1", "--engine", "tgi"}, `--engine "tgi": want one of ["vllm" "vllm-exec" "sim"]`},
 		{[]string{"--redis-addr", "r:1", "--gpu-quota", "-1"}, "must not be negative"},
 		{[]string{"--redis-addr", "r:1", "extra"}, `unexpected argument "extra"`},
 	} {
