@@ -21,11 +21,13 @@ run: build
 	$(THAW) dev $(ARGS)
 
 ## deps: install everything the tests and the cluster need, into the system
-## (Redis from Debian) and the repository (bin/, .venv-py).
+## (Redis from Debian), the repository (bin/, .venv-py, .cache/hf) and the
+## cache (the real vLLM's virtualenv: scripts/vllm.sh).
 deps:
 	bash scripts/deps.sh
 	bash scripts/envoy.sh
 	bash scripts/pyclient.sh
+	bash scripts/vllm.sh
 
 vet:
 	$(GO) vet ./...
