@@ -50,3 +50,10 @@ const (
 	// ready instance waited for a free slot (all were busy).
 	QueueTimeHeader = "X-Thaw-Queue-Time"
 )
+
+// WarmupHeader marks the fleet's warm-up request ("1"): the one-token
+// completion a model server must answer before its instance is routable.
+// Only thaw sends it, straight to the model server, so that whatever
+// counts a model server's requests (the simulator's request log keeps
+// their headers) can tell it from a client's.
+const WarmupHeader = "X-Thaw-Warmup"

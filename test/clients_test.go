@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/sim"
 )
 
@@ -82,12 +83,14 @@ func (l requestLog) wait(t *testing.T, mark string, timeout time.Duration) (sim.
 	return got[0], true
 }
 
-// describe lists the records, one a line, for failure messages.
+// describe lists the records, one a line, for failure messages; the fleet's
+// warm-ups (routing.WarmupHeader), which carry no mark, say so.
 func (l requestLog) describe(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	for _, r := range l.records(t) {
-		fmt.Fprintf(&b, "%s %s mark=%q aborted=%v ran=%v\n", r.Start.Format("15:04:05.000"), r.Path, r.Header.Get(caseHeader), r.Aborted, r.End.Sub(r.Start).Round(time.Millisecond))
+		fmt.Fprintf(&b, "%s %s mark=%q warmup=%v aborted=%v ran=%v\n", r.Start.Format("15:04:05.000"), r.Path, r.Header.Get(caseHeader),
+			r.Header.Get(routing.WarmupHeader) == "1", r.Aborted, r.End.Sub(r.Start).Round(time.Millisecond))
 	}
 	return b.String()
 }
