@@ -63,33 +63,16 @@ func TestJobVLLMExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := New(tt.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			job, err := r.Job(spec)
-			if err != nil {
-				t.Fatalf("Job: %v", err)
-			}
-			want := view{
-				JobID: "thaw-d5", Type: "service", Meta: wantMeta("d5", "vllm-exec", "A100-80GB"),
-				Group: "model", Count: 1, Update: &api.UpdateStrategy{MaxParallel: new(0)},
-				Ports: []api.Port{{Label: "http"}}, Services: wantService("d5"),
-				Task: "server", Driver: "raw_exec",
-				Config:  map[string]any{"command": "/opt/vllm/bin/vllm", "args": tt.wantArgs},
-				Devices: wantDevices(2, "NVIDIA A100-SXM4-80GB"),
-				Templates: []*api.Template{{
-					EmbeddedTmpl: new(`{{ if nomadVarExists "thaw/deployments/d5" }}{{ with nomadVar "thaw/deployments/d5" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
-					DestPath:     new("secrets/hf.env"), Envvars: new(true), ChangeMode: new("restart"),
-				}},
-				Env: tt.wantEnv,
-			}
-			if diff := cmp.Diff(want, viewOf(t, job)); diff != "" {
+			want := rawExecView("d5", "vllm-exec", "A100-80GB", 1)
+			want.Config = map[string]any{"command": "/opt/vllm/bin/vllm", "args": tt.wantArgs}
+			want.Devices = wantDevices(2, "NVIDIA A100-SXM4-80GB")
+			want.Templates = []*api.Template{{
+				EmbeddedTmpl: new(`{{ if nomadVarExists "thaw/deployments/d5" }}{{ with nomadVar "thaw/deployments/d5" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
+				DestPath:     new("secrets/hf.env"), Envvars: new(true), ChangeMode: new("restart"),
+			}}
+			want.Env = tt.wantEnv
+			if diff := cmp.Diff(want, renderView(t, tt.cfg, spec)); diff != "" {
 				t.Errorf("rendered job (-want +got):\n%s", diff)
-			}
-			task := job.TaskGroups[0].Tasks[0]
-			if *task.Resources.CPU != DefaultVLLMCPU || *task.Resources.MemoryMB != DefaultVLLMMemoryMB {
-				t.Errorf("resources = %d MHz, %d MiB; want vLLM's", *task.Resources.CPU, *task.Resources.MemoryMB)
 			}
 		})
 	}

@@ -47,6 +47,30 @@ func viewOf(t *testing.T, job *api.Job) view {
 	}
 }
 
+// renderView renders spec with a Renderer of cfg and returns its view.
+func renderView(t *testing.T, cfg Config, spec Spec) view {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := r.Job(spec)
+	if err != nil {
+		t.Fatalf("Job: %v", err)
+	}
+	return viewOf(t, job)
+}
+
+// rawExecView is the view of a raw_exec job of one task group.
+func rawExecView(id, engine, gpu string, count int) view {
+	return view{
+		JobID: "thaw-" + id, Type: "service", Meta: wantMeta(id, engine, gpu),
+		Group: "model", Count: count, Update: &api.UpdateStrategy{MaxParallel: new(0)},
+		Ports: []api.Port{{Label: "http"}}, Services: wantService(id),
+		Task: "server", Driver: "raw_exec",
+	}
+}
+
 func wantDevices(n uint64, model string) []*api.RequestedDevice {
 	return []*api.RequestedDevice{{
 		Name:        "nvidia/gpu",
@@ -160,15 +184,7 @@ func TestJobVLLM(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := New(tt.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			job, err := r.Job(tt.spec)
-			if err != nil {
-				t.Fatalf("Job: %v", err)
-			}
-			if diff := cmp.Diff(tt.want, viewOf(t, job)); diff != "" {
+			if diff := cmp.Diff(tt.want, renderView(t, tt.cfg, tt.spec)); diff != "" {
 				t.Errorf("rendered job (-want +got):\n%s", diff)
 			}
 		})
@@ -209,23 +225,10 @@ func TestJobSim(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := New(Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			job, err := r.Job(tt.spec)
-			if err != nil {
-				t.Fatalf("Job: %v", err)
-			}
-			want := view{
-				JobID: "thaw-d2", Type: "service", Meta: wantMeta("d2", "sim", "H100-80GB"),
-				Group: "model", Count: 3, Update: &api.UpdateStrategy{MaxParallel: new(0)},
-				Ports: []api.Port{{Label: "http"}}, Services: wantService("d2"),
-				Task: "server", Driver: "raw_exec",
-				Config:  map[string]any{"command": "/opt/thaw/bin/thaw", "args": tt.wantArgs},
-				Devices: wantDevices(2, "NVIDIA H100 80GB HBM3"),
-			}
-			if diff := cmp.Diff(want, viewOf(t, job)); diff != "" {
+			want := rawExecView("d2", "sim", "H100-80GB", 3)
+			want.Config = map[string]any{"command": "/opt/thaw/bin/thaw", "args": tt.wantArgs}
+			want.Devices = wantDevices(2, "NVIDIA H100 80GB HBM3")
+			if diff := cmp.Diff(want, renderView(t, Config{}, tt.spec)); diff != "" {
 				t.Errorf("rendered job (-want +got):\n%s", diff)
 			}
 		})
