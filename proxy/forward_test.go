@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +239,47 @@ func TestDialFailureRetried(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Fatalf("request %d: no response", i+1)
 		}
+	}
+	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
+}
+
+// TestInstanceDiesHeldForReplacement: the only instance of a deployment
+// dies (its kept-alive connection is reset under the next request, then it
+// refuses). The request is not failed: it is held until the fleet brings a
+// replacement, and served there, as a user waking a cold deployment is.
+func TestInstanceDiesHeldForReplacement(t *testing.T) {
+	h := newHarness(t, Config{})
+	var dying atomic.Bool
+	old := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		if dying.Load() {
+			// Killed under the request: the connection goes, no answer.
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.(*net.TCPConn).SetLinger(0)
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, `{"id":"old"}`)
+	})
+	h.p.SetEndpoints("d1", 4, map[string]string{"old": old.addr()})
+	// A first request leaves a kept-alive connection to the old instance.
+	if r := h.post(context.Background(), "alice", "/v1/chat/completions", chatBody); r.status != http.StatusOK {
+		t.Fatalf("first request: %d %s", r.status, r.body)
+	}
+	dying.Store(true)
+	second := h.postAsync(context.Background(), "alice", "/v1/chat/completions", chatBody)
+	h.waitHeld("d1", 1)
+	replacement := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		io.WriteString(w, `{"id":"replacement"}`)
+	})
+	h.p.SetEndpoints("d1", 4, map[string]string{"new": replacement.addr()})
+	select {
+	case r := <-second:
+		if r.status != http.StatusOK || !strings.Contains(r.body, "replacement") {
+			t.Errorf("request held through the instance's death: %d %s, want 200 from the replacement", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request was not served by the replacement")
 	}
 	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
 }

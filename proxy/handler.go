@@ -91,8 +91,10 @@ type request struct {
 
 // serve acquires a slot on one of t's instances (holding at most hold while
 // there is none), runs call on it, and gives the slot back however call
-// ends. A connection refused before the model server saw the request is
-// retried on another slot.
+// ends. A request the model server cannot have answered (attempt.resend:
+// connection refused, or a kept-alive connection closed under it) is
+// retried on another slot; the instance that failed it is avoided for a
+// while, so with no other one the request is held for the replacement.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold time.Duration, call func(*endpoint, *attempt)) {
 	ctx, span := p.tracer.Start(r.Context(), "thaw.inference", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("thaw.deploy_id", t.DeployID), attribute.String("thaw.model", t.Model)))
@@ -104,10 +106,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold tim
 	for try := 1; ; try++ {
 		a := &attempt{retry: try < tries}
 		ep := p.try(ctx, w, rq, a, try == 1)
-		if ep == nil || !a.dialFailed || !a.retry {
+		if ep == nil || !a.resend() || !a.retry {
 			return
 		}
-		p.log.Warn("instance refused connection; retrying on another", "deploy", t.DeployID, "instance", ep.id, "try", try)
+		p.log.Warn("instance failed the request before answering; retrying", "deploy", t.DeployID, "instance", ep.id,
+			"refused", a.dialFailed, "try", try)
 		select {
 		case <-ctx.Done():
 			return
@@ -140,7 +143,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, rq *request, a *
 	}
 	stampWait(w.Header(), rq.held, rq.cold, waited)
 	rq.call(l.ep, a)
-	if a.dialFailed {
+	if a.resend() {
 		rq.pool.refused(l.ep)
 	}
 	return l.ep

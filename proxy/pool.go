@@ -38,8 +38,9 @@ type endpoint struct {
 	addr     string
 	inflight int
 	removed  bool // out of load balancing; kept until inflight is 0
-	// refusedAt is when a connection to it was last refused; such an
-	// endpoint is picked only when no other has a free slot.
+	// refusedAt is when it last failed a request before answering
+	// (refused or closed the connection); it is not picked for
+	// refusedFor after that.
 	refusedAt time.Time
 	drained   chan struct{} // closed when removed and inflight == 0
 }
@@ -191,32 +192,40 @@ func (p *pool) free(ep *endpoint) {
 	p.mu.Unlock()
 }
 
-// refusedFor is how long an endpoint that refused a connection is avoided.
+// refusedFor is how long an endpoint that failed a request before
+// answering is left out: long enough for the fleet to see a dead instance
+// go (a process exit, a Nomad event) and requests to be held for its
+// replacement instead of failing on it again.
 const refusedFor = 2 * time.Second
 
 // pickLocked returns the routable endpoint with the most free slots, or nil.
-// Endpoints that recently refused a connection come last.
+// Endpoints that recently failed a request are skipped.
 func (p *pool) pickLocked() *endpoint {
 	var best *endpoint
-	var bestRefused bool
 	now := time.Now()
 	for _, ep := range p.endpoints {
-		if ep.removed || ep.inflight >= p.capacity {
+		if ep.removed || ep.inflight >= p.capacity || (!ep.refusedAt.IsZero() && now.Sub(ep.refusedAt) < refusedFor) {
 			continue
 		}
-		refused := !ep.refusedAt.IsZero() && now.Sub(ep.refusedAt) < refusedFor
-		if best == nil || (bestRefused && !refused) || (refused == bestRefused && ep.inflight < best.inflight) {
-			best, bestRefused = ep, refused
+		if best == nil || ep.inflight < best.inflight {
+			best = ep
 		}
 	}
 	return best
 }
 
-// refused records that ep refused a connection.
+// refused records that ep failed a request before answering. Requests held
+// meanwhile are offered it again once refusedFor has passed.
 func (p *pool) refused(ep *endpoint) {
 	p.mu.Lock()
 	ep.refusedAt = time.Now()
 	p.mu.Unlock()
+	time.AfterFunc(refusedFor, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.dispatchLocked()
+		p.reportLocked()
+	})
 }
 
 func (p *pool) takeLocked(ep *endpoint) {

@@ -10,9 +10,11 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -29,22 +31,42 @@ const maxErrorMessage = 4 << 10
 type attempt struct {
 	retry      bool // another attempt may follow
 	dialFailed bool // the model server never saw the request
+	// hungUp: the model server closed a kept-alive connection before
+	// answering: it died or restarted under the request.
+	hungUp bool
 }
+
+// resend says whether the request may go again to another slot: nothing of
+// an answer reached the client. A refused connection never reached the
+// model server; a kept-alive one closed before any answer means the server
+// went away (killed, crashed, restarted). Inference has no side effect but
+// its cost, so such a request is sent again, as Envoy's retry_on
+// "connect-failure,reset" would.
+func (a *attempt) resend() bool { return a.dialFailed || a.hungUp }
 
 type attemptKey struct{}
 
-// dialTracking marks attempts whose connection could not be established, so
-// they can be retried safely.
+// dialTracking marks attempts whose model server cannot have answered (see
+// attempt.resend), so they can be retried.
 type dialTracking struct{ base http.RoundTripper }
 
 func (d *dialTracking) RoundTrip(req *http.Request) (*http.Response, error) {
+	a, _ := req.Context().Value(attemptKey{}).(*attempt)
+	var reused bool
+	if a != nil {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(c httptrace.GotConnInfo) { reused = c.Reused },
+		}))
+	}
 	resp, err := d.base.RoundTrip(req)
-	if err != nil {
+	if err != nil && a != nil {
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok {
-				a.dialFailed = true
-			}
+		switch {
+		case errors.As(err, &op) && op.Op == "dial":
+			a.dialFailed = true
+		case reused && req.Context().Err() == nil &&
+			(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+			a.hungUp = true
 		}
 	}
 	return resp, err
@@ -74,7 +96,7 @@ func stripInternal(h http.Header) {
 // plain message; the detail (addresses, OS errors) goes to the log only.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	a, _ := r.Context().Value(attemptKey{}).(*attempt)
-	if a != nil && a.dialFailed && a.retry {
+	if a != nil && a.resend() && a.retry {
 		return // serve retries on another slot
 	}
 	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
