@@ -55,10 +55,6 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 	return c, nil
 }
 
-func (c *activatorConfig) processConfig() processConfig {
-	return processConfig{Service: "thaw-activator", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
-}
-
 // runActivator runs `thaw activator`: the activator as its own process.
 // Any number of replicas share state through Redis: they learn deployments
 // and ready instances from the control plane's published records, report
@@ -139,4 +135,10 @@ func (a *activator) Run(ctx context.Context) error {
 	g.Go(func() error { return a.inflight.Run(gctx) })
 	g.Go(func() error { return endpoints.FollowGrantKey(gctx, a.redis, a.grants) })
 	return g.Wait()
+}
+
+// processConfig: an activator replica shares the control plane's Redis and
+// users file.
+func (c *activatorConfig) processConfig() processConfig {
+	return processConfig{Service: "thaw-activator", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
 }

@@ -122,10 +122,6 @@ func loadJobsConfig(dir string) (jobs.Config, error) {
 	return jobs.LoadConfig(filepath.Join(dir, jobsConfigFile))
 }
 
-func (c *serverConfig) processConfig() processConfig {
-	return processConfig{Service: "thaw-server", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
-}
-
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, p, err := parseAndStart(ctx, args, stderr, parseServerFlags)
 	if err != nil {
@@ -224,4 +220,10 @@ func openStoreRetrying(ctx context.Context, b deploy.Backend, log *slog.Logger) 
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// processConfig: thaw server shares demand through a real Redis and reads
+// the operator's users file.
+func (c *serverConfig) processConfig() processConfig {
+	return processConfig{Service: "thaw-server", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
 }
