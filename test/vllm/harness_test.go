@@ -1,0 +1,196 @@
+// Package vllmtest runs thaw with the production engine, real vLLM (the CPU
+// build `make deps` installs), serving the tiny random Llama `make deps`
+// makes (thaw-test/tiny-llama in .cache/hf): woken from zero by the OpenAI
+// Python SDK, at its batch limit, with clients that leave, and scaled back
+// to zero with no engine process left.
+package vllmtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/test/e2e"
+)
+
+// devToken is user dev's token in every thaw started here.
+const devToken = "tok-vllm-e2e"
+
+// testRepo is the model `make deps` lays out in .cache/hf.
+const testRepo = "thaw-test/tiny-llama"
+
+func TestMain(m *testing.M) { os.Exit(e2e.Main(m)) }
+
+// engine is what a test needs to run real vLLM.
+type engine struct {
+	root   string // the repository
+	vllm   string // bin/vllm
+	hfHome string // .cache/hf
+	python string // .venv-py/bin/python, with the OpenAI SDK
+}
+
+// needEngine returns the engine's paths, or fails the test: real vLLM and
+// its test model are part of what `make deps` installs, so a missing one is
+// a broken install, never a reason to skip.
+func needEngine(t *testing.T) engine {
+	t.Helper()
+	root, err := e2e.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engine{
+		root:   root,
+		vllm:   filepath.Join(root, "bin", "vllm"),
+		hfHome: filepath.Join(root, ".cache", "hf"),
+		python: filepath.Join(root, ".venv-py", "bin", "python"),
+	}
+	model := filepath.Join(e.hfHome, "hub", "models--"+strings.ReplaceAll(testRepo, "/", "--"), "refs", "main")
+	for _, p := range []string{e.vllm, model, e.python} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%v: `make deps` installs real vLLM, its test model and the OpenAI Python SDK", err)
+		}
+	}
+	return e
+}
+
+// env is the environment thaw passes on to vLLM: the weights cache, offline.
+func (e engine) env() []string {
+	return []string{"HF_HOME=" + e.hfHome, "HF_HUB_OFFLINE=1", "THAW_DEV_TOKEN=" + devToken}
+}
+
+// api is a deploy API client of th as user dev.
+func api(th *e2e.Thaw) *client.Client {
+	return &client.Client{BaseURL: th.Base, Token: devToken, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// sdkResult is what testdata/sdk_check.py prints.
+type sdkResult struct {
+	Chat struct {
+		Content          string  `json:"content"`
+		FinishReason     string  `json:"finish_reason"`
+		CompletionTokens int     `json:"completion_tokens"`
+		PromptTokens     int     `json:"prompt_tokens"`
+		Model            string  `json:"model"`
+		ColdStart        string  `json:"cold_start"`
+		Seconds          float64 `json:"seconds"`
+	} `json:"chat"`
+	Stream struct {
+		Roles        []string `json:"roles"`
+		Chunks       int      `json:"chunks"`
+		FinishReason string   `json:"finish_reason"`
+		Usage        int      `json:"usage"`
+	} `json:"stream"`
+	Completion struct {
+		Text             string `json:"text"`
+		FinishReason     string `json:"finish_reason"`
+		CompletionTokens int    `json:"completion_tokens"`
+	} `json:"completion"`
+}
+
+// runSDK runs testdata/sdk_check.py against base (an OpenAI base URL).
+func runSDK(t *testing.T, e engine, base, token, model string) sdkResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.python, filepath.Join(e.root, "test", "vllm", "testdata", "sdk_check.py"), base, token, model)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("OpenAI Python SDK against %s: %v\n%s\n%s", base, err, out, stderr.String())
+	}
+	var r sdkResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("sdk_check.py printed %q: %v", out, err)
+	}
+	return r
+}
+
+// checkSDK asserts what a user of the SDK sees: each call generated exactly
+// what it asked for (ignore_eos), the stream is framed as OpenAI's.
+func checkSDK(t *testing.T, r sdkResult, model string) {
+	t.Helper()
+	if r.Chat.Model != model || r.Chat.CompletionTokens != 8 || r.Chat.FinishReason != "length" || r.Chat.PromptTokens == 0 {
+		t.Errorf("chat: model %q, %d prompt and %d completion tokens, finish %q; want %s, 8 tokens, length",
+			r.Chat.Model, r.Chat.PromptTokens, r.Chat.CompletionTokens, r.Chat.FinishReason, model)
+	}
+	if len(r.Stream.Roles) != 1 || r.Stream.Roles[0] != "assistant" || r.Stream.Chunks == 0 ||
+		r.Stream.FinishReason != "length" || r.Stream.Usage != 12 {
+		t.Errorf("stream: roles %q, %d content chunks, finish %q, usage %d; want one assistant role, content, length, 12",
+			r.Stream.Roles, r.Stream.Chunks, r.Stream.FinishReason, r.Stream.Usage)
+	}
+	if r.Completion.CompletionTokens != 5 || r.Completion.FinishReason != "length" {
+		t.Errorf("completion: %d tokens, finish %q; want 5, length", r.Completion.CompletionTokens, r.Completion.FinishReason)
+	}
+}
+
+// gauge reads one of vLLM's gauges (summed over its label sets) from the
+// Prometheus text at url.
+func gauge(ctx context.Context, url, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %v", url, line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("%s: no %s", url, name)
+	}
+	return sum, nil
+}
+
+// procsUnder returns the processes whose working directory or environment
+// names dir: every process thaw started for an instance under its data
+// directory, children included (they inherit both).
+func procsUnder(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if strings.HasPrefix(cwd, dir+"/") || bytes.Contains(environ, []byte(dir+"/")) {
+			comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+			out = append(out, e.Name()+" "+strings.TrimSpace(string(comm)))
+		}
+	}
+	return out
+}
