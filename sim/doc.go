@@ -12,14 +12,25 @@
 //     has passed, as vLLM binds its socket before it loads the weights: a
 //     request sent meanwhile waits, then is answered. A port that is taken
 //     fails Run at once with "port N is in use".
-//   - Each request generates max_tokens tokens (default 16) at a fixed rate;
-//     the text cycles a small word list, one word per token, and a prompt
-//     counts one token per whitespace-separated word.
+//   - Each request generates max_tokens tokens per choice (n choices, all
+//     in one slot) at a fixed rate, capped at what fits in the context
+//     (MaxModelLen) with finish_reason "length". Without max_tokens the
+//     simulated model stops by itself after 16 tokens (finish_reason
+//     "stop") unless ignore_eos is set. The text cycles a small word
+//     list, one word per token, and a prompt counts one token per
+//     whitespace-separated word.
 //   - At most MaxNumSeqs requests generate at once; the rest wait in FIFO
 //     order and show as waiting in /metrics. A client that disconnects
 //     frees its place at once.
 //   - Errors use OpenAI's shape {"error": {"message", "type", "param",
-//     "code"}}: 404 for an unknown model, 400 for bad input; never a 5xx.
+//     "code"}} with vLLM's types and params: 404 NotFoundError for an
+//     unknown model, 400 BadRequestError for bad values (a max_tokens over
+//     the context included), 400 "Bad Request" for a body that is not
+//     valid JSON; never a 5xx. A route it does not serve answers 404
+//     {"detail": "Not Found"} (405 for another method), as vLLM does.
+//
+// test/conformance runs one suite against the simulator and real vLLM;
+// what it checks there is what the simulator promises.
 //
 // A Server is built with New and served with Run, or mounted with Handler.
 package sim

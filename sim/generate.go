@@ -30,7 +30,9 @@ type job struct {
 	chat         bool // chat.completion, else text_completion
 	id           string
 	promptTokens int
-	maxTokens    int
+	n            int    // choices, each generating tokens tokens
+	tokens       int    // tokens generated per choice
+	finish       string // finish_reason: finishLength or finishStop
 	stream       bool
 	includeUsage bool
 }
@@ -41,23 +43,23 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Messages) == 0 {
-		writeError(w, http.StatusBadRequest, "messages must be a non-empty array")
+		writeError(w, http.StatusBadRequest, "", "messages must be a non-empty array")
 		return
 	}
 	prompt := 0
 	for i, m := range req.Messages {
 		n, err := contentWords(m.Content)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "messages[%d]: %v", i, err)
+			writeError(w, http.StatusBadRequest, "", "messages[%d]: %v", i, err)
 			return
 		}
 		prompt += n
 	}
-	maxTokens := req.MaxTokens
+	maxTokens, param := req.MaxTokens, "max_tokens"
 	if req.MaxCompletionTokens != nil {
-		maxTokens = req.MaxCompletionTokens
+		maxTokens, param = req.MaxCompletionTokens, "max_completion_tokens"
 	}
-	j, ok := newJob(w, prompt, maxTokens, req.requestParams)
+	j, ok := s.newJob(w, prompt, maxTokens, param, req.requestParams)
 	if !ok {
 		return
 	}
@@ -73,10 +75,10 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request) {
 	}
 	prompt, err := promptWords(req.Prompt)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+		writeError(w, http.StatusBadRequest, "prompt", "%v", err)
 		return
 	}
-	j, ok := newJob(w, prompt, req.MaxTokens, req.requestParams)
+	j, ok := s.newJob(w, prompt, req.MaxTokens, "max_tokens", req.requestParams)
 	if !ok {
 		return
 	}
@@ -98,52 +100,92 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, req modelRequest
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request body larger than %d bytes", tooBig.Limit)
+			writeError(w, http.StatusRequestEntityTooLarge, "", "request body larger than %d bytes", tooBig.Limit)
 			return false
 		}
-		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
+		writeError(w, http.StatusBadRequest, "", "reading request body: %v", err)
 		return false
 	}
 	if err := json.Unmarshal(body, req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid JSON body: %v", err)
+		writeBodyError(w, body, err)
 		return false
 	}
 	// Like vLLM, an absent model means the served one.
 	if model := req.model(); model != "" && model != s.cfg.Model {
-		writeError(w, http.StatusNotFound, "The model `%s` does not exist.", model)
+		writeError(w, http.StatusNotFound, "model", "The model `%s` does not exist. Valid aliases: %s.", model, s.cfg.Model)
 		return false
 	}
 	return true
 }
 
-// newJob validates the parameters shared by both endpoints; maxTokens is
-// the endpoint's token limit (p.MaxTokens, or chat's max_completion_tokens).
-// On failure it writes the error and returns false.
-func newJob(w http.ResponseWriter, prompt int, maxTokens *int, p requestParams) (job, bool) {
-	n, stream, opts := p.N, p.Stream, p.StreamOptions
-	j := job{promptTokens: max(prompt, 1), maxTokens: defaultMaxTokens, stream: stream}
-	if maxTokens != nil {
-		if *maxTokens <= 0 {
-			writeError(w, http.StatusBadRequest, "max_tokens must be at least 1, got %d.", *maxTokens)
+// newJob validates the parameters shared by both endpoints, as vLLM does.
+// maxTokens is the endpoint's token limit, named param in errors (chat's
+// max_completion_tokens wins over max_tokens). On failure it writes the
+// error and returns false.
+//
+// Output is capped by the context: a request generates at most
+// MaxModelLen - prompt tokens per choice and then finishes with "length",
+// as vLLM does, while a max_tokens that alone exceeds the context is an
+// error. Without max_tokens the simulated model stops by itself (finish
+// reason "stop") after eosAfter tokens, unless ignore_eos is set.
+func (s *Server) newJob(w http.ResponseWriter, prompt int, maxTokens *int, param string, p requestParams) (job, bool) {
+	limit := s.cfg.MaxModelLen
+	prompt = max(prompt, 1)
+	j := job{promptTokens: prompt, n: 1, stream: p.Stream}
+	if p.N != nil {
+		if *p.N < 1 {
+			writeError(w, http.StatusBadRequest, "", "n must be at least 1, got %d.", *p.N)
 			return job{}, false
 		}
-		j.maxTokens = min(*maxTokens, MaxModelLen)
+		j.n = *p.N
 	}
-	if n != nil && *n != 1 {
-		writeError(w, http.StatusBadRequest, "the simulator generates one choice per request; n must be 1, got %d.", *n)
+	if maxTokens != nil {
+		if *maxTokens < 1 {
+			writeError(w, http.StatusBadRequest, "max_tokens",
+				"max_tokens must be at least 1, got %d. (parameter=max_tokens, value=%d)", *maxTokens, *maxTokens)
+			return job{}, false
+		}
+		if *maxTokens > limit {
+			writeError(w, http.StatusBadRequest, param,
+				"%s=%d cannot be greater than max_model_len=%d. Please request fewer output tokens. (parameter=%s, value=%d)",
+				param, *maxTokens, limit, param, *maxTokens)
+			return job{}, false
+		}
+	}
+	if prompt >= limit {
+		writeError(w, http.StatusBadRequest, "input_tokens",
+			"This model's maximum context length is %d tokens. However, your prompt contains %d input tokens, "+
+				"which exceeds this limit even without any output tokens. Please reduce the length of the input prompt. "+
+				"(parameter=input_tokens, value=%d)",
+			limit, prompt, prompt)
 		return job{}, false
 	}
-	if opts != nil && !stream {
-		writeError(w, http.StatusBadRequest, "Stream options can only be defined when `stream=True`.")
+	room := limit - prompt
+	switch {
+	case maxTokens != nil:
+		j.tokens, j.finish = min(*maxTokens, room), finishLength
+	case p.IgnoreEOS:
+		j.tokens, j.finish = room, finishLength
+	default:
+		j.tokens, j.finish = min(eosAfter, room), finishStop
+		if j.tokens < eosAfter {
+			j.finish = finishLength
+		}
+	}
+	if p.StreamOptions != nil && !p.Stream {
+		writeError(w, http.StatusBadRequest, "stream_options",
+			"Stream options can only be defined when `stream=True`. (parameter=stream_options)")
 		return job{}, false
 	}
-	j.includeUsage = opts != nil && opts.IncludeUsage
+	j.includeUsage = p.StreamOptions != nil && p.StreamOptions.IncludeUsage
 	return j, true
 }
 
-// generate waits for a slot, produces j.maxTokens tokens at the configured
-// rate and writes them, whole or streamed. It returns early, freeing the
-// slot, when the client goes away.
+// generate waits for a slot, produces j.tokens tokens per choice at the
+// configured rate and writes them, whole or streamed. It returns early,
+// freeing the slot, when the client goes away. All choices of a request
+// generate together, one token each per step, in the one slot: vLLM
+// counts a request with n choices as one running request.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	ctx := r.Context()
 	created := time.Now().Unix()
@@ -151,7 +193,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	if j.stream {
 		// Like vLLM, a stream's headers go out before the request is
 		// scheduled.
-		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
 		_ = out.rc.Flush()
@@ -159,6 +201,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 
 	if err := s.lim.acquire(ctx); err != nil {
 		s.log.Debug("sim request left while waiting", "id", j.id)
+		s.metrics.requestSuccess.WithLabelValues(finishAbort).Inc()
 		return
 	}
 	defer s.lim.release()
@@ -168,41 +211,53 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	timer := time.NewTimer(s.interval)
 	defer timer.Stop()
 	next := time.Now()
-	for i := range j.maxTokens {
+	for i := range j.tokens {
 		next = next.Add(s.interval)
 		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			s.log.Debug("sim request left while generating", "id", j.id, "tokens", i)
+			s.metrics.requestSuccess.WithLabelValues(finishAbort).Inc()
 			return
 		case <-timer.C:
 		}
-		s.metrics.generationTokens.Inc()
+		s.metrics.generationTokens.Add(float64(j.n))
 		tok := token(i)
-		if j.stream {
-			if err := out.chunk(i == 0, &tok, nil, nil); err != nil {
-				return
-			}
+		if !j.stream {
+			text.WriteString(tok)
 			continue
 		}
-		text.WriteString(tok)
+		if i == 0 && j.chat {
+			// vLLM's first chat chunk of each choice carries the role.
+			for c := range j.n {
+				if err := out.roleChunk(c); err != nil {
+					return
+				}
+			}
+		}
+		var reason *string
+		if i == j.tokens-1 {
+			reason = &j.finish
+		}
+		for c := range j.n {
+			if err := out.tokenChunk(c, tok, reason); err != nil {
+				return
+			}
+		}
 	}
 
-	u := &usage{PromptTokens: j.promptTokens, CompletionTokens: j.maxTokens,
-		TotalTokens: j.promptTokens + j.maxTokens}
-	s.metrics.requestSuccess.WithLabelValues(finishLength).Inc()
+	completion := j.n * j.tokens
+	u := &usage{PromptTokens: j.promptTokens, CompletionTokens: completion,
+		TotalTokens: j.promptTokens + completion}
+	s.metrics.requestSuccess.WithLabelValues(j.finish).Inc()
 	s.log.Debug("sim request done", "id", j.id, "prompt_tokens", j.promptTokens,
-		"completion_tokens", j.maxTokens)
+		"completion_tokens", completion)
 	if !j.stream {
 		writeJSON(w, http.StatusOK, out.whole(text.String(), u))
 		return
 	}
-	reason := finishLength
-	if err := out.chunk(false, nil, &reason, nil); err != nil {
-		return
-	}
 	if j.includeUsage {
-		if err := out.chunk(false, nil, nil, u); err != nil {
+		if err := out.usageChunk(u); err != nil {
 			return
 		}
 	}
@@ -222,50 +277,57 @@ func (o *writer) base(object string) response {
 	return response{ID: o.j.id, Object: object, Created: o.created, Model: o.model}
 }
 
-// whole returns the non-streamed response.
+// whole returns the non-streamed response: j.n identical choices.
 func (o *writer) whole(text string, u *usage) response {
-	reason := finishLength
-	c := choice{FinishReason: &reason}
 	resp := o.base("text_completion")
 	if o.j.chat {
 		resp.Object = "chat.completion"
-		c.Message = &assistantMessage{Role: "assistant", Content: text}
-	} else {
-		c.Text = &text
 	}
-	resp.Choices = []choice{c}
+	resp.Choices = make([]choice, o.j.n)
+	for i := range resp.Choices {
+		c := choice{Index: i, FinishReason: &o.j.finish}
+		if o.j.chat {
+			c.Message = &assistantMessage{Role: "assistant", Content: text}
+		} else {
+			c.Text = &text
+		}
+		resp.Choices[i] = c
+	}
 	resp.Usage = u
 	return resp
 }
 
-// chunk writes one stream chunk: a token (tok set), the finishing chunk
-// (reason set), or the usage chunk (u set, no choices).
-func (o *writer) chunk(first bool, tok, reason *string, u *usage) error {
+// roleChunk writes choice index's first chat chunk: the role, no content.
+func (o *writer) roleChunk(index int) error {
+	empty := ""
+	return o.chunk(choice{Index: index, Delta: &delta{Role: "assistant", Content: &empty}}, nil)
+}
+
+// tokenChunk writes choice index's next token; reason is set on its last.
+func (o *writer) tokenChunk(index int, tok string, reason *string) error {
+	c := choice{Index: index, FinishReason: reason}
+	if o.j.chat {
+		c.Delta = &delta{Content: &tok}
+	} else {
+		c.Text = &tok
+	}
+	return o.chunk(c, nil)
+}
+
+// usageChunk writes the usage of the whole request, with no choices.
+func (o *writer) usageChunk(u *usage) error { return o.chunk(choice{}, u) }
+
+// chunk writes one stream chunk: c, or no choice and the usage u.
+func (o *writer) chunk(c choice, u *usage) error {
 	resp := o.base("text_completion")
 	if o.j.chat {
 		resp.Object = "chat.completion.chunk"
 	}
 	resp.Choices = []choice{}
-	resp.Usage = u
 	if u == nil {
-		c := choice{FinishReason: reason}
-		switch {
-		case o.j.chat:
-			c.Delta = &delta{}
-			if first {
-				c.Delta.Role = "assistant"
-			}
-			if tok != nil {
-				c.Delta.Content = *tok
-			}
-		case tok != nil:
-			c.Text = tok
-		default:
-			empty := ""
-			c.Text = &empty
-		}
 		resp.Choices = append(resp.Choices, c)
 	}
+	resp.Usage = u
 	b, err := json.Marshal(resp)
 	if err != nil {
 		return fmt.Errorf("encoding chunk: %w", err)

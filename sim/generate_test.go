@@ -3,6 +3,7 @@ package sim
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -50,7 +51,7 @@ func chatWant(content string, u map[string]any) map[string]any {
 	return map[string]any{
 		"object": "chat.completion", "model": "m",
 		"choices": []any{map[string]any{"index": float64(0), "logprobs": nil, "finish_reason": "length",
-			"message": map[string]any{"role": "assistant", "content": content}}},
+			"stop_reason": nil, "message": map[string]any{"role": "assistant", "content": content}}},
 		"usage": u,
 	}
 }
@@ -59,9 +60,15 @@ func completionWant(text string, u map[string]any) map[string]any {
 	return map[string]any{
 		"object": "text_completion", "model": "m",
 		"choices": []any{map[string]any{"index": float64(0), "logprobs": nil, "finish_reason": "length",
-			"text": text}},
+			"stop_reason": nil, "text": text}},
 		"usage": u,
 	}
+}
+
+// withFinish sets the finish_reason of want's one choice.
+func withFinish(want map[string]any, reason string) map[string]any {
+	want["choices"].([]any)[0].(map[string]any)["finish_reason"] = reason
+	return want
 }
 
 func TestNonStreaming(t *testing.T) {
@@ -81,9 +88,9 @@ func TestNonStreaming(t *testing.T) {
 		body: `{"model":"m","max_tokens":9,"max_completion_tokens":2,"messages":[{"role":"user","content":[{"type":"text","text":"one two"},{"type":"image_url","image_url":{"url":"x"}}]}]}`,
 		want: chatWant("lorem ipsum", usageOf(2, 2)),
 	}, {
-		name: "chat default max_tokens, empty prompt counts one", path: "/v1/chat/completions", idPrefix: "chatcmpl-",
+		name: "chat without max_tokens stops after 16, empty prompt counts one", path: "/v1/chat/completions", idPrefix: "chatcmpl-",
 		body: `{"messages":[{"role":"user","content":""}]}`,
-		want: chatWant(sixteen, usageOf(1, 16)),
+		want: withFinish(chatWant(sixteen, usageOf(1, 16)), "stop"),
 	}, {
 		name: "completion", path: "/v1/completions", idPrefix: "cmpl-",
 		body: `{"model":"m","prompt":"once upon a time","max_tokens":3}`,
@@ -118,16 +125,111 @@ func TestNonStreaming(t *testing.T) {
 	}
 }
 
-func TestMaxTokensCapped(t *testing.T) {
-	_, url := startHandler(t, Config{TokensPerSecond: 1e6})
-	resp := post(t, url, "/v1/completions", `{"prompt":"hi","max_tokens":100000}`)
+// TestContextLimits: as vLLM, a max_tokens above the context is refused,
+// as is a prompt that fills it, while a prompt plus max_tokens over it is
+// capped to what fits, finishing with length.
+func TestContextLimits(t *testing.T) {
+	_, url := startHandler(t, Config{TokensPerSecond: 1e6, MaxModelLen: 10})
+	resp := post(t, url, "/v1/completions", `{"prompt":"one two three four","max_tokens":10}`)
 	defer resp.Body.Close()
-	var got struct{ Usage usage }
+	var got struct {
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		}
+		Usage usage
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Usage.CompletionTokens != MaxModelLen {
-		t.Errorf("completion_tokens = %d, want the cap %d", got.Usage.CompletionTokens, MaxModelLen)
+	want := usage{PromptTokens: 4, CompletionTokens: 6, TotalTokens: 10}
+	if got.Usage != want || len(got.Choices) != 1 || got.Choices[0].FinishReason != "length" {
+		t.Errorf("got %+v, want usage %+v and finish_reason length", got, want)
+	}
+
+	for _, tt := range []struct{ name, path, body, param string }{
+		{"max_tokens over the context", "/v1/completions", `{"prompt":"hi","max_tokens":11}`, "max_tokens"},
+		{"max_completion_tokens over the context", "/v1/chat/completions",
+			`{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":11}`, "max_completion_tokens"},
+		{"prompt fills the context", "/v1/completions", `{"prompt":"a b c d e f g h i j"}`, "input_tokens"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := post(t, url, tt.path, tt.body)
+			defer resp.Body.Close()
+			var got struct{ Error apiError }
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 400 || got.Error.Param == nil || *got.Error.Param != tt.param || got.Error.Code != 400 {
+				t.Errorf("status %d, error %+v; want 400 with param %q", resp.StatusCode, got.Error, tt.param)
+			}
+		})
+	}
+}
+
+// TestEOS: without max_tokens the simulated model stops by itself after
+// 16 tokens (finish_reason stop), unless ignore_eos makes it fill the
+// context.
+func TestEOS(t *testing.T) {
+	_, url := startHandler(t, Config{TokensPerSecond: 1e6, MaxModelLen: 40})
+	for _, tt := range []struct {
+		body       string
+		completion int
+		reason     string
+	}{
+		{`{"prompt":"a b"}`, 16, "stop"},
+		{`{"prompt":"a b","ignore_eos":true}`, 38, "length"},
+		{`{"prompt":"a b","max_tokens":20}`, 20, "length"},
+	} {
+		resp := post(t, url, "/v1/completions", tt.body)
+		var got struct {
+			Choices []struct {
+				FinishReason string `json:"finish_reason"`
+			}
+			Usage usage
+		}
+		err := json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Usage.CompletionTokens != tt.completion || got.Choices[0].FinishReason != tt.reason {
+			t.Errorf("%s: %d tokens, finish_reason %s; want %d, %s", tt.body,
+				got.Usage.CompletionTokens, got.Choices[0].FinishReason, tt.completion, tt.reason)
+		}
+	}
+}
+
+// TestTwoChoices: n choices, indexed, whole and streamed, with the usage
+// of all of them.
+func TestTwoChoices(t *testing.T) {
+	_, url := startHandler(t, Config{TokensPerSecond: 1e6})
+	resp := post(t, url, "/v1/completions", `{"prompt":"hi there","max_tokens":2,"n":2}`)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := decodeObject(t, raw, "cmpl-")
+	c := func(i int) any {
+		return map[string]any{"index": float64(i), "text": "lorem ipsum", "logprobs": nil, "finish_reason": "length", "stop_reason": nil}
+	}
+	want := map[string]any{"object": "text_completion", "model": "m", "choices": []any{c(0), c(1)}, "usage": usageOf(2, 4)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("n=2 (-want +got):\n%s", diff)
+	}
+
+	resp = post(t, url, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"n":2,"stream":true}`)
+	events := readEvents(t, resp)
+	resp.Body.Close()
+	var chunks []any
+	for _, e := range events[:len(events)-1] {
+		chunks = append(chunks, decodeObject(t, []byte(e.data), "chatcmpl-")["choices"])
+	}
+	d := func(i int, delta map[string]any, reason any) any {
+		return []any{map[string]any{"index": float64(i), "delta": delta, "logprobs": nil, "finish_reason": reason, "stop_reason": nil}}
+	}
+	role := map[string]any{"role": "assistant", "content": ""}
+	wantChunks := []any{d(0, role, nil), d(1, role, nil),
+		d(0, map[string]any{"content": "lorem"}, "length"), d(1, map[string]any{"content": "lorem"}, "length")}
+	if diff := cmp.Diff(wantChunks, chunks); diff != "" {
+		t.Errorf("n=2 stream choices (-want +got):\n%s", diff)
 	}
 }
 
@@ -164,11 +266,11 @@ func TestStreaming(t *testing.T) {
 	_, url := startHandler(t, Config{TokensPerSecond: rate})
 	chatChunk := func(d map[string]any, reason any) map[string]any {
 		return map[string]any{"object": "chat.completion.chunk", "model": "m", "choices": []any{
-			map[string]any{"index": float64(0), "delta": d, "logprobs": nil, "finish_reason": reason}}}
+			map[string]any{"index": float64(0), "delta": d, "logprobs": nil, "finish_reason": reason, "stop_reason": nil}}}
 	}
 	textChunk := func(text string, reason any) map[string]any {
 		return map[string]any{"object": "text_completion", "model": "m", "choices": []any{
-			map[string]any{"index": float64(0), "text": text, "logprobs": nil, "finish_reason": reason}}}
+			map[string]any{"index": float64(0), "text": text, "logprobs": nil, "finish_reason": reason, "stop_reason": nil}}}
 	}
 	usageChunk := func(object string) map[string]any {
 		return map[string]any{"object": object, "model": "m", "choices": []any{}, "usage": usageOf(2, 4)}
@@ -181,11 +283,11 @@ func TestStreaming(t *testing.T) {
 		name: "chat with usage", path: "/v1/chat/completions", idPrefix: "chatcmpl-",
 		body: `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":4,"messages":[{"role":"user","content":"hi there"}]}`,
 		want: []map[string]any{
-			chatChunk(map[string]any{"role": "assistant", "content": "lorem"}, nil),
+			chatChunk(map[string]any{"role": "assistant", "content": ""}, nil),
+			chatChunk(map[string]any{"content": "lorem"}, nil),
 			chatChunk(map[string]any{"content": " ipsum"}, nil),
 			chatChunk(map[string]any{"content": " dolor"}, nil),
-			chatChunk(map[string]any{"content": " sit"}, nil),
-			chatChunk(map[string]any{}, "length"),
+			chatChunk(map[string]any{"content": " sit"}, "length"),
 			usageChunk("chat.completion.chunk"),
 		},
 	}, {
@@ -193,14 +295,14 @@ func TestStreaming(t *testing.T) {
 		body: `{"model":"m","stream":true,"max_tokens":4,"prompt":"hi there"}`,
 		want: []map[string]any{
 			textChunk("lorem", nil), textChunk(" ipsum", nil), textChunk(" dolor", nil),
-			textChunk(" sit", nil), textChunk("", "length"),
+			textChunk(" sit", "length"),
 		},
 	}, {
 		name: "completion with usage", path: "/v1/completions", idPrefix: "cmpl-",
 		body: `{"stream":true,"stream_options":{"include_usage":true},"max_tokens":4,"prompt":"hi there"}`,
 		want: []map[string]any{
 			textChunk("lorem", nil), textChunk(" ipsum", nil), textChunk(" dolor", nil),
-			textChunk(" sit", nil), textChunk("", "length"), usageChunk("text_completion"),
+			textChunk(" sit", "length"), usageChunk("text_completion"),
 		},
 	}}
 	for _, tt := range tests {
@@ -210,8 +312,8 @@ func TestStreaming(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status = %d, want 200", resp.StatusCode)
 			}
-			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-				t.Errorf("Content-Type = %q, want text/event-stream", ct)
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream; charset=utf-8" {
+				t.Errorf("Content-Type = %q, want text/event-stream; charset=utf-8", ct)
 			}
 			events := readEvents(t, resp)
 			if len(events) == 0 || events[len(events)-1].data != "[DONE]" {
@@ -224,6 +326,9 @@ func TestStreaming(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("chunks (-want +got):\n%s", diff)
+			}
+			if strings.HasPrefix(tt.idPrefix, "chat") {
+				events = events[1:] // the role chunk
 			}
 			if len(events) < 4 {
 				return
@@ -244,23 +349,26 @@ func TestBadInput(t *testing.T) {
 		name, path, body string
 		wantStatus       int
 		wantType         string
+		wantParam        any    // nil or the param vLLM names
 		wantMessage      string // a substring of the message
 	}{
-		{"chat other model", chat, `{"model":"x","messages":[{"role":"user","content":"hi"}]}`, 404, "NotFoundError", "The model `x` does not exist."},
-		{"completion other model", cmpl, `{"model":"x","prompt":"hi"}`, 404, "NotFoundError", "The model `x` does not exist."},
-		{"chat bad JSON", chat, `{"model":`, 400, "BadRequestError", "invalid JSON"},
-		{"completion bad JSON", cmpl, `not json`, 400, "BadRequestError", "invalid JSON"},
-		{"chat wrong field type", chat, `{"messages":"hi"}`, 400, "BadRequestError", "invalid JSON"},
-		{"chat no messages", chat, `{"model":"m"}`, 400, "BadRequestError", "messages"},
-		{"chat empty messages", chat, `{"model":"m","messages":[]}`, 400, "BadRequestError", "messages"},
-		{"chat bad content", chat, `{"messages":[{"role":"user","content":7}]}`, 400, "BadRequestError", "messages[0]"},
-		{"completion no prompt", cmpl, `{"model":"m"}`, 400, "BadRequestError", "prompt"},
-		{"completion batched prompts", cmpl, `{"prompt":["a","b"]}`, 400, "BadRequestError", "one prompt"},
-		{"chat zero max_tokens", chat, `{"max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, 400, "BadRequestError", "max_tokens"},
-		{"chat negative max_completion_tokens", chat, `{"max_completion_tokens":-3,"messages":[{"role":"user","content":"hi"}]}`, 400, "BadRequestError", "max_tokens"},
-		{"completion negative max_tokens", cmpl, `{"prompt":"hi","max_tokens":-1}`, 400, "BadRequestError", "max_tokens"},
-		{"completion n=2", cmpl, `{"prompt":"hi","n":2}`, 400, "BadRequestError", "n must be 1"},
-		{"stream options without stream", cmpl, `{"prompt":"hi","stream_options":{"include_usage":true}}`, 400, "BadRequestError", "stream"},
+		{"chat other model", chat, `{"model":"x","messages":[{"role":"user","content":"hi"}]}`, 404, "NotFoundError", "model", "The model `x` does not exist."},
+		{"completion other model", cmpl, `{"model":"x","prompt":"hi"}`, 404, "NotFoundError", "model", "The model `x` does not exist."},
+		{"chat bad JSON", chat, `{"model":`, 400, "Bad Request", "body.9", "invalid JSON"},
+		{"completion bad JSON", cmpl, `not json`, 400, "Bad Request", "body.1", "invalid JSON"},
+		{"chat wrong field type", chat, `{"messages":"hi"}`, 400, "Bad Request", "body.messages", "invalid JSON"},
+		{"not an object", chat, `[1]`, 400, "Bad Request", "body", "invalid JSON"},
+		{"chat no messages", chat, `{"model":"m"}`, 400, "BadRequestError", nil, "messages"},
+		{"chat empty messages", chat, `{"model":"m","messages":[]}`, 400, "BadRequestError", nil, "messages"},
+		{"chat bad content", chat, `{"messages":[{"role":"user","content":7}]}`, 400, "BadRequestError", nil, "messages[0]"},
+		{"completion no prompt", cmpl, `{"model":"m"}`, 400, "BadRequestError", "prompt", "prompt"},
+		{"completion batched prompts", cmpl, `{"prompt":["a","b"]}`, 400, "BadRequestError", "prompt", "one prompt"},
+		{"chat zero max_tokens", chat, `{"max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, 400, "BadRequestError", "max_tokens", "max_tokens"},
+		{"chat negative max_completion_tokens", chat, `{"max_completion_tokens":-3,"messages":[{"role":"user","content":"hi"}]}`, 400, "BadRequestError", "max_tokens", "max_tokens"},
+		{"completion negative max_tokens", cmpl, `{"prompt":"hi","max_tokens":-1}`, 400, "BadRequestError", "max_tokens", "max_tokens"},
+		{"completion max_tokens over the context", cmpl, `{"prompt":"hi","max_tokens":1000000000000}`, 400, "BadRequestError", "max_tokens", "cannot be greater than max_model_len=4096"},
+		{"completion n=0", cmpl, `{"prompt":"hi","n":0}`, 400, "BadRequestError", nil, "n must be at least 1"},
+		{"stream options without stream", cmpl, `{"prompt":"hi","stream_options":{"include_usage":true}}`, 400, "BadRequestError", "stream_options", "stream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,7 +391,7 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("message = %q, want it to contain %q", msg, tt.wantMessage)
 			}
 			delete(got.Error, "message")
-			want := map[string]any{"type": tt.wantType, "param": nil, "code": float64(tt.wantStatus)}
+			want := map[string]any{"type": tt.wantType, "param": tt.wantParam, "code": float64(tt.wantStatus)}
 			if diff := cmp.Diff(want, got.Error); diff != "" {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}

@@ -9,7 +9,12 @@ import (
 
 // Finish reasons, as reported in responses and in
 // vllm:request_success_total's finished_reason label.
-const finishLength = "length"
+const (
+	finishLength = "length"
+	finishStop   = "stop"
+	// finishAbort labels requests whose client left before the end.
+	finishAbort = "abort"
+)
 
 // metrics are the vLLM metrics the simulator exports, on a registry of its
 // own so that several servers can live in one process (tests, thaw dev).
@@ -22,7 +27,8 @@ type metrics struct {
 
 // newMetrics registers vLLM's gauges, read live from lim, and counters.
 func newMetrics(model string, lim *limiter) *metrics {
-	labels := prometheus.Labels{"model_name": model}
+	// vLLM labels its metrics with the engine index (one engine: "0").
+	labels := prometheus.Labels{"engine": "0", "model_name": model}
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		requestSuccess: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -52,9 +58,11 @@ func newMetrics(model string, lim *limiter) *metrics {
 		func(_, w int) float64 { return float64(w) })
 	usage := gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
 		func(r, _ int) float64 { return float64(r) / float64(lim.max) })
-	// Like vLLM, expose the success counter from the start, at zero.
-	m.requestSuccess.WithLabelValues("stop")
-	m.requestSuccess.WithLabelValues(finishLength)
+	// Like vLLM, expose the success counter from the start, at zero, with
+	// its reasons (the simulator never errs or detects repetition).
+	for _, r := range []string{finishStop, finishLength, finishAbort, "error", "repetition"} {
+		m.requestSuccess.WithLabelValues(r)
+	}
 	// The collectors are fresh and their names distinct: registration
 	// cannot fail, so MustRegister cannot panic.
 	m.registry.MustRegister(m.requestSuccess, m.promptTokens, m.generationTokens,

@@ -49,9 +49,9 @@ func scrape(t *testing.T, url string) (series map[string]float64, types map[stri
 }
 
 const (
-	running = `vllm:num_requests_running{model_name="m"}`
-	waiting = `vllm:num_requests_waiting{model_name="m"}`
-	kvUsage = `vllm:kv_cache_usage_perc{model_name="m"}`
+	running = `vllm:num_requests_running{engine="0",model_name="m"}`
+	waiting = `vllm:num_requests_waiting{engine="0",model_name="m"}`
+	kvUsage = `vllm:kv_cache_usage_perc{engine="0",model_name="m"}`
 )
 
 // gauges returns the three scheduler gauges.
@@ -157,16 +157,16 @@ func TestMetricsCountTokens(t *testing.T) {
 	series, _ := scrape(t, url)
 	got := map[string]float64{}
 	for _, name := range []string{
-		`vllm:request_success_total{finished_reason="length",model_name="m"}`,
-		`vllm:prompt_tokens_total{model_name="m"}`,
-		`vllm:generation_tokens_total{model_name="m"}`,
+		`vllm:request_success_total{engine="0",finished_reason="length",model_name="m"}`,
+		`vllm:prompt_tokens_total{engine="0",model_name="m"}`,
+		`vllm:generation_tokens_total{engine="0",model_name="m"}`,
 	} {
 		got[name] = series[name]
 	}
 	want := map[string]float64{
-		`vllm:request_success_total{finished_reason="length",model_name="m"}`: 2,
-		`vllm:prompt_tokens_total{model_name="m"}`:                            4,
-		`vllm:generation_tokens_total{model_name="m"}`:                        6,
+		`vllm:request_success_total{engine="0",finished_reason="length",model_name="m"}`: 2,
+		`vllm:prompt_tokens_total{engine="0",model_name="m"}`:                            4,
+		`vllm:generation_tokens_total{engine="0",model_name="m"}`:                        6,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counters (-want +got):\n%s", diff)

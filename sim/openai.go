@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -29,6 +30,9 @@ type requestParams struct {
 	N             *int           `json:"n"`
 	Stream        bool           `json:"stream"`
 	StreamOptions *streamOptions `json:"stream_options"`
+	// IgnoreEOS is vLLM's extension: generate until max_tokens (or the
+	// context is full) even where the model would stop.
+	IgnoreEOS bool `json:"ignore_eos"`
 }
 
 type chatRequest struct {
@@ -53,9 +57,11 @@ type assistantMessage struct {
 	Content string `json:"content"`
 }
 
+// delta is a chat chunk's piece of the message: the role (first chunk
+// only, with empty content) or the content generated since the last chunk.
 type delta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
 }
 
 // choice is one choice of any of the four response kinds: Message for
@@ -68,6 +74,9 @@ type choice struct {
 	Text         *string           `json:"text,omitempty"`
 	Logprobs     any               `json:"logprobs"`
 	FinishReason *string           `json:"finish_reason"`
+	// StopReason is vLLM's: the stop string or token id that ended the
+	// choice, null when it ran to its length or the model's EOS.
+	StopReason any `json:"stop_reason"`
 }
 
 type response struct {
@@ -113,14 +122,45 @@ func errorType(status int) string {
 	}
 }
 
-// writeError writes an OpenAI-shaped error. It is the one place where
-// request errors become statuses.
-func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, map[string]apiError{"error": {
-		Message: fmt.Sprintf(format, args...),
-		Type:    errorType(status),
-		Code:    status,
+// writeError writes an OpenAI-shaped error about the request field param
+// ("" for none). It is the one place where request errors become statuses.
+func writeError(w http.ResponseWriter, status int, param, format string, args ...any) {
+	e := apiError{Message: fmt.Sprintf(format, args...), Type: errorType(status), Code: status}
+	if param != "" {
+		e.Param = &param
+	}
+	writeJSON(w, status, map[string]apiError{"error": e})
+}
+
+// writeBodyError writes the 400 of a body that is not JSON or not the
+// request's shape, as vLLM's request validation does: type "Bad Request"
+// and param "body", "body.<offset>" where the JSON breaks, or
+// "body.<field>" for a field of the wrong type.
+func writeBodyError(w http.ResponseWriter, body []byte, err error) {
+	param := "body"
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case strings.HasPrefix(err.Error(), "unexpected end of JSON input"):
+		param = fmt.Sprintf("body.%d", len(body))
+	case errors.As(err, &syntax):
+		param = fmt.Sprintf("body.%d", max(syntax.Offset-1, 0))
+	case errors.As(err, &typ) && typ.Field != "":
+		param = "body." + typ.Field
+	}
+	writeJSON(w, http.StatusBadRequest, map[string]apiError{"error": {
+		Message: fmt.Sprintf("invalid JSON body: %v", err),
+		Type:    "Bad Request",
+		Param:   &param,
+		Code:    http.StatusBadRequest,
 	}})
+}
+
+// writeDetail writes the error of a route that does not exist, as vLLM's
+// web framework does: {"detail": "Not Found"} (404) or
+// {"detail": "Method Not Allowed"} (405).
+func writeDetail(w http.ResponseWriter, status int) {
+	writeJSON(w, status, map[string]string{"detail": http.StatusText(status)})
 }
 
 // writeJSON writes v as a JSON response with the given status.
@@ -131,10 +171,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// newID returns prefix followed by 32 random hex digits, like vLLM's
+// newID returns prefix followed by 16 random hex digits, like vLLM's
 // "chatcmpl-..." and "cmpl-..." ids.
 func newID(prefix string) string {
-	var b [16]byte
+	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails.
 	return prefix + hex.EncodeToString(b[:])
 }

@@ -84,7 +84,7 @@ func TestOpenAISDK(t *testing.T) {
 		t.Fatalf("chat with another model: error %v, want an *openai.Error", err)
 	}
 	gotErr := [3]string{http.StatusText(apiErr.StatusCode), apiErr.Type, apiErr.Message}
-	wantErr := [3]string{"Not Found", "NotFoundError", "The model `other` does not exist."}
+	wantErr := [3]string{"Not Found", "NotFoundError", "The model `other` does not exist. Valid aliases: acme/llama."}
 	if diff := cmp.Diff(wantErr, gotErr); diff != "" {
 		t.Errorf("error (-want +got):\n%s", diff)
 	}

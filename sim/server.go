@@ -23,11 +23,12 @@ const (
 	// DefaultMaxNumSeqs is Config.MaxNumSeqs's default, vLLM's own.
 	DefaultMaxNumSeqs = 256
 
-	// MaxModelLen is the context length the simulator advertises in
-	// /v1/models; max_tokens is capped at it.
-	MaxModelLen = 4096
-	// defaultMaxTokens is max_tokens when a request does not set it.
-	defaultMaxTokens = 16
+	// DefaultMaxModelLen is Config.MaxModelLen's default.
+	DefaultMaxModelLen = 4096
+	// eosAfter is how many tokens the simulated model generates before it
+	// emits its end-of-sequence token, for a request that sets no
+	// max_tokens and no ignore_eos.
+	eosAfter = 16
 	// maxBodyBytes bounds a request body.
 	maxBodyBytes = 16 << 20
 	// shutdownGrace bounds how long Run waits for in-flight requests once
@@ -58,6 +59,11 @@ type Config struct {
 	// --max-num-seqs; later requests wait in FIFO order.
 	// Default DefaultMaxNumSeqs.
 	MaxNumSeqs int
+	// MaxModelLen is the context length in tokens, as vLLM's
+	// --max-model-len: /v1/models reports it, a max_tokens above it is
+	// refused (400), and a request's prompt plus output is capped at it.
+	// Default DefaultMaxModelLen.
+	MaxModelLen int
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// RequestLog, when set, receives a JSON RequestRecord line per
@@ -100,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxNumSeqs < 0 {
 		return nil, fmt.Errorf("sim: negative max num seqs %d", cfg.MaxNumSeqs)
 	}
+	if cfg.MaxModelLen < 0 {
+		return nil, fmt.Errorf("sim: negative max model len %d", cfg.MaxModelLen)
+	}
 	if cfg.Host == "" {
 		cfg.Host = DefaultHost
 	}
@@ -108,6 +117,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxNumSeqs == 0 {
 		cfg.MaxNumSeqs = DefaultMaxNumSeqs
+	}
+	if cfg.MaxModelLen == 0 {
+		cfg.MaxModelLen = DefaultMaxModelLen
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -128,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/chat/completions", s.serveChat)
 	mux.HandleFunc("POST /v1/completions", s.serveCompletion)
 	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("/", serveNoRoute(mux))
 	s.handler = mux
 	if cfg.RequestLog != nil {
 		s.handler = (&requestLog{model: cfg.Model, w: cfg.RequestLog}).wrap(mux)
@@ -225,7 +238,25 @@ func (s *Server) serveModels(w http.ResponseWriter, r *http.Request) {
 			Created:     s.created,
 			OwnedBy:     "thaw-sim",
 			Root:        s.cfg.Model,
-			MaxModelLen: MaxModelLen,
+			MaxModelLen: s.cfg.MaxModelLen,
 		}},
 	})
+}
+
+// serveNoRoute answers what mux has no route for as vLLM does: 405 for a
+// path it serves with another method, 404 otherwise, both with vLLM's
+// {"detail": ...} body rather than its OpenAI error shape.
+func serveNoRoute(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				w.Header().Set("Allow", m)
+				writeDetail(w, http.StatusMethodNotAllowed)
+				return
+			}
+		}
+		writeDetail(w, http.StatusNotFound)
+	}
 }

@@ -245,3 +245,35 @@ func TestHealthAndModels(t *testing.T) {
 		t.Errorf("GET /v1/models (-want +got):\n%s", diff)
 	}
 }
+
+// TestNoRoute: a path the server does not serve is vLLM's 404
+// {"detail":"Not Found"}; a served path with another method its 405.
+func TestNoRoute(t *testing.T) {
+	_, url := startHandler(t, Config{})
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{http.MethodGet, "/v1/nothing", 404, `{"detail":"Not Found"}`},
+		{http.MethodPost, "/v1/nothing", 404, `{"detail":"Not Found"}`},
+		{http.MethodGet, "/v1/chat/completions", 405, `{"detail":"Method Not Allowed"}`},
+		{http.MethodPost, "/v1/models", 405, `{"detail":"Method Not Allowed"}`},
+	} {
+		req, err := http.NewRequest(tt.method, url+tt.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || strings.TrimSpace(string(body)) != tt.body ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s = %d %s (%s), want %d %s (application/json)", tt.method, tt.path,
+				resp.StatusCode, body, resp.Header.Get("Content-Type"), tt.status, tt.body)
+		}
+	}
+}
