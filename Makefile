@@ -40,7 +40,7 @@ unit:
 ## e2e: end-to-end tests that start the real thaw, Redis, Envoy and Nomad
 ## (and the unit tests of their shared harness, test/e2e).
 e2e: build
-	THAW_BIN=$(THAW) $(GO) test -count=1 -timeout 30m -v ./test/e2e/ ./test/ ./test/envoy/ ./test/nomad/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	THAW_BIN=$(THAW) $(GO) test -count=1 -timeout 30m -v ./test/e2e/ ./test/ ./test/envoy/ ./test/nomad/ ./test/conformance/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 ## test: everything CI runs.
 test: deps vet unit e2e
