@@ -225,6 +225,8 @@ func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case "/v1/models":
 		fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, m.model)
+	case "/v1/completions":
+		fmt.Fprint(w, `{"object":"text_completion","choices":[{"text":"x","finish_reason":"length"}]}`)
 	default:
 		http.NotFound(w, r)
 	}

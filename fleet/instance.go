@@ -1,14 +1,34 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/routing"
+)
+
+// The warm-up: once a model server answers /health and lists the model,
+// one completion of one token must succeed before the instance is routable,
+// so that an instance whose engine cannot generate (vLLM on CPUs answers
+// /health and then crashes on its first request when the model does not
+// fit the backend) never takes a client's request. It runs once per
+// instance unless it fails.
+const (
+	// warmupPath is the model server's completions endpoint (vLLM's API).
+	warmupPath = "/v1/completions"
+	// warmupTimeout bounds the warm-up: the first request of a vLLM on
+	// CPUs compiles for seconds, far over a probe's timeout.
+	warmupTimeout = 30 * time.Second
+	// warmupRetry is how long after a failed warm-up the instance is
+	// probed again: a failing engine is not asked every probe tick.
+	warmupRetry = time.Second
 )
 
 // deployment is the fleet's view of one deployment. Guarded by Fleet.mu.
@@ -173,18 +193,29 @@ func (f *Fleet) pushLocked(ds *deployment) {
 	f.cfg.Endpoints.SetEndpoints(ds.d.ID, ds.d.Config.MaxBatchSize, addrs)
 }
 
-// probe polls the instance until its model server answers /health and lists
-// the model in /v1/models, then reports it on readyCh.
+// probe polls the instance until its model server answers /health, lists
+// the model in /v1/models and answers the warm-up, then reports it on
+// readyCh.
 func (f *Fleet) probe(ctx context.Context, deployID, model, id, addr string) {
 	t := time.NewTicker(f.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
 		if f.ready(ctx, addr, model) {
-			select {
-			case f.readyCh <- probeResult{deployID, id}:
-			case <-ctx.Done():
+			if err := f.warmUp(ctx, addr, model); err == nil {
+				select {
+				case f.readyCh <- probeResult{deployID, id}:
+				case <-ctx.Done():
+				}
+				return
+			} else if ctx.Err() == nil {
+				f.log.Warn("instance answers but does not generate; retrying", "deploy", deployID, "instance", id, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(warmupRetry):
+				}
+				continue
 			}
-			return
 		}
 		select {
 		case <-ctx.Done():
@@ -229,6 +260,37 @@ func (f *Fleet) ready(ctx context.Context, addr, model string) bool {
 		}
 	}
 	return false
+}
+
+// warmUp asks the model server at addr for one token of model, marked with
+// routing.WarmupHeader, and returns an error unless it answers 200 within
+// warmupTimeout.
+func (f *Fleet) warmUp(ctx context.Context, addr, model string) error {
+	body, err := json.Marshal(map[string]any{"model": model, "prompt": "Hi", "max_tokens": 1})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, warmupTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+warmupPath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(routing.WarmupHeader, "1")
+	// The probes' client, without its timeout: ctx bounds this request.
+	client := *f.cfg.HTTPClient
+	client.Timeout = 0
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("warm-up: %s %s answered %s: %s", http.MethodPost, warmupPath, resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 // stopProbe ends the instance's readiness probe, if one runs.
