@@ -283,3 +283,36 @@ func TestInstanceDiesHeldForReplacement(t *testing.T) {
 	}
 	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
 }
+
+// TestJSONContentTypeUpstream: a client that sends its JSON body without
+// Content-Type: application/json (curl -d sends a form's type, some clients
+// none) is still served: vLLM refuses any other type with 415, so the
+// model server is told the body is JSON.
+func TestJSONContentTypeUpstream(t *testing.T) {
+	got := make(chan string, 4)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		got <- r.Header.Get("Content-Type")
+		io.WriteString(w, `{"id":"x"}`)
+	})
+	h := newHarness(t, Config{})
+	h.p.SetEndpoints("d1", 4, map[string]string{"i1": up.addr()})
+	for _, ct := range []string{"", "application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"} {
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/v1/openai/chat/completions", strings.NewReader(chatBody))
+		req.Header.Set("Authorization", "Bearer tok-alice")
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("Content-Type %q: %s", ct, resp.Status)
+			continue
+		}
+		if up := <-got; up != "application/json" {
+			t.Errorf("client sent Content-Type %q: the model server got %q, want application/json", ct, up)
+		}
+	}
+}

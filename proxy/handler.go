@@ -72,6 +72,10 @@ func (p *Proxy) forward(upstreamPath string) http.Handler {
 			out.URL.Host = ep.addr
 			out.Body = io.NopCloser(bytes.NewReader(body))
 			out.ContentLength = int64(len(body))
+			// The body is a JSON object (parseInference): say so, whatever
+			// the client sent. vLLM answers 415 to any other type, and
+			// `curl -d` sends a form's.
+			out.Header.Set("Content-Type", "application/json")
 			p.rp.ServeHTTP(w, out)
 		})
 	})

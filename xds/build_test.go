@@ -2,6 +2,7 @@ package xds
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -133,7 +134,7 @@ func TestBuildRoutes(t *testing.T) {
 		Retry               string
 		AuthzOff, Rewrites  bool
 		DeployHeader, Route string
-		Removes             string
+		Removes, Adds       string
 	}
 	var got []rv
 	for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
@@ -142,6 +143,9 @@ func TestBuildRoutes(t *testing.T) {
 			Name: r.GetName(), Cluster: a.GetCluster(), Timeout: a.GetTimeout().AsDuration(), Idle: a.GetIdleTimeout().AsDuration(),
 			Retry: a.GetRetryPolicy().GetRetryOn(), Rewrites: a.GetRegexRewrite() != nil,
 			Removes: strings.Join(r.GetRequestHeadersToRemove(), ","),
+		}
+		for _, h := range r.GetRequestHeadersToAdd() {
+			v.Adds += fmt.Sprintf("%s=%s(%s)", h.GetHeader().GetKey(), h.GetHeader().GetValue(), h.GetAppendAction())
 		}
 		if pf, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
 			var per extauthz.ExtAuthzPerRoute
@@ -163,12 +167,15 @@ func TestBuildRoutes(t *testing.T) {
 	idle := 2*time.Minute + HoldMargin
 	const retry = "connect-failure,refused-stream,reset-before-request"
 	const removed = "authorization,x-thaw-deploy-id,x-thaw-route,x-thaw-hold-timeout"
+	const json = "content-type=application/json(OVERWRITE_IF_EXISTS_OR_ADD)"
 	want := []rv{
 		// Sorted by id; the failed deployment has no direct route.
 		// The direct routes remove the caller's token and the routing
 		// headers: they may reach a model server.
-		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "cold", Route: "direct", Removes: removed},
-		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry, Rewrites: true, DeployHeader: "warm", Route: "direct", Removes: removed},
+		// They tell the model server the body is JSON, and retry a request
+		// an instance reset (it died under it).
+		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry + ",reset", Rewrites: true, DeployHeader: "cold", Route: "direct", Removes: removed, Adds: json},
+		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry + ",reset", Rewrites: true, DeployHeader: "warm", Route: "direct", Removes: removed, Adds: json},
 		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry + ",reset"},
 		// The catch-all is last, to thaw, with ext_authz off.
 		{Name: "thaw-api", Cluster: APICluster, Idle: idle, Retry: retry, AuthzOff: true},

@@ -41,11 +41,18 @@ func buildRoutes(deployments []Deployment, idle time.Duration) *route.RouteConfi
 					{Name: routeHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: exact(routing.Direct)}},
 				},
 			},
-			Action: &route.Route_Route{Route: upstream(DeployClusterPrefix+d.ID, idle, true)},
+			Action: &route.Route_Route{Route: directUpstream(DeployClusterPrefix+d.ID, idle)},
 			// The caller's token and thaw's routing headers never reach a
 			// model server. An activator this route falls back to (priority
 			// 1) authenticates the request by its grant instead.
 			RequestHeadersToRemove: directRemoved,
+			// /authz parsed the body as a JSON object: say so, whatever the
+			// client sent (vLLM answers 415 to any other type; `curl -d`
+			// sends a form's), as the activator does.
+			RequestHeadersToAdd: []*core.HeaderValueOption{{
+				Header:       &core.HeaderValue{Key: "content-type", Value: "application/json"},
+				AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}},
 			Metadata: &core.Metadata{FilterMetadata: map[string]*structpb.Struct{
 				"thaw": {Fields: map[string]*structpb.Value{
 					"deploy_id": structpb.NewStringValue(d.ID), "model": structpb.NewStringValue(d.Model),
@@ -71,6 +78,17 @@ func buildRoutes(deployments []Deployment, idle time.Duration) *route.RouteConfi
 		},
 	)
 	return &route.RouteConfiguration{Name: RouteConfigName, VirtualHosts: []*route.VirtualHost{vh}}
+}
+
+// directUpstream is upstream to a deployment's instances, plus retry on
+// "reset": an instance that dies under a request (killed, crashed) resets it
+// before any answer, and the next try goes to another instance or to the
+// activator, which holds it for the replacement. Inference has no side
+// effect but its cost; the activator retries such a request the same way.
+func directUpstream(clusterName string, idle time.Duration) *route.RouteAction {
+	a := upstream(clusterName, idle, true)
+	a.RetryPolicy.RetryOn += ",reset"
+	return a
 }
 
 // activatorUpstream is upstream plus retry on "reset": a request an
