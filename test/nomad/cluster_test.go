@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,59 +23,14 @@ import (
 // everything, leaving no process behind.
 func TestClusterScript(t *testing.T) {
 	needCluster(t)
-	base := consecutiveFreePorts(t, 3)
-	redisPort, thawAddr := freeAddr(t), freeAddr(t)
-	_, redisPort, _ = net.SplitHostPort(redisPort)
-	port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
-	edge, envoyAdmin, xdsPort := freeAddr(t), port(), port()
-	act1, act2 := port(), port()
-	dir := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join(root, "scripts", "cluster.sh"), "--sim-startup", "300ms")
-	cmd.Env = append(cleanEnv(),
-		"THAW_BIN="+thawBin,
-		fmt.Sprintf("CLUSTER_NOMAD_PORT=%d", base),
-		"CLUSTER_REDIS_PORT="+redisPort,
-		"CLUSTER_ADDR="+thawAddr,
-		"CLUSTER_DIR="+dir,
-		"CLUSTER_EDGE="+edge,
-		"CLUSTER_ENVOY_ADMIN_PORT="+envoyAdmin,
-		"CLUSTER_XDS_PORT="+xdsPort,
-		"CLUSTER_ACTIVATOR_PORTS="+act1+","+act2,
-	)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		if t.Failed() {
-			t.Logf("cluster.sh output:\n%s", out.Tail(16<<10))
-		}
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
-		}
-	})
-
-	readyRe := regexp.MustCompile(`cluster: ready: export THAW_ADDR=(\S+) THAW_TOKEN=(\S+)`)
-	var m []string
-	if !waitFor(90*time.Second, 100*time.Millisecond, func() bool {
-		m = readyRe.FindStringSubmatch(out.Tail(64 << 10))
-		return m != nil
-	}) {
-		t.Fatalf("cluster.sh not ready within 90s")
-	}
+	c := e2e.StartClusterT(t, e2e.ClusterConfig{Bin: thawBin, Args: []string{"--sim-startup", "300ms"}, Dir: t.TempDir()})
+	out, envoyAdmin, redisPort, base := c.Out, c.EnvoyAdmin, c.RedisPort, c.NomadPort
+	m := []string{"", c.Edge, c.Token}
 	if !strings.Contains(out.Tail(64<<10), "token of user dev (new") {
 		t.Errorf("cluster.sh did not say it generated user dev's token")
 	}
-	if m[1] != "http://"+edge {
-		t.Errorf("cluster.sh points users at %s, want the Envoy edge http://%s", m[1], edge)
+	if !strings.HasPrefix(m[1], "http://127.0.0.1:") {
+		t.Errorf("cluster.sh points users at %s, want the Envoy edge on loopback", m[1])
 	}
 	s := &server{t: t, base: m[1]}
 	token := m[2]
@@ -108,7 +60,7 @@ func TestClusterScript(t *testing.T) {
 	cluster := "deploy-" + created.ID
 	var instance string
 	waitFor(10*time.Second, 50*time.Millisecond, func() bool {
-		hosts, _ := envoyHosts("http://127.0.0.1:"+envoyAdmin, cluster, "priority")
+		hosts, _ := envoyHosts(envoyAdmin, cluster, "priority")
 		for h, prio := range hosts {
 			if prio == "0" {
 				instance = h
@@ -120,7 +72,7 @@ func TestClusterScript(t *testing.T) {
 		t.Fatalf("envoy never got a ready instance in %s", cluster)
 	}
 	count := func() (direct, activators int) {
-		rq, _ := envoyHosts("http://127.0.0.1:"+envoyAdmin, cluster, "rq_total")
+		rq, _ := envoyHosts(envoyAdmin, cluster, "rq_total")
 		for h, v := range rq {
 			n, _ := strconv.Atoi(v)
 			if h == instance {
@@ -129,7 +81,7 @@ func TestClusterScript(t *testing.T) {
 				activators += n
 			}
 		}
-		stats, _ := httpBody("http://127.0.0.1:" + envoyAdmin + "/stats?filter=^cluster.thaw-activator.upstream_rq_total$")
+		stats, _ := httpBody(envoyAdmin + "/stats?filter=^cluster.thaw-activator.upstream_rq_total$")
 		if f := strings.Fields(strings.TrimSpace(stats)); len(f) == 2 {
 			n, _ := strconv.Atoi(f[1])
 			activators += n
@@ -171,7 +123,7 @@ func TestClusterScript(t *testing.T) {
 		}
 	}
 	// Envoy accepted every configuration thaw sent.
-	if stats, err := httpBody("http://127.0.0.1:" + envoyAdmin + "/stats?filter=update_rejected"); err != nil {
+	if stats, err := httpBody(envoyAdmin + "/stats?filter=update_rejected"); err != nil {
 		t.Errorf("envoy admin: %v", err)
 	} else {
 		for _, line := range strings.Split(stats, "\n") {
@@ -181,14 +133,8 @@ func TestClusterScript(t *testing.T) {
 		}
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(90 * time.Second):
-		t.Fatalf("cluster.sh did not stop within 90s of SIGTERM")
-	}
-	if !strings.Contains(out.Tail(4<<10), "cluster: stopped; nothing left running") {
-		t.Errorf("cluster.sh did not report a clean stop")
+	if err := c.Shutdown(); err != nil {
+		t.Error(err)
 	}
 	for _, marker := range []string{"--model dev/" + name, "--redis-addr 127.0.0.1:" + redisPort, fmt.Sprintf("http = %d", base)} {
 		if pids := procsMatching(marker); len(pids) > 0 {
@@ -208,31 +154,6 @@ func (s *server) doAs(token, method, path string, body any) (response, error) {
 	return s.do(method, path, body)
 }
 
-// consecutiveFreePorts finds n consecutive free loopback ports.
-func consecutiveFreePorts(t *testing.T, n int) int {
-	t.Helper()
-	for range 50 {
-		ps, err := freePorts(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ok := true
-		for i := 1; i < n && ok; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ps[0]+i))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok {
-			return ps[0]
-		}
-	}
-	t.Fatalf("no %d consecutive free ports", n)
-	return 0
-}
-
 // procsMatching returns the PIDs whose command line contains s.
 func procsMatching(s string) []string {
 	var out []string
@@ -247,18 +168,6 @@ func procsMatching(s string) []string {
 		}
 	}
 	return out
-}
-
-// cleanEnv is the environment without THAW_*, CLUSTER_* and NOMAD_*.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "THAW_") || strings.HasPrefix(kv, "CLUSTER_") || strings.HasPrefix(kv, "NOMAD_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
 }
 
 // httpBody GETs url and returns its body.

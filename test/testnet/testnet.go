@@ -9,7 +9,6 @@
 package testnet
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -25,23 +24,39 @@ var (
 
 // FreePort returns a loopback port that is free now and not handed out
 // before by this process.
-func FreePort() (int, error) {
+func FreePort() (int, error) { return FreePortRun(1) }
+
+// FreePortRun returns the first of n consecutive loopback ports that are
+// free now and not handed out before by this process (a Nomad agent takes
+// its HTTP port and the next two).
+func FreePortRun(n int) (int, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	for range 1000 {
-		p := lo + rand.IntN(hi-lo)
-		if handed[p] {
-			continue
+		p := lo + rand.IntN(hi-lo-n)
+		if runFree(p, n) {
+			for i := range n {
+				handed[p+i] = true
+			}
+			return p, nil
 		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	return 0, fmt.Errorf("testnet: no %d consecutive free ports in 10000-19999", n)
+}
+
+// runFree says whether ports p to p+n-1 are not handed out and free now.
+func runFree(p, n int) bool {
+	for i := range n {
+		if handed[p+i] {
+			return false
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+i))
 		if err != nil {
-			continue
+			return false
 		}
 		l.Close()
-		handed[p] = true
-		return p, nil
 	}
-	return 0, errors.New("testnet: no free port in 10000-19999")
+	return true
 }
 
 // FreeAddr returns "127.0.0.1:<FreePort>".
