@@ -173,20 +173,18 @@ func StartVLLM(cfg VLLMConfig) (*VLLM, error) {
 	return v, nil
 }
 
-// Stop sends SIGTERM to vLLM's process group, waits up to StopTimeout for
-// the server to exit, then SIGKILLs the group, and removes the working
-// directory StartVLLM made. It reports whether the server exited by itself.
+// Stop sends SIGTERM to the vLLM server, which stops its engine processes
+// and exits (about 2 s), waits up to StopTimeout for it, then SIGKILLs its
+// process group, leftovers included, and removes the working directory
+// StartVLLM made. It reports whether the server exited by itself.
+// (SIGTERM to the whole group is slower: the engine dies under the server,
+// which then waits out its own timeouts.)
 func (v *VLLM) Stop() bool {
-	if !v.Exited() {
-		// The group's id is the server's pid, which cannot be reused
-		// before the server is waited for.
-		_ = syscall.Kill(-v.PID(), syscall.SIGTERM)
-	}
 	ok := v.Proc.Stop()
-	// The engine's processes are in the group too; the group's id is still
-	// theirs while any of them lives, so this reaches no one else.
-	if err := syscall.Kill(-v.PID(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		ok = false
+	// The group's id is still the engine processes' while any of them
+	// lives, so this reaches no one else.
+	if err := syscall.Kill(-v.PID(), syscall.SIGKILL); err == nil {
+		ok = false // something outlived the server
 	}
 	if err := os.RemoveAll(v.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		ok = false
