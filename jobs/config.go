@@ -68,6 +68,11 @@ type Config struct {
 	// the container's cache (EngineVLLM; the docker plugin must allow
 	// volumes), or the task's HF_HOME (EngineVLLMExec).
 	HFCacheHostPath string `json:"hf_cache_host_path,omitempty"`
+	// VLLMCacheDir, when set, is a host directory where every vllm-exec
+	// task of the client keeps vLLM's and torch's compile caches
+	// (vllm.Settings.CacheDir), so only a model's first start on a node
+	// compiles it. Empty: the task's own directory, compiled at each start.
+	VLLMCacheDir string `json:"vllm_cache_dir,omitempty"`
 	// VLLMBinary is the absolute path of the vllm executable on the Nomad
 	// clients; required for EngineVLLMExec (thaw server --vllm-bin).
 	VLLMBinary string `json:"vllm_binary,omitempty"`

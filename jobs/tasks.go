@@ -90,7 +90,7 @@ func (r *Renderer) vllmExecTask(s Spec) *api.Task {
 		"command": r.cfg.VLLMBinary,
 		"args":    vllm.Args(vllmSpec(s), r.cfg.VLLMDevice, nomadIP, nomadPort),
 	}
-	env := vllm.Env(vllm.Settings{Device: r.cfg.VLLMDevice, KVCacheGiB: r.cfg.VLLMKVCacheGiB, Dir: "${NOMAD_TASK_DIR}"})
+	env := vllm.Env(vllm.Settings{Device: r.cfg.VLLMDevice, KVCacheGiB: r.cfg.VLLMKVCacheGiB, Dir: "${NOMAD_TASK_DIR}", CacheDir: r.cfg.VLLMCacheDir})
 	if r.cfg.HFCacheHostPath != "" {
 		env = append(env, "HF_HOME="+r.cfg.HFCacheHostPath)
 	}

@@ -65,6 +65,10 @@ type Config struct {
 	// VLLMKVCacheGiB is vLLM's KV cache on CPUs, in GiB. Default
 	// vllm.DefaultKVCacheGiB.
 	VLLMKVCacheGiB int
+	// VLLMCacheDir holds the compile caches every vLLM instance shares
+	// (vllm.Settings.CacheDir); empty: each instance's own directory, so
+	// every start compiles.
+	VLLMCacheDir string
 	// Command, when set, builds the process of an instance that listens on
 	// 127.0.0.1:port, instead of the engine's (tests use it to run
 	// something else). dir is the instance's own directory, empty and
@@ -218,7 +222,7 @@ func New(cfg Config) (*Runtime, error) {
 		if cfg.VLLMBinary == "" {
 			return nil, errors.New("localrt: engine vllm needs the vllm executable (Config.VLLMBinary)")
 		}
-		cfg.Command = vllmCommand(cfg.VLLMBinary, vllm.Settings{Device: cfg.VLLMDevice, KVCacheGiB: cfg.VLLMKVCacheGiB})
+		cfg.Command = vllmCommand(cfg.VLLMBinary, vllm.Settings{Device: cfg.VLLMDevice, KVCacheGiB: cfg.VLLMKVCacheGiB, CacheDir: cfg.VLLMCacheDir})
 	}
 	if cfg.Command == nil {
 		if cfg.Binary == "" {

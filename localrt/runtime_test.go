@@ -45,19 +45,19 @@ func TestVLLMCommand(t *testing.T) {
 			"/opt/bin/vllm", "serve", "thaw-test/tiny-llama", "--served-model-name", "dev/tiny",
 			"--max-num-seqs", "4", "--host", "127.0.0.1", "--port", "20001", "--max-model-len", "256",
 		}, []string{
-			"VLLM_CPU_KVCACHE_SPACE=3", "VLLM_CACHE_ROOT=/d/i1/vllm-cache",
-			"TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1",
+			"VLLM_CPU_KVCACHE_SPACE=3", "VLLM_CACHE_ROOT=/c/vllm-cache",
+			"TORCHINDUCTOR_CACHE_DIR=/c/torchinductor", "TMPDIR=/d/i1", "VLLM_RPC_BASE_PATH=/tmp",
 		}},
 		{"gpu", vllm.DeviceGPU, []string{
 			"/opt/bin/vllm", "serve", "thaw-test/tiny-llama", "--served-model-name", "dev/tiny",
 			"--max-num-seqs", "4", "--tensor-parallel-size", "1",
 			"--host", "127.0.0.1", "--port", "20001", "--max-model-len", "256",
 		}, []string{
-			"VLLM_CACHE_ROOT=/d/i1/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1",
+			"VLLM_CACHE_ROOT=/c/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/c/torchinductor", "TMPDIR=/d/i1", "VLLM_RPC_BASE_PATH=/tmp",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := vllmCommand("/opt/bin/vllm", vllm.Settings{Device: tc.dev, KVCacheGiB: 3})(spec, 20001, "/d/i1")
+			cmd := vllmCommand("/opt/bin/vllm", vllm.Settings{Device: tc.dev, KVCacheGiB: 3, CacheDir: "/c"})(spec, 20001, "/d/i1")
 			if diff := cmp.Diff(tc.wantArgs, cmd.Args); diff != "" {
 				t.Errorf("args (-want +got):\n%s", diff)
 			}

@@ -76,11 +76,23 @@ type Settings struct {
 	// DefaultKVCacheGiB. Unused on GPUs (vLLM sizes it from
 	// --gpu-memory-utilization).
 	KVCacheGiB int
-	// Dir is the instance's own directory, which exists: vLLM's and
-	// torch's caches go below it and its temporary files in it. Empty
-	// leaves them where vLLM puts them (a container's own filesystem).
+	// Dir is the instance's own directory, which exists: its temporary
+	// files go in it, and its compile caches below it unless CacheDir is
+	// set. Empty leaves them where vLLM puts them (a container's own
+	// filesystem).
 	Dir string
+	// CacheDir, when set, holds vLLM's and torch's compile caches
+	// (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR) for every instance: they
+	// are keyed by model and settings, so only the first start of a model
+	// compiles it (minutes on CPUs) and every later one reuses the result.
+	CacheDir string
 }
+
+// RPCBasePath is where vLLM's processes put their ZeroMQ sockets
+// (VLLM_RPC_BASE_PATH; each named by a UUID). It stays short: a socket path
+// is limited to 107 bytes, which a Nomad task directory with its UUIDs
+// alone nearly fills.
+const RPCBasePath = "/tmp"
 
 // Env returns the KEY=VALUE settings of vLLM's environment for an instance,
 // in a fixed order. Hugging Face's variables (HF_HOME, HF_HUB_OFFLINE,
@@ -94,12 +106,18 @@ func Env(st Settings) []string {
 		}
 		env = append(env, "VLLM_CPU_KVCACHE_SPACE="+strconv.Itoa(gib))
 	}
-	if st.Dir != "" {
+	caches := st.CacheDir
+	if caches == "" {
+		caches = st.Dir
+	}
+	if caches != "" {
 		env = append(env,
-			"VLLM_CACHE_ROOT="+filepath.Join(st.Dir, "vllm-cache"),
-			"TORCHINDUCTOR_CACHE_DIR="+filepath.Join(st.Dir, "torchinductor"),
-			"TMPDIR="+st.Dir,
+			"VLLM_CACHE_ROOT="+filepath.Join(caches, "vllm-cache"),
+			"TORCHINDUCTOR_CACHE_DIR="+filepath.Join(caches, "torchinductor"),
 		)
+	}
+	if st.Dir != "" {
+		env = append(env, "TMPDIR="+st.Dir, "VLLM_RPC_BASE_PATH="+RPCBasePath)
 	}
 	return env
 }

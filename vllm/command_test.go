@@ -52,16 +52,20 @@ func TestEnv(t *testing.T) {
 	}{
 		{"gpu in a container", Settings{Device: DeviceGPU}, nil},
 		{"gpu with a directory", Settings{Device: DeviceGPU, Dir: "/d/i1"}, []string{
-			"VLLM_CACHE_ROOT=/d/i1/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1",
+			"VLLM_CACHE_ROOT=/d/i1/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1", "VLLM_RPC_BASE_PATH=/tmp",
 		}},
 		{"cpu, default KV cache", Settings{Device: DeviceCPU, Dir: "/d/i1"}, []string{
 			"VLLM_CPU_KVCACHE_SPACE=1",
-			"VLLM_CACHE_ROOT=/d/i1/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1",
+			"VLLM_CACHE_ROOT=/d/i1/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/d/i1/torchinductor", "TMPDIR=/d/i1", "VLLM_RPC_BASE_PATH=/tmp",
+		}},
+		{"shared compile caches", Settings{Device: DeviceCPU, Dir: "/d/i1", CacheDir: "/c"}, []string{
+			"VLLM_CPU_KVCACHE_SPACE=1",
+			"VLLM_CACHE_ROOT=/c/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=/c/torchinductor", "TMPDIR=/d/i1", "VLLM_RPC_BASE_PATH=/tmp",
 		}},
 		{"cpu on Nomad", Settings{Device: DeviceCPU, KVCacheGiB: 4, Dir: "${NOMAD_TASK_DIR}"}, []string{
 			"VLLM_CPU_KVCACHE_SPACE=4",
 			"VLLM_CACHE_ROOT=${NOMAD_TASK_DIR}/vllm-cache", "TORCHINDUCTOR_CACHE_DIR=${NOMAD_TASK_DIR}/torchinductor",
-			"TMPDIR=${NOMAD_TASK_DIR}",
+			"TMPDIR=${NOMAD_TASK_DIR}", "VLLM_RPC_BASE_PATH=/tmp",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,7 +91,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	if c.gpus, err = parseGPUs(*gpus); err != nil {
 		return nil, fmt.Errorf("--gpus: %w", err)
 	}
-	if c.engine, err = c.vllm.localrt(*engine, thawExecutable()); err != nil {
+	if c.engine, err = c.vllm.localrt(*engine, thawExecutable(), c.dataDir); err != nil {
 		return nil, err
 	}
 	if err := c.proc.parseLevel(); err != nil {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/thawhq/thaw/jobs"
 	"github.com/thawhq/thaw/localrt"
@@ -21,6 +23,7 @@ type vllmFlags struct {
 	bin        string
 	device     string
 	kvCacheGiB int
+	cacheDir   string
 }
 
 // register adds --vllm-bin, --vllm-device and --vllm-kv-cache-gib to fs.
@@ -30,6 +33,9 @@ func (f *vllmFlags) register(fs *flag.FlagSet, binUsage, deviceDefault, deviceUs
 	fs.IntVar(&f.kvCacheGiB, "vllm-kv-cache-gib", vllm.DefaultKVCacheGiB,
 		"GiB of KV cache of each vLLM instance on CPUs (VLLM_CPU_KVCACHE_SPACE); unused on GPUs")
 }
+
+// cacheDirUsage describes --vllm-cache-dir; where says where it is.
+const cacheDirUsage = "`directory` %s where every vLLM instance keeps its compile caches (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR): only a model's first start compiles it, minutes on CPUs; %s"
 
 // checkKVCache reports a --vllm-kv-cache-gib below 1.
 func (f *vllmFlags) checkKVCache() error {
@@ -43,12 +49,13 @@ func (f *vllmFlags) checkKVCache() error {
 func (f *vllmFlags) registerDev(fs *flag.FlagSet) {
 	f.register(fs, "`path` of the vllm executable, with --engine vllm (default: vllm next to the thaw executable, as make deps installs it in bin/, else vllm on PATH)",
 		deviceAuto, "what vLLM computes on with --engine vllm: gpu, cpu (a CPU build of vLLM), or auto (gpu when /dev/nvidia0 exists)")
+	fs.StringVar(&f.cacheDir, "vllm-cache-dir", "", fmt.Sprintf(cacheDirUsage, "", "default <data-dir>/vllm-cache"))
 }
 
 // localrt returns the runtime's engine settings for thaw dev's --engine
 // (sim or vllm); exe is the thaw executable, next to which the vllm one is
 // looked for.
-func (f *vllmFlags) localrt(engine, exe string) (localrt.Config, error) {
+func (f *vllmFlags) localrt(engine, exe, dataDir string) (localrt.Config, error) {
 	switch localrt.Engine(engine) {
 	case localrt.EngineSim:
 		return localrt.Config{Engine: localrt.EngineSim}, nil
@@ -69,13 +76,15 @@ func (f *vllmFlags) localrt(engine, exe string) (localrt.Config, error) {
 	if err := f.checkKVCache(); err != nil {
 		return localrt.Config{}, err
 	}
-	return localrt.Config{Engine: localrt.EngineVLLM, VLLMBinary: bin, VLLMDevice: dev, VLLMKVCacheGiB: f.kvCacheGiB}, nil
+	return localrt.Config{Engine: localrt.EngineVLLM, VLLMBinary: bin, VLLMDevice: dev, VLLMKVCacheGiB: f.kvCacheGiB,
+		VLLMCacheDir: cmp.Or(f.cacheDir, filepath.Join(dataDir, "vllm-cache"))}, nil
 }
 
 // registerServer adds thaw server's vLLM flags and --hf-cache.
 func (f *vllmFlags) registerServer(fs *flag.FlagSet, hfCache *string) {
 	f.register(fs, "absolute `path` of the vllm executable on the Nomad clients, for --engine vllm-exec (overrides vllm_binary of "+jobsConfigFile+")",
 		string(vllm.DeviceGPU), "what vLLM computes on: gpu, or cpu for clients without GPUs running a CPU build of vLLM (the jobs still ask for their GPU devices, for placement); overrides vllm_device of "+jobsConfigFile)
+	fs.StringVar(&f.cacheDir, "vllm-cache-dir", "", fmt.Sprintf(cacheDirUsage, "on the Nomad clients (absolute)", "empty: each task's own, compiled at every start (overrides vllm_cache_dir of "+jobsConfigFile+")"))
 	fs.StringVar(hfCache, "hf-cache", "", "absolute `path` of the Hugging Face cache on the Nomad clients: the vllm-exec task's HF_HOME, the docker task's mounted cache (overrides hf_cache_host_path of "+jobsConfigFile+")")
 }
 
@@ -100,6 +109,9 @@ func (f *vllmFlags) applyServer(jcfg *jobs.Config, set map[string]bool, hfCache 
 	}
 	if set["hf-cache"] {
 		jcfg.HFCacheHostPath = hfCache
+	}
+	if set["vllm-cache-dir"] {
+		jcfg.VLLMCacheDir = f.cacheDir
 	}
 	if engine == jobs.EngineVLLMExec && jcfg.VLLMBinary == "" {
 		return errors.New("--engine vllm-exec needs --vllm-bin, the vllm executable's path on the Nomad clients (or vllm_binary in " + jobsConfigFile + ")")

@@ -23,9 +23,14 @@ func TestDevEngineFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := localrt.Config{Engine: localrt.EngineVLLM, VLLMBinary: bin, VLLMDevice: vllm.DeviceCPU, VLLMKVCacheGiB: 2}
+	// The compile caches are shared by default under the data dir.
+	want := localrt.Config{Engine: localrt.EngineVLLM, VLLMBinary: bin, VLLMDevice: vllm.DeviceCPU, VLLMKVCacheGiB: 2,
+		VLLMCacheDir: filepath.Join(".thaw", "vllm-cache")}
 	if diff := cmp.Diff(want, c.engine); diff != "" {
 		t.Errorf("engine config (-want +got):\n%s", diff)
+	}
+	if c, err = parseDevFlags([]string{"--engine", "vllm", "--vllm-bin", bin, "--vllm-cache-dir", "/var/cache/v"}, io.Discard); err != nil || c.engine.VLLMCacheDir != "/var/cache/v" {
+		t.Errorf("--vllm-cache-dir /var/cache/v: %+v, %v", c.engine, err)
 	}
 	if c, err = parseDevFlags(nil, io.Discard); err != nil || c.engine.Engine != localrt.EngineSim {
 		t.Errorf("default engine = %+v, %v; want sim", c.engine, err)
