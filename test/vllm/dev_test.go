@@ -37,7 +37,7 @@ func TestDevVLLM(t *testing.T) {
 	_, p, _ := net.SplitHostPort(port)
 	data := t.TempDir()
 	th := e2e.StartThawT(t, e2e.ThawConfig{
-		Args: []string{"dev", "--engine", "vllm", "--vllm-bin", e.vllm,
+		Args: []string{"dev", "--engine", "vllm", "--vllm-bin", e.vllm, "--vllm-cache-dir", e.compiled,
 			"--data-dir", data,
 			// One instance at most, on a port the test knows: vLLM's own
 			// /metrics are read there.

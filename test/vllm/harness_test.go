@@ -38,6 +38,9 @@ type engine struct {
 	vllm   string // bin/vllm
 	hfHome string // .cache/hf
 	python string // .venv-py/bin/python, with the OpenAI SDK
+	// compiled is vLLM's compile cache, shared by every test and run on
+	// this machine: only the first start compiles the test model.
+	compiled string
 }
 
 // needEngine returns the engine's paths, or fails the test: real vLLM and
@@ -50,10 +53,11 @@ func needEngine(t *testing.T) engine {
 		t.Fatal(err)
 	}
 	e := engine{
-		root:   root,
-		vllm:   filepath.Join(root, "bin", "vllm"),
-		hfHome: filepath.Join(root, ".cache", "hf"),
-		python: filepath.Join(root, ".venv-py", "bin", "python"),
+		root:     root,
+		vllm:     filepath.Join(root, "bin", "vllm"),
+		hfHome:   filepath.Join(root, ".cache", "hf"),
+		python:   filepath.Join(root, ".venv-py", "bin", "python"),
+		compiled: filepath.Join(root, ".cache", "vllm-compiled"),
 	}
 	model := filepath.Join(e.hfHome, "hub", "models--"+strings.ReplaceAll(testRepo, "/", "--"), "refs", "main")
 	for _, p := range []string{e.vllm, model, e.python} {
