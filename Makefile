@@ -38,9 +38,18 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 ## e2e: end-to-end tests that start the real thaw, Redis, Envoy and Nomad
-## (and the unit tests of their shared harness, test/e2e).
+## (and the unit tests of their shared harness, test/e2e); then, one
+## package at a time so that its CPU load skews no other test's timing, the
+## ones on real vLLM: the conformance suite (thaw sim and vLLM held to the
+## same tests) and thaw dev / thaw server serving the test model.
+E2E_SIM  = ./test/e2e/ ./test/ ./test/envoy/ ./test/nomad/
+E2E_VLLM = ./test/conformance/ ./test/vllm/
+# e2e_run PACKAGES GO-TEST-FLAGS LOG: run them verbosely into LOG, show the
+# outline, fail as go test does.
+e2e_run = THAW_BIN=$(THAW) $(GO) test -count=1 $(2) -v $(1) 2>&1 | tee $(3) | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 e2e: build
-	THAW_BIN=$(THAW) $(GO) test -count=1 -timeout 30m -v ./test/e2e/ ./test/ ./test/envoy/ ./test/nomad/ ./test/conformance/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+	$(call e2e_run,$(E2E_SIM),-timeout 30m,$(BIN)/e2e.log)
+	$(call e2e_run,$(E2E_VLLM),-p 1 -timeout 40m,$(BIN)/e2e-vllm.log)
 
 ## test: everything CI runs.
 test: deps vet unit e2e
@@ -57,4 +66,4 @@ cluster: build deps
 	bash scripts/cluster.sh $(ARGS)
 
 clean:
-	rm -rf $(BIN)/thaw $(BIN)/e2e.log
+	rm -rf $(BIN)/thaw $(BIN)/e2e.log $(BIN)/e2e-vllm.log
