@@ -35,7 +35,7 @@ func (f *vllmFlags) register(fs *flag.FlagSet, binUsage, deviceDefault, deviceUs
 }
 
 // cacheDirUsage describes --vllm-cache-dir; where says where it is.
-const cacheDirUsage = "`directory` %s where every vLLM instance keeps its compile caches (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR): only a model's first start compiles it, minutes on CPUs; %s"
+const cacheDirUsage = "`directory`%s where every vLLM instance keeps its compile caches (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR): only a model's first start compiles it, minutes on CPUs; %s"
 
 // checkKVCache reports a --vllm-kv-cache-gib below 1.
 func (f *vllmFlags) checkKVCache() error {
@@ -84,7 +84,7 @@ func (f *vllmFlags) localrt(engine, exe, dataDir string) (localrt.Config, error)
 func (f *vllmFlags) registerServer(fs *flag.FlagSet, hfCache *string) {
 	f.register(fs, "absolute `path` of the vllm executable on the Nomad clients, for --engine vllm-exec (overrides vllm_binary of "+jobsConfigFile+")",
 		string(vllm.DeviceGPU), "what vLLM computes on: gpu, or cpu for clients without GPUs running a CPU build of vLLM (the jobs still ask for their GPU devices, for placement); overrides vllm_device of "+jobsConfigFile)
-	fs.StringVar(&f.cacheDir, "vllm-cache-dir", "", fmt.Sprintf(cacheDirUsage, "on the Nomad clients (absolute)", "empty: each task's own, compiled at every start (overrides vllm_cache_dir of "+jobsConfigFile+")"))
+	fs.StringVar(&f.cacheDir, "vllm-cache-dir", "", fmt.Sprintf(cacheDirUsage, " on the Nomad clients (absolute)", "empty: each task's own, compiled at every start (overrides vllm_cache_dir of "+jobsConfigFile+")"))
 	fs.StringVar(hfCache, "hf-cache", "", "absolute `path` of the Hugging Face cache on the Nomad clients: the vllm-exec task's HF_HOME, the docker task's mounted cache (overrides hf_cache_host_path of "+jobsConfigFile+")")
 }
 

@@ -35,7 +35,7 @@ func main() {
 }
 
 // scenarios in report order.
-var scenarios = []string{"warm_overhead", "wake_to_serve", "cold_start_overhead", "burst", "hold_capacity", "xds_scale"}
+var scenarios = []string{"warm_overhead", "wake_to_serve", "cold_start_overhead", "cold_start_vllm", "burst", "hold_capacity", "xds_scale"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
@@ -62,6 +62,7 @@ type options struct {
 	bin, out                                          string
 	only                                              map[string]bool // scenarios to run; empty: all
 	coldStarts, warmRequests, nomadCold, holdRequests int
+	vllmCold                                          int
 }
 
 // selected reports whether scenario name is to run.
@@ -79,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	warmRequests := fs.Int("warm-requests", 6000, "measured requests per target and concurrency level in warm_overhead")
 	nomadCold := fs.Int("nomad-cold-starts", 5, "cold starts measured on Nomad for cold_start_overhead")
 	holdRequests := fs.Int("hold-requests", 10000, "requests held in hold_capacity")
+	vllmCold := fs.Int("vllm-cold-starts", 3, "cold starts measured on real vLLM for cold_start_vllm (each about a minute on CPUs)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil
@@ -86,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	o := &options{bin: *bin, out: *out, only: map[string]bool{},
-		coldStarts: *coldStarts, warmRequests: *warmRequests, nomadCold: *nomadCold, holdRequests: *holdRequests}
+		coldStarts: *coldStarts, warmRequests: *warmRequests, nomadCold: *nomadCold, holdRequests: *holdRequests, vllmCold: *vllmCold}
 	for _, s := range strings.Split(*only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			o.only[s] = true
@@ -125,6 +127,12 @@ func runScenarios(ctx context.Context, o *options, stderr io.Writer) bench.Repor
 		rep.Results = append(rep.Results, wake, cold)
 	} else {
 		rep.Results = append(rep.Results, skipped("wake_to_serve"), skipped("cold_start_overhead"))
+	}
+	if o.selected("cold_start_vllm") {
+		step("cold_start_vllm")
+		rep.Results = append(rep.Results, runColdVLLM(ctx, o.bin, o.vllmCold))
+	} else {
+		rep.Results = append(rep.Results, skipped("cold_start_vllm"))
 	}
 	if o.selected("burst") {
 		step("burst")

@@ -53,16 +53,16 @@ func startThaw(bin string, extra ...string) (*thawProc, error) {
 	return launchThaw(bin, dir, append([]string{"dev", "--data-dir", dir}, extra...))
 }
 
-// launchThaw runs bin with args (data in dir, which Stop removes) and waits
-// for /healthz.
-func launchThaw(bin, dir string, args []string) (*thawProc, error) {
+// launchThaw runs bin with args and env (added to the bench's; data in dir,
+// which Stop removes) and waits for /healthz.
+func launchThaw(bin, dir string, args []string, env ...string) (*thawProc, error) {
 	p := &thawProc{dir: dir}
 	pr, pw := io.Pipe()
 	go p.readLog(pr)
 	th, err := e2e.StartThaw(e2e.ThawConfig{
 		Bin:  bin,
 		Args: args,
-		Env:  []string{"THAW_DEV_TOKEN=" + token},
+		Env:  append([]string{"THAW_DEV_TOKEN=" + token}, env...),
 		Proc: e2e.ProcConfig{Setpgid: true, Output: pw, Keep: 64 << 10, StopTimeout: 10 * time.Second},
 	})
 	if err != nil {
