@@ -154,8 +154,8 @@ func (p *Proxy) readUpstreamError(resp *http.Response) (*httperr.Error, error) {
 	return e, nil
 }
 
-// upstreamErr turns a model server's error answer (vLLM's
-// {"object":"error","message",...,"code":400}, OpenAI's {"error":{...}} or
+// upstreamErr turns a model server's error answer (vLLM's and OpenAI's
+// {"error":{...}}, older vLLMs' {"object":"error","message",...} or
 // FastAPI's {"detail":...}) into thaw's, keeping the status, the message
 // (of a 4xx: a 5xx's may carry server paths, so it is replaced), the param,
 // and a string code: the model server's own, or one for the status.
@@ -195,7 +195,10 @@ func errorFields(contentType string, body []byte) (msg, param, code string) {
 		msg, param = fastAPIDetail(top["detail"])
 	}
 	if p := firstString(fields["param"]); p != "" {
-		param = p
+		// vLLM 0.32 names a field of an invalid body "body.max_tokens"
+		// (where the request's JSON begins, pydantic's location); the
+		// client knows it as "max_tokens".
+		param = strings.TrimPrefix(p, "body.")
 	}
 	return msg, param, firstString(fields["code"])
 }

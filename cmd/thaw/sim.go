@@ -34,6 +34,8 @@ func parseSimFlags(args []string, stderr io.Writer) (*simFlags, error) {
 		"generation speed of each request: `rate` tokens per second")
 	fs.IntVar(&f.cfg.MaxNumSeqs, "max-num-seqs", sim.DefaultMaxNumSeqs,
 		"at most `n` requests generate at once, as vLLM's --max-num-seqs; later ones wait in FIFO order")
+	fs.IntVar(&f.cfg.MaxModelLen, "max-model-len", sim.DefaultMaxModelLen,
+		"the model's context length in tokens, as vLLM's --max-model-len: max_tokens over it is a 400, prompt plus output is capped to it")
 	fs.StringVar(&f.requestLog, "request-log", "", "append a JSON line per inference request (method, path, headers, whether the caller cancelled it) to `file`; for tests")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
