@@ -23,6 +23,7 @@ func TestJobVLLMExec(t *testing.T) {
 		"VLLM_CACHE_ROOT":         "${NOMAD_TASK_DIR}/vllm-cache",
 		"TORCHINDUCTOR_CACHE_DIR": "${NOMAD_TASK_DIR}/torchinductor",
 		"TMPDIR":                  "${NOMAD_TASK_DIR}",
+		"VLLM_RPC_BASE_PATH":      "/tmp",
 	}
 	with := func(m map[string]string, kv ...string) map[string]string {
 		out := maps.Clone(m)
@@ -59,6 +60,17 @@ func TestJobVLLMExec(t *testing.T) {
 				"--host", "${NOMAD_IP_http}", "--port", "${NOMAD_PORT_http}", "--max-model-len", "256",
 			},
 			wantEnv: with(dirs, "VLLM_CPU_KVCACHE_SPACE", "2", "HF_HOME", "/srv/hf", "HF_HUB_OFFLINE", "1"),
+		},
+		{
+			name: "cpu nodes, a shared compile cache",
+			cfg:  Config{VLLMBinary: "/opt/vllm/bin/vllm", VLLMDevice: "cpu", VLLMCacheDir: "/var/cache/vllm"},
+			wantArgs: []string{
+				"serve", "thaw-test/tiny-llama", "--served-model-name", "alice/llama", "--max-num-seqs", "4",
+				"--revision", "main",
+				"--host", "${NOMAD_IP_http}", "--port", "${NOMAD_PORT_http}", "--max-model-len", "256",
+			},
+			wantEnv: with(dirs, "VLLM_CPU_KVCACHE_SPACE", "1",
+				"VLLM_CACHE_ROOT", "/var/cache/vllm/vllm-cache", "TORCHINDUCTOR_CACHE_DIR", "/var/cache/vllm/torchinductor"),
 		},
 	}
 	for _, tt := range tests {
