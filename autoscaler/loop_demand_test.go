@@ -134,8 +134,15 @@ func TestLoopNoPhantomWakeAfterIdle(t *testing.T) {
 		// Silence for a whole stable window after the last scale-down.
 		sleepUntil(start.Add((cycles-1)*20*time.Second + 7*time.Second + DefaultStableWindow + 2*time.Second))
 		synctest.Wait()
-		if diff := cmp.Diff(want, fleet.Calls()); diff != "" {
-			t.Fatalf("SetDesired calls (-want +got):\n%s", diff)
+		// The reporter writes at most every MinInterval (10ms): when its
+		// Run goroutine flushes the Set between the Set and the Wake (on
+		// another CPU), the wake goes out 10ms later. Either is right.
+		got := fleet.Calls()
+		for i := range got {
+			got[i].At = got[i].At.Truncate(100 * time.Millisecond)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("SetDesired calls (-want +got, times to 100ms):\n%s", diff)
 		}
 
 		// A request after all that still wakes the deployment at once
