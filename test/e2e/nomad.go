@@ -235,17 +235,25 @@ func (n *Nomad) Stop() error {
 
 // ProcsIn returns the processes whose working directory is dir or below.
 func ProcsIn(dir string) []int {
+	return ProcsWhere(func(pid int) bool {
+		cwd, err := os.Readlink(ProcFile(pid, "cwd"))
+		return err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/"))
+	})
+}
+
+// ProcsWhere returns the running processes that match says yes to.
+func ProcsWhere(match func(pid int) bool) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(pid) {
 			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// ProcFile is the path of one of /proc/<pid>'s files, e.g. "cmdline".
+func ProcFile(pid int, name string) string {
+	return filepath.Join("/proc", strconv.Itoa(pid), name)
 }

@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -236,17 +234,12 @@ func chat(ctx context.Context, base, model string, maxTokens int, stream bool) (
 // servePID is the vLLM API server (`vllm serve`) thaw started under dir, or
 // 0.
 func servePID(dir string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if bytes.Contains(cmdline, []byte("serve\x00"+testRepo+"\x00")) && bytes.Contains(environ, []byte(dir+"/")) {
-			return pid
-		}
+	pids := e2e.ProcsWhere(func(pid int) bool {
+		cmdline, _ := os.ReadFile(e2e.ProcFile(pid, "cmdline"))
+		return bytes.Contains(cmdline, []byte("serve\x00"+testRepo+"\x00")) && under(pid, dir)
+	})
+	if len(pids) == 0 {
+		return 0
 	}
-	return 0
+	return pids[0]
 }

@@ -184,17 +184,16 @@ func gauge(ctx context.Context, url, name string) (float64, error) {
 // directory, children included (they inherit both).
 func procsUnder(dir string) []string {
 	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if strings.HasPrefix(cwd, dir+"/") || bytes.Contains(environ, []byte(dir+"/")) {
-			comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-			out = append(out, e.Name()+" "+strings.TrimSpace(string(comm)))
-		}
+	for _, pid := range e2e.ProcsWhere(func(pid int) bool { return under(pid, dir) }) {
+		comm, _ := os.ReadFile(e2e.ProcFile(pid, "comm"))
+		out = append(out, fmt.Sprintf("%d %s", pid, bytes.TrimSpace(comm)))
 	}
 	return out
+}
+
+// under says whether pid's working directory or environment names dir.
+func under(pid int, dir string) bool {
+	cwd, _ := os.Readlink(e2e.ProcFile(pid, "cwd"))
+	environ, _ := os.ReadFile(e2e.ProcFile(pid, "environ"))
+	return strings.HasPrefix(cwd, dir+"/") || bytes.Contains(environ, []byte(dir+"/"))
 }
