@@ -244,15 +244,18 @@ func TestDialFailureRetried(t *testing.T) {
 }
 
 // TestInstanceDiesHeldForReplacement: the only instance of a deployment
-// dies (its kept-alive connection is reset under the next request, then it
-// refuses). The request is not failed: it is held until the fleet brings a
+// dies under a request (its kept-alive connection is reset, its port
+// closes). The request is not failed: it is held until the fleet brings a
 // replacement, and served there, as a user waking a cold deployment is.
 func TestInstanceDiesHeldForReplacement(t *testing.T) {
 	h := newHarness(t, Config{})
 	var dying atomic.Bool
-	old := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+	var old *upstream
+	old = newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
 		if dying.Load() {
-			// Killed under the request: the connection goes, no answer.
+			// Killed under the request: the port closes, the connection
+			// goes, no answer.
+			old.srv.Listener.Close()
 			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				conn.(*net.TCPConn).SetLinger(0)
 				conn.Close()
@@ -314,5 +317,36 @@ func TestJSONContentTypeUpstream(t *testing.T) {
 		if up := <-got; up != "application/json" {
 			t.Errorf("client sent Content-Type %q: the model server got %q, want application/json", ct, up)
 		}
+	}
+}
+
+// TestKeptAliveConnectionClosedRetried: a model server that closes a
+// kept-alive connection just as it is reused (its idle timeout, with no
+// answer) is alive: the request is sent again on a fresh connection, to the
+// same instance, at once; the instance is not avoided as a refusing one.
+func TestKeptAliveConnectionClosedRetried(t *testing.T) {
+	h := newHarness(t, Config{})
+	var closeOnce atomic.Bool
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		if closeOnce.CompareAndSwap(true, false) {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, `{"id":"ok"}`)
+	})
+	h.p.SetEndpoints("d1", 4, map[string]string{"only": up.addr()})
+	if r := h.post(context.Background(), "alice", "/v1/chat/completions", chatBody); r.status != http.StatusOK {
+		t.Fatalf("first request: %d %s", r.status, r.body)
+	}
+	closeOnce.Store(true)
+	start := time.Now()
+	r := h.post(context.Background(), "alice", "/v1/chat/completions", chatBody)
+	if r.status != http.StatusOK {
+		t.Fatalf("request whose kept-alive connection was closed: %d %s, want 200 on a fresh connection", r.status, r.body)
+	}
+	if took := time.Since(start); took > refusedFor/2 {
+		t.Errorf("served after %v: the live instance was avoided as if it refused connections", took)
 	}
 }

@@ -67,7 +67,7 @@ func (p *Proxy) forward(upstreamPath string) http.Handler {
 		p.serve(w, r, t, hold, func(ep *endpoint, a *attempt) {
 			// The client's context: the model server sees the request
 			// cancelled when the client leaves.
-			out := r.Clone(context.WithValue(r.Context(), attemptKey{}, a))
+			out := r.Clone(withAttempt(r.Context(), a))
 			out.URL.Path, out.URL.RawPath = upstreamPath, ""
 			out.URL.Host = ep.addr
 			out.Body = io.NopCloser(bytes.NewReader(body))
@@ -97,8 +97,11 @@ type request struct {
 // there is none), runs call on it, and gives the slot back however call
 // ends. A request the model server cannot have answered (attempt.resend:
 // connection refused, or a kept-alive connection closed under it) is
-// retried on another slot; the instance that failed it is avoided for a
-// while, so with no other one the request is held for the replacement.
+// retried. An instance that refused a connection is avoided for a while,
+// so with no other one the request is held for the replacement; a closed
+// kept-alive connection alone does not count against it (a server closing
+// an idle connection as it is reused is no failure), the retry's fresh
+// connection tells.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold time.Duration, call func(*endpoint, *attempt)) {
 	ctx, span := p.tracer.Start(r.Context(), "thaw.inference", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("thaw.deploy_id", t.DeployID), attribute.String("thaw.model", t.Model)))
@@ -147,7 +150,7 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, rq *request, a *
 	}
 	stampWait(w.Header(), rq.held, rq.cold, waited)
 	rq.call(l.ep, a)
-	if a.resend() {
+	if a.dialFailed {
 		rq.pool.refused(l.ep)
 	}
 	return l.ep

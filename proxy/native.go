@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -117,7 +116,7 @@ func completionBody(in nativeRequest, model string) ([]byte, error) {
 // native shape. The outbound request carries the client's context: the model
 // server sees it cancelled when the client leaves, and nothing is answered.
 func (p *Proxy) complete(w http.ResponseWriter, r *http.Request, ep *endpoint, a *attempt, up []byte, start time.Time) {
-	ctx := context.WithValue(r.Context(), attemptKey{}, a)
+	ctx := withAttempt(r.Context(), a)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ep.addr+"/v1/completions", bytes.NewReader(up))
 	if err != nil {
 		p.log.Error("completion request", "host", ep.addr, "err", err)

@@ -38,9 +38,8 @@ type endpoint struct {
 	addr     string
 	inflight int
 	removed  bool // out of load balancing; kept until inflight is 0
-	// refusedAt is when it last failed a request before answering
-	// (refused or closed the connection); it is not picked for
-	// refusedFor after that.
+	// refusedAt is when it last refused a connection; it is not picked
+	// for refusedFor after that.
 	refusedAt time.Time
 	drained   chan struct{} // closed when removed and inflight == 0
 }
@@ -192,14 +191,14 @@ func (p *pool) free(ep *endpoint) {
 	p.mu.Unlock()
 }
 
-// refusedFor is how long an endpoint that failed a request before
-// answering is left out: long enough for the fleet to see a dead instance
-// go (a process exit, a Nomad event) and requests to be held for its
-// replacement instead of failing on it again.
+// refusedFor is how long an endpoint that refused a connection is left
+// out: long enough for the fleet to see a dead instance go (a process exit,
+// a Nomad event) and requests to be held for its replacement instead of
+// failing on it again.
 const refusedFor = 2 * time.Second
 
 // pickLocked returns the routable endpoint with the most free slots, or nil.
-// Endpoints that recently failed a request are skipped.
+// Endpoints that recently refused a connection are skipped.
 func (p *pool) pickLocked() *endpoint {
 	var best *endpoint
 	now := time.Now()
@@ -214,8 +213,8 @@ func (p *pool) pickLocked() *endpoint {
 	return best
 }
 
-// refused records that ep failed a request before answering. Requests held
-// meanwhile are offered it again once refusedFor has passed.
+// refused records that ep refused a connection. Requests held meanwhile
+// are offered it again once refusedFor has passed.
 func (p *pool) refused(ep *endpoint) {
 	p.mu.Lock()
 	ep.refusedAt = time.Now()

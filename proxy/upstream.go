@@ -32,8 +32,10 @@ type attempt struct {
 	retry      bool // another attempt may follow
 	dialFailed bool // the model server never saw the request
 	// hungUp: the model server closed a kept-alive connection before
-	// answering: it died or restarted under the request.
+	// answering: it died or restarted under the request, or closed the
+	// connection as idle just as it was reused.
 	hungUp bool
+	reused bool // the attempt went on a kept-alive connection
 }
 
 // resend says whether the request may go again to another slot: nothing of
@@ -46,25 +48,30 @@ func (a *attempt) resend() bool { return a.dialFailed || a.hungUp }
 
 type attemptKey struct{}
 
+// withAttempt is ctx for one forwarding attempt: it carries a, for
+// dialTracking and upstreamError, and a client trace noting whether the
+// attempt reuses a kept-alive connection. The caller derives its outbound
+// request from it (it clones the request anyway), so nothing is copied
+// again per round trip.
+func withAttempt(ctx context.Context, a *attempt) context.Context {
+	ctx = context.WithValue(ctx, attemptKey{}, a)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(c httptrace.GotConnInfo) { a.reused = c.Reused },
+	})
+}
+
 // dialTracking marks attempts whose model server cannot have answered (see
 // attempt.resend), so they can be retried.
 type dialTracking struct{ base http.RoundTripper }
 
 func (d *dialTracking) RoundTrip(req *http.Request) (*http.Response, error) {
-	a, _ := req.Context().Value(attemptKey{}).(*attempt)
-	var reused bool
-	if a != nil {
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn: func(c httptrace.GotConnInfo) { reused = c.Reused },
-		}))
-	}
 	resp, err := d.base.RoundTrip(req)
-	if err != nil && a != nil {
+	if a, ok := req.Context().Value(attemptKey{}).(*attempt); ok && err != nil {
 		var op *net.OpError
 		switch {
 		case errors.As(err, &op) && op.Op == "dial":
 			a.dialFailed = true
-		case reused && req.Context().Err() == nil &&
+		case a.reused && req.Context().Err() == nil &&
 			(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
 			a.hungUp = true
 		}
