@@ -9,7 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/vllm"
@@ -216,23 +217,14 @@ func signalGroup(pid int, sig syscall.Signal) {
 	syscall.Kill(pid, sig)
 }
 
-// pPID is waitid's idtype for one process.
-const pPID = 1
-
 // waitExited blocks until the child pid has exited, without reaping it
 // (WNOWAIT): exec.Cmd.Wait does that afterwards.
 func waitExited(pid int) error {
-	var info [128]byte // siginfo_t
+	var info unix.Siginfo
 	for {
-		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
-			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
-		switch errno {
-		case 0:
-			return nil
-		case syscall.EINTR:
-			continue
-		default:
-			return errno
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err
 		}
 	}
 }
