@@ -98,10 +98,10 @@ type request struct {
 // ends. A request the model server cannot have answered (attempt.resend:
 // connection refused, or a kept-alive connection closed under it) is
 // retried. An instance that refused a connection is avoided for a while,
-// so with no other one the request is held for the replacement; a closed
-// kept-alive connection alone does not count against it (a server closing
-// an idle connection as it is reused is no failure), the retry's fresh
-// connection tells.
+// so with no other one the request is held for the replacement; one that
+// closed a kept-alive connection under it is tried last (it may only have
+// closed an idle connection as it was reused: the retry's fresh connection
+// tells).
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold time.Duration, call func(*endpoint, *attempt)) {
 	ctx, span := p.tracer.Start(r.Context(), "thaw.inference", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("thaw.deploy_id", t.DeployID), attribute.String("thaw.model", t.Model)))
@@ -150,8 +150,8 @@ func (p *Proxy) try(ctx context.Context, w http.ResponseWriter, rq *request, a *
 	}
 	stampWait(w.Header(), rq.held, rq.cold, waited)
 	rq.call(l.ep, a)
-	if a.dialFailed {
-		rq.pool.refused(l.ep)
+	if a.resend() {
+		rq.pool.failedBefore(l.ep, a.dialFailed)
 	}
 	return l.ep
 }

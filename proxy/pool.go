@@ -41,7 +41,12 @@ type endpoint struct {
 	// refusedAt is when it last refused a connection; it is not picked
 	// for refusedFor after that.
 	refusedAt time.Time
-	drained   chan struct{} // closed when removed and inflight == 0
+	// hungUpAt is when it last closed a kept-alive connection under a
+	// request; for refusedFor after that it is picked only when no other
+	// has a free slot (it may be dead, or only have closed an idle
+	// connection).
+	hungUpAt time.Time
+	drained  chan struct{} // closed when removed and inflight == 0
 }
 
 // waiter is one held request. ch receives the endpoint it may use (buffered
@@ -198,27 +203,38 @@ func (p *pool) free(ep *endpoint) {
 const refusedFor = 2 * time.Second
 
 // pickLocked returns the routable endpoint with the most free slots, or nil.
-// Endpoints that recently refused a connection are skipped.
+// Endpoints that recently refused a connection are skipped; those that
+// recently hung up on a request come last.
 func (p *pool) pickLocked() *endpoint {
 	var best *endpoint
+	var bestHungUp bool
 	now := time.Now()
 	for _, ep := range p.endpoints {
-		if ep.removed || ep.inflight >= p.capacity || (!ep.refusedAt.IsZero() && now.Sub(ep.refusedAt) < refusedFor) {
+		if ep.removed || ep.inflight >= p.capacity || recent(ep.refusedAt, now) {
 			continue
 		}
-		if best == nil || ep.inflight < best.inflight {
-			best = ep
+		hungUp := recent(ep.hungUpAt, now)
+		if best == nil || (bestHungUp && !hungUp) || (hungUp == bestHungUp && ep.inflight < best.inflight) {
+			best, bestHungUp = ep, hungUp
 		}
 	}
 	return best
 }
 
-// refused records that ep refused a connection. Requests held meanwhile
-// are offered it again once refusedFor has passed.
-func (p *pool) refused(ep *endpoint) {
+// recent says whether t is set and less than refusedFor before now.
+func recent(t, now time.Time) bool { return !t.IsZero() && now.Sub(t) < refusedFor }
+
+// failedBefore records that ep failed a request before answering: refused its
+// connection, or hung up a kept-alive one. Requests held meanwhile are
+// offered a refusing endpoint again once refusedFor has passed.
+func (p *pool) failedBefore(ep *endpoint, refused bool) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !refused {
+		ep.hungUpAt = time.Now()
+		return
+	}
 	ep.refusedAt = time.Now()
-	p.mu.Unlock()
 	time.AfterFunc(refusedFor, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
