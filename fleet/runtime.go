@@ -1,6 +1,9 @@
 package fleet
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Spec describes the instances of one deployment, as a runtime needs them.
 type Spec struct {
@@ -45,6 +48,14 @@ type Instance struct {
 	Addr string
 	// Reason is a human-readable explanation for pending and failed.
 	Reason string
+	// Held is when the runtime took the instance's GPUs, from the
+	// runtime's own record (the process started; the Nomad allocation was
+	// placed), set from PhaseRunning on. The meter bills from it.
+	Held time.Time
+	// Released is when the runtime freed the GPUs (the process exited; the
+	// allocation became terminal), set with PhaseFailed and PhaseStopped
+	// when the instance had been running.
+	Released time.Time
 }
 
 // Runtime starts and stops model-server instances. Implementations: the local
