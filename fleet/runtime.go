@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -74,3 +75,17 @@ type Runtime interface {
 	// the runtime runs.
 	Events() <-chan Instance
 }
+
+// History is implemented by runtimes that keep a record of instances after
+// they end (Nomad keeps allocations until its garbage collection; localrt
+// keeps its state file). After a restart the meter asks it when an instance
+// whose end thaw did not see freed its GPUs, instead of guessing.
+type History interface {
+	// Ended reports when instance id freed its GPUs. ok is false while the
+	// instance still runs. An instance the runtime has no record of is
+	// ErrUnknownInstance.
+	Ended(ctx context.Context, id string) (at time.Time, ok bool, err error)
+}
+
+// ErrUnknownInstance: the runtime has no record of the instance.
+var ErrUnknownInstance = errors.New("fleet: unknown instance")
