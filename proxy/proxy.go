@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"sync"
 	"time"
 
@@ -222,12 +224,7 @@ type Load struct {
 
 // Counts reports the Load of each deployment this activator knows.
 func (p *Proxy) Counts() map[string]Load {
-	p.mu.Lock()
-	pools := make([]*pool, 0, len(p.pools))
-	for _, pl := range p.pools {
-		pools = append(pools, pl)
-	}
-	p.mu.Unlock()
+	pools := p.poolList()
 	out := make(map[string]Load, len(pools))
 	for _, pl := range pools {
 		h, i := pl.counts()
@@ -240,14 +237,8 @@ func (p *Proxy) Counts() map[string]Load {
 // draining ones included, so that a control plane elsewhere can tell when
 // this replica has drained an instance.
 func (p *Proxy) InstanceInflight() map[string]int {
-	p.mu.Lock()
-	pools := make([]*pool, 0, len(p.pools))
-	for _, pl := range p.pools {
-		pools = append(pools, pl)
-	}
-	p.mu.Unlock()
 	out := map[string]int{}
-	for _, pl := range pools {
+	for _, pl := range p.poolList() {
 		pl.mu.Lock()
 		for id, ep := range pl.endpoints {
 			if ep.inflight > 0 {
@@ -257,6 +248,14 @@ func (p *Proxy) InstanceInflight() map[string]int {
 		pl.mu.Unlock()
 	}
 	return out
+}
+
+// poolList returns the deployments' pools at this moment, so that callers
+// read each pool under its own lock without holding p.mu.
+func (p *Proxy) poolList() []*pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Collect(maps.Values(p.pools))
 }
 
 // ready reports whether the deployment has a routable instance.
