@@ -155,33 +155,34 @@ func keys(o any) []string {
 	return ks
 }
 
+// field is o[k] as a T, failing t when it is not one; want names T in the
+// failure ("a number").
+func field[T any](t *testing.T, o obj, k, want string) T {
+	t.Helper()
+	v, ok := o[k].(T)
+	if !ok {
+		t.Fatalf("%s = %#v, want %s (in %v)", k, o[k], want, o)
+	}
+	return v
+}
+
 // num is o[k] as a number, failing t when it is not one.
 func num(t *testing.T, o obj, k string) float64 {
 	t.Helper()
-	v, ok := o[k].(float64)
-	if !ok {
-		t.Fatalf("%s = %#v, want a number (in %v)", k, o[k], o)
-	}
-	return v
+	return field[float64](t, o, k, "a number")
 }
 
 // sub is o[k] as an object, failing t when it is not one.
 func sub(t *testing.T, o obj, k string) obj {
 	t.Helper()
-	v, ok := o[k].(obj)
-	if !ok {
-		t.Fatalf("%s = %#v, want an object (in %v)", k, o[k], o)
-	}
-	return v
+	return field[obj](t, o, k, "an object")
 }
 
 // list is o[k] as an array of objects, failing t when it is not one.
 func list(t *testing.T, o obj, k string) []obj {
 	t.Helper()
-	arr, ok := o[k].([]any)
-	if !ok {
-		t.Fatalf("%s = %#v, want an array (in %v)", k, o[k], o)
-	}
+	arr := field[[]any](t, o, k, "an array")
+	var ok bool
 	out := make([]obj, len(arr))
 	for i, v := range arr {
 		if out[i], ok = v.(obj); !ok {

@@ -149,19 +149,13 @@ var (
 
 func testChat(t *testing.T, srv server) {
 	const maxTokens = 8
-	o := postOK(t, srv, "/v1/chat/completions", obj{"messages": chatMessages, "max_tokens": maxTokens})
-	checkKeys(t, "chat completion", o, responseNeed, responseAllow)
-	checkIdentity(t, o, srv, "chatcmpl-", "chat.completion")
-	choices := list(t, o, "choices")
-	if len(choices) != 1 {
-		t.Fatalf("%d choices, want 1", len(choices))
-	}
-	c := choices[0]
-	checkKeys(t, "choice", c, []string{"index", "message", "finish_reason"}, choiceAllow)
+	c := checkOneChoice(t, srv, answer{
+		path: "/v1/chat/completions", fields: obj{"messages": chatMessages, "max_tokens": maxTokens},
+		what: "chat completion", idPrefix: "chatcmpl-", object: "chat.completion", choiceKey: "message",
+	})
 	if c["index"] != 0.0 {
 		t.Errorf("index = %#v, want 0", c["index"])
 	}
-	checkFinish(t, c)
 	m := sub(t, c, "message")
 	checkKeys(t, "message", m, []string{"role", "content"}, messageAllow)
 	if m["role"] != "assistant" {
@@ -170,34 +164,52 @@ func testChat(t *testing.T, srv server) {
 	if _, ok := m["content"].(string); !ok {
 		t.Errorf("content = %#v, want a string", m["content"])
 	}
-	u := sub(t, o, "usage")
-	checkKeys(t, "usage", u, usageNeed, usageAllow)
-	_, completion := checkUsage(t, u, 1, maxTokens)
-	if c["finish_reason"] == "length" && completion != maxTokens {
-		t.Errorf("finish_reason length after %d tokens, want %d", completion, maxTokens)
-	}
 }
 
-func testCompletion(t *testing.T, srv server) {
-	const maxTokens = 8
-	o := postOK(t, srv, "/v1/completions", obj{"prompt": "Once upon a time", "max_tokens": maxTokens})
-	checkKeys(t, "completion", o, responseNeed, responseAllow)
-	checkIdentity(t, o, srv, "cmpl-", "text_completion")
+// answer is a request for one choice and what its answer must say.
+type answer struct {
+	path   string
+	fields obj
+	// what names the answer in failures.
+	what             string
+	idPrefix, object string
+	// choiceKey is the key holding the choice's output: message or text.
+	choiceKey string
+}
+
+// checkOneChoice posts a request whose fields ask for one choice of at most
+// fields["max_tokens"] tokens, checks the answer's keys, identity, finish
+// and usage (a choice stopped for length generated all its tokens), and
+// returns the choice.
+func checkOneChoice(t *testing.T, srv server, a answer) obj {
+	t.Helper()
+	maxTokens := a.fields["max_tokens"].(int)
+	o := postOK(t, srv, a.path, a.fields)
+	checkKeys(t, a.what, o, responseNeed, responseAllow)
+	checkIdentity(t, o, srv, a.idPrefix, a.object)
 	choices := list(t, o, "choices")
 	if len(choices) != 1 {
 		t.Fatalf("%d choices, want 1", len(choices))
 	}
 	c := choices[0]
-	checkKeys(t, "choice", c, []string{"index", "text", "finish_reason"}, choiceAllow)
-	if _, ok := c["text"].(string); !ok || c["index"] != 0.0 {
-		t.Errorf("text, index = %#v, %#v; want a string, 0", c["text"], c["index"])
-	}
+	checkKeys(t, "choice", c, []string{"index", a.choiceKey, "finish_reason"}, choiceAllow)
 	checkFinish(t, c)
 	u := sub(t, o, "usage")
 	checkKeys(t, "usage", u, usageNeed, usageAllow)
 	_, completion := checkUsage(t, u, 1, maxTokens)
 	if c["finish_reason"] == "length" && completion != maxTokens {
 		t.Errorf("finish_reason length after %d tokens, want %d", completion, maxTokens)
+	}
+	return c
+}
+
+func testCompletion(t *testing.T, srv server) {
+	c := checkOneChoice(t, srv, answer{
+		path: "/v1/completions", fields: obj{"prompt": "Once upon a time", "max_tokens": 8},
+		what: "completion", idPrefix: "cmpl-", object: "text_completion", choiceKey: "text",
+	})
+	if _, ok := c["text"].(string); !ok || c["index"] != 0.0 {
+		t.Errorf("text, index = %#v, %#v; want a string, 0", c["text"], c["index"])
 	}
 }
 
