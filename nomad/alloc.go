@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/nomad/api"
 
@@ -24,6 +25,9 @@ type allocView struct {
 	TaskStates  map[string]*api.TaskState
 	CreateIndex uint64
 	ModifyIndex uint64
+	// CreateTime and ModifyTime are Nomad's, in Unix nanoseconds: when the
+	// allocation was placed (its GPUs reserved) and last changed.
+	CreateTime, ModifyTime int64
 }
 
 func viewOfAlloc(a *api.Allocation) allocView {
@@ -44,6 +48,7 @@ func viewOfStub(a *api.AllocationListStub) allocView {
 		DesiredDescription: a.DesiredDescription, ClientDescription: a.ClientDescription,
 		Addr: addrOf(a.AllocatedResources), TaskStates: a.TaskStates,
 		CreateIndex: a.CreateIndex, ModifyIndex: a.ModifyIndex,
+		CreateTime: a.CreateTime, ModifyTime: a.ModifyTime,
 	}
 }
 
@@ -74,6 +79,37 @@ func (a allocView) terminal() bool {
 		return true
 	}
 	return false
+}
+
+// held is when the allocation took its GPUs: its placement, Nomad's
+// CreateTime (the plan that placed it reserved the devices on the node).
+// Zero when the view does not carry it.
+func (a allocView) held() time.Time {
+	if a.CreateTime == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, a.CreateTime)
+}
+
+// released is when a terminal allocation freed its GPUs: the latest
+// FinishedAt of its tasks (the client recorded when each task process
+// exited), else Nomad's ModifyTime (a task that never ran, a lost node:
+// when the servers marked the allocation terminal). Zero for an allocation
+// that is not terminal. Pure.
+func (a allocView) released() time.Time {
+	if !a.terminal() {
+		return time.Time{}
+	}
+	var last time.Time
+	for _, ts := range a.TaskStates {
+		if ts != nil && ts.FinishedAt.After(last) {
+			last = ts.FinishedAt
+		}
+	}
+	if last.IsZero() && a.ModifyTime != 0 {
+		last = time.Unix(0, a.ModifyTime)
+	}
+	return last
 }
 
 // causes are the task event types that say why a task ended.

@@ -70,6 +70,7 @@ func TestViewOfAlloc(t *testing.T) {
 		DesiredStatus: "run", ClientStatus: "running",
 		DesiredDescription: "placed", ClientDescription: "Tasks are running",
 		TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+		CreateTime: 1700000000123456789, ModifyTime: 1700000009000000000,
 		Job: &api.Job{},
 		AllocatedResources: &api.AllocatedResources{Shared: api.AllocatedSharedResources{
 			Ports: []api.PortMapping{{Label: "http", Value: 25097, HostIP: "10.0.0.7"}}}},
@@ -79,6 +80,7 @@ func TestViewOfAlloc(t *testing.T) {
 		DesiredStatus: "run", ClientStatus: "running",
 		DesiredDescription: "placed", ClientDescription: "Tasks are running",
 		Addr: "10.0.0.7:25097", TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+		CreateTime: 1700000000123456789, ModifyTime: 1700000009000000000,
 	}
 	if diff := cmp.Diff(want, viewOfAlloc(a)); diff != "" {
 		t.Errorf("viewOfAlloc (-want +got):\n%s", diff)
@@ -89,6 +91,7 @@ func TestViewOfAlloc(t *testing.T) {
 		DesiredStatus: "run", ClientStatus: "running",
 		DesiredDescription: "placed", ClientDescription: "Tasks are running",
 		TaskStates: states, CreateIndex: 3, ModifyIndex: 9,
+		CreateTime: 1700000000123456789, ModifyTime: 1700000009000000000,
 	})); diff != "" {
 		t.Errorf("viewOfStub (-want +got):\n%s", diff)
 	}

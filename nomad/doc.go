@@ -50,6 +50,20 @@
 //     match request")`. Nomad's blocked evaluation places the group when
 //     capacity frees; the allocation events then report it running.
 //
+// # GPU time
+//
+// Reports carry Nomad's own times, for the meter (nanosecond precision, as
+// Nomad stores them): Held is the allocation's CreateTime, when the plan
+// that placed it reserved its GPUs on the node (an adopted allocation keeps
+// it across thaw restarts); Released, on the final report, is when the
+// allocation became terminal: its tasks' latest FinishedAt, else its
+// ModifyTime (a task that never ran, a lost node). Released is zero when
+// the runtime ends an instance before Nomad does (a replaced allocation, a
+// purge, an allocation Nomad forgot); Ended then answers once Nomad has
+// ended it. Ended (fleet.History) reads an instance's allocations from
+// Nomad, so it answers for instances of a previous thaw run, until Nomad
+// garbage-collects them.
+//
 // # Restarts
 //
 // Run first lists the thaw jobs in Nomad; their groups become orphans that

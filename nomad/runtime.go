@@ -117,6 +117,10 @@ type slot struct {
 	// allocation in the group is Nomad's replacement of it.
 	allocCreate uint64
 	evalIdx     uint64 // ModifyIndex of the last failed evaluation applied
+	// held is the bound allocation's placement (Nomad's CreateTime): when
+	// it took the GPUs; released is when it freed them (terminal: its
+	// tasks' last FinishedAt). Zero while unknown.
+	held, released time.Time
 	// Last state, as reported to the fleet (orphans: not reported yet).
 	phase        fleet.Phase
 	addr, reason string
@@ -307,11 +311,22 @@ func (r *Runtime) finishLocked(d *deploymentJob, s *slot, phase fleet.Phase, rea
 	}
 }
 
+// pushLocked reports s to the fleet. Every report from PhaseRunning on
+// carries the allocation's placement time as Held (an adopted allocation's
+// too: it comes from Nomad, not from this run), and the end reports carry
+// Released when the allocation's end is known. Called with mu held.
 func (r *Runtime) pushLocked(d *deploymentJob, s *slot) {
 	if s.orphan {
 		return
 	}
-	r.events.Push(fleet.Instance{ID: s.id, DeployID: d.id, Phase: s.phase, Addr: s.addr, Reason: s.reason})
+	inst := fleet.Instance{ID: s.id, DeployID: d.id, Phase: s.phase, Addr: s.addr, Reason: s.reason}
+	switch s.phase {
+	case fleet.PhaseRunning:
+		inst.Held = s.held
+	case fleet.PhaseFailed, fleet.PhaseStopped:
+		inst.Held, inst.Released = s.held, s.released
+	}
+	r.events.Push(inst)
 }
 
 // claimLocked picks an orphan for a Start: running first, then placed,

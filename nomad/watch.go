@@ -282,6 +282,10 @@ func (r *Runtime) onAllocLocked(v allocView) {
 			return // an older allocation of the slot
 		}
 		s.alloc = v.ID
+		if s.held.IsZero() {
+			s.held = v.held()
+		}
+		s.released = v.released()
 		r.endLocked(d, s, failReason(v))
 		return
 	}
@@ -299,6 +303,11 @@ func (r *Runtime) onAllocLocked(v allocView) {
 		}
 	}
 	s.alloc, s.allocIdx, s.allocCreate = v.ID, v.ModifyIndex, v.CreateIndex
+	if s.held.IsZero() {
+		// The first allocation bound: a replacement bound while the slot
+		// is removed (below) extends the holding rather than restarting it.
+		s.held = v.held()
+	}
 	switch {
 	case v.DesiredStatus != api.AllocDesiredStatusRun:
 		// Nomad is stopping it; the terminal report ends the slot.
