@@ -100,10 +100,9 @@ func (l requestLog) describe(t *testing.T) string {
 // series is missing.
 func (p *thawProc) slotGauges(t *testing.T, deployID string) (inflight, held float64, ok bool) {
 	t.Helper()
-	label := `deploy_id="` + deployID + `"`
 	var seen int
 	for _, m := range p.scrape(t) {
-		if !strings.Contains(m.Labels, label) {
+		if m.Labels["deploy_id"] != deployID {
 			continue
 		}
 		switch m.Name {

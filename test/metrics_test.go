@@ -1,74 +1,46 @@
 package test
 
 import (
-	"io"
+	"context"
+	"maps"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/test/e2e"
 )
 
-// metricLine is one sample of the Prometheus text format.
-type metricLine struct {
-	Name   string
-	Labels string // the raw {...} part
-	Value  float64
-	Raw    string
+// scrape returns the samples of GET /metrics on the operators' listener.
+func (p *thawProc) scrape(t *testing.T) []e2e.Sample {
+	t.Helper()
+	m, err := e2e.ScrapeMetrics(context.Background(), p.Metrics+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Samples
 }
 
-// scrape returns the samples of GET /metrics on the operators' listener.
-func (p *thawProc) scrape(t *testing.T) []metricLine {
-	t.Helper()
-	resp, err := http.Get(p.Metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("GET %s/metrics: %v", p.Metrics, err)
+// mentions reports whether one of s's label values contains k ("" matches
+// every sample): k is a deploy id or a model name, which thaw's series
+// carry in labels whose names this suite does not pin down.
+func mentions(s e2e.Sample, k string) bool {
+	if k == "" {
+		return true
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s/metrics: %d %v", p.Metrics, resp.StatusCode, err)
+	for _, v := range s.Labels {
+		if strings.Contains(v, k) {
+			return true
+		}
 	}
-	var out []metricLine
-	for line := range strings.SplitSeq(string(body), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		var m metricLine
-		m.Raw = line
-		rest := line
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			if j < i {
-				continue
-			}
-			m.Name, m.Labels, rest = line[:i], line[i:j+1], line[j+1:]
-		} else {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			m.Name, rest = f[0], strings.Join(f[1:], " ")
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		m.Value = v
-		out = append(out, m)
-	}
-	return out
+	return false
 }
 
 // findMetrics returns the samples whose name contains every one of nameParts and
 // whose labels mention one of keys (a deploy id or model name).
-func findMetrics(ms []metricLine, keys []string, nameParts ...string) []metricLine {
-	var out []metricLine
+func findMetrics(ms []e2e.Sample, keys []string, nameParts ...string) []e2e.Sample {
+	var out []e2e.Sample
 	for _, m := range ms {
 		ok := true
 		for _, part := range nameParts {
@@ -80,7 +52,7 @@ func findMetrics(ms []metricLine, keys []string, nameParts ...string) []metricLi
 			continue
 		}
 		for _, k := range keys {
-			if strings.Contains(m.Labels, k) {
+			if mentions(m, k) {
 				out = append(out, m)
 				break
 			}
@@ -102,7 +74,7 @@ func isGaugeName(name string) bool {
 
 // heldGauge sums the gauge samples with "held" in their name for a
 // deployment; ok is false when there is no such sample.
-func heldGauge(ms []metricLine, keys []string) (float64, bool) {
+func heldGauge(ms []e2e.Sample, keys []string) (float64, bool) {
 	sum, found := 0.0, false
 	for _, m := range findMetrics(ms, keys, "held") {
 		if isGaugeName(m.Name) {
@@ -113,10 +85,10 @@ func heldGauge(ms []metricLine, keys []string) (float64, bool) {
 	return sum, found
 }
 
-func rawLines(ms []metricLine) string {
+func rawLines(ms []e2e.Sample) string {
 	var b strings.Builder
 	for _, m := range ms {
-		b.WriteString(m.Raw)
+		b.WriteString(m.Line)
 		b.WriteByte('\n')
 	}
 	return b.String()
@@ -148,7 +120,7 @@ func TestMetrics(t *testing.T) {
 
 // metricProblems lists what a deployment that just cold-started lacks in
 // /metrics.
-func metricProblems(ms []metricLine, keys []string) []string {
+func metricProblems(ms []e2e.Sample, keys []string) []string {
 	var problems []string
 	var count float64
 	cold := findMetrics(ms, keys, "cold_start")
@@ -169,7 +141,7 @@ func metricProblems(ms []metricLine, keys []string) []string {
 	serving := 0.0
 	for _, m := range inst {
 		for _, state := range []string{"running", "ready"} {
-			if strings.Contains(m.Labels, `"`+state+`"`) || strings.Contains(m.Name, state) {
+			if slices.Contains(slices.Collect(maps.Values(m.Labels)), state) || strings.Contains(m.Name, state) {
 				serving += m.Value
 			}
 		}

@@ -1,14 +1,11 @@
 package conformance
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,21 +15,11 @@ import (
 	"github.com/thawhq/thaw/test/e2e"
 )
 
-// sample is one series of a scrape.
-type sample struct {
-	labels map[string]string
-	value  float64
-}
-
-// scrapeResult is one GET /metrics: samples by metric name and the # TYPE
-// of each family, and the raw text.
+// scrapeResult is one GET /metrics, parsed, and its raw text.
 type scrapeResult struct {
-	samples map[string][]sample
-	types   map[string]string
-	raw     []byte
+	e2e.Metrics
+	raw []byte
 }
-
-var labelRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
 
 // scrape reads /metrics in the Prometheus text format.
 func scrape(t *testing.T, srv server) scrapeResult {
@@ -41,41 +28,11 @@ func scrape(t *testing.T, srv server) scrapeResult {
 	if r.status != http.StatusOK {
 		t.Fatalf("GET /metrics = %d %s", r.status, r.body)
 	}
-	res := scrapeResult{samples: map[string][]sample{}, types: map[string]string{}, raw: r.body}
-	sc := bufio.NewScanner(bytes.NewReader(r.body))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			name, typ, _ := strings.Cut(rest, " ")
-			res.types[name] = typ
-			continue
-		}
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, labels := line, ""
-		if i := strings.IndexByte(line, '{'); i >= 0 {
-			j := strings.LastIndexByte(line, '}')
-			name, labels = line[:i], line[i+1:j]
-			line = name + line[j+1:]
-		}
-		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			t.Fatalf("metrics line %q has no value", line)
-		}
-		name = fields[0]
-		v, err := strconv.ParseFloat(fields[1], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		s := sample{labels: map[string]string{}, value: v}
-		for _, m := range labelRE.FindAllStringSubmatch(labels, -1) {
-			s.labels[m[1]] = m[2]
-		}
-		res.samples[name] = append(res.samples[name], s)
+	m, err := e2e.ParseMetrics(bytes.NewReader(r.body))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return res
+	return scrapeResult{Metrics: m, raw: r.body}
 }
 
 // value returns the one series of name for srv's model, failing t unless
@@ -83,26 +40,30 @@ func scrape(t *testing.T, srv server) scrapeResult {
 // labelled engine and model_name.
 func (s scrapeResult) value(t *testing.T, srv server, name, typ string) float64 {
 	t.Helper()
-	var found []sample
-	for _, smp := range s.samples[name] {
-		if smp.labels["model_name"] == srv.model {
+	var named, found []e2e.Sample
+	for _, smp := range s.Samples {
+		if smp.Name != name {
+			continue
+		}
+		named = append(named, smp)
+		if smp.Labels["model_name"] == srv.model {
 			found = append(found, smp)
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("%d series %s{model_name=%q}, want 1: %v", len(found), name, srv.model, s.samples[name])
+		t.Fatalf("%d series %s{model_name=%q}, want 1: %v", len(found), name, srv.model, named)
 	}
-	if _, ok := found[0].labels["engine"]; !ok {
-		t.Errorf("%s has labels %v, want engine among them", name, found[0].labels)
+	if _, ok := found[0].Labels["engine"]; !ok {
+		t.Errorf("%s has labels %v, want engine among them", name, found[0].Labels)
 	}
-	got := s.types[name]
+	got := s.Types[name]
 	if got == "" {
-		got = s.types[strings.TrimSuffix(name, "_total")]
+		got = s.Types[strings.TrimSuffix(name, "_total")]
 	}
 	if got != typ {
 		t.Errorf("# TYPE of %s = %q, want %s", name, got, typ)
 	}
-	return found[0].value
+	return found[0].Value
 }
 
 // load is the scheduler's gauges.

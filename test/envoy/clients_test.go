@@ -97,28 +97,15 @@ func startTopology(t *testing.T, ctx context.Context, o topoOpts) *topology {
 // deployID over thaw dev and both activators.
 func (top *topology) gauges(t *testing.T, deployID string) (held, inflight int) {
 	t.Helper()
-	for _, m := range top.metrics {
-		resp, err := http.Get("http://" + m + "/metrics")
+	of := map[string]string{"deploy_id": deployID}
+	for _, addr := range top.metrics {
+		m, err := e2e.ScrapeMetrics(context.Background(), "http://"+addr+"/metrics")
 		if err != nil {
-			t.Fatalf("metrics at %s: %v", m, err)
+			t.Fatalf("metrics at %s: %v", addr, err)
 		}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.Contains(line, `deploy_id="`+deployID+`"`) {
-				continue
-			}
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			switch {
-			case strings.HasPrefix(line, "thaw_requests_held{"):
-				held += int(v)
-			case strings.HasPrefix(line, "thaw_requests_inflight{"):
-				inflight += int(v)
-			}
-		}
-		resp.Body.Close()
+		h, _ := m.Sum("thaw_requests_held", of)
+		f, _ := m.Sum("thaw_requests_inflight", of)
+		held, inflight = held+int(h), inflight+int(f)
 	}
 	return held, inflight
 }

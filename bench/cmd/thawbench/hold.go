@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/thawhq/thaw/bench"
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // holdConfig sizes the hold_capacity scenario.
@@ -173,33 +171,13 @@ func tally(outcomes []outcome) (ok, errs int, firstErr string, release time.Dura
 // heldRequests sums thaw_requests_held over deployments from /metrics on
 // the operators' listener at base.
 func heldRequests(ctx context.Context, base string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	m, err := e2e.ScrapeMetrics(ctx, base+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	total, found := 0.0, false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "thaw_requests_held{") && !strings.HasPrefix(line, "thaw_requests_held ") {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		total += v
-		found = true
-	}
+	total, found := m.Sum("thaw_requests_held", nil)
 	if !found {
 		return 0, fmt.Errorf("no thaw_requests_held in /metrics")
 	}
-	return int(total), sc.Err()
+	return int(total), nil
 }
