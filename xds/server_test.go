@@ -219,6 +219,13 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "deploy-d1::127.0.0.1:9001::rq_active::%d\ndeploy-d1::127.0.0.1:9001::health_flags::%s\n", f.active, flags)
 }
 
+// serve answers /clusters from f at a URL that closes with the test.
+func (f *fakeAdmin) serve(t *testing.T) string {
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 func (f *fakeAdmin) set(active int, draining bool) {
 	f.mu.Lock()
 	f.active, f.draining = active, draining
@@ -256,17 +263,10 @@ func notDrained(t *testing.T, fa *fakeAdmin, ch <-chan struct{}, msg string) {
 
 func TestServerDrained(t *testing.T) {
 	fa := &fakeAdmin{active: 2}
-	admin := httptest.NewServer(fa)
-	t.Cleanup(admin.Close)
-	s, _ := startServer(t, admin.URL)
+	s, _ := startServer(t, fa.serve(t))
 	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001"})
 	s.SetEndpoints("d1", 1, nil) // scale-down: i1 leaves load balancing
-	endpoints := func() []Endpoint {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return append([]Endpoint(nil), s.deployments["d1"].Endpoints...)
-	}
-	if diff := cmp.Diff([]Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}}, endpoints()); diff != "" {
+	if diff := cmp.Diff([]Endpoint{{ID: "i1", Addr: "127.0.0.1:9001", Draining: true}}, s.endpointsOf("d1")); diff != "" {
 		t.Errorf("while draining (-want +got):\n%s", diff)
 	}
 	ch := s.Drained("d1", "i1")
@@ -283,7 +283,7 @@ func TestServerDrained(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not drained with nothing in flight")
 	}
-	if got := endpoints(); len(got) != 0 {
+	if got := s.endpointsOf("d1"); len(got) != 0 {
 		t.Errorf("after drain: %v", got)
 	}
 
@@ -320,9 +320,7 @@ func waitEndpoints(t *testing.T, s *Server, id string, want []Endpoint) {
 // The fleet may ask Drained before it takes the instance out.
 func TestServerDrainedBeforeRemoval(t *testing.T) {
 	fa := &fakeAdmin{active: 1}
-	admin := httptest.NewServer(fa)
-	t.Cleanup(admin.Close)
-	s, _ := startServer(t, admin.URL)
+	s, _ := startServer(t, fa.serve(t))
 	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001"})
 	ch := s.Drained("d1", "i1")
 	s.SetEndpoints("d1", 1, nil)
@@ -340,9 +338,7 @@ func TestServerDrainedBeforeRemoval(t *testing.T) {
 // after DrainGrace; one that a Drained call waits for stays.
 func TestServerDrainGrace(t *testing.T) {
 	fa := &fakeAdmin{active: 1, draining: true}
-	admin := httptest.NewServer(fa)
-	t.Cleanup(admin.Close)
-	s, _ := startServerGrace(t, 50*time.Millisecond, admin.URL)
+	s, _ := startServerGrace(t, 50*time.Millisecond, fa.serve(t))
 	s.SetEndpoints("d1", 1, map[string]string{"i1": "127.0.0.1:9001", "i2": "127.0.0.1:9002"})
 	ch := s.Drained("d1", "i1") // i1 is scaled down; i2 just vanishes
 	s.SetEndpoints("d1", 1, nil)
