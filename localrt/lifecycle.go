@@ -1,6 +1,10 @@
 package localrt
 
-import "github.com/thawhq/thaw/fleet"
+import (
+	"time"
+
+	"github.com/thawhq/thaw/fleet"
+)
 
 // placeLocked places the pending instances that fit, in start order, hands
 // them to the spawner, and reports a new reason for each one left pending
@@ -62,12 +66,20 @@ func (r *Runtime) finishLocked(inst *instance, phase fleet.Phase, reason string)
 		inst.killer.Stop()
 	}
 	delete(r.insts, inst.id)
+	if !inst.held.IsZero() {
+		r.ended[inst.id] = ended{ID: inst.id, DeployID: inst.spec.DeployID, Held: inst.held, Released: inst.released, How: endExit}
+		if len(r.ended) > 2*endedMax {
+			r.pruneEndedLocked(time.Now())
+		}
+	}
 	r.emitLocked(inst, phase, reason)
 	close(inst.done)
 }
 
-// emitLocked reports inst in phase. Called with mu held, so that reports
-// keep the order of the changes they report.
+// emitLocked reports inst in phase, with when its process started (Held,
+// on every report from PhaseRunning on) and exited (Released, on the last
+// one). Called with mu held, so that reports keep the order of the changes
+// they report.
 func (r *Runtime) emitLocked(inst *instance, phase fleet.Phase, reason string) {
 	r.events.Push(fleet.Instance{
 		ID:       inst.id,
@@ -75,6 +87,8 @@ func (r *Runtime) emitLocked(inst *instance, phase fleet.Phase, reason string) {
 		Phase:    phase,
 		Addr:     inst.addr,
 		Reason:   reason,
+		Held:     inst.held,
+		Released: inst.released,
 	})
 }
 

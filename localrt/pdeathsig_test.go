@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,13 +18,16 @@ import (
 )
 
 // helperRuntime plays thaw for TestChildDiesWithParent (TestHelperProcess
-// in mode "runtime"): it runs a Runtime with one instance, prints the
-// instance's PID and waits to be killed.
+// in mode "runtime"): it runs a Runtime with one instance (its state in
+// $LOCALRT_STATE_DIR, with a 20ms heartbeat), prints the instance's PID and
+// ID and waits to be killed.
 func helperRuntime() {
 	rt, err := New(Config{
 		Inventory: map[string]int{"A100-80GB": 1},
 		Command:   helperCommand,
 		Logger:    slog.New(slog.DiscardHandler),
+		StateDir:  os.Getenv("LOCALRT_STATE_DIR"),
+		Heartbeat: 20 * time.Millisecond,
 	})
 	if err != nil {
 		fmt.Println(err)
@@ -37,7 +41,7 @@ func helperRuntime() {
 	for ev := range rt.Events() {
 		if ev.Phase == fleet.PhaseRunning {
 			rt.mu.Lock()
-			fmt.Println("child", rt.insts[ev.ID].pid)
+			fmt.Println("child", rt.insts[ev.ID].pid, ev.ID)
 			rt.mu.Unlock()
 			break
 		}
@@ -48,8 +52,13 @@ func helperRuntime() {
 	os.Exit(1)
 }
 
+// TestChildDiesWithParent: thaw killed by SIGKILL takes its model servers
+// with it, and the next run closes their GPU time at the last heartbeat the
+// killed one recorded.
 func TestChildDiesWithParent(t *testing.T) {
+	dir := t.TempDir()
 	cmd := helperCommand(fleet.Spec{Model: "runtime"}, 0, "")
+	cmd.Env = append(cmd.Env, "LOCALRT_STATE_DIR="+dir)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,22 +69,46 @@ func TestChildDiesWithParent(t *testing.T) {
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
 	var pid int
+	var id string
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "child "); ok {
-			fmt.Sscan(rest, &pid)
+			fmt.Sscan(rest, &pid, &id)
 			break
 		}
 	}
 	if pid == 0 || !alive(pid) {
 		t.Fatalf("helper runtime did not report a live child (pid %d)", pid)
 	}
+	// A heartbeat after the child started.
+	path := filepath.Join(dir, stateFileName)
+	var beat state
+	eventually(t, 5*time.Second, func() bool {
+		var err error
+		beat, err = readState(path)
+		return err == nil && len(beat.Children) == 1 && beat.AliveAt.After(beat.Children[0].Held)
+	}, func() string { return fmt.Sprintf("no heartbeat after the child started: %+v", beat) })
+
 	// SIGKILL: thaw gets no chance to stop its children.
 	cmd.Process.Kill()
+	killedAt := time.Now()
 	cmd.Wait()
 	t.Cleanup(func() { syscallKill(pid) }) // if the check below fails
 	eventually(t, 5*time.Second, func() bool { return !alive(pid) },
 		func() string { return fmt.Sprintf("child %d outlived its SIGKILLed parent", pid) })
+	last, err := readState(path)
+	if err != nil || len(last.Children) != 1 || last.Children[0].ID != id {
+		t.Fatalf("state file the killed run left: %+v, %v; want child %s", last, err, id)
+	}
+
+	// The next run closes the child at the last heartbeat: at most one
+	// heartbeat before thaw was killed.
+	h := start(t, Config{StateDir: dir})
+	at, ok, err := h.rt.Ended(context.Background(), id)
+	if err != nil || !ok || !at.Equal(last.AliveAt) || at.Before(beat.AliveAt) || at.After(killedAt) {
+		t.Errorf("Ended(%s) = %v, %v, %v; want the last heartbeat %v (after %v, before the kill at %v)",
+			id, at, ok, err, last.AliveAt, beat.AliveAt, killedAt)
+	}
 }
 
 // init keeps the main goroutine on the main thread, which the Go runtime

@@ -135,6 +135,11 @@ func (r *Runtime) spawnLocked(inst *instance) {
 		fail(err)
 		return
 	}
+	// Start returns once the exec has succeeded (the child reports a
+	// failed exec through a pipe that the exec closes): the model server
+	// runs, and holds its GPUs, from now. The wall clock only (Round(0)
+	// drops the monotonic reading), as the state file keeps it.
+	inst.held = time.Now().Round(0)
 	inst.cmd = cmd
 	inst.pid = cmd.Process.Pid
 	inst.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -158,6 +163,9 @@ func (r *Runtime) wait(inst *instance) {
 	if err := waitExited(inst.pid); err != nil {
 		r.log.Warn("waiting for a model server", "instance", inst.id, "pid", inst.pid, "err", err)
 	}
+	// Exited: its GPUs are free from now (the workers it left in its
+	// group are killed next, within the same instant).
+	released := time.Now().Round(0)
 	// The child is a zombie until Wait reaps it, so its PID, the ID of its
 	// group, is not reused yet: a model server's workers (vLLM runs
 	// several processes) cannot outlive it.
@@ -166,6 +174,7 @@ func (r *Runtime) wait(inst *instance) {
 	r.removeInstanceDir(inst.id, inst.dir)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	inst.released = released
 	if inst.stopping {
 		r.log.Info("model server stopped", "instance", inst.id, "deploy", inst.spec.DeployID)
 		r.finishLocked(inst, fleet.PhaseStopped, "")
@@ -229,20 +238,25 @@ func waitExited(pid int) error {
 	}
 }
 
-// writeStateLocked records the running children in the state file. Called
-// with mu held, which orders the writes.
+// writeStateLocked records the running children, a heartbeat (now) and
+// the ended instances in the state file, dropping ends older than the
+// retention. Called with mu held, which orders the writes.
 func (r *Runtime) writeStateLocked() {
 	if r.statePath == "" {
 		return
 	}
-	var recs []record
+	now := time.Now().Round(0)
+	st := state{AliveAt: now, Ended: r.pruneEndedLocked(now)}
 	for _, inst := range r.insts {
 		if inst.state != stateRunning || inst.gone {
 			continue
 		}
-		recs = append(recs, record{ID: inst.id, PID: inst.pid, Argv: inst.cmd.Args, StartTime: inst.startTime})
+		st.Children = append(st.Children, record{
+			ID: inst.id, PID: inst.pid, Argv: inst.cmd.Args, StartTime: inst.startTime,
+			DeployID: inst.spec.DeployID, Held: inst.held,
+		})
 	}
-	if err := writeState(r.statePath, recs); err != nil {
+	if err := writeState(r.statePath, st); err != nil {
 		r.log.Warn("recording model server PIDs", "err", err)
 	}
 }

@@ -23,6 +23,7 @@ const (
 	DefaultStartup         = 3 * time.Second
 	DefaultTokensPerSecond = 50.0
 	DefaultStopGrace       = 5 * time.Second
+	DefaultHeartbeat       = time.Second
 )
 
 // eventBuffer is the size of the Events channel.
@@ -92,12 +93,21 @@ type Config struct {
 	// TokensPerSecond is the simulator's generation speed per request.
 	// Default DefaultTokensPerSecond.
 	TokensPerSecond float64
-	// StateDir is the directory where the runtime records the PIDs of its
-	// children (file localrt-pids.json), so that the next Run kills the
-	// orphans a crash left behind, and keeps the instances' directories
-	// (instances/<id>); Run creates it. Empty: no record, and the
-	// instances' directories go to a temporary directory.
+	// StateDir is the directory where the runtime records its children
+	// (file localrt-pids.json: PIDs, start times, a heartbeat), so that the
+	// next Run kills the orphans a crash left behind and closes the
+	// instances whose end it did not see, and when the instances that
+	// ended freed their GPUs (for Ended, a week); and where it keeps the
+	// instances' directories (instances/<id>). Run creates it. Empty: no
+	// record, Ended knows only this run's instances, and the instances'
+	// directories go to a temporary directory.
 	StateDir string
+	// Heartbeat is how often the state file records that the running
+	// children are alive (a small file written and renamed). A thaw that
+	// is killed takes its children with it; the next Run closes them at
+	// the last heartbeat, so their GPU time is under-counted by at most
+	// Heartbeat. Default DefaultHeartbeat.
+	Heartbeat time.Duration
 	// StopGrace is how long a stopping child has between SIGTERM and
 	// SIGKILL. Default DefaultStopGrace.
 	StopGrace time.Duration
@@ -131,11 +141,15 @@ type instance struct {
 	// startTime is the child's start time from /proc (0: unknown), so
 	// that the state file tells it from a later process with its PID.
 	startTime uint64
-	stderr    *lineLog
-	stopping  bool          // Stop or shutdown asked it to stop
-	killer    *time.Timer   // sends SIGKILL after StopGrace
-	gone      bool          // finished: resources released, last report sent
-	done      chan struct{} // closed when gone
+	// held is when the process started (exec succeeded): it holds its
+	// GPUs from then; released is when it was seen to exit. Zero until
+	// then.
+	held, released time.Time
+	stderr         *lineLog
+	stopping       bool          // Stop or shutdown asked it to stop
+	killer         *time.Timer   // sends SIGKILL after StopGrace
+	gone           bool          // finished: resources released, last report sent
+	done           chan struct{} // closed when gone
 }
 
 // Runtime runs model-server instances as child processes on this machine,
@@ -153,11 +167,15 @@ type Runtime struct {
 	instRoot string
 	spawnSig chan struct{}  // capacity 1: "toSpawn may be non-empty"
 	procs    sync.WaitGroup // one per wait goroutine
+	// recovered is closed once Run has read what a previous run recorded
+	// (Ended waits for it).
+	recovered chan struct{}
 
 	// mu guards the fields below, the fields of every instance, and the
 	// state file; it is held while a child is forked.
 	mu       sync.Mutex
 	insts    map[string]*instance // every instance not yet gone
+	ended    map[string]ended     // instances that ran and are gone, by ID
 	pending  []*instance          // pending instances, in start order
 	toSpawn  []*instance          // placed instances waiting for the spawner
 	used     map[string]int       // GPUs reserved, by type
@@ -168,7 +186,10 @@ type Runtime struct {
 	closing  bool                 // Run is shutting down: no more starts
 }
 
-var _ fleet.Runtime = (*Runtime)(nil)
+var (
+	_ fleet.Runtime = (*Runtime)(nil)
+	_ fleet.History = (*Runtime)(nil)
+)
 
 // New validates cfg, fills in defaults and returns a Runtime. It starts no
 // goroutine and no process: see Run.
@@ -198,6 +219,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -237,15 +261,17 @@ func New(cfg Config) (*Runtime, error) {
 	var nonce [2]byte
 	rand.Read(nonce[:])
 	r := &Runtime{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		total:    maps.Clone(cfg.Inventory),
-		nonce:    hex.EncodeToString(nonce[:]),
-		events:   fleet.NewEventQueue(eventBuffer),
-		spawnSig: make(chan struct{}, 1),
-		insts:    map[string]*instance{},
-		used:     map[string]int{},
-		ports:    map[int]bool{},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		total:     maps.Clone(cfg.Inventory),
+		nonce:     hex.EncodeToString(nonce[:]),
+		events:    fleet.NewEventQueue(eventBuffer),
+		spawnSig:  make(chan struct{}, 1),
+		recovered: make(chan struct{}),
+		insts:     map[string]*instance{},
+		ended:     map[string]ended{},
+		used:      map[string]int{},
+		ports:     map[int]bool{},
 	}
 	if r.total == nil {
 		r.total = map[string]int{}
@@ -325,10 +351,12 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 	}
 }
 
-// Run kills the orphans a previous run recorded in StateDir, then starts the
-// instances placed by Start until ctx is done. Then it stops every instance
-// (SIGTERM, then SIGKILL after StopGrace), waits for the processes to exit,
-// removes the record and returns nil.
+// Run kills the orphans a previous run recorded in StateDir and closes the
+// instances whose end that run did not see, then starts the instances
+// placed by Start until ctx is done, recording a heartbeat every
+// Heartbeat while children run. Then it stops every instance (SIGTERM,
+// then SIGKILL after StopGrace), waits for the processes to exit, records
+// their ends and returns nil.
 func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.started {
@@ -344,15 +372,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 		if err := os.MkdirAll(r.cfg.StateDir, 0o755); err != nil {
 			r.log.Warn("creating the state directory", "err", err)
 		}
-		killed, err := killOrphans(r.statePath)
-		for _, rec := range killed {
-			r.log.Warn("killed model server left by a previous run",
-				"instance", rec.ID, "pid", rec.PID)
-		}
-		if err != nil {
-			r.log.Warn("cleaning up orphaned model servers", "err", err)
-		}
+		r.recover()
 	}
+	close(r.recovered)
 	root, err := openInstancesRoot(r.cfg.StateDir)
 	if err != nil {
 		r.log.Warn("instances' directories", "err", err)
@@ -370,6 +392,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	go func() {
 		defer close(spawnerDone)
 		r.spawnLoop(quit)
+	}()
+	heartbeatDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatDone)
+		r.heartbeat(quit)
 	}()
 
 	<-ctx.Done()
@@ -391,12 +418,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	close(quit)
 	<-spawnerDone
+	<-heartbeatDone
 	r.procs.Wait()
-	if r.statePath != "" {
-		if err := os.Remove(r.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
-			r.log.Warn("removing the record of model servers", "err", err)
-		}
-	}
+	r.mu.Lock()
+	r.writeStateLocked() // no child left; the ends stay for Ended
+	r.mu.Unlock()
 	if root != "" {
 		if err := os.RemoveAll(root); err != nil {
 			r.log.Warn("removing the instances' directories", "err", err)

@@ -14,8 +14,9 @@ import (
 	"github.com/thawhq/thaw/vllm"
 )
 
-// ignoreAddr compares reports without their (random) Addr.
-var ignoreAddr = cmpopts.IgnoreFields(fleet.Instance{}, "Addr")
+// ignoreAddr compares reports without their (random) Addr and the times
+// their processes started and exited (TestHeldAndReleased checks them).
+var ignoreAddr = cmpopts.IgnoreFields(fleet.Instance{}, "Addr", "Held", "Released")
 
 func TestSimCommand(t *testing.T) {
 	cmd := simCommand("/usr/bin/thaw", 3*time.Second, 50, nil)(fleet.Spec{Model: "alice/llama", MaxBatchSize: 96}, 40123, "/d/i1")
@@ -250,9 +251,9 @@ func TestRunCancelStopsAll(t *testing.T) {
 	dial(t, h.waitFor(ids[1], fleet.PhaseRunning).Addr)
 	h.waitFor(ids[2], fleet.PhasePending)
 	pids := []int{h.pid(ids[0]), h.pid(ids[1])}
-	recs, err := readState(dir + "/" + stateFileName)
-	if err != nil || len(recs) != 2 {
-		t.Errorf("state file: %d records, err %v; want 2", len(recs), err)
+	st, err := readState(dir + "/" + stateFileName)
+	if err != nil || len(st.Children) != 2 {
+		t.Errorf("state file: %d records, err %v; want 2", len(st.Children), err)
 	}
 
 	begin := time.Now()
@@ -268,8 +269,8 @@ func TestRunCancelStopsAll(t *testing.T) {
 	for _, id := range ids {
 		h.waitFor(id, fleet.PhaseStopped)
 	}
-	if recs, err := readState(dir + "/" + stateFileName); err != nil || len(recs) != 0 {
-		t.Errorf("state file after Run: %+v, %v; want none", recs, err)
+	if st, err := readState(dir + "/" + stateFileName); err != nil || len(st.Children) != 0 || len(st.Ended) != 2 {
+		t.Errorf("state file after Run: %+v, %v; want no child and the two that ran ended", st, err)
 	}
 	if _, err := h.rt.Start(context.Background(), fleet.Spec{}); err != ErrClosed {
 		t.Errorf("Start after Run = %v, want ErrClosed", err)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // stateFileName is the file in Config.StateDir that records the children.
@@ -28,18 +29,57 @@ type record struct {
 	// StartTime is field 22 of /proc/<pid>/stat (clock ticks after boot);
 	// when non-zero it must still equal it.
 	StartTime uint64 `json:"start_time,omitempty"`
+	// DeployID is the instance's deployment, for the logs.
+	DeployID string `json:"deploy_id,omitempty"`
+	// Held is when the child started: its GPUs' holding began.
+	Held time.Time `json:"held,omitzero"`
 }
+
+// How an ended instance's Released time was learnt.
+const (
+	// endExit: the runtime saw the process exit (waitid returned).
+	endExit = "exit"
+	// endHeartbeat: the process died with a thaw that was killed (its
+	// children get Pdeathsig); Released is the state file's last
+	// heartbeat, at most one Config.Heartbeat before the real end.
+	endHeartbeat = "heartbeat"
+	// endKilled: the process outlived a thaw that was killed, and the next
+	// Run killed it; Released is when it sent SIGKILL.
+	endKilled = "killed"
+)
+
+// ended records when an instance that ran freed its GPUs, so that
+// Runtime.Ended answers after a restart.
+type ended struct {
+	ID       string    `json:"id"`
+	DeployID string    `json:"deploy_id,omitempty"`
+	Held     time.Time `json:"held,omitzero"`
+	Released time.Time `json:"released"`
+	How      string    `json:"how"` // endExit, endHeartbeat or endKilled
+}
+
+// Retention of ended instances in the state file: a week, and at most
+// endedMax of them (the latest). Enough for a meter that was down for a
+// while to close what it missed.
+const (
+	endedRetention = 7 * 24 * time.Hour
+	endedMax       = 1000
+)
 
 // state is the content of the state file.
 type state struct {
-	Children []record `json:"children"`
+	// AliveAt is when the runtime last wrote the file while it ran:
+	// the children recorded were alive then (Config.Heartbeat apart).
+	AliveAt  time.Time `json:"alive_at,omitzero"`
+	Children []record  `json:"children"`
+	Ended    []ended   `json:"ended,omitempty"`
 }
 
-// writeState replaces the state file at path with recs, atomically (a
+// writeState replaces the state file at path with st, atomically (a
 // temporary file in the same directory, then rename), so that a crash leaves
 // either the old record or the new one.
-func writeState(path string, recs []record) error {
-	b, err := json.MarshalIndent(state{Children: recs}, "", "  ")
+func writeState(path string, st state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -62,20 +102,51 @@ func writeState(path string, recs []record) error {
 	return nil
 }
 
-// readState reads the state file at path. A missing file is no children.
-func readState(path string) ([]record, error) {
+// readState reads the state file at path. A missing file is an empty state.
+func readState(path string) (state, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return state{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return state{}, err
 	}
 	var s state
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return state{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return s.Children, nil
+	return s, nil
+}
+
+// closeDead closes a recorded child that is gone at start: it died with the
+// thaw that recorded it, which was killed (a clean stop records every end
+// as it sees it). The children die with thaw (Pdeathsig), which was alive
+// at aliveAt and had not written the next heartbeat: the end lies in
+// [aliveAt, aliveAt + Heartbeat], and closing it at aliveAt counts no time
+// the GPUs may not have been held. ok is false when the record has no time
+// at all (a file of a thaw that did not record them). Pure.
+func closeDead(rec record, aliveAt time.Time) (e ended, ok bool) {
+	at := aliveAt
+	if rec.Held.After(at) {
+		at = rec.Held
+	}
+	if at.IsZero() {
+		return ended{}, false
+	}
+	return ended{ID: rec.ID, DeployID: rec.DeployID, Held: rec.Held, Released: at, How: endHeartbeat}, true
+}
+
+// prune keeps the ended instances released within endedRetention of now,
+// at most endedMax of them (the latest), sorted by Released. Pure.
+func prune(es []ended, now time.Time) []ended {
+	out := slices.DeleteFunc(slices.Clone(es), func(e ended) bool {
+		return e.Released.Before(now.Add(-endedRetention))
+	})
+	slices.SortStableFunc(out, func(a, b ended) int { return a.Released.Compare(b.Released) })
+	if len(out) > endedMax {
+		out = out[len(out)-endedMax:]
+	}
+	return out
 }
 
 // procStartTime returns field 22 of /proc/<pid>/stat: when the process
@@ -133,18 +204,24 @@ func (rec record) matches() bool {
 	return true
 }
 
-// killOrphans kills the children recorded at path that still run: those a
-// previous thaw left behind when it crashed. It never kills a process that
-// does not match its record. It returns the records of the processes it
-// killed, then removes the file.
-func killOrphans(path string) ([]record, error) {
-	recs, err := readState(path)
+// recoverState reads the state file at path that a previous run left and
+// closes every child it records: it kills those that still run (the
+// orphans a killed thaw left behind; it never kills a process that does not
+// match its record), closed when it sent SIGKILL, and closes the others at
+// the file's last heartbeat (closeDead). It returns the file's ended
+// instances with the closings added, and the records of the processes it
+// killed. now is read after each kill.
+func recoverState(path string, now func() time.Time) (ends []ended, killed []record, err error) {
+	st, err := readState(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var killed []record
-	for _, rec := range recs {
+	ends = st.Ended
+	for _, rec := range st.Children {
 		if !rec.matches() {
+			if e, ok := closeDead(rec, st.AliveAt); ok {
+				ends = append(ends, e)
+			}
 			continue
 		}
 		// The child leads its own process group (Setpgid): kill the group,
@@ -153,9 +230,7 @@ func killOrphans(path string) ([]record, error) {
 		syscall.Kill(-rec.PID, syscall.SIGKILL)
 		syscall.Kill(rec.PID, syscall.SIGKILL)
 		killed = append(killed, rec)
+		ends = append(ends, ended{ID: rec.ID, DeployID: rec.DeployID, Held: rec.Held, Released: now(), How: endKilled})
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return killed, err
-	}
-	return killed, nil
+	return ends, killed, nil
 }
