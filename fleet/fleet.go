@@ -52,8 +52,19 @@ type Config struct {
 	// ready. Default 20ms: readiness is seen within that of the port opening.
 	ProbeInterval time.Duration
 	// CrashLoopAfter is how many consecutive failures of instances that never
-	// became ready mark the deployment failed. Default 3.
+	// became ready mark the deployment failed; a failed deployment starts no
+	// more instances until it is updated. Default 3.
 	CrashLoopAfter int
+	// StartTimeout bounds how long an instance may hold its GPUs (running)
+	// without becoming ready: past it the fleet stops the instance, and it
+	// counts as a failure toward CrashLoopAfter. Default 30m, sized for
+	// large models (hundreds of GB of weights to download and load).
+	StartTimeout time.Duration
+	// Usage receives the GPU-time facts of every instance (see Usage), in
+	// order, on Run's goroutine and without the fleet's lock held. It must
+	// not block: the receiver queues the facts, or the fleet's loop
+	// stalls. nil: none.
+	Usage func(Usage)
 	// HTTPClient probes instances. Default: a client with a 1s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -70,13 +81,18 @@ type Fleet struct {
 	readyCh chan probeResult
 	stopped chan string
 
-	// mu guards deployments and instOwner.
+	// mu guards deployments, instOwner, meters and usageQ.
 	mu          sync.Mutex
 	deployments map[string]*deployment
-	instOwner   map[string]string // instance id -> deploy id
+	instOwner   map[string]string   // instance id -> deploy id
+	meters      map[string]*metered // instance id -> its GPU time so far
+	usageQ      []Usage             // facts for flushUsage
 }
 
 type probeResult struct{ deployID, instanceID string }
+
+// DefaultStartTimeout is Config.StartTimeout's default.
+const DefaultStartTimeout = 30 * time.Minute
 
 // New returns a Fleet; Run starts it.
 func New(cfg Config) (*Fleet, error) {
@@ -92,6 +108,9 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.CrashLoopAfter <= 0 {
 		cfg.CrashLoopAfter = 3
 	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: time.Second}
 	}
@@ -106,6 +125,7 @@ func New(cfg Config) (*Fleet, error) {
 		stopped:     make(chan string, 64),
 		deployments: map[string]*deployment{},
 		instOwner:   map[string]string{},
+		meters:      map[string]*metered{},
 	}, nil
 }
 
@@ -114,8 +134,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	f.reconcile(ctx, time.Now())
+	f.flushUsage()
 	for {
-		var ev *Instance
+		var (
+			ev    *Instance
+			ready *probeResult
+		)
 		select {
 		case <-ctx.Done():
 			f.shutdown()
@@ -126,7 +150,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		case e := <-f.cfg.Runtime.Events():
 			ev = &e
 		case r := <-f.readyCh:
-			f.onReady(r)
+			ready = &r
 		case id := <-f.stopped:
 			f.onStopped(id)
 		}
@@ -134,7 +158,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 		if ev != nil {
 			f.onEvent(ctx, *ev, now)
 		}
+		if ready != nil {
+			f.onReady(*ready, now)
+		}
 		f.reconcile(ctx, now)
+		f.flushUsage()
 	}
 }
 
@@ -251,13 +279,14 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 	}
 	var starts []start
 	for _, ds := range f.sortedLocked() {
+		f.stopHungLocked(ds, now)
 		active := ds.active()
 		ds.quotaHeld = 0
 		want := ds.desired
 		switch {
 		case len(active) < want:
-			if ds.backoffUntil.After(now) {
-				break
+			if ds.failed || ds.backoffUntil.After(now) {
+				break // crash loop: no more attempts until the deployment is updated
 			}
 			for i := len(active); i < want; i++ {
 				if f.cfg.GPUQuota > 0 && usage[ds.d.Owner]+ds.d.Config.NumGPUs > f.cfg.GPUQuota {
@@ -280,10 +309,12 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 			continue
 		}
 		f.mu.Lock()
+		f.meterLocked(id, s.spec)
 		if cur, ok := f.deployments[s.spec.DeployID]; ok && cur == s.ds {
-			s.ds.instances[id] = &inst{id: id, phase: PhasePending, since: time.Now()}
+			s.ds.instances[id] = &inst{id: id, phase: PhasePending, since: now}
 			f.instOwner[id] = s.spec.DeployID
 		} else {
+			f.stoppingLocked(id, releasedStopped)
 			go f.stopInstance(id) // deleted meanwhile
 		}
 		f.mu.Unlock()
@@ -305,6 +336,9 @@ func (f *Fleet) syncStoreLocked() {
 			f.pushLocked(ds)
 			continue
 		}
+		if !d.UpdatedAt.Equal(ds.d.UpdatedAt) {
+			f.retryLocked(ds) // the user changed it: give it new attempts
+		}
 		ds.d = d
 		ds.desired = clamp(ds.desired, d.Settings.MinInstances, d.Settings.MaxInstances)
 	}
@@ -316,6 +350,7 @@ func (f *Fleet) syncStoreLocked() {
 		f.cfg.Endpoints.Remove(id)
 		for iid, in := range ds.instances {
 			in.stopProbe()
+			f.stoppingLocked(iid, releasedStopped)
 			go f.stopInstance(iid)
 		}
 		f.log.Info("deployment removed: stopping its instances", "deploy", id, "instances", len(ds.instances))

@@ -50,14 +50,19 @@ type deployment struct {
 
 // inst is one instance the fleet asked the runtime for.
 type inst struct {
-	id       string
-	phase    Phase
-	addr     string
-	reason   string
-	ready    bool
+	id     string
+	phase  Phase
+	addr   string
+	reason string
+	ready  bool
+	// draining: leaving (scale-down, start timeout); it no longer counts
+	// toward desired but holds its GPUs until the runtime stops it.
 	draining bool
-	since    time.Time
-	cancel   context.CancelFunc // stops the readiness probe
+	// since is when the fleet asked for the instance, then when the
+	// runtime first reported it running (the start timeout counts from
+	// it), by the fleet's clock.
+	since  time.Time
+	cancel context.CancelFunc // stops the readiness probe
 }
 
 // active returns the instances that count toward desired (not draining).
@@ -92,6 +97,9 @@ func (ds *deployment) live() deploy.Live {
 	if ds.failReason != "" && t.running < ds.desired {
 		why = append(why, "last failure: "+ds.failReason)
 	}
+	if ds.failed && t.running < ds.desired {
+		why = append(why, fmt.Sprintf("not retrying after %d consecutive failures: update the deployment to retry", ds.failures))
+	}
 	if t.running < ds.desired {
 		l.Instances.Reason = strings.Join(why, "; ")
 	}
@@ -112,12 +120,9 @@ func (ds *deployment) live() deploy.Live {
 func (f *Fleet) onEvent(ctx context.Context, ev Instance, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ds, ok := f.deployments[ev.DeployID]
-	if !ok {
-		return
-	}
-	in, ok := ds.instances[ev.ID]
-	if !ok {
+	f.meterEventLocked(ev, now) // an instance of a deleted deployment too
+	ds, in := f.instLocked(ev.DeployID, ev.ID)
+	if in == nil {
 		return
 	}
 	in.reason = ev.Reason
@@ -125,9 +130,11 @@ func (f *Fleet) onEvent(ctx context.Context, ev Instance, now time.Time) {
 	case PhasePending:
 		in.phase = PhasePending
 	case PhaseRunning:
+		if in.phase != PhaseRunning {
+			in.since = now
+		}
 		in.phase = PhaseRunning
 		in.addr = ev.Addr
-		in.since = now
 		in.stopProbe()
 		pctx, cancel := context.WithCancel(ctx)
 		in.cancel = cancel
@@ -140,18 +147,76 @@ func (f *Fleet) onEvent(ctx context.Context, ev Instance, now time.Time) {
 		delete(f.instOwner, ev.ID)
 		if ev.Phase == PhaseFailed {
 			f.log.Warn("instance failed", "deploy", ds.d.ID, "instance", ev.ID, "reason", ev.Reason, "was_ready", in.ready)
-			if !in.ready {
-				ds.failures++
-				ds.failReason = ev.Reason
-				ds.backoffUntil = now.Add(backoff(ds.failures))
-				if ds.failures >= f.cfg.CrashLoopAfter && !ds.failed {
-					ds.failed = true
-					f.cfg.Endpoints.Fail(ds.d.ID, "deployment failed: "+ev.Reason)
-				}
+			if !in.ready && !in.draining { // a stop the fleet asked is no crash
+				f.failLocked(ds, ev.Reason, now)
 			}
 		}
 		f.pushLocked(ds)
 	}
+}
+
+// instLocked returns instance id of deployment deployID, or nils when the
+// fleet does not know it (any more). Called with mu held.
+func (f *Fleet) instLocked(deployID, id string) (*deployment, *inst) {
+	ds, ok := f.deployments[deployID]
+	if !ok {
+		return nil, nil
+	}
+	in, ok := ds.instances[id]
+	if !ok {
+		return nil, nil
+	}
+	return ds, in
+}
+
+// failLocked counts, at now, the failure of one of ds's instances that
+// never got ready: after CrashLoopAfter in a row the deployment is failed,
+// held and new requests fail at once, and no instance is started until it
+// is updated. Called with mu held.
+func (f *Fleet) failLocked(ds *deployment, reason string, now time.Time) {
+	ds.failures++
+	ds.failReason = reason
+	ds.backoffUntil = now.Add(backoff(ds.failures))
+	if ds.failures >= f.cfg.CrashLoopAfter && !ds.failed {
+		ds.failed = true
+		f.cfg.Endpoints.Fail(ds.d.ID, "deployment failed: "+reason)
+		f.log.Warn("deployment failed: not retrying until it is updated", "deploy", ds.d.ID, "failures", ds.failures, "reason", reason)
+	}
+}
+
+// retryLocked forgets ds's failures: an instance got ready, or the user
+// updated the deployment. Called with mu held.
+func (f *Fleet) retryLocked(ds *deployment) {
+	ds.failures, ds.failReason, ds.backoffUntil = 0, "", time.Time{}
+	if ds.failed {
+		ds.failed = false
+		f.cfg.Endpoints.Recover(ds.d.ID)
+	}
+}
+
+// stopHungLocked stops ds's instances that have held their GPUs for
+// StartTimeout at now without becoming ready (a model server stuck
+// loading, or one that never answers): each counts as a failure. Called
+// with mu held.
+func (f *Fleet) stopHungLocked(ds *deployment, now time.Time) {
+	for _, in := range ds.instances {
+		if !in.hung(now, f.cfg.StartTimeout) {
+			continue
+		}
+		reason := fmt.Sprintf("start timeout: not ready within %s", f.cfg.StartTimeout)
+		f.log.Warn("instance not ready in time: stopping it", "deploy", ds.d.ID, "instance", in.id, "running_since", in.since, "start_timeout", f.cfg.StartTimeout)
+		in.draining = true
+		in.stopProbe()
+		f.stoppingLocked(in.id, reason)
+		f.failLocked(ds, reason, now)
+		go f.stopInstance(in.id)
+	}
+}
+
+// hung reports whether the instance has been running, not ready, for
+// timeout at now.
+func (in *inst) hung(now time.Time, timeout time.Duration) bool {
+	return in.phase == PhaseRunning && !in.ready && !in.draining && now.Sub(in.since) >= timeout
 }
 
 func backoff(failures int) time.Duration {
@@ -159,26 +224,21 @@ func backoff(failures int) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-// onReady marks a probed instance ready and routes to it.
-func (f *Fleet) onReady(r probeResult) {
+// onReady marks a probed instance ready at now and routes to it. One
+// already leaving (stopped on a start timeout or a scale-down while its
+// probe answered) stays out.
+func (f *Fleet) onReady(r probeResult, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ds, ok := f.deployments[r.deployID]
-	if !ok {
-		return
-	}
-	in, ok := ds.instances[r.instanceID]
-	if !ok || in.ready {
+	ds, in := f.instLocked(r.deployID, r.instanceID)
+	if in == nil || in.ready || in.draining {
 		return
 	}
 	in.ready = true
-	ds.failures, ds.failReason = 0, ""
-	if ds.failed {
-		ds.failed = false
-		f.cfg.Endpoints.Recover(ds.d.ID)
-	}
+	f.retryLocked(ds)
+	f.meterReadyLocked(in.id, now)
 	f.pushLocked(ds)
-	f.log.Info("instance ready", "deploy", ds.d.ID, "instance", in.id, "addr", in.addr, "load_time", time.Since(in.since).Round(time.Millisecond))
+	f.log.Info("instance ready", "deploy", ds.d.ID, "instance", in.id, "addr", in.addr, "load_time", now.Sub(in.since).Round(time.Millisecond))
 }
 
 // pushLocked sends the deployment's ready, non-draining instances to the

@@ -15,8 +15,8 @@ const (
 	StateStarting State = "starting"
 	// StateRunning: ready; the request path routes to it.
 	StateRunning State = "running"
-	// StateDraining: leaving on a scale-down. It no longer counts toward
-	// desired but still holds its GPUs until it stops.
+	// StateDraining: leaving, on a scale-down or a start timeout. It no
+	// longer counts toward desired but still holds its GPUs until it stops.
 	StateDraining State = "draining"
 )
 

@@ -17,6 +17,7 @@ func (f *Fleet) scaleDownLocked(ctx context.Context, ds *deployment, active []*i
 	drained := false
 	for _, in := range active[:n] {
 		in.draining = true // leaving: out of desired, still holds its GPUs
+		f.stoppingLocked(in.id, releasedStopped)
 		if !in.ready {
 			in.stopProbe()
 			go f.stopInstance(in.id)
@@ -76,12 +77,10 @@ func (f *Fleet) onStopped(id string) {
 		return
 	}
 	delete(f.instOwner, id)
-	if ds, ok := f.deployments[deployID]; ok {
-		if in, ok := ds.instances[id]; ok {
-			in.stopProbe()
-			delete(ds.instances, id)
-			f.pushLocked(ds)
-		}
+	if ds, in := f.instLocked(deployID, id); in != nil {
+		in.stopProbe()
+		delete(ds.instances, id)
+		f.pushLocked(ds)
 	}
 }
 
