@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -91,13 +92,15 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	var m []string
-	Eventually(cfg.Ready, 100*time.Millisecond, func() bool {
-		m = clusterReady.FindStringSubmatch(p.Out.Tail(64 << 10))
-		return m != nil || p.Exited()
+	err = p.WaitReady(cfg.Ready, 100*time.Millisecond, func() error {
+		if m = clusterReady.FindStringSubmatch(p.Out.Tail(64 << 10)); m == nil {
+			return errors.New("no ready line yet")
+		}
+		return nil
 	})
-	if m == nil {
+	if err != nil {
 		p.Stop()
-		return nil, fmt.Errorf("cluster.sh not ready within %v:\n%s", cfg.Ready, p.Out.Tail(16<<10))
+		return nil, err
 	}
 	return &Cluster{Proc: p, Edge: m[1], Token: m[2], EnvoyAdmin: "http://127.0.0.1:" + admin,
 		NomadPort: nomadPort, RedisPort: redis}, nil

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,15 +78,15 @@ func StartEnvoy(cfg EnvoyConfig) (*Envoy, error) {
 	}
 	go func() { <-p.Done(); logf.Close() }()
 	e := &Envoy{Proc: p, EnvoyAdmin: EnvoyAdmin{URL: "http://" + cfg.Admin}, Log: log}
-	ok := Eventually(cfg.Ready, 20*time.Millisecond, func() bool {
-		return p.Exited() || e.ready()
+	err = p.WaitReady(cfg.Ready, 20*time.Millisecond, func() error {
+		if !e.ready() {
+			return errors.New("admin /ready is not LIVE")
+		}
+		return nil
 	})
-	switch {
-	case p.Exited():
-		return nil, fmt.Errorf("envoy exited at start: %v\n%s", p.Err(), p.Out.TailLines(40))
-	case !ok:
+	if err != nil {
 		p.Stop()
-		return nil, fmt.Errorf("envoy not ready within %v:\n%s", cfg.Ready, p.Out.TailLines(40))
+		return nil, err
 	}
 	return e, nil
 }

@@ -110,8 +110,13 @@ plugin "thaw-fakegpu" {
 		return nil, err
 	}
 	n := &Nomad{Proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), cfg: cfg}
-	if !Eventually(cfg.Ready, 200*time.Millisecond, func() bool { return p.Exited() || n.ready(want) }) || p.Exited() {
-		err := fmt.Errorf("nomad node with %d fake GPUs not ready within %v; agent output:\n%s", want, cfg.Ready, p.Out.Tail(8<<10))
+	err = p.WaitReady(cfg.Ready, 200*time.Millisecond, func() error {
+		if !n.ready(want) {
+			return fmt.Errorf("no ready node with %d fake GPUs and an active key", want)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, errors.Join(err, n.Stop())
 	}
 	return n, nil

@@ -101,13 +101,38 @@ func StartT(t testing.TB, cfg ProcConfig) *Proc {
 
 // Cleanup registers p.Stop with t, and a log of p's output tail when t has
 // failed.
-func (p *Proc) Cleanup(t testing.TB) {
+func (p *Proc) Cleanup(t testing.TB) { p.CleanupWith(t, p.Stop) }
+
+// CleanupWith is Cleanup for a process whose owner stops it with more than
+// Proc.Stop (a process group to kill, a directory to remove).
+func (p *Proc) CleanupWith(t testing.TB, stop func() bool) {
 	t.Cleanup(func() {
-		p.Stop()
+		stop()
 		if t.Failed() {
 			t.Logf("%s output (tail):\n%s", p.Name, p.Out.Tail(16<<10))
 		}
 	})
+}
+
+// WaitReady polls ready every interval until it returns nil, the process
+// exits, or timeout passes. Its errors say which, with ready's last error
+// and the tail of p's output; the caller stops the process.
+func (p *Proc) WaitReady(timeout, interval time.Duration, ready func() error) error {
+	var last error
+	ok := Eventually(timeout, interval, func() bool {
+		if p.Exited() {
+			return true
+		}
+		last = ready()
+		return last == nil
+	})
+	switch {
+	case p.Exited():
+		return fmt.Errorf("%s exited before it was ready: %v\n%s", p.Name, p.Err(), p.Out.Tail(16<<10))
+	case !ok:
+		return fmt.Errorf("%s not ready within %v: %v\n%s", p.Name, timeout, last, p.Out.Tail(16<<10))
+	}
+	return nil
 }
 
 // PID is the process's id.

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"bufio"
-	"fmt"
+	"errors"
 	"net"
 	"os"
 	"strings"
@@ -60,9 +60,15 @@ func StartRedis(cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !Eventually(10*time.Second, 20*time.Millisecond, func() bool { return r.Exited() || Ping(addr) }) || r.Exited() {
+	err = r.WaitReady(10*time.Second, 20*time.Millisecond, func() error {
+		if !Ping(addr) {
+			return errors.New("no answer to PING")
+		}
+		return nil
+	})
+	if err != nil {
 		r.Stop()
-		return nil, fmt.Errorf("redis-server on %s did not answer PING within 10s:\n%s", addr, r.Out.Tail(8<<10))
+		return nil, err
 	}
 	return r, nil
 }
@@ -85,12 +91,7 @@ func RedisT(t testing.TB, cfg RedisConfig) string {
 	}
 	r, err := StartRedis(cfg)
 	Need(t, err)
-	t.Cleanup(func() {
-		r.Stop()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", r.Name, r.Out.Tail(8<<10))
-		}
-	})
+	r.CleanupWith(t, r.Stop)
 	return r.Addr
 }
 

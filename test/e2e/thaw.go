@@ -104,22 +104,12 @@ func StartThawT(t testing.TB, cfg ThawConfig) *Thaw {
 // WaitHealthy polls GET url every 20ms until it answers 200, p exits, or
 // timeout passes. Its errors hold the tail of p's output.
 func WaitHealthy(p *Proc, url string, timeout time.Duration) error {
-	var last string
-	ok := Eventually(timeout, 20*time.Millisecond, func() bool {
-		if p.Exited() {
-			return true
+	return p.WaitReady(timeout, 20*time.Millisecond, func() error {
+		if code, status := Get(url); code != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, status)
 		}
-		var code int
-		code, last = Get(url)
-		return code == http.StatusOK
+		return nil
 	})
-	switch {
-	case p.Exited():
-		return fmt.Errorf("%s exited before it was healthy: %v\n%s", p.Name, p.Err(), p.Out.Tail(16<<10))
-	case !ok:
-		return fmt.Errorf("%s: GET %s not 200 within %v (last: %s)\n%s", p.Name, url, timeout, last, p.Out.Tail(16<<10))
-	}
-	return nil
 }
 
 // Get sends GET url with a 1s timeout and returns the status code (0 on a

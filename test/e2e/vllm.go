@@ -199,11 +199,6 @@ func StartVLLMT(t testing.TB, cfg VLLMConfig) *VLLM {
 	t.Helper()
 	v, err := StartVLLM(cfg)
 	Need(t, err)
-	t.Cleanup(func() {
-		v.Stop()
-		if t.Failed() {
-			t.Logf("%s output (tail):\n%s", v.Name, v.Out.Tail(16<<10))
-		}
-	})
+	v.CleanupWith(t, v.Stop)
 	return v
 }
