@@ -23,15 +23,16 @@
 //     the wall-clock time at which the model server's exec succeeded
 //     (spawnLocked, right after exec.Cmd.Start returns; nanoseconds); the
 //     last report carries Released, when waitid saw the process exit
-//     (wait). The state file keeps, for a week (at most 1000), when ended
-//     instances freed their GPUs, and Ended (fleet.History) answers from
-//     it after a restart. Instances are not adopted across restarts, so
-//     an instance's reports all come from one run. A thaw that is killed
-//     cannot see its children's end: a heartbeat (Config.Heartbeat, 1 s)
-//     rewrites the state file while children run, and the next Run closes
-//     a child found dead at the last heartbeat (at most one heartbeat
-//     early: GPU time is under-counted, never invented) and one found
-//     alive, which it kills, at the kill.
+//     (wait). A second file in Config.StateDir keeps, for a week (at most
+//     1000), when ended instances freed their GPUs, and Ended
+//     (fleet.History) answers from it after a restart. Instances are not
+//     adopted across restarts, so an instance's reports all come from one
+//     run. A thaw that is killed cannot see its children's end: a
+//     heartbeat (Config.Heartbeat, 1 s) rewrites the small record of
+//     running children while they run, and the next Run closes a child
+//     found dead at the last heartbeat (at most one heartbeat early: GPU
+//     time is under-counted, never invented) and one found alive, which it
+//     kills, at the kill.
 //
 // Placement is FIFO per GPU type without skipping: an instance waits until
 // the instances of its GPU type started before it are placed, so a large

@@ -38,10 +38,10 @@ func (r *Runtime) Ended(ctx context.Context, id string) (time.Time, bool, error)
 }
 
 // recover closes the children that the previous run recorded (see
-// recoverState) and loads its ended instances, then writes the state file
-// without children. Called by Run before it starts any child.
+// recoverState) and loads its ended instances, then writes them and the
+// state file without children. Called by Run before it starts any child.
 func (r *Runtime) recover() {
-	ends, killed, err := recoverState(r.statePath, func() time.Time { return time.Now().Round(0) })
+	ends, killed, err := recoverState(r.statePath, r.endedPath, func() time.Time { return time.Now().Round(0) })
 	if err != nil {
 		r.log.Warn("reading the record of a previous run's model servers", "err", err)
 	}
@@ -57,6 +57,7 @@ func (r *Runtime) recover() {
 		}
 		r.ended[e.ID] = e
 	}
+	r.writeEndedLocked()
 	r.writeStateLocked()
 }
 

@@ -82,14 +82,20 @@ func TestEndedAfterRestart(t *testing.T) {
 	heartbeat := now.Add(-time.Hour)
 	left := state{
 		AliveAt: heartbeat,
-		Children: []record{{ID: "d1-dead-1", DeployID: "d1", PID: gone.Process.Pid, Argv: gone.Args,
-			Held: heartbeat.Add(-2 * time.Hour)}},
-		Ended: []ended{
-			{ID: "d1-dead-0", Held: now.Add(-5 * time.Hour), Released: now.Add(-4 * time.Hour), How: endExit},
-			{ID: "d1-old-0", Held: now.Add(-9 * 24 * time.Hour), Released: now.Add(-8 * 24 * time.Hour), How: endExit},
+		Children: []record{
+			{ID: "d1-dead-1", DeployID: "d1", PID: gone.Process.Pid, Argv: gone.Args, Held: heartbeat.Add(-2 * time.Hour)},
+			// Its end was recorded; the run died before it rewrote the
+			// state file.
+			{ID: "d1-dead-0", DeployID: "d1", PID: gone.Process.Pid, Argv: gone.Args, Held: now.Add(-5 * time.Hour)},
 		},
 	}
 	if err := writeState(path, left); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeEnded(filepath.Join(dir, endedFileName), []ended{
+		{ID: "d1-dead-0", Held: now.Add(-5 * time.Hour), Released: now.Add(-4 * time.Hour), How: endExit},
+		{ID: "d1-old-0", Held: now.Add(-9 * 24 * time.Hour), Released: now.Add(-8 * 24 * time.Hour), How: endExit},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	want := []struct {
@@ -137,8 +143,12 @@ func TestEndedAfterRestart(t *testing.T) {
 		}
 	}
 	st, err := readState(path)
-	if err != nil || len(st.Children) != 0 || len(st.Ended) != 2 || st.Ended[0].ID != "d1-dead-0" || st.Ended[1].How != endHeartbeat {
-		t.Errorf("state file after two runs: %+v, %v; want no child, the two ends, closed by exit and heartbeat", st, err)
+	if err != nil || len(st.Children) != 0 {
+		t.Errorf("state file after two runs: %+v, %v; want no child", st, err)
+	}
+	es, err := readEnded(filepath.Join(dir, endedFileName))
+	if err != nil || len(es) != 2 || es[0].ID != "d1-dead-0" || es[0].How != endExit || es[1].How != endHeartbeat {
+		t.Errorf("ended file after two runs: %+v, %v; want the two ends, closed by exit and heartbeat", es, err)
 	}
 }
 

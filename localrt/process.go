@@ -192,6 +192,7 @@ func (r *Runtime) wait(inst *instance) {
 			"reason", reason, "stderr", inst.stderr.tail())
 		r.finishLocked(inst, fleet.PhaseFailed, reason)
 	}
+	r.writeEndedLocked()
 	r.writeStateLocked()
 	r.placeLocked()
 }
@@ -238,15 +239,13 @@ func waitExited(pid int) error {
 	}
 }
 
-// writeStateLocked records the running children, a heartbeat (now) and
-// the ended instances in the state file, dropping ends older than the
-// retention. Called with mu held, which orders the writes.
+// writeStateLocked records the running children and a heartbeat (now) in
+// the state file. Called with mu held, which orders the writes.
 func (r *Runtime) writeStateLocked() {
 	if r.statePath == "" {
 		return
 	}
-	now := time.Now().Round(0)
-	st := state{AliveAt: now, Ended: r.pruneEndedLocked(now)}
+	st := state{AliveAt: time.Now().Round(0)}
 	for _, inst := range r.insts {
 		if inst.state != stateRunning || inst.gone {
 			continue
@@ -258,5 +257,18 @@ func (r *Runtime) writeStateLocked() {
 	}
 	if err := writeState(r.statePath, st); err != nil {
 		r.log.Warn("recording model server PIDs", "err", err)
+	}
+}
+
+// writeEndedLocked records the ended instances in the ended file, dropping
+// those past the retention. Called with mu held, before the state file
+// drops the instance that ended: a crash between the two leaves it in both,
+// and recoverState keeps the end recorded.
+func (r *Runtime) writeEndedLocked() {
+	if r.endedPath == "" {
+		return
+	}
+	if err := writeEnded(r.endedPath, r.pruneEndedLocked(time.Now())); err != nil {
+		r.log.Warn("recording ended model servers", "err", err)
 	}
 }

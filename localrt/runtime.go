@@ -97,7 +97,8 @@ type Config struct {
 	// (file localrt-pids.json: PIDs, start times, a heartbeat), so that the
 	// next Run kills the orphans a crash left behind and closes the
 	// instances whose end it did not see, and when the instances that
-	// ended freed their GPUs (for Ended, a week); and where it keeps the
+	// ended freed their GPUs (localrt-ended.json, for Ended, a week); and
+	// where it keeps the
 	// instances' directories (instances/<id>). Run creates it. Empty: no
 	// record, Ended knows only this run's instances, and the instances'
 	// directories go to a temporary directory.
@@ -160,6 +161,7 @@ type Runtime struct {
 	log       *slog.Logger
 	total     map[string]int // Inventory; read-only
 	statePath string         // "" for no state file
+	endedPath string         // "" for no record of ended instances
 	nonce     string         // distinguishes this runtime's IDs from a previous run's
 	events    *fleet.EventQueue
 	// instRoot holds the instances' own directories; set by Run before
@@ -278,6 +280,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.StateDir != "" {
 		r.statePath = filepath.Join(cfg.StateDir, stateFileName)
+		r.endedPath = filepath.Join(cfg.StateDir, endedFileName)
 	}
 	return r, nil
 }
@@ -421,7 +424,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	<-heartbeatDone
 	r.procs.Wait()
 	r.mu.Lock()
-	r.writeStateLocked() // no child left; the ends stay for Ended
+	r.writeStateLocked() // no child left; the ended file keeps their ends
 	r.mu.Unlock()
 	if root != "" {
 		if err := os.RemoveAll(root); err != nil {

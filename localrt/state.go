@@ -15,8 +15,13 @@ import (
 	"time"
 )
 
-// stateFileName is the file in Config.StateDir that records the children.
-const stateFileName = "localrt-pids.json"
+// Files in Config.StateDir: stateFileName records the running children and
+// the heartbeat, rewritten every Config.Heartbeat, so it stays small;
+// endedFileName records the instances that ended, rewritten when one ends.
+const (
+	stateFileName = "localrt-pids.json"
+	endedFileName = "localrt-ended.json"
+)
 
 // record identifies one child process on disk, well enough to tell it from an
 // unrelated process that got the same PID after a reboot or PID wrap-around.
@@ -49,7 +54,8 @@ const (
 )
 
 // ended records when an instance that ran freed its GPUs, so that
-// Runtime.Ended answers after a restart.
+// Runtime.Ended answers after a restart. The ended file holds a list of
+// them.
 type ended struct {
 	ID       string    `json:"id"`
 	DeployID string    `json:"deploy_id,omitempty"`
@@ -72,14 +78,38 @@ type state struct {
 	// the children recorded were alive then (Config.Heartbeat apart).
 	AliveAt  time.Time `json:"alive_at,omitzero"`
 	Children []record  `json:"children"`
-	Ended    []ended   `json:"ended,omitempty"`
 }
 
-// writeState replaces the state file at path with st, atomically (a
+// endedList is the content of the ended file.
+type endedList struct {
+	Ended []ended `json:"ended"`
+}
+
+// writeState replaces the state file at path with st.
+func writeState(path string, st state) error { return writeJSON(path, st) }
+
+// writeEnded replaces the ended file at path with es.
+func writeEnded(path string, es []ended) error { return writeJSON(path, endedList{Ended: es}) }
+
+// readState reads the state file at path. A missing file is an empty state.
+func readState(path string) (state, error) {
+	var st state
+	err := readJSON(path, &st)
+	return st, err
+}
+
+// readEnded reads the ended file at path. A missing file is none.
+func readEnded(path string) ([]ended, error) {
+	var l endedList
+	err := readJSON(path, &l)
+	return l.Ended, err
+}
+
+// writeJSON replaces the file at path with v in JSON, atomically (a
 // temporary file in the same directory, then rename), so that a crash leaves
 // either the old record or the new one.
-func writeState(path string, st state) error {
-	b, err := json.MarshalIndent(st, "", "  ")
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -102,20 +132,19 @@ func writeState(path string, st state) error {
 	return nil
 }
 
-// readState reads the state file at path. A missing file is an empty state.
-func readState(path string) (state, error) {
+// readJSON reads the file at path into v. A missing file leaves v as it is.
+func readJSON(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return state{}, nil
+		return nil
 	}
 	if err != nil {
-		return state{}, err
+		return err
 	}
-	var s state
-	if err := json.Unmarshal(b, &s); err != nil {
-		return state{}, fmt.Errorf("%s: %w", path, err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return s, nil
+	return nil
 }
 
 // closeDead closes a recorded child that is gone at start: it died with the
@@ -204,20 +233,28 @@ func (rec record) matches() bool {
 	return true
 }
 
-// recoverState reads the state file at path that a previous run left and
-// closes every child it records: it kills those that still run (the
-// orphans a killed thaw left behind; it never kills a process that does not
-// match its record), closed when it sent SIGKILL, and closes the others at
-// the file's last heartbeat (closeDead). It returns the file's ended
-// instances with the closings added, and the records of the processes it
-// killed. now is read after each kill.
-func recoverState(path string, now func() time.Time) (ends []ended, killed []record, err error) {
-	st, err := readState(path)
+// recoverState reads the state and ended files (statePath, endedPath) that
+// a previous run left and closes every child they do not say ended: it
+// kills those that still run (the orphans a killed thaw left behind; it
+// never kills a process that does not match its record), closed when it
+// sent SIGKILL, and closes the others at the last heartbeat (closeDead).
+// It returns the ended instances with the closings added, and the records
+// of the processes it killed. now is read after each kill.
+func recoverState(statePath, endedPath string, now func() time.Time) (ends []ended, killed []record, err error) {
+	ends, err = readEnded(endedPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	ends = st.Ended
+	st, err := readState(statePath)
+	if err != nil {
+		return ends, nil, err
+	}
 	for _, rec := range st.Children {
+		if slices.ContainsFunc(ends, func(e ended) bool { return e.ID == rec.ID }) {
+			// Its end was recorded, and the run died before it rewrote
+			// the state file.
+			continue
+		}
 		if !rec.matches() {
 			if e, ok := closeDead(rec, st.AliveAt); ok {
 				ends = append(ends, e)

@@ -15,14 +15,24 @@ import (
 
 func TestStateFileRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), stateFileName)
-	if st, err := readState(path); err != nil || st.Children != nil || st.Ended != nil || !st.AliveAt.IsZero() {
+	endedPath := filepath.Join(filepath.Dir(path), endedFileName)
+	if st, err := readState(path); err != nil || st.Children != nil || !st.AliveAt.IsZero() {
 		t.Fatalf("readState(missing) = %+v, %v; want nothing", st, err)
+	}
+	if es, err := readEnded(endedPath); err != nil || es != nil {
+		t.Fatalf("readEnded(missing) = %+v, %v; want nothing", es, err)
 	}
 	want := state{
 		AliveAt: t0.Add(time.Minute),
 		Children: []record{{ID: "a", PID: 42, Argv: []string{"thaw", "sim", "--port", "1"}, StartTime: 7,
 			DeployID: "d1", Held: t0}},
-		Ended: []ended{{ID: "b", DeployID: "d1", Held: t0, Released: t0.Add(time.Second), How: endExit}},
+	}
+	wantEnded := []ended{{ID: "b", DeployID: "d1", Held: t0, Released: t0.Add(time.Second), How: endExit}}
+	if err := writeEnded(endedPath, wantEnded); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readEnded(endedPath); err != nil || !cmp.Equal(wantEnded, got) {
+		t.Errorf("ended round trip: %+v, %v; want %+v", got, err, wantEnded)
 	}
 	if err := writeState(path, want); err != nil {
 		t.Fatal(err)
@@ -35,8 +45,8 @@ func TestStateFileRoundTrip(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("directory holds %d files, want only the state file (no temp file left)", len(entries))
+	if len(entries) != 2 {
+		t.Errorf("directory holds %d files, want only the state and ended files (no temp file left)", len(entries))
 	}
 }
 
@@ -107,8 +117,9 @@ func TestRunKillsOrphans(t *testing.T) {
 	if err != nil || len(st.Children) != 0 {
 		t.Errorf("state file after Run: %+v, %v; want no child", st, err)
 	}
-	if len(st.Ended) != 1 || st.Ended[0].ID != orphanRec.ID || st.Ended[0].How != endKilled || !st.Ended[0].Held.Equal(t0) {
-		t.Errorf("ended instances in the state file: %+v, want the orphan, killed", st.Ended)
+	es, err := readEnded(filepath.Join(dir, endedFileName))
+	if err != nil || len(es) != 1 || es[0].ID != orphanRec.ID || es[0].How != endKilled || !es[0].Held.Equal(t0) {
+		t.Errorf("ended file: %+v, %v; want the orphan, killed", es, err)
 	}
 }
 
