@@ -1,0 +1,151 @@
+package spend
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/thawhq/thaw/meter"
+)
+
+// fakeLedger is an in-memory ledger: intervals and accounts.
+type fakeLedger struct {
+	mu       sync.Mutex
+	ivs      []meter.Interval
+	accounts map[string]meter.Account
+}
+
+func (l *fakeLedger) Intervals(_ context.Context, owner string, from, to time.Time) ([]meter.Interval, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []meter.Interval
+	for _, iv := range l.ivs {
+		if (owner == "" || iv.Owner == owner) && iv.Start.Before(to) && (iv.End.IsZero() || iv.End.After(from)) {
+			out = append(out, iv)
+		}
+	}
+	return out, nil
+}
+
+func (l *fakeLedger) Account(_ context.Context, owner string) (meter.Account, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.accounts[owner]
+	if !ok {
+		a.Owner = owner
+	}
+	return a, nil
+}
+
+func (l *fakeLedger) PutAccount(_ context.Context, a meter.Account) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.accounts[a.Owner] = a
+	return nil
+}
+
+// TestEnforcerBlocksWithinSeconds: a user whose one GPU costs 3600 USD an
+// hour (1 USD a second) with a 100 USD limit is told at 50, 80 and 100
+// USD, each once, and is blocked within the check interval of crossing;
+// raising the limit lifts the block at the next pass.
+func TestEnforcerBlocksWithinSeconds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		l := &fakeLedger{accounts: map[string]meter.Account{"alice": {Owner: "alice", SpendingLimitUSD: 100}}}
+		l.ivs = []meter.Interval{{InstanceID: "i1", DeployID: "d1", Owner: "alice", GPU: "A100-80GB", NumGPUs: 1, Start: start}}
+		var mu sync.Mutex
+		var told []int
+		var changes []bool
+		e, err := New(Config{
+			Ledger: l, Prices: meter.Prices{"A100-80GB": 3600},
+			Announce: func(_ context.Context, _ meter.Account, ev Event) {
+				mu.Lock()
+				told = append(told, ev.Threshold)
+				mu.Unlock()
+			},
+			Changed: func(_ string, blocked bool) {
+				mu.Lock()
+				changes = append(changes, blocked)
+				mu.Unlock()
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go e.Run(ctx)
+
+		time.Sleep(99 * time.Second)
+		synctest.Wait()
+		if _, blocked := e.Blocked("alice"); blocked {
+			t.Fatal("blocked at 99 USD of 100")
+		}
+		time.Sleep(3 * time.Second) // 100 USD crossed at 100 s; one check interval later
+		synctest.Wait()
+		msg, blocked := e.Blocked("alice")
+		if !blocked {
+			t.Fatal("not blocked 2 s after crossing the limit")
+		}
+		t.Log(msg)
+		mu.Lock()
+		if !slices.Equal(told, []int{50, 80, 100}) {
+			t.Errorf("announced %v, want [50 80 100], each once", told)
+		}
+		mu.Unlock()
+
+		a, _ := l.Account(ctx, "alice")
+		a.SpendingLimitUSD = 1000
+		l.PutAccount(ctx, a)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if _, blocked := e.Blocked("alice"); blocked {
+			t.Error("still blocked after the limit was raised")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(changes, []bool{true, false}) {
+			t.Errorf("Changed calls %v, want [true false]", changes)
+		}
+		if !slices.Equal(told, []int{50, 80, 100}) {
+			t.Errorf("announced %v after raising, want nothing new", told)
+		}
+	})
+}
+
+// TestEnforcerMonthTurns: the block lifts when the month turns, and the
+// new month's thresholds are announced afresh.
+func TestEnforcerMonthTurns(t *testing.T) {
+	nov30 := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
+	l := &fakeLedger{accounts: map[string]meter.Account{"bob": {Owner: "bob", SpendingLimitUSD: 10}}}
+	// 2 GPUs at 6 USD/h for an hour before midnight, running on.
+	l.ivs = []meter.Interval{{InstanceID: "i", DeployID: "d", Owner: "bob", GPU: "L4-24GB", NumGPUs: 2, Start: nov30}}
+	var told []Event
+	e, err := New(Config{Ledger: l, Prices: meter.Prices{"L4-24GB": 6}, Announce: func(_ context.Context, _ meter.Account, ev Event) { told = append(told, ev) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := e.Check(ctx, nov30.Add(59*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b := e.Blocked("bob"); !b || len(told) != 3 {
+		t.Fatalf("11.8 USD of 10 on Nov 30: blocked %v, announced %d, want blocked and 3", b, len(told))
+	}
+	dec1 := nov30.Add(61 * time.Minute) // 1 minute into December: 0.2 USD
+	if err := e.Check(ctx, dec1); err != nil {
+		t.Fatal(err)
+	}
+	if _, b := e.Blocked("bob"); b {
+		t.Error("still blocked after the month turned")
+	}
+	if err := e.Check(ctx, dec1.Add(24*time.Minute)); err != nil { // 5 USD in December
+		t.Fatal(err)
+	}
+	if n := len(told); n != 4 || told[3].Threshold != 50 || told[3].Month != "2026-12" {
+		t.Errorf("December's 50%%: announced %+v", told[3:])
+	}
+}
