@@ -96,12 +96,11 @@ type Config struct {
 	// StateDir is the directory where the runtime records its children
 	// (file localrt-pids.json: PIDs, start times, a heartbeat), so that the
 	// next Run kills the orphans a crash left behind and closes the
-	// instances whose end it did not see, and when the instances that
-	// ended freed their GPUs (localrt-ended.json, for Ended, a week); and
-	// where it keeps the
-	// instances' directories (instances/<id>). Run creates it. Empty: no
-	// record, Ended knows only this run's instances, and the instances'
-	// directories go to a temporary directory.
+	// instances whose end it did not see; records when the instances that
+	// ended freed their GPUs (localrt-ended.json, a week, for Ended); and
+	// keeps the instances' directories (instances/<id>). Run creates it.
+	// Empty: no record, Ended knows only this run's instances, and the
+	// instances' directories go to a temporary directory.
 	StateDir string
 	// Heartbeat is how often the state file records that the running
 	// children are alive (a small file written and renamed). A thaw that
@@ -162,8 +161,11 @@ type Runtime struct {
 	total     map[string]int // Inventory; read-only
 	statePath string         // "" for no state file
 	endedPath string         // "" for no record of ended instances
-	nonce     string         // distinguishes this runtime's IDs from a previous run's
-	events    *fleet.EventQueue
+	// nonce distinguishes this runtime's IDs from a previous run's: the
+	// meter keys GPU time by instance ID across runs, so IDs must not
+	// repeat (32 random bits).
+	nonce  string
+	events *fleet.EventQueue
 	// instRoot holds the instances' own directories; set by Run before
 	// the spawner starts.
 	instRoot string
@@ -260,7 +262,7 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		cfg.Command = simCommand(cfg.Binary, cfg.Startup, cfg.TokensPerSecond, cfg.SimArgs)
 	}
-	var nonce [2]byte
+	var nonce [4]byte
 	rand.Read(nonce[:])
 	r := &Runtime{
 		cfg:       cfg,
