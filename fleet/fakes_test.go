@@ -234,10 +234,21 @@ func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (m *modelServer) addr() string { return m.address }
 
-// modelNet routes the fleet's probes to model servers by address.
+// modelNet routes the fleet's probes to model servers by address, in
+// memory. Each request is served on its own goroutine and abandoned when
+// its context ends, as over a socket, so the probes' timeouts apply.
 type modelNet struct {
 	mu      sync.Mutex // mu guards servers.
-	servers map[string]*modelServer
+	servers map[string]http.Handler
+}
+
+// add serves h at a fresh address and returns it.
+func (n *modelNet) add(h http.Handler) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	addr := fmt.Sprintf("10.0.0.%d:8000", len(n.servers)+1)
+	n.servers[addr] = h
+	return addr
 }
 
 // RoundTrip serves r with the model server at r.URL.Host; an unknown
@@ -250,19 +261,51 @@ func (n *modelNet) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("dial %s: connection refused", r.URL.Host)
 	}
 	rec := httptest.NewRecorder()
-	m.ServeHTTP(rec, r)
-	return rec.Result(), nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.ServeHTTP(rec, r)
+	}()
+	select {
+	case <-done:
+		return rec.Result(), nil
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
 }
 
 // newModelServer starts a model server serving model, healthy or still
 // loading, at a fresh address.
 func (h *harness) newModelServer(model string, healthy bool) *modelServer {
-	h.models.mu.Lock()
-	defer h.models.mu.Unlock()
-	m := &modelServer{address: fmt.Sprintf("10.0.0.%d:8000", len(h.models.servers)+1), model: model}
+	m := &modelServer{model: model}
 	m.healthy.Store(healthy)
-	h.models.servers[m.address] = m
+	m.address = h.models.add(m)
 	return m
+}
+
+// usageLog records the fleet's Usage facts.
+type usageLog struct {
+	mu    sync.Mutex // mu guards facts.
+	facts []Usage
+}
+
+func (l *usageLog) add(u Usage) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.facts = append(l.facts, u)
+}
+
+// of returns the facts about instance id, in order.
+func (l *usageLog) of(id string) []Usage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Usage
+	for _, u := range l.facts {
+		if u.InstanceID == id {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 type harness struct {
@@ -272,6 +315,7 @@ type harness struct {
 	store *fakeStore
 	ep    *fakeEndpoints
 	j     *journal
+	usage *usageLog
 	// models serves the fleet's readiness probes.
 	models *modelNet
 	// stop ends Run and waits for it; the test's cleanup calls it too.
@@ -291,9 +335,10 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 		store: &fakeStore{deployments: deployments, changed: make(chan struct{}, 1)},
 		ep: &fakeEndpoints{j: j, sets: map[string]map[string]string{}, capacity: map[string]int{},
 			drained: map[string]chan struct{}{}, failed: map[string]string{}},
-		models: &modelNet{servers: map[string]*modelServer{}},
+		models: &modelNet{servers: map[string]http.Handler{}},
+		usage:  &usageLog{},
 	}
-	cfg.Runtime, cfg.Store, cfg.Endpoints = h.rt, h.store, h.ep
+	cfg.Runtime, cfg.Store, cfg.Endpoints, cfg.Usage = h.rt, h.store, h.ep, h.usage.add
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.HTTPClient = &http.Client{Transport: h.models, Timeout: time.Second}
 	f, err := New(cfg)
@@ -305,8 +350,8 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 	return h
 }
 
-// settle lets d of fake time pass, then waits for every goroutine of the
-// bubble to block again.
+// settle lets d of fake time pass (time.Sleep in a synctest bubble: no
+// real sleep), then waits for every goroutine of the bubble to block again.
 func settle(d time.Duration) {
 	time.Sleep(d)
 	synctest.Wait()
@@ -314,6 +359,15 @@ func settle(d time.Duration) {
 
 // live returns the fleet's view of d.
 func (h *harness) live(d deploy.Deployment) deploy.Live { return h.f.Live(d) }
+
+// setDesired sets d's desired count once the fleet knows d (a moment after
+// it starts).
+func (h *harness) setDesired(d deploy.Deployment, n int) {
+	h.t.Helper()
+	bubbletest.Eventually(h.t, d.ID+" known to the fleet", func() bool {
+		return h.f.SetDesired(context.Background(), d.ID, n, "test") == nil
+	})
+}
 
 // waitStarted waits until n instances of deployment id were started and
 // returns their IDs.

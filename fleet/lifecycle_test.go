@@ -121,9 +121,7 @@ func TestGPUQuota(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 3)
 		h := startFleet(t, Config{GPUQuota: 2}, d)
-		bubbletest.Eventually(t, "d1 known to the fleet", func() bool {
-			return h.f.SetDesired(context.Background(), "d1", 3, "test") == nil
-		})
+		h.setDesired(d, 3)
 		h.waitStarted("d1", 2)
 		settle(2 * time.Second) // let further reconciles run, ticks included
 		if got := len(h.rt.started()); got != 2 {

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -31,12 +30,10 @@ func TestScaleDownDrains(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 2, "load") == nil })
+		h.setDesired(d, 2)
 		ids := readyInstances(t, h, d, 2)
 
-		if err := h.f.SetDesired(context.Background(), "d1", 1, "idle"); err != nil {
-			t.Fatal(err)
-		}
+		h.setDesired(d, 1)
 		bubbletest.Eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
 		var victim string
 		for _, id := range ids {
@@ -85,15 +82,11 @@ func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+		h.setDesired(d, 1)
 		ready := readyInstances(t, h, d, 1)
-		if err := h.f.SetDesired(context.Background(), "d1", 2, "load"); err != nil {
-			t.Fatal(err)
-		}
+		h.setDesired(d, 2)
 		ids := h.waitStarted("d1", 2)
-		if err := h.f.SetDesired(context.Background(), "d1", 0, "idle"); err != nil {
-			t.Fatal(err)
-		}
+		h.setDesired(d, 0)
 		bubbletest.Eventually(t, "the pending instance stopped", func() bool { return slices.Contains(h.rt.stopped(), ids[1]) })
 		h.waitRouted("d1") // the ready one drains: out of the set, not stopped yet
 		if slices.Contains(h.rt.stopped(), ready[0]) {
@@ -155,9 +148,7 @@ func TestProbeStopsWithInstance(t *testing.T) {
 	}{
 		{"deployment deleted", func(h *harness, _ deploy.Deployment) { h.store.set() }},
 		{"scaled down", func(h *harness, d deploy.Deployment) {
-			if err := h.f.SetDesired(context.Background(), d.ID, 0, "idle"); err != nil {
-				h.t.Fatal(err)
-			}
+			h.setDesired(d, 0)
 		}},
 	}
 	for _, tt := range tests {
@@ -165,7 +156,7 @@ func TestProbeStopsWithInstance(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				d := newDeployment("d1", "alice", "m", 1, 0, 1)
 				h := startFleet(t, Config{ProbeInterval: 5 * time.Millisecond}, d)
-				bubbletest.Eventually(t, "d1 known", func() bool { return h.f.SetDesired(context.Background(), "d1", 1, "load") == nil })
+				h.setDesired(d, 1)
 				id := h.waitStarted("d1", 1)[0]
 				loading := h.newModelServer("alice/m", false)
 				h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: loading.addr()})
