@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 const (
@@ -51,13 +51,9 @@ type leaving struct {
 // while held forwarded at all, and the deployment scales to zero after its
 // idle timeout, which a leaked slot would prevent.
 func TestClientCancellation(t *testing.T) {
-	root, err := repoRoot()
+	py, err := e2e.PythonSDK()
 	if err != nil {
-		t.Fatal(err)
-	}
-	py := filepath.Join(root, ".venv-py", "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("the OpenAI Python SDK is not installed (%v): run make deps (scripts/pyclient.sh)", err)
+		t.Fatalf("the OpenAI Python SDK is not installed: %v", err)
 	}
 	curl, err := exec.LookPath("curl")
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/test/e2e"
-	"github.com/thawhq/thaw/test/testnet"
 )
 
 // devToken is the API token of user "dev" in every thaw started here.
@@ -136,14 +135,7 @@ func startThaw(t *testing.T, opts thawOpts) *thawProc {
 }
 
 // freeAddr returns a loopback address with a port that was free just now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := testnet.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
+func freeAddr(t *testing.T) string { return e2e.FreeAddrT(t) }
 
 // exited reports whether the process has exited.
 func (p *thawProc) exited() bool { return p.Exited() }

@@ -2,11 +2,12 @@ package test
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // TestOpenAIPythonSDK drives thaw with the official OpenAI Python SDK
@@ -17,13 +18,8 @@ func TestOpenAIPythonSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	py := filepath.Join(root, ".venv-py", "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("the OpenAI Python SDK is not installed (%v): make test runs scripts/pyclient.sh", err)
-		}
-		t.Skipf("no %s: run bash scripts/pyclient.sh", py)
-	}
+	py, err := e2e.PythonSDK()
+	e2e.Need(t, err)
 	p := startThaw(t, thawOpts{TokensPerSecond: 20})
 	name := uniqueName("pysdk")
 	p.create(t, devToken, llmRequest(name, "A100-80GB", 1, 8, 0, 1))

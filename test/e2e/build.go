@@ -33,12 +33,21 @@ func RepoRoot() (string, error) {
 
 // RepoBin is bin/<name> of the repository (what `make deps` installs), or
 // an error wrapping ErrMissing when it is not there.
-func RepoBin(name string) (string, error) {
+func RepoBin(name string) (string, error) { return repoPath("bin", name) }
+
+// PythonSDK is the repository's Python with the official OpenAI SDK
+// (.venv-py/bin/python, which `make deps` makes with scripts/pyclient.sh),
+// or an error wrapping ErrMissing when it is not there.
+func PythonSDK() (string, error) { return repoPath(".venv-py", "bin", "python") }
+
+// repoPath is the path below the repository's root that `make deps`
+// installs, or an error wrapping ErrMissing when it is not there.
+func repoPath(elem ...string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, "bin", name)
+	p := filepath.Join(append([]string{root}, elem...)...)
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("%w: %s (run `make deps`)", ErrMissing, p)
 	}

@@ -28,21 +28,17 @@ func VLLMBin() (string, error) { return RepoBin("vllm") }
 // HFHome is the repository's Hugging Face home (.cache/hf), which holds
 // the models `make deps` prepares for vLLM. It is an error wrapping
 // ErrMissing when the directory is not there.
-func HFHome() (string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(root, ".cache", "hf")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%w: %s (run `make deps`)", ErrMissing, p)
-	}
-	return p, nil
-}
+func HFHome() (string, error) { return repoPath(".cache", "hf") }
 
-// hubModelDir is where the hub cache under home keeps repo (owner/name).
-func hubModelDir(home, repo string) string {
-	return filepath.Join(home, "hub", "models--"+strings.ReplaceAll(repo, "/", "--"))
+// HasModel reports, as an error wrapping ErrMissing, that the hub cache
+// under home (an HF_HOME) lacks repo (owner/name); nil when vLLM can serve
+// it offline.
+func HasModel(home, repo string) error {
+	dir := filepath.Join(home, "hub", "models--"+strings.ReplaceAll(repo, "/", "--"))
+	if _, err := os.Stat(filepath.Join(dir, "refs", "main")); err != nil {
+		return fmt.Errorf("%w: model %s in %s (run `make deps`): %v", ErrMissing, repo, home, err)
+	}
+	return nil
 }
 
 // VLLMConfig says how to start one real vLLM OpenAI-compatible server
@@ -110,8 +106,8 @@ func StartVLLM(cfg VLLMConfig) (*VLLM, error) {
 	if cfg.Model == "" {
 		cfg.Model = TinyModel
 	}
-	if _, err := os.Stat(filepath.Join(hubModelDir(cfg.HFHome, cfg.Model), "refs", "main")); err != nil {
-		return nil, fmt.Errorf("%w: model %s in %s (run `make deps`): %v", ErrMissing, cfg.Model, cfg.HFHome, err)
+	if err := HasModel(cfg.HFHome, cfg.Model); err != nil {
+		return nil, err
 	}
 	if cfg.ServedName == "" {
 		cfg.ServedName = cfg.Model

@@ -396,13 +396,9 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 // (.venv-py, made by make deps).
 func pythonSDK(t *testing.T) string {
 	t.Helper()
-	root, err := e2e.RepoRoot()
+	py, err := e2e.PythonSDK()
 	if err != nil {
-		t.Fatal(err)
-	}
-	py := filepath.Join(root, ".venv-py", "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("the OpenAI Python SDK is not installed (make deps installs it): %v", err)
+		t.Fatalf("the OpenAI Python SDK is not installed: %v", err)
 	}
 	return py
 }

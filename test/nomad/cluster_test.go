@@ -103,10 +103,9 @@ func TestClusterScript(t *testing.T) {
 
 	// The official OpenAI Python SDK through Envoy: a second, cold
 	// deployment (chat, streaming, completions, models, a 404).
-	py := filepath.Join(root, ".venv-py", "bin", "python")
-	if _, err := os.Stat(py); err != nil {
+	if py, err := e2e.PythonSDK(); err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("OpenAI Python SDK missing (%v): make deps installs it", err)
+			t.Fatalf("OpenAI Python SDK missing: %v", err)
 		}
 		t.Logf("skipping the Python SDK part: %v", err)
 	} else {
@@ -155,19 +154,11 @@ func (s *server) doAs(token, method, path string, body any) (response, error) {
 }
 
 // procsMatching returns the PIDs whose command line contains s.
-func procsMatching(s string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " ")+" ", s) {
-			out = append(out, e.Name())
-		}
-	}
-	return out
+func procsMatching(s string) []int {
+	return e2e.ProcsWhere(func(pid int) bool {
+		b, err := os.ReadFile(e2e.ProcFile(pid, "cmdline"))
+		return err == nil && len(b) > 0 && strings.Contains(strings.ReplaceAll(string(b), "\x00", " ")+" ", s)
+	})
 }
 
 // httpBody GETs url and returns its body.

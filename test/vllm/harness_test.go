@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -26,7 +27,7 @@ import (
 const devToken = "tok-vllm-e2e"
 
 // testRepo is the model `make deps` lays out in .cache/hf.
-const testRepo = "thaw-test/tiny-llama"
+const testRepo = e2e.TinyModel
 
 func TestMain(m *testing.M) { os.Exit(e2e.Main(m)) }
 
@@ -50,20 +51,17 @@ func needEngine(t *testing.T) engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := engine{
-		root:     root,
-		vllm:     filepath.Join(root, "bin", "vllm"),
-		hfHome:   filepath.Join(root, ".cache", "hf"),
-		python:   filepath.Join(root, ".venv-py", "bin", "python"),
-		compiled: filepath.Join(root, ".cache", "vllm-compiled"),
+	vllm, errBin := e2e.VLLMBin()
+	hfHome, errHF := e2e.HFHome()
+	python, errPy := e2e.PythonSDK()
+	if err := errors.Join(errBin, errHF, errPy); err != nil {
+		t.Fatalf("%v\n`make deps` installs real vLLM, its test model and the OpenAI Python SDK", err)
 	}
-	model := filepath.Join(e.hfHome, "hub", "models--"+strings.ReplaceAll(testRepo, "/", "--"), "refs", "main")
-	for _, p := range []string{e.vllm, model, e.python} {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("%v: `make deps` installs real vLLM, its test model and the OpenAI Python SDK", err)
-		}
+	if err := e2e.HasModel(hfHome, testRepo); err != nil {
+		t.Fatal(err)
 	}
-	return e
+	return engine{root: root, vllm: vllm, hfHome: hfHome, python: python,
+		compiled: filepath.Join(root, ".cache", "vllm-compiled")}
 }
 
 // env is the environment thaw passes on to vLLM: the weights cache, offline.
