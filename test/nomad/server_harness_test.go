@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +209,30 @@ func (s *server) chat(model string, maxTokens int) (response, error) {
 		"model": model, "max_tokens": maxTokens,
 		"messages": []map[string]string{{"role": "user", "content": "hello"}},
 	})
+}
+
+// chats sends n chat completions at once, in the background; wait blocks
+// until all are answered and returns what was wrong with each that failed
+// (checkChat).
+func (s *server) chats(model string, n, maxTokens int) (wait func() []string) {
+	var wg sync.WaitGroup
+	errs := make(chan string, n)
+	for range n {
+		wg.Go(func() {
+			if msg := checkChat(s.chat(model, maxTokens)); msg != "" {
+				errs <- msg
+			}
+		})
+	}
+	return func() []string {
+		wg.Wait()
+		close(errs)
+		var out []string
+		for msg := range errs {
+			out = append(out, msg)
+		}
+		return out
+	}
 }
 
 // checkChat says what is wrong with r as a chat completion, "" if nothing.

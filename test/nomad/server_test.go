@@ -2,7 +2,6 @@ package nomadtest
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,25 +34,13 @@ func TestServerScale(t *testing.T) {
 	waitLiveAllocs(t, d.ID, 1)
 
 	// 1 -> 4: a burst of 8 requests of ~1s at max_batch_size 2.
-	var wg sync.WaitGroup
-	errs := make(chan string, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if msg := checkChat(s.chat(d.FullName, 200)); msg != "" {
-				errs <- msg
-			}
-		}()
-	}
+	burst := s.chats(d.FullName, 8, 200)
 	peak := s.waitDeploy(d.ID, 30*time.Second, "at 4 running instances", func(d deploy.View) bool {
 		return d.Instances.Running == 4
 	})
 	t.Logf("1 -> 4: %s", describe(peak))
 	waitLiveAllocs(t, d.ID, 4)
-	wg.Wait()
-	close(errs)
-	for msg := range errs {
+	for _, msg := range burst() {
 		t.Errorf("burst request: %s", msg)
 	}
 

@@ -109,17 +109,7 @@ func TestServerNomadUnreachable(t *testing.T) {
 
 	// Load for 2 instances: the scale-up waits for Nomad, requests wait
 	// for capacity (or are served by the running instance).
-	var wg sync.WaitGroup
-	errs := make(chan string, 4)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if msg := checkChat(s.chat(d.FullName, 1500)); msg != "" {
-				errs <- msg
-			}
-		}()
-	}
+	load := s.chats(d.FullName, 4, 1500)
 	s.waitDeploy(d.ID, 15*time.Second, "wanting 2 instances", func(d deploy.View) bool { return d.Instances.Desired == 2 })
 	time.Sleep(time.Second)
 	if got := s.get(d.ID); got.Instances.Running != 1 {
@@ -130,9 +120,7 @@ func TestServerNomadUnreachable(t *testing.T) {
 	t0 := time.Now()
 	s.waitDeploy(d.ID, 30*time.Second, "scaled to 2 once Nomad is back", func(d deploy.View) bool { return d.Instances.Running == 2 })
 	t.Logf("scaled up %v after Nomad came back", time.Since(t0).Round(time.Millisecond))
-	wg.Wait()
-	close(errs)
-	for msg := range errs {
+	for _, msg := range load() {
 		t.Errorf("request during the outage: %s", msg)
 	}
 	s.delete(d.ID)
