@@ -107,3 +107,82 @@ func TestShutdownStopsInstances(t *testing.T) {
 		}
 	})
 }
+
+// TestStartTimeout: an instance that holds its GPUs for StartTimeout
+// without becoming ready is stopped, billed up to then as a start timeout,
+// and counts toward the crash loop; after CrashLoopAfter of them the
+// deployment is failed with the reason and starts no more instances until
+// it is updated.
+func TestStartTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 10 * time.Minute
+		const why = "start timeout: not ready within 10m0s"
+		d := newDeployment("d1", "alice", "m", 1, 1, 1)
+		h := startFleet(t, Config{StartTimeout: timeout, CrashLoopAfter: 2, ProbeInterval: time.Second}, d)
+		loading := h.newModelServer("alice/m", false) // never loads
+
+		// hang reports instance n of d1 running and lets it hang until the
+		// fleet stops it; it returns the instance and when it was held.
+		hang := func(n int) (string, time.Time) {
+			t.Helper()
+			id := h.waitStarted("d1", n)[n-1]
+			held := time.Now()
+			h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: loading.addr(), Held: held})
+			settle(timeout - 2*time.Second)
+			if l := h.live(d); slices.Contains(h.rt.stopped(), id) || !strings.Contains(l.Instances.Reason, "1 instance(s) starting") {
+				t.Fatalf("before the start timeout: stopped %v, live %+v", h.rt.stopped(), l)
+			}
+			settle(3 * time.Second) // the fleet judges it on its next tick
+			if !slices.Contains(h.rt.stopped(), id) {
+				t.Fatalf("instance %s not stopped %s after it started running", id, timeout+time.Second)
+			}
+			return id, held
+		}
+
+		first, held := hang(1)
+		if l := h.live(d); l.Status != deploy.StatusDeploying || !strings.Contains(l.Instances.Reason, "last failure: "+why) {
+			t.Errorf("after one start timeout: %+v, want deploying and the reason %q", l, why)
+		}
+		// The runtime reports the stop as it sees it (a kill): still one
+		// failure, billed as the start timeout.
+		released := time.Now()
+		h.rt.emit(Instance{ID: first, DeployID: "d1", Phase: PhaseFailed, Reason: "killed", Held: held, Released: released})
+		h.wantFacts(first,
+			fact(d, first, UsageHeld, held, ""),
+			fact(d, first, UsageReleased, released, why))
+		if l := h.live(d); l.Status == deploy.StatusFailed {
+			t.Fatalf("failed after one start timeout (CrashLoopAfter 2): %+v", l)
+		}
+
+		second, _ := hang(2) // the replacement, after the backoff
+		h.rt.emit(Instance{ID: second, DeployID: "d1", Phase: PhaseStopped})
+		bubbletest.Eventually(t, "status failed", func() bool { return h.live(d).Status == deploy.StatusFailed })
+		l := h.live(d)
+		if l.FailReason != why || !strings.Contains(l.Instances.Reason, "not retrying after 2 consecutive failures") {
+			t.Errorf("failed: %+v, want fail_reason %q and a reason saying it stopped retrying", l, why)
+		}
+		h.ep.mu.Lock()
+		failMsg := h.ep.failed["d1"]
+		h.ep.mu.Unlock()
+		if failMsg != "deployment failed: "+why {
+			t.Errorf("Endpoints.Fail(d1) = %q, want the start timeout", failMsg)
+		}
+		settle(time.Hour)
+		if n := len(h.rt.startedFor("d1")); n != 2 {
+			t.Fatalf("%d instances started, want no more after the crash loop", n)
+		}
+
+		d.UpdatedAt = d.UpdatedAt.Add(time.Hour) // the user updates it
+		h.store.set(d)
+		h.waitStarted("d1", 3)
+		if l := h.live(d); l.Status == deploy.StatusFailed || l.FailReason != "" {
+			t.Errorf("after an update: %+v, want retrying, no fail_reason", l)
+		}
+		h.ep.mu.Lock()
+		recov := slices.Clone(h.ep.recov)
+		h.ep.mu.Unlock()
+		if diff := cmp.Diff([]string{"d1"}, recov); diff != "" {
+			t.Errorf("Endpoints.Recover calls (-want +got):\n%s", diff)
+		}
+	})
+}
