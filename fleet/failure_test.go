@@ -37,10 +37,7 @@ func TestCrashLoop(t *testing.T) {
 		if l.Instances.Desired != 3 || l.Instances.Running != 0 || l.Instances.Pending != 3 {
 			t.Errorf("instances = %+v, want 0 running, 3 pending of 3", l.Instances)
 		}
-		h.ep.mu.Lock()
-		failMsg, failed := h.ep.failed["d1"]
-		h.ep.mu.Unlock()
-		if !failed || !strings.Contains(failMsg, why) {
+		if failMsg, failed := h.ep.failure("d1"); !failed || !strings.Contains(failMsg, why) {
 			t.Errorf("Endpoints.Fail(d1) = %q, %v; want a reason containing %q", failMsg, failed, why)
 		}
 		// Backoff: no replacement within the first second.
@@ -56,10 +53,7 @@ func TestCrashLoop(t *testing.T) {
 		if l.Status != deploy.StatusDeploying || l.FailReason != "" || l.Instances.Running != 1 {
 			t.Errorf("after an instance got ready: %+v, want deploying, no fail_reason, 1 running", l)
 		}
-		h.ep.mu.Lock()
-		recov := slices.Clone(h.ep.recov)
-		h.ep.mu.Unlock()
-		if diff := cmp.Diff([]string{"d1"}, recov); diff != "" {
+		if diff := cmp.Diff([]string{"d1"}, h.ep.recovered()); diff != "" {
 			t.Errorf("Endpoints.Recover calls (-want +got):\n%s", diff)
 		}
 		if strings.Contains(l.Instances.Reason, "last failure") {
@@ -75,7 +69,7 @@ func TestReadyInstanceFailureReplaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 1, 1)
 		h := startFleet(t, Config{CrashLoopAfter: 1}, d)
-		ids := readyInstances(t, h, d, 1)
+		ids := h.readyInstances(d, 1)
 		h.rt.emit(Instance{ID: ids[0], DeployID: "d1", Phase: PhaseFailed, Reason: "killed"})
 		h.waitRouted("d1")
 		start := time.Now()
@@ -86,10 +80,7 @@ func TestReadyInstanceFailureReplaced(t *testing.T) {
 		if l := h.live(d); l.Status == deploy.StatusFailed {
 			t.Errorf("one failure of a ready instance marked the deployment failed: %+v", l)
 		}
-		h.ep.mu.Lock()
-		_, failed := h.ep.failed["d1"]
-		h.ep.mu.Unlock()
-		if failed {
+		if _, failed := h.ep.failure("d1"); failed {
 			t.Error("Endpoints.Fail called for a ready instance's failure")
 		}
 	})
@@ -161,10 +152,7 @@ func TestStartTimeout(t *testing.T) {
 		if l.FailReason != why || !strings.Contains(l.Instances.Reason, "not retrying after 2 consecutive failures") {
 			t.Errorf("failed: %+v, want fail_reason %q and a reason saying it stopped retrying", l, why)
 		}
-		h.ep.mu.Lock()
-		failMsg := h.ep.failed["d1"]
-		h.ep.mu.Unlock()
-		if failMsg != "deployment failed: "+why {
+		if failMsg, _ := h.ep.failure("d1"); failMsg != "deployment failed: "+why {
 			t.Errorf("Endpoints.Fail(d1) = %q, want the start timeout", failMsg)
 		}
 		settle(time.Hour)
@@ -178,10 +166,7 @@ func TestStartTimeout(t *testing.T) {
 		if l := h.live(d); l.Status == deploy.StatusFailed || l.FailReason != "" {
 			t.Errorf("after an update: %+v, want retrying, no fail_reason", l)
 		}
-		h.ep.mu.Lock()
-		recov := slices.Clone(h.ep.recov)
-		h.ep.mu.Unlock()
-		if diff := cmp.Diff([]string{"d1"}, recov); diff != "" {
+		if diff := cmp.Diff([]string{"d1"}, h.ep.recovered()); diff != "" {
 			t.Errorf("Endpoints.Recover calls (-want +got):\n%s", diff)
 		}
 	})

@@ -199,6 +199,28 @@ func (e *fakeEndpoints) Remove(deployID string) {
 	e.j.add("remove %s", deployID)
 }
 
+// failure returns the reason Fail was last given for deployID, if any.
+func (e *fakeEndpoints) failure(deployID string) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	reason, ok := e.failed[deployID]
+	return reason, ok
+}
+
+// recovered lists the deployments Recover was called for, in order.
+func (e *fakeEndpoints) recovered() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.recov)
+}
+
+// removedIDs lists the deployments Remove was called for, in order.
+func (e *fakeEndpoints) removedIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.removed)
+}
+
 // routed returns the deployment's current endpoint set.
 func (e *fakeEndpoints) routed(deployID string) map[string]string {
 	e.mu.Lock()
@@ -367,6 +389,44 @@ func (h *harness) setDesired(d deploy.Deployment, n int) {
 	bubbletest.Eventually(h.t, d.ID+" known to the fleet", func() bool {
 		return h.f.SetDesired(context.Background(), d.ID, n, "test") == nil
 	})
+}
+
+// readyInstances sets d's desired count to n and brings its n instances
+// to ready; it returns their IDs.
+func (h *harness) readyInstances(d deploy.Deployment, n int) []string {
+	h.t.Helper()
+	h.setDesired(d, n)
+	ids := h.waitStarted(d.ID, n)
+	ms := h.newModelServer(d.FullName(), true)
+	for _, id := range ids {
+		h.rt.emit(Instance{ID: id, DeployID: d.ID, Phase: PhaseRunning, Addr: ms.addr()})
+	}
+	h.waitRouted(d.ID, ids...)
+	return ids
+}
+
+// waitDraining waits until one of d's ready instances ids leaves load
+// balancing (a scale-down) and returns it.
+func (h *harness) waitDraining(d deploy.Deployment, ids []string) string {
+	h.t.Helper()
+	bubbletest.Eventually(h.t, "one instance out of load balancing", func() bool { return len(h.ep.routed(d.ID)) == len(ids)-1 })
+	routed := h.ep.routed(d.ID)
+	for _, id := range ids {
+		if _, ok := routed[id]; !ok {
+			return id
+		}
+	}
+	return ""
+}
+
+// otherThan returns the first of ids that is not not.
+func otherThan(ids []string, not string) string {
+	for _, id := range ids {
+		if id != not {
+			return id
+		}
+	}
+	return ""
 }
 
 // waitStarted waits until n instances of deployment id were started and

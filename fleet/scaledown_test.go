@@ -12,35 +12,16 @@ import (
 	"github.com/thawhq/thaw/internal/bubbletest"
 )
 
-// readyInstances starts n instances of d (min n) and brings them to ready.
-func readyInstances(t *testing.T, h *harness, d deploy.Deployment, n int) []string {
-	t.Helper()
-	ids := h.waitStarted(d.ID, n)
-	ms := h.newModelServer(d.FullName(), true)
-	for _, id := range ids {
-		h.rt.emit(Instance{ID: id, DeployID: d.ID, Phase: PhaseRunning, Addr: ms.addr()})
-	}
-	h.waitRouted(d.ID, ids...)
-	return ids
-}
-
 // TestScaleDownDrains: a ready instance leaves load balancing first and is
 // stopped only once the request path reports it drained.
 func TestScaleDownDrains(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		h.setDesired(d, 2)
-		ids := readyInstances(t, h, d, 2)
+		ids := h.readyInstances(d, 2)
 
 		h.setDesired(d, 1)
-		bubbletest.Eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
-		var victim string
-		for _, id := range ids {
-			if _, ok := h.ep.routed("d1")[id]; !ok {
-				victim = id
-			}
-		}
+		victim := h.waitDraining(d, ids)
 		settle(2 * time.Second)
 		if s := h.rt.stopped(); len(s) != 0 {
 			t.Fatalf("stopped %v before the instance drained", s)
@@ -67,23 +48,13 @@ func TestScaleDownDrains(t *testing.T) {
 	})
 }
 
-func otherThan(ids []string, not string) string {
-	for _, id := range ids {
-		if id != not {
-			return id
-		}
-	}
-	return ""
-}
-
 // TestScaleDownStopsNotReadyFirst: instances that do not serve yet go
 // before ready ones, and without waiting for a drain.
 func TestScaleDownStopsNotReadyFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		h.setDesired(d, 1)
-		ready := readyInstances(t, h, d, 1)
+		ready := h.readyInstances(d, 1)
 		h.setDesired(d, 2)
 		ids := h.waitStarted("d1", 2)
 		h.setDesired(d, 0)
@@ -109,10 +80,7 @@ func TestDeleteStopsInstances(t *testing.T) {
 
 		h.store.set(keep)
 		bubbletest.Eventually(t, "both instances stopped", func() bool { return cmp.Equal(ids, h.rt.stopped()) })
-		h.ep.mu.Lock()
-		removed := slices.Clone(h.ep.removed)
-		h.ep.mu.Unlock()
-		if diff := cmp.Diff([]string{"d1"}, removed); diff != "" {
+		if diff := cmp.Diff([]string{"d1"}, h.ep.removedIDs()); diff != "" {
 			t.Errorf("Endpoints.Remove calls (-want +got):\n%s", diff)
 		}
 		if diff := cmp.Diff([]Counts{{DeployID: "d2", Model: "alice/k"}}, h.f.Counts()); diff != "" {

@@ -29,87 +29,124 @@ func (h *harness) wantFacts(id string, want ...Usage) {
 	}
 }
 
-// TestUsageHeldReadyStopped: an instance the fleet stops (its deployment
-// deleted) is billed from the runtime's Held to its Released; it is ready
-// at the fleet's clock when its warm-up passed.
-func TestUsageHeldReadyStopped(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := newDeployment("d1", "alice", "m", 2, 1, 1)
-		h := startFleet(t, Config{}, d)
-		id := h.waitStarted("d1", 1)[0]
-		settle(time.Second) // a pending instance holds no GPU
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhasePending, Reason: "no free A100-80GB GPU"})
-		settle(time.Second)
-		if got := h.usage.of(id); len(got) != 0 {
-			t.Fatalf("facts of a pending instance: %+v", got)
-		}
+// epoch is when a synctest bubble's clock starts.
+var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-		held := time.Now().Add(-3 * time.Second) // the runtime placed it before reporting
-		ms := h.newModelServer("alice/m", true)
-		reported := time.Now()
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr(), Held: held})
-		h.waitRouted("d1", id)
+// at is d after the start of a bubble's clock.
+func at(d time.Duration) time.Time { return epoch.Add(d) }
 
-		settle(time.Minute)
-		h.store.set() // deleted: the fleet stops its instance
-		bubbletest.Eventually(t, "the instance stopped", func() bool { return len(h.rt.stopped()) == 1 })
-		released := time.Now().Add(-time.Second)
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseStopped, Held: held, Released: released})
-		h.wantFacts(id,
-			fact(d, id, UsageHeld, held, ""),
-			fact(d, id, UsageReady, reported, ""),
-			fact(d, id, UsageReleased, released, "stopped"))
-	})
+// usageStep is one step of TestUsageFacts at a time of the bubble's clock:
+// a runtime report about the instance, or an action (do).
+type usageStep struct {
+	at     time.Duration
+	report Instance // ID, DeployID and Addr are filled in
+	serves bool     // a running report's Addr serves the model, else loads forever
+	do     func(h *harness)
 }
 
-// TestUsageFailed: an instance that fails is released "failed: <the
-// runtime's reason>"; without the runtime's times, at the fleet's clock.
-func TestUsageFailed(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := newDeployment("d1", "alice", "m", 1, 1, 1)
-		h := startFleet(t, Config{}, d)
-		id := h.waitStarted("d1", 1)[0]
-		running := time.Now()
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: "10.9.9.9:8000"})
-		settle(10 * time.Second)
-		failed := time.Now()
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseFailed, Reason: "exit status 1: CUDA out of memory"})
-		h.wantFacts(id,
-			fact(d, id, UsageHeld, running, ""),
-			fact(d, id, UsageReleased, failed, "failed: exit status 1: CUDA out of memory"))
-	})
-}
-
-// TestUsageRunningNeverReported: a runtime whose first report of an
-// instance is its end, with the time it took the GPUs, bills it.
-func TestUsageRunningNeverReported(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := newDeployment("d1", "alice", "m", 1, 1, 1)
-		h := startFleet(t, Config{}, d)
-		id := h.waitStarted("d1", 1)[0]
-		held, released := time.Now().Add(time.Second), time.Now().Add(2*time.Second)
-		settle(5 * time.Second)
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseFailed, Reason: "lost", Held: held, Released: released})
-		h.wantFacts(id,
-			fact(d, id, UsageHeld, held, ""),
-			fact(d, id, UsageReleased, released, "failed: lost"))
-	})
-}
-
-// TestUsagePendingStopped: an instance stopped before it was placed held
-// no GPU: no fact at all.
-func TestUsagePendingStopped(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := newDeployment("d1", "alice", "m", 1, 0, 1)
-		h := startFleet(t, Config{}, d)
-		h.setDesired(d, 1)
-		id := h.waitStarted("d1", 1)[0]
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhasePending, Reason: "no free A100-80GB GPU"})
-		h.setDesired(d, 0)
-		bubbletest.Eventually(t, "the pending instance stopped", func() bool { return len(h.rt.stopped()) == 1 })
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseStopped})
-		h.wantFacts(id)
-	})
+// TestUsageFacts: what the runtime reports of the one instance of a
+// deployment, and the facts the fleet gives the meter (Kind, At and Reason;
+// the instance's identity is checked too).
+func TestUsageFacts(t *testing.T) {
+	deleteIt := func(h *harness) { h.store.set() }
+	tests := []struct {
+		name  string
+		steps []usageStep
+		want  []Usage
+	}{
+		{
+			name: "held from the runtime's time, ready at the fleet's, released when the fleet's stop ends",
+			steps: []usageStep{
+				{at: time.Second, report: Instance{Phase: PhasePending, Reason: "no free A100-80GB GPU"}},
+				{at: 2 * time.Second, report: Instance{Phase: PhaseRunning, Held: at(1500 * time.Millisecond)}, serves: true},
+				{at: time.Minute, do: deleteIt},
+				// A runtime may see its own stop as a failure (killed after
+				// the grace): the fleet asked it, so it is "stopped".
+				{at: time.Minute + time.Second, report: Instance{Phase: PhaseFailed, Reason: "killed", Released: at(time.Minute + 500*time.Millisecond)}},
+			},
+			want: []Usage{
+				{Kind: UsageHeld, At: at(1500 * time.Millisecond)},
+				{Kind: UsageReady, At: at(2 * time.Second)},
+				{Kind: UsageReleased, At: at(time.Minute + 500*time.Millisecond), Reason: "stopped"},
+			},
+		},
+		{
+			name: "failed, without the runtime's times",
+			steps: []usageStep{
+				{at: time.Second, report: Instance{Phase: PhaseRunning}},
+				{at: 11 * time.Second, report: Instance{Phase: PhaseFailed, Reason: "exit status 1: CUDA out of memory"}},
+			},
+			want: []Usage{
+				{Kind: UsageHeld, At: at(time.Second)},
+				{Kind: UsageReleased, At: at(11 * time.Second), Reason: "failed: exit status 1: CUDA out of memory"},
+			},
+		},
+		{
+			name: "its end the first report, with the time it took the GPUs",
+			steps: []usageStep{
+				{at: 5 * time.Second, report: Instance{Phase: PhaseFailed, Reason: "lost", Held: at(time.Second), Released: at(2 * time.Second)}},
+			},
+			want: []Usage{
+				{Kind: UsageHeld, At: at(time.Second)},
+				{Kind: UsageReleased, At: at(2 * time.Second), Reason: "failed: lost"},
+			},
+		},
+		{
+			name: "pending, then stopped: no GPU held",
+			steps: []usageStep{
+				{at: time.Second, report: Instance{Phase: PhasePending, Reason: "no free A100-80GB GPU"}},
+				{at: 2 * time.Second, do: deleteIt},
+				{at: 3 * time.Second, report: Instance{Phase: PhaseStopped}},
+			},
+		},
+		{
+			// After a restart of thaw, the runtime re-reports an instance
+			// it kept running, with its original time; repeated reports give
+			// one fact each.
+			name: "adopted",
+			steps: []usageStep{
+				{report: Instance{Phase: PhaseRunning, Held: at(-time.Hour)}, serves: true},
+				{at: time.Second, report: Instance{Phase: PhaseRunning, Held: at(-time.Hour)}, serves: true},
+				{at: time.Minute, report: Instance{Phase: PhaseFailed, Reason: "node lost", Released: at(time.Minute)}},
+				{at: time.Minute + time.Second, report: Instance{Phase: PhaseStopped, Released: at(time.Minute + time.Second)}},
+			},
+			want: []Usage{
+				{Kind: UsageHeld, At: at(-time.Hour)},
+				{Kind: UsageReady, At: at(0)},
+				{Kind: UsageReleased, At: at(time.Minute), Reason: "failed: node lost"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				d := newDeployment("d1", "alice", "m", 2, 1, 1)
+				h := startFleet(t, Config{}, d)
+				id := h.waitStarted("d1", 1)[0]
+				serving := h.newModelServer("alice/m", true)
+				for _, s := range tt.steps {
+					time.Sleep(time.Until(at(s.at)))
+					if s.do != nil {
+						s.do(h)
+						synctest.Wait()
+						continue
+					}
+					ev := s.report
+					ev.ID, ev.DeployID, ev.Addr = id, "d1", "10.9.9.9:8000" // nothing listens
+					if s.serves {
+						ev.Addr = serving.addr()
+					}
+					h.rt.emit(ev)
+					synctest.Wait()
+				}
+				var want []Usage
+				for _, u := range tt.want {
+					want = append(want, fact(d, id, u.Kind, u.At, u.Reason))
+				}
+				h.wantFacts(id, want...)
+			})
+		})
+	}
 }
 
 // TestUsageScaleDown: a ready instance that leaves on a scale-down is
@@ -120,12 +157,10 @@ func TestUsageScaleDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDeployment("d1", "alice", "m", 1, 0, 2)
 		h := startFleet(t, Config{}, d)
-		h.setDesired(d, 2)
 		ready := time.Now()
-		ids := readyInstances(t, h, d, 2)
+		ids := h.readyInstances(d, 2)
 		h.setDesired(d, 1)
-		bubbletest.Eventually(t, "one instance out of load balancing", func() bool { return len(h.ep.routed("d1")) == 1 })
-		victim := otherThan(ids, firstKey(h.ep.routed("d1")))
+		victim := h.waitDraining(d, ids)
 		h.ep.drain(victim)
 		bubbletest.Eventually(t, "the drained instance stopped", func() bool { return len(h.rt.stopped()) == 1 })
 		released := time.Now()
@@ -139,36 +174,4 @@ func TestUsageScaleDown(t *testing.T) {
 			fact(d, stays, UsageHeld, ready, ""),
 			fact(d, stays, UsageReady, ready, ""))
 	})
-}
-
-// TestUsageAdoption: after a restart of thaw the runtime re-reports an
-// instance it kept running: Held again, with the runtime's original time;
-// repeated reports give one Held and one Released.
-func TestUsageAdoption(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := newDeployment("d1", "alice", "m", 1, 1, 1)
-		h := startFleet(t, Config{}, d) // a restarted thaw
-		id := h.waitStarted("d1", 1)[0]
-		before := time.Now().Add(-time.Hour) // held since before the restart
-		ms := h.newModelServer("alice/m", true)
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr(), Held: before})
-		adopted := time.Now()
-		h.waitRouted("d1", id)
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseRunning, Addr: ms.addr(), Held: before})
-		settle(time.Minute)
-		released := time.Now()
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseFailed, Reason: "node lost", Held: before, Released: released})
-		h.rt.emit(Instance{ID: id, DeployID: "d1", Phase: PhaseStopped, Held: before, Released: released.Add(time.Second)})
-		h.wantFacts(id,
-			fact(d, id, UsageHeld, before, ""),
-			fact(d, id, UsageReady, adopted, ""),
-			fact(d, id, UsageReleased, released, "failed: node lost"))
-	})
-}
-
-func firstKey(m map[string]string) string {
-	for k := range m {
-		return k
-	}
-	return ""
 }
