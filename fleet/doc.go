@@ -7,10 +7,18 @@
 // server answers /health and lists the model), draining on scale-down (the
 // endpoint leaves load balancing first; the instance stops when its in-flight
 // count reaches zero), replacement of failed instances with backoff and
-// crash-loop detection, and the honest status of each deployment: how many
-// run, how many wait, and why. One rule classifies an instance (pending,
-// starting, running, draining: inst.state in state.go); the deploy API's
-// status and the thaw_instances metric both count with it.
+// crash-loop detection (a deployment whose instances keep failing before
+// they get ready is failed and starts no more until it is updated), a start
+// timeout (an instance that holds its GPUs for Config.StartTimeout without
+// getting ready is stopped and counts as such a failure), and the honest
+// status of each deployment: how many run, how many wait, and why. One rule
+// classifies an instance (pending, starting, running, draining: inst.state
+// in state.go); the deploy API's status and the thaw_instances metric both
+// count with it.
+//
+// Usage facts (usage.go) tell the meter when each instance's GPUs were
+// taken and freed, by the runtime's own record, when it got ready, and how
+// it ended.
 //
 // EventQueue is the non-blocking, ordered report queue behind every
 // Runtime's Events channel (localrt and nomad use it).
