@@ -170,28 +170,15 @@ func TestWakeAfterCounts(t *testing.T) {
 			Demand int
 		}
 		got := make(chan wake, 16)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			done <- ListenWakes(ctx, rdb, func(id string) {
+		defer runtest.Start(t, func(ctx context.Context) error {
+			return ListenWakes(ctx, rdb, func(id string) {
 				d, err := Reader{Redis: rdb}.Demand(context.Background())
 				if err != nil {
 					t.Errorf("Demand: %v", err)
 				}
 				got <- wake{id, d[id]}
 			})
-		}()
-		defer func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("ListenWakes: %v", err)
-				}
-			case <-time.After(3 * time.Second):
-				t.Error("ListenWakes did not return")
-			}
-		}()
+		})()
 		bubbletest.Eventually(t, "subscribed", func() bool { return mr.PubSubNumSub(wakeChannel)[wakeChannel] == 1 })
 
 		// The reporter's writes are slow, so a wake published before them would

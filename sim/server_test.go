@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -100,11 +101,8 @@ func TestRunAnswersOnlyAfterStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	began := time.Now()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := runtest.Start(t, s.Run)
 
 	waitFor(t, "the port bound", func() bool { return s.Addr() == addr })
 	select {
@@ -140,18 +138,10 @@ func TestRunAnswersOnlyAfterStartup(t *testing.T) {
 		t.Fatal("server never became ready")
 	}
 
-	if err := s.Run(ctx); !errors.Is(err, ErrAlreadyRun) {
+	if err := s.Run(t.Context()); !errors.Is(err, ErrAlreadyRun) {
 		t.Errorf("second Run = %v, want ErrAlreadyRun", err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel = %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	stop()
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Error("port still open after Run returned")
@@ -163,18 +153,7 @@ func TestRunCancelledDuringStartup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run ignored cancellation during startup")
-	}
+	runtest.Start(t, s.Run)() // cancelled during startup
 	select {
 	case <-s.Ready():
 		t.Error("Ready closed although the server never served")
