@@ -84,12 +84,7 @@ func startTopology(t *testing.T, ctx context.Context, o topoOpts) *topology {
 		top.activators = append(top.activators, a)
 		top.metrics = append(top.metrics, strings.TrimPrefix(act.Metrics, "http://"))
 	}
-	startEnvoy(t, thaw, xdsAddr, admin)
-	top.edge = &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
-	top.edge.waitFor(ctx, t, "edge /healthz", func() bool {
-		code, _ := e2e.Get(top.edge.url + "/healthz")
-		return code == http.StatusOK
-	})
+	top.edge = startEnvoy(ctx, t, thaw, xdsAddr, edgeAddr, admin)
 	return top
 }
 

@@ -29,8 +29,9 @@ func thawBinary(t *testing.T) string {
 }
 
 // startEnvoy starts Envoy with the bootstrap `thaw envoy-bootstrap` writes
-// for thaw's xDS server at xdsAddr and an admin at admin.
-func startEnvoy(t *testing.T, thaw, xdsAddr, admin string) {
+// for thaw's xDS server at xdsAddr and an admin at admin, and returns the
+// edge at edgeAddr (thaw's --edge-addr) once it answers /healthz.
+func startEnvoy(ctx context.Context, t *testing.T, thaw, xdsAddr, edgeAddr, admin string) *edge {
 	t.Helper()
 	bin := envoyBin(t)
 	boot, err := exec.Command(thaw, "envoy-bootstrap", "--xds-addr", xdsAddr, "--admin", admin).Output()
@@ -38,6 +39,9 @@ func startEnvoy(t *testing.T, thaw, xdsAddr, admin string) {
 		t.Fatalf("thaw envoy-bootstrap: %v", err)
 	}
 	e2e.StartEnvoyT(t, e2e.EnvoyConfig{Bin: bin, Bootstrap: boot, Admin: admin, Dir: t.TempDir()})
+	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
+	e.waitHealthy(ctx, t)
+	return e
 }
 
 // TestThawDevBehindEnvoy runs the real `thaw dev --xds-addr` with Envoy in
@@ -57,17 +61,7 @@ func TestThawDevBehindEnvoy(t *testing.T) {
 		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://" + admin,
 		"--sim-startup", "300ms", "--sim-tokens-per-second", "500"}})
 	api := strings.TrimPrefix(dev.Base, "http://")
-	startEnvoy(t, thaw, xdsAddr, admin)
-
-	e := &edge{url: "http://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Timeout: time.Minute}}
-	e.waitFor(ctx, t, "edge /healthz", func() bool {
-		resp, err := e.client.Get(e.url + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	e := startEnvoy(ctx, t, thaw, xdsAddr, edgeAddr, admin)
 
 	// The deploy API, through Envoy.
 	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"m1","gpu":"A100-80GB","num_gpus":1,"max_batch_size":4,`+

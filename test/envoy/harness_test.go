@@ -179,7 +179,15 @@ func startEdge(t *testing.T, delta bool) *edge {
 	if err := e.xs.WaitForNode(wctx, nodeID); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor(wctx, t, "edge ready", func() bool {
+	e.waitHealthy(wctx, t)
+	return e
+}
+
+// waitHealthy waits until GET /healthz through the edge answers 200: Envoy
+// has its listener and routes, and thaw's API behind it answers.
+func (e *edge) waitHealthy(ctx context.Context, t *testing.T) {
+	t.Helper()
+	e.waitFor(ctx, t, "edge /healthz 200", func() bool {
 		resp, err := e.client.Get(e.url + "/healthz")
 		if err != nil {
 			return false
@@ -187,7 +195,6 @@ func startEdge(t *testing.T, delta bool) *edge {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return e
 }
 
 // waitFor polls cond every 20ms until it holds or ctx ends (fatal).
