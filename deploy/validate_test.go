@@ -124,13 +124,7 @@ func TestNormalizeInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := validRequest()
-			tt.change(&req)
-			d, err := Normalize(req)
-			var fe *FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("Normalize = %+v, %v; want a *FieldError", d, err)
-			}
+			fe := normalizeRefused(t, tt.change)
 			if fe.Field != tt.wantField {
 				t.Errorf("Field = %q, want %q (message %q)", fe.Field, tt.wantField, fe.Message)
 			}
@@ -139,6 +133,20 @@ func TestNormalizeInvalid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// normalizeRefused normalizes validRequest() after change and returns the
+// *FieldError Normalize must refuse it with.
+func normalizeRefused(t *testing.T, change func(*CreateRequest)) *FieldError {
+	t.Helper()
+	req := validRequest()
+	change(&req)
+	d, err := Normalize(req)
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("Normalize = %+v, %v; want a *FieldError", d, err)
+	}
+	return fe
 }
 
 // TestNormalizeKinds checks which refusals are malformed names
@@ -159,13 +167,7 @@ func TestNormalizeKinds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := validRequest()
-			tt.change(&req)
-			_, err := Normalize(req)
-			var fe *FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("Normalize error = %v, want a *FieldError", err)
-			}
+			fe := normalizeRefused(t, tt.change)
 			if fe.Err != tt.want {
 				t.Errorf("kind = %v, want %v", fe.Err, tt.want)
 			}
