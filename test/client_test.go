@@ -17,6 +17,7 @@ import (
 
 	"github.com/thawhq/thaw/client"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // httpClient is shared by all tests; it keeps enough idle connections for
@@ -240,50 +241,10 @@ func (p *thawProc) chat(t *testing.T, model string, maxTokens int) response {
 	return p.do(t, http.MethodPost, "/v1/openai/chat/completions", devToken, chatBody(model, maxTokens, false))
 }
 
-// chatCompletion is the part of an OpenAI chat completion the tests check.
-type chatCompletion struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Model   string `json:"model"`
-	Choices []struct {
-		Message struct {
-			Role    string `json:"role"`
-			Content string `json:"content"`
-		} `json:"message"`
-		FinishReason string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens     int `json:"prompt_tokens"`
-		CompletionTokens int `json:"completion_tokens"`
-		TotalTokens      int `json:"total_tokens"`
-	} `json:"usage"`
-}
-
 // checkChat returns a description of what is wrong with r as a chat
 // completion answer for maxTokens, or "" if it is a valid one.
 func checkChat(r response, maxTokens int) string {
-	if r.Status != http.StatusOK {
-		return "not 200: " + r.String()
-	}
-	var c chatCompletion
-	if err := json.Unmarshal(r.Body, &c); err != nil {
-		return fmt.Sprintf("body is not JSON (%v): %s", err, r)
-	}
-	switch {
-	case c.Object != "chat.completion":
-		return "object is not chat.completion: " + r.String()
-	case len(c.Choices) == 0 || c.Choices[0].Message.Content == "":
-		return "no choice with content: " + r.String()
-	case c.Choices[0].Message.Role != "assistant":
-		return "message role is not assistant: " + r.String()
-	case c.Usage == nil:
-		return "no usage: " + r.String()
-	case c.Usage.PromptTokens <= 0 || c.Usage.CompletionTokens <= 0 ||
-		c.Usage.CompletionTokens > maxTokens ||
-		c.Usage.TotalTokens != c.Usage.PromptTokens+c.Usage.CompletionTokens:
-		return fmt.Sprintf("usage is wrong for max_tokens %d: %s", maxTokens, r)
-	}
-	return ""
+	return e2e.CheckChat(r.Status, r.Body, maxTokens)
 }
 
 // coldStartHeader is the response header that tells how long a request

@@ -240,19 +240,7 @@ func checkChat(r response, err error) string {
 	if err != nil {
 		return err.Error()
 	}
-	if r.Status != 200 {
-		return r.String()
-	}
-	var c struct {
-		Object  string `json:"object"`
-		Choices []struct {
-			Message struct{ Content string } `json:"message"`
-		} `json:"choices"`
-	}
-	if json.Unmarshal(r.Body, &c) != nil || c.Object != "chat.completion" || len(c.Choices) == 0 || c.Choices[0].Message.Content == "" {
-		return "not a chat completion: " + r.String()
-	}
-	return ""
+	return e2e.CheckChat(r.Status, r.Body, 0)
 }
 
 func uniqueName(prefix string) string {
