@@ -107,6 +107,8 @@ if ! command -v curl >/dev/null; then
 	log "curl: installed from Debian"
 fi
 
+bash "$ROOT/scripts/postgres.sh" # PostgreSQL from Debian (the meter's store tests)
+
 # `deps.sh redis` stops here: what the thaw dev tests need.
 if [ "${1:-all}" = redis ]; then
 	exit 0
