@@ -3,10 +3,12 @@ package meter
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -293,6 +295,8 @@ type Account struct {
 	SpendingLimitUSD float64
 	// WebhookURL receives the threshold notifications; "" is none.
 	WebhookURL string
+	// WebhookSecret signs them (HMAC-SHA256); it is never shown back.
+	WebhookSecret string
 	// Notified is the highest threshold percent already notified in
 	// NotifiedMonth: 0, 50, 80 or 100.
 	Notified int
@@ -306,8 +310,8 @@ type Account struct {
 func (s *Store) Account(ctx context.Context, owner string) (Account, error) {
 	a := Account{Owner: owner}
 	var month int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT spending_limit_usd, webhook_url, notified, notified_month_us
-		FROM accounts WHERE owner = ?`), owner).Scan(&a.SpendingLimitUSD, &a.WebhookURL, &a.Notified, &month)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT spending_limit_usd, webhook_url, webhook_secret, notified, notified_month_us
+		FROM accounts WHERE owner = ?`), owner).Scan(&a.SpendingLimitUSD, &a.WebhookURL, &a.WebhookSecret, &a.Notified, &month)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, nil
 	}
@@ -333,15 +337,73 @@ func (s *Store) PutAccount(ctx context.Context, a Account) error {
 		month = us(a.NotifiedMonth)
 	}
 	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO accounts
-		(owner, spending_limit_usd, webhook_url, notified, notified_month_us) VALUES (?, ?, ?, ?, ?)
+		(owner, spending_limit_usd, webhook_url, webhook_secret, notified, notified_month_us) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (owner) DO UPDATE SET
 			spending_limit_usd = excluded.spending_limit_usd,
 			webhook_url = excluded.webhook_url,
+			webhook_secret = excluded.webhook_secret,
 			notified = excluded.notified,
 			notified_month_us = excluded.notified_month_us`),
-		a.Owner, a.SpendingLimitUSD, a.WebhookURL, a.Notified, month)
+		a.Owner, a.SpendingLimitUSD, a.WebhookURL, a.WebhookSecret, a.Notified, month)
 	if err != nil {
 		return fmt.Errorf("meter: put account %s: %w", a.Owner, err)
 	}
 	return nil
+}
+
+// Event is something thaw told a user: a spending threshold crossed, a
+// deployment running idle. The JSON names are a public contract
+// (GET /account/events).
+type Event struct {
+	Owner    string    `json:"-"`
+	At       time.Time `json:"at"`
+	Type     string    `json:"type"`
+	DeployID string    `json:"deploy_id,omitempty"`
+	Message  string    `json:"message"`
+	// Detail is the event's JSON body, as its webhook carried it.
+	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// AddEvent appends e to its owner's events.
+func (s *Store) AddEvent(ctx context.Context, e Event) error {
+	detail := string(e.Detail)
+	if detail == "" {
+		detail = "null"
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO events (owner, at_us, type, deploy_id, message, detail)
+		VALUES (?, ?, ?, ?, ?, ?)`), e.Owner, us(e.At), e.Type, e.DeployID, e.Message, detail)
+	if err != nil {
+		return fmt.Errorf("meter: add event for %s: %w", e.Owner, err)
+	}
+	return nil
+}
+
+// Events returns owner's events at or after since, oldest first, at most
+// limit of the newest.
+func (s *Store) Events(ctx context.Context, owner string, since time.Time, limit int) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at_us, type, deploy_id, message, detail FROM events
+		WHERE owner = ? AND at_us >= ? ORDER BY at_us DESC LIMIT ?`), owner, us(since), limit)
+	if err != nil {
+		return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e := Event{Owner: owner}
+		var at int64
+		var detail string
+		if err := rows.Scan(&at, &e.Type, &e.DeployID, &e.Message, &detail); err != nil {
+			return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
+		}
+		e.At = fromUS(at)
+		if detail != "null" {
+			e.Detail = json.RawMessage(detail)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
+	}
+	slices.Reverse(out)
+	return out, nil
 }
