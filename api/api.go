@@ -26,6 +26,9 @@ type Config struct {
 	Live  Live
 	// GPUQuota is the number of GPUs one user may run at once; 0 = none.
 	GPUQuota int
+	// Blocker, when set, refuses min_instances above 0 to a user over
+	// their spending limit.
+	Blocker Blocker
 	// MaxBody bounds request bodies, in bytes. Default 1 MiB.
 	MaxBody int64
 	// Now defaults to time.Now.
@@ -75,6 +78,9 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	d, err := deploy.Normalize(req)
 	if err != nil {
 		a.writeErr(w, "create", err)
+		return
+	}
+	if !a.mayRun(w, r, d.Settings) {
 		return
 	}
 	now := a.cfg.Now().UTC()
@@ -150,6 +156,9 @@ func (a *API) update(w http.ResponseWriter, r *http.Request) {
 		a.writeErr(w, "update", err)
 		return
 	}
+	if !a.mayRun(w, r, *req.Settings) {
+		return
+	}
 	saved, err := a.cfg.Store.Update(d.ID, func(d *deploy.Deployment) {
 		d.Settings = *req.Settings
 		d.UpdatedAt = a.cfg.Now().UTC()
@@ -185,6 +194,22 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	a.cfg.Logger.Info("deployment deleted", "deploy", d.ID, "model", d.FullName())
 	d.UpdatedAt = a.cfg.Now().UTC()
 	writeJSON(w, http.StatusOK, deploy.NewView(&d, deploy.Live{Status: deploy.StatusDeleted}))
+}
+
+// mayRun refuses, with OpenAI's 429 insufficient_quota, settings that keep
+// instances running (min_instances above 0) for a user over their spending
+// limit; scaling to zero and max_instances stay theirs to change.
+func (a *API) mayRun(w http.ResponseWriter, r *http.Request, s deploy.Settings) bool {
+	if a.cfg.Blocker == nil || s.MinInstances == 0 {
+		return true
+	}
+	msg, blocked := a.cfg.Blocker.Blocked(auth.User(r.Context()))
+	if !blocked {
+		return true
+	}
+	httperr.Write(w, httperr.InsufficientQuota("settings.min_instances",
+		"min_instances above 0 is refused while over the spending limit: "+msg))
+	return false
 }
 
 // readBody reads a request body of at most MaxBody bytes, writing 413 (or

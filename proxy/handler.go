@@ -190,7 +190,10 @@ func (e *holdExpiredError) Unwrap() error { return ErrHoldTimeout }
 func (p *Proxy) writeErr(w http.ResponseWriter, err error, model string) {
 	var failed *FailedError
 	var expired *holdExpiredError
+	var refused *httperr.Error
 	switch {
+	case errors.As(err, &refused): // the resolver's own answer (a spending limit)
+		httperr.Write(w, refused)
 	case errors.Is(err, ErrUnknownModel), errors.Is(err, ErrGone):
 		httperr.Encode(w, http.StatusNotFound, "model_not_found", "model", fmt.Sprintf("The model `%s` does not exist.", model))
 	case errors.Is(err, ErrQueueFull):

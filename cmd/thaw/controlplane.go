@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,8 +22,10 @@ import (
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/lease"
+	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/proxy"
 	"github.com/thawhq/thaw/routing"
+	"github.com/thawhq/thaw/spend"
 	"github.com/thawhq/thaw/xds"
 )
 
@@ -53,6 +56,10 @@ type controlPlaneConfig struct {
 	Edge edgeFlags
 	// Listen has the public listener's connection limits.
 	Listen httpserve.Config
+	// Metering is the usage ledger, prices and spending limits.
+	Metering *metering
+	// History is the runtime's record of ended instances, if it keeps one.
+	History fleet.History
 }
 
 // controlPlane is what `thaw dev` and `thaw server` share: the deploy API,
@@ -76,6 +83,9 @@ type controlPlane struct {
 	xds    *xds.Server
 	pub    *endpoints.Publisher
 	grants *auth.Grants
+	// The meter's writer and the spending limits' enforcer.
+	meter *meter.Writer
+	spend *spend.Enforcer
 }
 
 // newControlPlane builds the control plane over p's Redis and opens its
@@ -92,6 +102,9 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 			c.ln.Close()
 		}
 	}()
+	if err := c.newMetering(p); err != nil {
+		return nil, err
+	}
 	eps, err := c.newRequestPath(ctx, p, replica)
 	if err != nil {
 		return nil, err
@@ -105,6 +118,33 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 	return c, nil
 }
 
+// newMetering builds the meter's writer, which records the fleet's GPU-time
+// facts in the ledger and closes, from the runtime's record, the intervals
+// whose end thaw did not see; and the enforcer of spending limits.
+func (c *controlPlane) newMetering(p *process) error {
+	m := c.cfg.Metering
+	var err error
+	wcfg := meter.WriterConfig{Ledger: m.store, Logger: p.Log,
+		Unknown: func(err error) bool { return errors.Is(err, fleet.ErrUnknownInstance) }}
+	if c.cfg.History != nil {
+		wcfg.History = c.cfg.History
+	}
+	if c.meter, err = meter.NewWriter(wcfg); err != nil {
+		return err
+	}
+	ann := announcer{store: m.store, hooks: &spend.Webhooks{Logger: p.Log}, log: p.Log}
+	c.spend, err = spend.New(spend.Config{
+		Ledger: m.store, Prices: m.prices, Policy: m.policy, Interval: m.spendEvery,
+		Announce: ann.announce, Logger: p.Log,
+		Changed: func(owner string, _ bool) {
+			for _, d := range c.cfg.Store.List(owner) {
+				c.loop.Wake(d.ID)
+			}
+		},
+	})
+	return err
+}
+
 // newRequestPath builds the activator and what reports its demand, and,
 // with --xds-addr, the Envoy edge that routes warm traffic straight to the
 // instances and the publisher that activator replicas elsewhere follow. It
@@ -116,7 +156,7 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 		return nil, err
 	}
 	c.proxy, err = proxy.New(proxy.Config{
-		Resolver: resolver{c.cfg.Store}, Demand: c.reporter,
+		Resolver: resolver{c.cfg.Store, c.spend.Blocked}, Demand: c.reporter,
 		HoldTimeout: c.cfg.HoldTimeout, MaxHeld: c.cfg.MaxHeld, Logger: p.Log,
 	})
 	if err != nil {
@@ -145,8 +185,10 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoints) error {
 	var err error
 	c.fleet, err = fleet.New(fleet.Config{
-		Runtime: c.cfg.Runtime, Store: c.cfg.Store, Endpoints: eps,
+		Runtime: c.cfg.Runtime, Store: spendLimited{c.cfg.Store, c.spend.Blocked}, Endpoints: eps,
 		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: p.Log,
+		StartTimeout: c.cfg.Metering.startTimeout,
+		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
 	})
 	if err != nil {
 		return err
@@ -178,13 +220,24 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	if c.cfg.WrapLive != nil {
 		live = c.cfg.WrapLive(c.fleet)
 	}
-	deployAPI, err := api.New(api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log})
+	deployAPI, err := api.New(api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Blocker: c.spend, Logger: p.Log})
+	if err != nil {
+		return nil, err
+	}
+	m := c.cfg.Metering
+	usageAPI, err := api.NewUsage(api.UsageConfig{Ledger: m.store, Prices: m.prices, Store: c.cfg.Store, Logger: p.Log})
+	if err != nil {
+		return nil, err
+	}
+	accountAPI, err := api.NewAccount(api.AccountConfig{Accounts: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend, Logger: p.Log})
 	if err != nil {
 		return nil, err
 	}
 	mux := newPublicMux(c.cfg.Health)
 	users := c.cfg.Users
 	deployAPI.Register(mux, users.Require)
+	usageAPI.Register(mux, users.Require)
+	accountAPI.Register(mux, users.Require)
 	// This process is also the activator Envoy falls back to when no
 	// replica is configured: it takes the edge's grants too.
 	c.proxy.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(c.grants, h) })
@@ -208,6 +261,8 @@ func (c *controlPlane) Run(ctx context.Context) error {
 	g.Go(func() error { return c.scraper.Run(gctx) })
 	g.Go(func() error { return demand.ListenWakes(gctx, c.redis, c.loop.Wake) })
 	g.Go(func() error { return c.fleet.Run(gctx) })
+	g.Go(func() error { return c.meter.Run(gctx) })
+	g.Go(func() error { return c.spend.Run(gctx) })
 	g.Go(func() error { return c.leader.Run(gctx, c.loop.Run) })
 	if c.xds != nil {
 		g.Go(func() error { return c.xds.Run(gctx) })

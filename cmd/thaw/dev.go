@@ -40,6 +40,7 @@ type devConfig struct {
 	vllm   vllmFlags
 	edge   edgeFlags
 	proc   processFlags
+	meter  meterFlags
 }
 
 func (c *devConfig) processConfig() processConfig {
@@ -83,6 +84,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)
+	c.meter.register(fs, "<data-dir>/usage.db (SQLite)")
 	c.proc.register(fs, defaultMetricsAddr)
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
@@ -170,6 +172,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	m, err := cfg.meter.open(ctx, cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer m.store.Close()
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
 		Addr: cfg.addr, Store: store, Runtime: rt,
 		Users:    auth.NewUsers(cfg.users),
@@ -180,6 +187,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		PprofAddr:     cfg.pprofAddr,
 		IdleTimeout:   cfg.idleTimeout, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld,
 		Edge: cfg.edge, Listen: cfg.proc.listen,
+		Metering: m, History: rt,
 	})
 	if err != nil {
 		return err

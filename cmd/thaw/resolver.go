@@ -6,18 +6,28 @@ import (
 	"github.com/thawhq/thaw/autoscaler"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/proxy"
 )
 
 // resolver answers the activator's model lookups from the deploy store.
-type resolver struct{ store *deploy.Store }
+type resolver struct {
+	store *deploy.Store
+	// blocked tells a user over their spending limit (spend.Enforcer).
+	blocked func(owner string) (string, bool)
+}
 
 // Resolve maps a model reference (deploy.ParseModelRef) to the caller's
-// deployment; another user's is unknown (deploy.ResolveModelRef).
+// deployment; another user's is unknown (deploy.ResolveModelRef). A user
+// over their spending limit gets OpenAI's 429 insufficient_quota, so
+// nothing wakes.
 func (r resolver) Resolve(user, model string) (proxy.Target, error) {
 	d, err := deploy.ResolveModelRef(user, model, r.find)
 	if err != nil {
 		return proxy.Target{}, fmt.Errorf("%w: %s", proxy.ErrUnknownModel, model)
+	}
+	if msg, blocked := r.blocked(d.Owner); blocked {
+		return proxy.Target{}, httperr.InsufficientQuota("", msg)
 	}
 	return proxy.Target{DeployID: d.ID, Model: d.FullName(), MaxBatchSize: d.Config.MaxBatchSize}, nil
 }
@@ -57,4 +67,23 @@ func (s scaleTargets) Targets() []autoscaler.Target {
 		out = append(out, autoscaler.Target{ID: t.ID, Spec: spec, Current: t.Current})
 	}
 	return out
+}
+
+// spendLimited is the deploy store as the fleet sees it: every deployment
+// of a user over their spending limit has min and max instances 0, so the
+// fleet drains their instances (no stream is cut) and starts none until
+// the limit is raised or the month turns.
+type spendLimited struct {
+	*deploy.Store
+	blocked func(owner string) (string, bool)
+}
+
+func (s spendLimited) List(owner string) []deploy.Deployment {
+	ds := s.Store.List(owner)
+	for i := range ds {
+		if _, b := s.blocked(ds[i].Owner); b {
+			ds[i].Settings.MinInstances, ds[i].Settings.MaxInstances = 0, 0
+		}
+	}
+	return ds
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/proxy"
 )
 
@@ -27,7 +28,8 @@ func TestResolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := resolver{store: store}
+	blocked := map[string]bool{"bob": true}
+	r := resolver{store: store, blocked: func(owner string) (string, bool) { return "over the limit", blocked[owner] }}
 	want := proxy.Target{DeployID: alice.ID, Model: "alice/m", MaxBatchSize: 4}
 	for _, ref := range []string{"alice/m", "deploy_id:" + alice.ID} {
 		got, err := r.Resolve("alice", ref)
@@ -42,5 +44,14 @@ func TestResolver(t *testing.T) {
 		if got, err := r.Resolve("alice", ref); !errors.Is(err, proxy.ErrUnknownModel) {
 			t.Errorf("Resolve(alice, %q) = %+v, %v; want ErrUnknownModel", ref, got, err)
 		}
+	}
+	// A user over their spending limit is refused with OpenAI's 429
+	// insufficient_quota; another user cannot learn it (still unknown).
+	var he *httperr.Error
+	if _, err := r.Resolve("bob", "bob/m"); !errors.As(err, &he) || he.Status != 429 || he.Code != "insufficient_quota" {
+		t.Errorf("Resolve(bob, bob/m) while bob is over his limit: %v, want 429 insufficient_quota", err)
+	}
+	if _, err := r.Resolve("alice", "bob/m"); !errors.Is(err, proxy.ErrUnknownModel) {
+		t.Errorf("Resolve(alice, bob/m) while bob is over his limit: %v, want ErrUnknownModel", err)
 	}
 }

@@ -44,9 +44,10 @@ type serverConfig struct {
 	vllm        vllmFlags
 	hfCache     string
 	// set are the flags given, by name: those of vLLM override jobs.json.
-	set  map[string]bool
-	edge edgeFlags
-	proc processFlags
+	set   map[string]bool
+	edge  edgeFlags
+	proc  processFlags
+	meter meterFlags
 }
 
 func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
@@ -85,6 +86,7 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.vllm.registerServer(fs, &c.hfCache)
 	c.edge.register(fs)
+	c.meter.register(fs, "<data-dir>/usage.db (SQLite; replicas sharing a ledger need PostgreSQL)")
 	c.proc.register(fs, defaultMetricsAddr)
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
@@ -132,6 +134,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	m, err := cfg.meter.open(ctx, cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer m.store.Close()
 	purger, err := nomad.NewPurger(nomad.PurgerConfig{Store: store, Runtime: rt, Logger: p.Log})
 	if err != nil {
 		return err
@@ -150,6 +157,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return map[string]string{"nomad": "ok"}
 		},
 		Edge: cfg.edge, Listen: cfg.proc.listen,
+		Metering: m, History: rt,
 	})
 	if err != nil {
 		return err
