@@ -47,6 +47,7 @@ type thawOpts struct {
 	SimRequestLog   string        // --sim-request-log file; "" leaves it off
 	BodyTimeout     time.Duration // --body-timeout; 0 leaves thaw's default
 	ConnIdleTimeout time.Duration // --conn-idle-timeout; 0 leaves thaw's default
+	Args            []string      // further flags, as given
 }
 
 // thawProc is one running `thaw dev`.
@@ -113,6 +114,7 @@ func startThaw(t *testing.T, opts thawOpts) *thawProc {
 	if opts.ConnIdleTimeout != 0 {
 		args = append(args, "--conn-idle-timeout", opts.ConnIdleTimeout.String())
 	}
+	args = append(args, opts.Args...)
 	th, err := e2e.StartThaw(e2e.ThawConfig{
 		Bin:  thawBin,
 		Args: args,
