@@ -46,6 +46,7 @@ type serverOpts struct {
 	dataDir     string        // default a new dir
 	idleTimeout time.Duration // default 2m
 	adoptGrace  time.Duration // default 10s
+	args        []string      // further flags, after the harness's own
 }
 
 // server is one running `thaw server --engine sim`.
@@ -81,13 +82,13 @@ func startServer(t *testing.T, o serverOpts) *server {
 	}
 	th, err := e2e.StartThaw(e2e.ThawConfig{
 		Bin: thawBin,
-		Args: []string{"server", "--engine", "sim",
+		Args: append([]string{"server", "--engine", "sim",
 			"--nomad-addr", o.nomadAddr, "--redis-addr", o.redisAddr,
 			"--data-dir", o.dataDir, "--users-file", users,
 			"--sim-startup", "300ms", "--sim-tokens-per-second", "200",
 			"--idle-timeout", o.idleTimeout.String(), "--adopt-grace", o.adoptGrace.String(),
 			"--hold-timeout", "60s",
-		},
+		}, o.args...),
 		Proc: e2e.ProcConfig{StopTimeout: 20 * time.Second},
 	})
 	if err != nil {
