@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,17 +18,32 @@ type Ledger interface {
 	Intervals(ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, error)
 	Account(ctx context.Context, owner string) (meter.Account, error)
 	PutAccount(ctx context.Context, a meter.Account) error
+	Tokens(ctx context.Context, owner string, from, to time.Time) ([]meter.Tokens, error)
+	Events(ctx context.Context, owner string, since time.Time, limit int) ([]meter.Event, error)
 }
 
-// Event is a threshold crossing, announced once a month per threshold.
+// Event types.
+const (
+	// EventSpendingLimit: a threshold of the monthly limit was crossed;
+	// announced once a month per threshold.
+	EventSpendingLimit = "spending_limit"
+	// EventDeploymentIdle: a deployment has run with no request for
+	// Config.IdleAfter; announced once per idle stretch.
+	EventDeploymentIdle = "deployment_idle"
+)
+
+// Event is what a user is told: the JSON body of their webhook.
 type Event struct {
 	Owner     string    `json:"owner"`
-	Type      string    `json:"type"` // "spending_limit"
-	Threshold int       `json:"threshold_percent"`
-	SpentUSD  float64   `json:"spent_usd"`
-	LimitUSD  float64   `json:"limit_usd"`
-	Blocked   bool      `json:"blocked"`
-	Month     string    `json:"month"` // "2026-11"
+	Type      string    `json:"type"`
+	Threshold int       `json:"threshold_percent,omitempty"`
+	SpentUSD  float64   `json:"spent_usd,omitempty"`
+	LimitUSD  float64   `json:"limit_usd,omitempty"`
+	Blocked   bool      `json:"blocked,omitempty"`
+	Month     string    `json:"month,omitempty"` // "2026-11"
+	DeployID  string    `json:"deploy_id,omitempty"`
+	IdleSince time.Time `json:"idle_since,omitzero"`
+	CostUSD   float64   `json:"idle_cost_usd,omitempty"`
 	At        time.Time `json:"at"`
 	Message   string    `json:"message"`
 }
@@ -46,13 +62,20 @@ type Config struct {
 	// Interval is how often spend is checked. Default 2s: enforcement
 	// happens within seconds of crossing.
 	Interval time.Duration
-	Logger   *slog.Logger
+	// IdleAfter is how long a deployment may run with no request before
+	// its owner is told (EventDeploymentIdle). Default 24h; checked once a
+	// minute.
+	IdleAfter time.Duration
+	Logger    *slog.Logger
 }
 
 // Enforcer applies Decide to every user with spend this month.
 type Enforcer struct {
 	cfg Config
 	log *slog.Logger
+
+	// lastIdle is when the idle check last ran (Run's goroutine only).
+	lastIdle time.Time
 
 	// mu guards blocked.
 	mu      sync.Mutex
@@ -69,6 +92,9 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = 24 * time.Hour
 	}
 	if cfg.Announce == nil {
 		cfg.Announce = func(context.Context, meter.Account, Event) {}
@@ -172,7 +198,56 @@ func (e *Enforcer) Check(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.swap(blocked)
+	if now.Sub(e.lastIdle) >= time.Minute {
+		e.lastIdle = now
+		if err := e.checkIdle(ctx, ivs, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkIdle tells each owner about their deployments running idle for
+// IdleAfter, once per idle stretch (an event of the stretch already
+// recorded, before a restart too, is not repeated).
+func (e *Enforcer) checkIdle(ctx context.Context, ivs []meter.Interval, now time.Time) error {
+	from := now
+	for _, iv := range ivs {
+		if iv.End.IsZero() && iv.Start.Before(from) {
+			from = iv.Start
+		}
+	}
+	if now.Sub(from) < e.cfg.IdleAfter {
+		return nil // nothing has run that long
+	}
+	toks, err := e.cfg.Ledger.Tokens(ctx, "", from.Truncate(time.Hour), now)
+	if err != nil {
+		return err
+	}
+	idle, err := FindIdle(ivs, toks, now, e.cfg.IdleAfter, e.cfg.Prices)
+	if err != nil {
+		return err
+	}
+	for _, d := range idle {
+		told, err := e.cfg.Ledger.Events(ctx, d.Owner, d.Since, 1000)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(told, func(ev meter.Event) bool {
+			return ev.Type == EventDeploymentIdle && ev.DeployID == d.DeployID
+		}) {
+			continue
+		}
+		a, err := e.cfg.Ledger.Account(ctx, d.Owner)
+		if err != nil {
+			return err
+		}
+		ev := Event{Owner: d.Owner, Type: EventDeploymentIdle, DeployID: d.DeployID, IdleSince: d.Since.UTC(),
+			CostUSD: Round2(d.CostUSD), At: now.UTC(), Message: d.Message(now)}
+		e.log.Warn("deployment running idle", "owner", d.Owner, "deploy", d.DeployID, "since", d.Since, "cost_usd", ev.CostUSD)
+		e.cfg.Announce(ctx, a, ev)
+	}
+	return nil
 }
 
 // checkOwner applies Decide to one owner and announces what it crossed;
@@ -203,7 +278,7 @@ func (e *Enforcer) checkOwner(ctx context.Context, owner string, spent float64, 
 	}
 	for _, t := range d.Notify {
 		ev := Event{
-			Owner: owner, Type: "spending_limit", Threshold: t,
+			Owner: owner, Type: EventSpendingLimit, Threshold: t,
 			SpentUSD: Round2(spent), LimitUSD: limit, Blocked: t >= 100 && d.Blocked,
 			Month: month.Format("2006-01"), At: now.UTC(),
 		}

@@ -15,7 +15,40 @@ import (
 type fakeLedger struct {
 	mu       sync.Mutex
 	ivs      []meter.Interval
+	toks     []meter.Tokens
+	events   []meter.Event
 	accounts map[string]meter.Account
+}
+
+func (l *fakeLedger) Tokens(_ context.Context, owner string, from, to time.Time) ([]meter.Tokens, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []meter.Tokens
+	for _, t := range l.toks {
+		if (owner == "" || t.Owner == owner) && !t.Hour.Before(from) && t.Hour.Before(to) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func (l *fakeLedger) Events(_ context.Context, owner string, since time.Time, _ int) ([]meter.Event, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []meter.Event
+	for _, e := range l.events {
+		if e.Owner == owner && !e.At.Before(since) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// record is an Announce that keeps events the way the control plane does.
+func (l *fakeLedger) record(_ context.Context, _ meter.Account, e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, meter.Event{Owner: e.Owner, At: e.At, Type: e.Type, DeployID: e.DeployID, Message: e.Message})
 }
 
 func (l *fakeLedger) Intervals(_ context.Context, owner string, from, to time.Time) ([]meter.Interval, error) {
@@ -148,4 +181,56 @@ func TestEnforcerMonthTurns(t *testing.T) {
 	if n := len(told); n != 4 || told[3].Threshold != 50 || told[3].Month != "2026-12" {
 		t.Errorf("December's 50%%: announced %+v", told[3:])
 	}
+}
+
+// TestEnforcerIdle: a deployment running with no request for IdleAfter is
+// announced once per idle stretch, within a minute of reaching it, and
+// again only after a request starts a new stretch.
+func TestEnforcerIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		l := &fakeLedger{accounts: map[string]meter.Account{}}
+		l.ivs = []meter.Interval{{InstanceID: "i", DeployID: "d", Model: "u/m", Owner: "u", GPU: "L4-24GB", NumGPUs: 1, Start: start}}
+		e, err := New(Config{Ledger: l, Prices: meter.Prices{"L4-24GB": 1}, IdleAfter: 3 * time.Hour, Announce: l.record})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go e.Run(ctx)
+		idleEvents := func() (n int) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			for _, ev := range l.events {
+				if ev.Type == EventDeploymentIdle && ev.DeployID == "d" {
+					n++
+				}
+			}
+			return n
+		}
+		time.Sleep(3*time.Hour - time.Minute)
+		synctest.Wait()
+		if n := idleEvents(); n != 0 {
+			t.Fatalf("%d idle events before 3 h", n)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if n := idleEvents(); n != 1 {
+			t.Fatalf("%d idle events a minute after 3 h idle, want 1", n)
+		}
+		time.Sleep(5 * time.Hour)
+		synctest.Wait()
+		if n := idleEvents(); n != 1 {
+			t.Fatalf("%d idle events in the same stretch, want 1", n)
+		}
+		// A request in this hour ends the stretch; 3 h later it is idle again.
+		l.mu.Lock()
+		l.toks = append(l.toks, meter.Tokens{DeployID: "d", Owner: "u", Hour: time.Now().Truncate(time.Hour), Requests: 1})
+		l.mu.Unlock()
+		time.Sleep(4*time.Hour + 2*time.Minute)
+		synctest.Wait()
+		if n := idleEvents(); n != 2 {
+			t.Fatalf("%d idle events after a new stretch, want 2", n)
+		}
+	})
 }

@@ -135,7 +135,7 @@ func (c *controlPlane) newMetering(p *process) error {
 	ann := announcer{store: m.store, hooks: &spend.Webhooks{Logger: p.Log}, log: p.Log}
 	c.spend, err = spend.New(spend.Config{
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Interval: m.spendEvery,
-		Announce: ann.announce, Logger: p.Log,
+		IdleAfter: m.idleAlert, Announce: ann.announce, Logger: p.Log,
 		Changed: func(owner string, _ bool) {
 			for _, d := range c.cfg.Store.List(owner) {
 				c.loop.Wake(d.ID)

@@ -23,6 +23,7 @@ type meterFlags struct {
 	caps         string
 	startTimeout time.Duration
 	spendEvery   time.Duration
+	idleAlert    time.Duration
 }
 
 // register adds --database-url, --gpu-prices, --spending-caps,
@@ -34,6 +35,7 @@ func (f *meterFlags) register(fs *flag.FlagSet, dbDefault string) {
 	fs.StringVar(&f.caps, "spending-caps", "", "operator's monthly spending caps, USER=USD,... (*=USD for every other user): a capped user's limit starts at the cap, cannot exceed it and cannot be removed")
 	fs.DurationVar(&f.startTimeout, "start-timeout", fleet.DefaultStartTimeout, "stop an instance that holds GPUs this long without becoming ready (the deployment fails after repeated timeouts)")
 	fs.DurationVar(&f.spendEvery, "spending-check-interval", 2*time.Second, "how often spend is checked against the spending limits")
+	fs.DurationVar(&f.idleAlert, "idle-alert", 24*time.Hour, "tell a deployment's owner (event and webhook) when it has run this long with no request")
 }
 
 // metering is the parsed metering configuration and its open ledger.
@@ -43,14 +45,15 @@ type metering struct {
 	policy       spend.Policy
 	startTimeout time.Duration
 	spendEvery   time.Duration
+	idleAlert    time.Duration
 }
 
 // open parses the flags and opens the ledger; an empty --database-url is
 // SQLite in dataDir. The caller closes the store.
 func (f *meterFlags) open(ctx context.Context, dataDir string) (*metering, error) {
-	m := &metering{startTimeout: f.startTimeout, spendEvery: f.spendEvery}
-	if f.startTimeout <= 0 || f.spendEvery <= 0 {
-		return nil, errors.New("--start-timeout and --spending-check-interval must be positive")
+	m := &metering{startTimeout: f.startTimeout, spendEvery: f.spendEvery, idleAlert: f.idleAlert}
+	if f.startTimeout <= 0 || f.spendEvery <= 0 || f.idleAlert <= 0 {
+		return nil, errors.New("--start-timeout, --spending-check-interval and --idle-alert must be positive")
 	}
 	over, err := meter.ParsePrices(f.prices)
 	if err != nil {
@@ -81,8 +84,8 @@ func usageFact(u fleet.Usage) meter.Fact {
 	}
 }
 
-// announcer records a threshold crossing among the user's events and posts
-// it to their webhook.
+// announcer records what a user is told (a threshold crossed, a deployment
+// running idle) among their events and posts it to their webhook.
 type announcer struct {
 	store *meter.Store
 	hooks *spend.Webhooks
@@ -91,7 +94,7 @@ type announcer struct {
 
 func (a announcer) announce(ctx context.Context, acct meter.Account, e spend.Event) {
 	detail, _ := json.Marshal(e)
-	err := a.store.AddEvent(ctx, meter.Event{Owner: e.Owner, At: e.At, Type: e.Type, Message: e.Message, Detail: detail})
+	err := a.store.AddEvent(ctx, meter.Event{Owner: e.Owner, At: e.At, Type: e.Type, DeployID: e.DeployID, Message: e.Message, Detail: detail})
 	if err != nil {
 		a.log.Warn("spending event not recorded", "owner", e.Owner, "err", err)
 	}
