@@ -24,6 +24,9 @@ type Accounts interface {
 	Ledger
 	Account(ctx context.Context, owner string) (meter.Account, error)
 	PutAccount(ctx context.Context, a meter.Account) error
+	// Events returns owner's events at or after since, oldest first, at
+	// most limit of the newest.
+	Events(ctx context.Context, owner string, since time.Time, limit int) ([]meter.Event, error)
 }
 
 // Blocker tells whether a user is over their spending limit (the spending
@@ -60,10 +63,12 @@ func NewAccount(cfg AccountConfig) (*Account, error) {
 	return &Account{cfg: cfg}, nil
 }
 
-// Register adds GET and PUT /account to mux, wrapped by wrap (auth).
+// Register adds GET and PUT /account and GET /account/events to mux,
+// wrapped by wrap (auth).
 func (a *Account) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
 	mux.Handle("GET /account", wrap(http.HandlerFunc(a.get)))
 	mux.Handle("PUT /account", wrap(http.HandlerFunc(a.put)))
+	mux.Handle("GET /account/events", wrap(http.HandlerFunc(a.events)))
 }
 
 // AccountView is GET /account's body.
@@ -131,11 +136,16 @@ func (a *Account) write(w http.ResponseWriter, ctx context.Context, acct meter.A
 	writeJSON(w, http.StatusOK, v)
 }
 
-// accountUpdate is PUT /account's body; a field left out keeps its value.
-type accountUpdate struct {
-	SpendingLimitUSD *float64 `json:"spending_limit_usd"`
-	WebhookURL       *string  `json:"webhook_url"`
-	WebhookSecret    *string  `json:"webhook_secret"`
+// AccountUpdate is PUT /account's body; a field left out (nil) keeps its
+// value.
+type AccountUpdate struct {
+	// SpendingLimitUSD is the monthly limit in USD; 0 removes it (where the
+	// operator allows).
+	SpendingLimitUSD *float64 `json:"spending_limit_usd,omitempty"`
+	// WebhookURL receives the threshold notifications; "" removes it.
+	WebhookURL *string `json:"webhook_url,omitempty"`
+	// WebhookSecret signs them; it is never shown back.
+	WebhookSecret *string `json:"webhook_secret,omitempty"`
 }
 
 func (a *Account) put(w http.ResponseWriter, r *http.Request) {
@@ -144,7 +154,7 @@ func (a *Account) put(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusRequestEntityTooLarge, "body_too_large", "", "request body over 64 KiB")
 		return
 	}
-	var up accountUpdate
+	var up AccountUpdate
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&up); err != nil {

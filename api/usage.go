@@ -145,7 +145,16 @@ func (u *Usage) invoices(w http.ResponseWriter, r *http.Request) {
 	if sts == nil {
 		sts = []meter.Statement{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "statements": sts})
+	writeJSON(w, http.StatusOK, InvoicesView{From: from, To: to, Statements: sts})
+}
+
+// InvoicesView is GET /usage/invoices' JSON body: the weekly statements of
+// the weeks overlapping [From, To), oldest first (From is moved back to its
+// week's Monday).
+type InvoicesView struct {
+	From       time.Time         `json:"from"`
+	To         time.Time         `json:"to"`
+	Statements []meter.Statement `json:"statements"`
 }
 
 // read loads the owner's intervals and token counts over [from, to).

@@ -1,0 +1,48 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/meter"
+)
+
+// MaxEvents is the most events GET /account/events answers: the newest.
+const MaxEvents = 200
+
+// eventsWindow is how far back GET /account/events looks without ?since=.
+const eventsWindow = 30 * 24 * time.Hour
+
+// EventsView is GET /account/events' body: the caller's events, oldest
+// first.
+type EventsView struct {
+	Events []meter.Event `json:"events"`
+}
+
+// events is GET /account/events: what thaw told the caller (spending
+// thresholds crossed, deployments running idle) since ?since= (RFC 3339;
+// default 30 days ago), at most MaxEvents of the newest, oldest first.
+func (a *Account) events(w http.ResponseWriter, r *http.Request) {
+	since := a.cfg.Now().UTC().Add(-eventsWindow)
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			httperr.Encode(w, http.StatusBadRequest, "invalid_time", "since",
+				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", clip(v)))
+			return
+		}
+		since = t.UTC()
+	}
+	evs, err := a.cfg.Accounts.Events(r.Context(), auth.User(r.Context()), since, MaxEvents)
+	if err != nil {
+		ledgerFailed(w, a.cfg.Logger, err)
+		return
+	}
+	if evs == nil {
+		evs = []meter.Event{}
+	}
+	writeJSON(w, http.StatusOK, EventsView{Events: evs})
+}
