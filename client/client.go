@@ -194,6 +194,11 @@ func decodeView(raw json.RawMessage, err error) (deploy.View, error) {
 // do sends one request with in (if not nil) as its JSON body and returns the
 // body of a 2xx answer; other answers become *Error.
 func (c *Client) do(ctx context.Context, method, path string, in any) (json.RawMessage, error) {
+	return c.doAccept(ctx, method, path, "application/json", in)
+}
+
+// doAccept is do asking for the media type accept.
+func (c *Client) doAccept(ctx context.Context, method, path, accept string, in any) ([]byte, error) {
 	base := NormalizeURL(c.BaseURL)
 	var body io.Reader
 	if in != nil {
@@ -208,7 +213,7 @@ func (c *Client) do(ctx context.Context, method, path string, in any) (json.RawM
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
