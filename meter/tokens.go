@@ -1,0 +1,191 @@
+package meter
+
+// Requests and tokens, counted from the model servers' own counters.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Counters are what a model server counted since it started: finished
+// requests (vLLM's vllm:request_success_total, summed over
+// finished_reason), prompt tokens (vllm:prompt_tokens_total) and generated
+// tokens (vllm:generation_tokens_total). They only grow while it runs.
+type Counters struct {
+	Requests, PromptTokens, CompletionTokens int64
+}
+
+// Delta is what a model server counted between two reads of its counters,
+// prev then cur. A counter lower than before means the server restarted
+// (under the same identity) and counts from zero again: all of cur is new.
+// The zero prev, an instance never read before, gives cur: a model server
+// starts at zero.
+//
+// A server that restarted and then counted past its old values before the
+// next read looks like one that did not restart: what it counted before
+// the restart and was not read yet is lost (at most one read interval of
+// traffic).
+func Delta(prev, cur Counters) Counters {
+	if cur.Requests < prev.Requests || cur.PromptTokens < prev.PromptTokens || cur.CompletionTokens < prev.CompletionTokens {
+		return cur
+	}
+	return Counters{
+		Requests:         cur.Requests - prev.Requests,
+		PromptTokens:     cur.PromptTokens - prev.PromptTokens,
+		CompletionTokens: cur.CompletionTokens - prev.CompletionTokens,
+	}
+}
+
+func (c Counters) add(d Counters) Counters {
+	return Counters{c.Requests + d.Requests, c.PromptTokens + d.PromptTokens, c.CompletionTokens + d.CompletionTokens}
+}
+
+// Scrape is one read of one ready instance's counters, in one round.
+type Scrape struct {
+	InstanceID, DeployID string
+	// Owner is the deployment's owner; "" when it is not known (the
+	// deployment was deleted): then the owner seen on an earlier read of
+	// the instance is used.
+	Owner    string
+	Counters Counters
+	// OK is false when the instance is listed as ready but its counters
+	// could not be read this round (a timeout, a parse error): it keeps
+	// what was read of it before, and its next good read counts from there.
+	OK bool
+}
+
+// TokenLedger is where a TokenCounter adds what it counted: the Store.
+type TokenLedger interface {
+	AddTokens(ctx context.Context, t Tokens) error
+}
+
+// TokenCounter turns rounds of reads of the ready instances' counters into
+// the ledger's requests and tokens per deployment and hour: what each
+// instance counted since its previous read (Delta) is added to its
+// deployment's row for the hour of the read.
+//
+// It remembers the last read of each instance by instance ID. An instance
+// read for the first time counts its whole value (a model server starts at
+// zero, and thaw routes to it only once it is ready, after the fleet's
+// read of nothing); an instance missing from a round is forgotten, with
+// what it counted after its last read: at most one scrape interval of its
+// traffic. The counts include the fleet's one-token warm-up request of
+// each instance: the model server did that work.
+//
+// Rows the ledger could not take (the database is down) are kept, merged
+// per deployment and hour, and retried on the next round.
+type TokenCounter struct {
+	ledger TokenLedger
+	log    *slog.Logger
+
+	// mu guards last and pending. Count holds it for a whole round, the
+	// ledger's writes included, so rounds never interleave.
+	mu      sync.Mutex
+	last    map[string]Scrape // instance ID -> its last good read
+	pending map[tokenKey]Tokens
+}
+
+type tokenKey struct {
+	deployID string
+	hour     time.Time
+}
+
+// NewTokenCounter returns a TokenCounter adding to ledger; log nil is
+// slog.Default().
+func NewTokenCounter(ledger TokenLedger, log *slog.Logger) (*TokenCounter, error) {
+	if ledger == nil {
+		return nil, errors.New("meter: TokenCounter needs a ledger")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &TokenCounter{ledger: ledger, log: log, last: map[string]Scrape{}, pending: map[tokenKey]Tokens{}}, nil
+}
+
+// Count takes one round of reads made at now: round lists every instance
+// the fleet has ready (draining ones included), read or not. It adds what
+// was counted since the previous round to the ledger and returns the
+// ledger's error, if any; the rows are then retried on the next round.
+func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape) error {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	var rows []Tokens
+	tc.last, rows = countRound(tc.last, round, now)
+	for _, r := range rows {
+		k := tokenKey{r.DeployID, r.Hour}
+		if p, ok := tc.pending[k]; ok {
+			r.Requests += p.Requests
+			r.PromptTokens += p.PromptTokens
+			r.CompletionTokens += p.CompletionTokens
+		}
+		tc.pending[k] = r
+	}
+	todo := make([]Tokens, 0, len(tc.pending))
+	for _, p := range tc.pending {
+		todo = append(todo, p)
+	}
+	slices.SortFunc(todo, func(a, b Tokens) int {
+		return cmp.Or(a.Hour.Compare(b.Hour), cmp.Compare(a.DeployID, b.DeployID))
+	})
+	var errs []error
+	for _, t := range todo {
+		if err := tc.ledger.AddTokens(ctx, t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(tc.pending, tokenKey{t.DeployID, t.Hour})
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("meter: tokens kept for the next round: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// countRound is Count's pure part: given the last good read of each
+// instance and a round read at now, it returns the reads to remember and
+// the rows to add, one per deployment with something counted (hour: now's,
+// UTC), ordered by deployment.
+func countRound(last map[string]Scrape, round []Scrape, now time.Time) (map[string]Scrape, []Tokens) {
+	hour := now.UTC().Truncate(time.Hour)
+	next := make(map[string]Scrape, len(round))
+	sums := map[string]Tokens{}
+	for _, s := range round {
+		if s.InstanceID == "" {
+			continue
+		}
+		prev, seen := last[s.InstanceID]
+		if s.Owner == "" {
+			s.Owner = prev.Owner
+		}
+		switch {
+		case !s.OK && seen:
+			next[s.InstanceID] = prev
+			continue
+		case !s.OK, s.Owner == "":
+			// Not read, or read but nobody to count it for: its next
+			// read with an owner counts it all.
+			continue
+		}
+		next[s.InstanceID] = s
+		d := Delta(prev.Counters, s.Counters)
+		if d == (Counters{}) {
+			continue
+		}
+		t := sums[s.DeployID]
+		c := Counters{t.Requests, t.PromptTokens, t.CompletionTokens}.add(d)
+		sums[s.DeployID] = Tokens{DeployID: s.DeployID, Owner: s.Owner, Hour: hour,
+			Requests: c.Requests, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}
+	}
+	rows := make([]Tokens, 0, len(sums))
+	for _, t := range sums {
+		rows = append(rows, t)
+	}
+	slices.SortFunc(rows, func(a, b Tokens) int { return cmp.Compare(a.DeployID, b.DeployID) })
+	return next, rows
+}
