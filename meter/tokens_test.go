@@ -135,7 +135,7 @@ func TestTokenCounter(t *testing.T) {
 			round: []meter.Scrape{read("i1", "d1", "alice", 4, 22, 23), read("i2", "d1", "alice", 3, 30, 300)},
 		},
 		{name: "back: what was kept is added once, merged per hour, with this round's",
-			at: h.Add(122 * time.Minute),
+			at:    h.Add(122 * time.Minute),
 			round: []meter.Scrape{read("i1", "d1", "alice", 5, 24, 25), read("i2", "d1", "alice", 3, 30, 300)},
 			want: []meter.Tokens{
 				row("d1", "alice", h.Add(time.Hour), 1, 2, 2),
