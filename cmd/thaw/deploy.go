@@ -347,10 +347,17 @@ func deployClient() (*client.Client, error) {
 // newDeployFlags returns the flag set of one deploy command, whose -h prints
 // "usage: thaw deploy <usage>" and the flags to stderr.
 func newDeployFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("thaw deploy "+name, flag.ContinueOnError)
+	return newClientFlags("thaw deploy "+name, "thaw deploy "+usage, stderr)
+}
+
+// newClientFlags returns the flag set of a command of the API's client
+// (thaw deploy, usage, account) named name, whose -h prints
+// "usage: <usage>" and the flags to stderr.
+func newClientFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: thaw deploy %s\n", usage)
+		fmt.Fprintf(fs.Output(), "usage: %s\n", usage)
 		if hasFlags(fs) {
 			fmt.Fprintln(fs.Output(), "\nflags:")
 			fs.PrintDefaults()

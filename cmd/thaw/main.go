@@ -20,6 +20,9 @@ Usage:
   thaw sim --port N --model NAME   run the vLLM-compatible model-server simulator
   thaw deploy create|list|get|update|delete [flags]
                                    manage deployments (THAW_ADDR, THAW_TOKEN)
+  thaw usage [invoices] [flags]    what your deployments cost: GPU-hours, USD, tokens; weekly statements
+  thaw account [set|events] [flags]
+                                   your spend, spending limit, burn rate and events
   thaw activator [flags]           run an activator replica behind Envoy (see thaw activator -h)
   thaw envoy-bootstrap [flags]     print an Envoy bootstrap that takes its config from --xds-addr
 `
@@ -62,6 +65,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"dev":             runDev,
 	"sim":             runSim,
 	"deploy":          runDeploy,
+	"usage":           runUsage,
+	"account":         runAccount,
 	"server":          runServer,
 	"activator":       runActivator,
 	"envoy-bootstrap": runEnvoyBootstrap,
