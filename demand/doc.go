@@ -10,4 +10,12 @@
 //	thaw:servers           hash  deploy_id -> "<running> <waiting>" scraped
 //	                             from the model servers' vLLM metrics
 //	thaw:wake              pub/sub channel of deploy_ids that need capacity
+//
+// The Scraper also reads each ready instance's cumulative vLLM counters
+// (finished requests, prompt and generated tokens) and hands every round to
+// a TokenCounter (meter.TokenCounter), which adds what each instance
+// counted since its previous read to the ledger's requests and tokens per
+// deployment and hour: traffic sent straight to the instances by Envoy is
+// counted too. Instances tells the scraper which instance ID serves at
+// each ready address, so that those counts are kept per instance.
 package demand

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/thawhq/thaw/meter"
 )
 
 // serversKey holds what model servers report, per deployment:
@@ -26,12 +29,27 @@ type ServerLoad struct{ Running, Waiting int }
 // ParseVLLM reads vllm:num_requests_running and vllm:num_requests_waiting
 // (summed over label sets) from a Prometheus text exposition.
 func ParseVLLM(r io.Reader) (ServerLoad, error) {
+	l, _, _, err := parseVLLM(r)
+	return l, err
+}
+
+// Counter families of vLLM's /metrics that make meter.Counters, each summed
+// over its label sets (finished_reason, engine).
+const (
+	requestsMetric   = "vllm:request_success_total"
+	promptMetric     = "vllm:prompt_tokens_total"
+	generationMetric = "vllm:generation_tokens_total"
+)
+
+// parseVLLM reads a model server's load and, when it exposes all three
+// counter families, its cumulative counters (ok).
+func parseVLLM(r io.Reader) (_ ServerLoad, _ meter.Counters, ok bool, _ error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(r)
 	if err != nil {
-		return ServerLoad{}, fmt.Errorf("parse metrics: %w", err)
+		return ServerLoad{}, meter.Counters{}, false, fmt.Errorf("parse metrics: %w", err)
 	}
-	sum := func(name string) (int, bool) {
+	sum := func(name string) (float64, bool) {
 		f, ok := fams[name]
 		if !ok {
 			return 0, false
@@ -39,28 +57,58 @@ func ParseVLLM(r io.Reader) (ServerLoad, error) {
 		v := 0.0
 		for _, m := range f.GetMetric() {
 			switch {
+			case m.GetCounter() != nil:
+				v += m.GetCounter().GetValue()
 			case m.GetGauge() != nil:
 				v += m.GetGauge().GetValue()
 			case m.GetUntyped() != nil:
 				v += m.GetUntyped().GetValue()
 			}
 		}
-		return int(v + 0.5), true
+		return v, true
 	}
 	running, ok1 := sum("vllm:num_requests_running")
 	waiting, ok2 := sum("vllm:num_requests_waiting")
 	if !ok1 && !ok2 {
-		return ServerLoad{}, errors.New("no vllm:num_requests_running or vllm:num_requests_waiting")
+		return ServerLoad{}, meter.Counters{}, false, errors.New("no vllm:num_requests_running or vllm:num_requests_waiting")
 	}
-	return ServerLoad{Running: running, Waiting: waiting}, nil
+	load := ServerLoad{Running: int(math.Round(running)), Waiting: int(math.Round(waiting))}
+	requests, okR := sum(requestsMetric)
+	prompt, okP := sum(promptMetric)
+	generated, okG := sum(generationMetric)
+	c := meter.Counters{Requests: int64(math.Round(requests)), PromptTokens: int64(math.Round(prompt)),
+		CompletionTokens: int64(math.Round(generated))}
+	return load, c, okR && okP && okG, nil
+}
+
+// Target is one ready model server to scrape.
+type Target struct {
+	DeployID string
+	// InstanceID names the instance; "" when it is not known: its load
+	// counts, its requests and tokens do not (they are kept per instance).
+	InstanceID string
+	Addr       string // host:port
+}
+
+// TokenCounter receives each round of the model servers' cumulative
+// counters (meter.TokenCounter), which it turns into requests and tokens
+// per deployment and hour.
+type TokenCounter interface {
+	Count(ctx context.Context, now time.Time, round []meter.Scrape) error
 }
 
 // ScraperConfig configures a Scraper.
 type ScraperConfig struct {
 	Redis redis.UniversalClient
-	// Targets returns the ready instances' addresses (host:port) per
-	// deployment.
-	Targets func() map[string][]string
+	// Targets returns the ready instances (draining ones included: they
+	// still serve).
+	Targets func() []Target
+	// Tokens, when set, receives every round's counters of every target,
+	// read or not. Owner is then required.
+	Tokens TokenCounter
+	// Owner returns the owner of a deployment, "" when it is unknown (it
+	// was deleted).
+	Owner func(deployID string) string
 	// Interval between scrapes. Default 1s.
 	Interval time.Duration
 	// TTL of what was written: stale numbers vanish if scraping stops.
@@ -70,16 +118,21 @@ type ScraperConfig struct {
 	Logger *slog.Logger
 }
 
-// Scraper reads the model servers' own load (vLLM metrics), so that demand
-// includes traffic that never passed through an activator (warm traffic
-// sent straight to instances by Envoy) and requests queued inside
-// the servers.
+// Scraper reads the model servers' own load and counters (vLLM metrics),
+// so that demand includes traffic that never passed through an activator
+// (warm traffic sent straight to instances by Envoy) and requests queued
+// inside the servers, and so that the requests and tokens the meter
+// records include that traffic too. It runs where the fleet runs: the
+// meter's one writer.
 type Scraper struct{ cfg ScraperConfig }
 
 // NewScraper returns a Scraper; Run starts it.
 func NewScraper(cfg ScraperConfig) (*Scraper, error) {
 	if cfg.Redis == nil || cfg.Targets == nil {
 		return nil, errors.New("demand: scraper needs Redis and Targets")
+	}
+	if cfg.Tokens != nil && cfg.Owner == nil {
+		return nil, errors.New("demand: scraper counting tokens needs Owner")
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -104,37 +157,56 @@ func (s *Scraper) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-		}
-		if err := s.scrapeOnce(ctx); err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("demand: scrape", "err", err)
+		case now := <-t.C:
+			if err := s.scrapeOnce(ctx, now); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("demand: scrape", "err", err)
+			}
 		}
 	}
 }
 
-func (s *Scraper) scrapeOnce(ctx context.Context) error {
+// scrapeOnce reads every target's /metrics, at once, and hands what it read
+// on: the load per deployment to Redis, the counters to Tokens as read at
+// now.
+func (s *Scraper) scrapeOnce(ctx context.Context, now time.Time) error {
 	targets := s.cfg.Targets()
-	var mu sync.Mutex
 	loads := map[string]ServerLoad{}
+	round := make([]meter.Scrape, len(targets))
+	var mu sync.Mutex // guards loads
 	var wg sync.WaitGroup
-	for id, addrs := range targets {
-		for _, addr := range addrs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l, err := s.scrape(ctx, addr)
-				if err != nil {
-					s.cfg.Logger.Debug("demand: scrape instance", "deploy", id, "addr", addr, "err", err)
-					return
-				}
-				mu.Lock()
-				cur := loads[id]
-				loads[id] = ServerLoad{Running: cur.Running + l.Running, Waiting: cur.Waiting + l.Waiting}
-				mu.Unlock()
-			}()
+	for i, tg := range targets {
+		round[i] = meter.Scrape{InstanceID: tg.InstanceID, DeployID: tg.DeployID}
+		if s.cfg.Tokens != nil && tg.InstanceID != "" {
+			round[i].Owner = s.cfg.Owner(tg.DeployID)
 		}
+		wg.Go(func() {
+			l, c, ok, err := s.scrape(ctx, tg.Addr)
+			if err != nil {
+				s.cfg.Logger.Debug("demand: scrape instance", "deploy", tg.DeployID, "instance", tg.InstanceID, "addr", tg.Addr, "err", err)
+				return
+			}
+			round[i].Counters, round[i].OK = c, ok
+			mu.Lock()
+			cur := loads[tg.DeployID]
+			loads[tg.DeployID] = ServerLoad{Running: cur.Running + l.Running, Waiting: cur.Waiting + l.Waiting}
+			mu.Unlock()
+		})
 	}
 	wg.Wait()
+	var errs []error
+	if err := s.writeLoads(ctx, loads); err != nil {
+		errs = append(errs, err)
+	}
+	if s.cfg.Tokens != nil {
+		if err := s.cfg.Tokens.Count(ctx, now, round); err != nil {
+			errs = append(errs, fmt.Errorf("count tokens: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writeLoads replaces the servers' load in Redis.
+func (s *Scraper) writeLoads(ctx context.Context, loads map[string]ServerLoad) error {
 	fields := make([]any, 0, 2*len(loads))
 	for id, l := range loads {
 		fields = append(fields, id, fmt.Sprintf("%d %d", l.Running, l.Waiting))
@@ -153,18 +225,19 @@ func (s *Scraper) scrapeOnce(ctx context.Context) error {
 	return nil
 }
 
-func (s *Scraper) scrape(ctx context.Context, addr string) (ServerLoad, error) {
+// scrape reads one model server's load and counters (ok: it exposes them).
+func (s *Scraper) scrape(ctx context.Context, addr string) (_ ServerLoad, _ meter.Counters, ok bool, _ error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return ServerLoad{}, err
+		return ServerLoad{}, meter.Counters{}, false, err
 	}
 	resp, err := s.cfg.HTTP.Do(req)
 	if err != nil {
-		return ServerLoad{}, err
+		return ServerLoad{}, meter.Counters{}, false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return ServerLoad{}, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return ServerLoad{}, meter.Counters{}, false, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	return ParseVLLM(resp.Body)
+	return parseVLLM(resp.Body)
 }

@@ -2,9 +2,12 @@ package demand
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -14,6 +17,8 @@ import (
 
 	"github.com/thawhq/thaw/internal/bubbletest"
 	"github.com/thawhq/thaw/internal/redistest"
+	"github.com/thawhq/thaw/meter"
+	"github.com/thawhq/thaw/sim"
 )
 
 func vllmMetrics(running, waiting int) string {
@@ -82,8 +87,8 @@ func TestScraperFeedsDemand(t *testing.T) {
 		servers := metricsNet{"a:8000": vllmMetrics(8, 4), "b:8000": vllmMetrics(3, 0)}
 		s, err := NewScraper(ScraperConfig{Redis: rdb, Interval: 10 * time.Millisecond,
 			HTTP: &http.Client{Transport: servers, Timeout: 10 * time.Millisecond},
-			Targets: func() map[string][]string {
-				return map[string][]string{"d1": {"a:8000", "b:8000", "dead:8000"}}
+			Targets: func() []Target {
+				return []Target{{"d1", "i1", "a:8000"}, {"d1", "i2", "b:8000"}, {"d1", "i3", "dead:8000"}}
 			}})
 		if err != nil {
 			t.Fatal(err)
@@ -97,4 +102,154 @@ func TestScraperFeedsDemand(t *testing.T) {
 			return err == nil && got["d1"] == 15
 		})
 	})
+}
+
+// vllmExposition is what vLLM's /metrics says (prometheus_client's text
+// format: counters with their _created series, two engines), trimmed.
+const vllmExposition = `# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="dev/m"} 2.0
+vllm:num_requests_running{engine="1",model_name="dev/m"} 1.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="dev/m"} 0.0
+vllm:num_requests_waiting{engine="1",model_name="dev/m"} 4.0
+# HELP vllm:request_success_total Count of successfully processed requests.
+# TYPE vllm:request_success_total counter
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="dev/m"} 5.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="dev/m"} 2.0
+vllm:request_success_total{engine="0",finished_reason="abort",model_name="dev/m"} 1.0
+vllm:request_success_total{engine="1",finished_reason="stop",model_name="dev/m"} 3.0
+# HELP vllm:request_success_created Count of successfully processed requests.
+# TYPE vllm:request_success_created gauge
+vllm:request_success_created{engine="0",finished_reason="stop",model_name="dev/m"} 1.7e+09
+# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="dev/m"} 1234.0
+vllm:prompt_tokens_total{engine="1",model_name="dev/m"} 766.0
+# HELP vllm:generation_tokens_total Number of generation tokens processed.
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{engine="0",model_name="dev/m"} 4.2e+06
+vllm:generation_tokens_total{engine="1",model_name="dev/m"} 7.0
+`
+
+func TestParseVLLMCounters(t *testing.T) {
+	type parsed struct {
+		Load     ServerLoad
+		Counters meter.Counters
+		OK       bool
+	}
+	for _, tt := range []struct {
+		name, body string
+		want       parsed
+	}{
+		{"vLLM: summed over engines and finish reasons", vllmExposition,
+			parsed{ServerLoad{Running: 3, Waiting: 4}, meter.Counters{Requests: 11, PromptTokens: 2000, CompletionTokens: 4200007}, true}},
+		{"load gauges only: no counters", vllmMetrics(1, 2), parsed{ServerLoad{Running: 1, Waiting: 2}, meter.Counters{}, false}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l, c, ok, err := parseVLLM(strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, parsed{l, c, ok}); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// chat sends one chat completion to a model server at base and returns
+// the usage it answered.
+func chat(t *testing.T, base, content string, maxTokens int) meter.Counters {
+	t.Helper()
+	body := fmt.Sprintf(`{"model":"alice/m","max_tokens":%d,"messages":[{"role":"user","content":%q}]}`, maxTokens, content)
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Usage struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("chat: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return meter.Counters{Requests: 1, PromptTokens: out.Usage.PromptTokens, CompletionTokens: out.Usage.CompletionTokens}
+}
+
+// TestScraperCountsSimTokens: requests sent to a model server (the
+// simulator, which counts like vLLM), with no activator in between, end up
+// in the ledger's requests and tokens of their deployment and hour, across
+// scrapes and an hour boundary.
+func TestScraperCountsSimTokens(t *testing.T) {
+	ctx := context.Background()
+	srv, err := sim.New(sim.Config{Model: "alice/m", TokensPerSecond: 2000, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	store, err := meter.Open(ctx, filepath.Join(t.TempDir(), "meter.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	counter, err := meter.NewTokenCounter(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rdb := redistest.New(t)
+	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter,
+		Owner: func(id string) string {
+			if id == "d1" {
+				return "alice"
+			}
+			return ""
+		},
+		Targets: func() []Target { return []Target{{"d1", "i1", ts.Listener.Addr().String()}} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	scrape := func(at time.Time) {
+		t.Helper()
+		if err := s.scrapeOnce(ctx, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sent [2]meter.Counters // per hour
+	scrape(h.Add(58 * time.Minute))
+	for i, n := range []int{3, 5, 8} {
+		sent[0] = sent[0].Plus(chat(t, ts.URL, strings.Repeat("hello there ", i+1), n))
+	}
+	scrape(h.Add(59 * time.Minute))
+	for i, n := range []int{2, 4} {
+		sent[1] = sent[1].Plus(chat(t, ts.URL, strings.Repeat("general kenobi ", i+1), n))
+	}
+	scrape(h.Add(61 * time.Minute))
+	scrape(h.Add(62 * time.Minute)) // nothing new: nothing added
+
+	if sent[0].CompletionTokens != 3+5+8 || sent[1].CompletionTokens != 2+4 {
+		t.Fatalf("the simulator answered %+v; want 16 and 6 completion tokens", sent)
+	}
+	got, err := store.Tokens(ctx, "alice", h, h.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := func(hour time.Time, c meter.Counters) meter.Tokens {
+		return meter.Tokens{DeployID: "d1", Owner: "alice", Hour: hour,
+			Requests: c.Requests, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}
+	}
+	want := []meter.Tokens{row(h, sent[0]), row(h.Add(time.Hour), sent[1])}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("the ledger's tokens (-want +got):\n%s", d)
+	}
 }

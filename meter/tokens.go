@@ -42,7 +42,8 @@ func Delta(prev, cur Counters) Counters {
 	}
 }
 
-func (c Counters) add(d Counters) Counters {
+// Plus returns c and d added.
+func (c Counters) Plus(d Counters) Counters {
 	return Counters{c.Requests + d.Requests, c.PromptTokens + d.PromptTokens, c.CompletionTokens + d.CompletionTokens}
 }
 
@@ -178,7 +179,7 @@ func countRound(last map[string]Scrape, round []Scrape, now time.Time) (map[stri
 			continue
 		}
 		t := sums[s.DeployID]
-		c := Counters{t.Requests, t.PromptTokens, t.CompletionTokens}.add(d)
+		c := Counters{t.Requests, t.PromptTokens, t.CompletionTokens}.Plus(d)
 		sums[s.DeployID] = Tokens{DeployID: s.DeployID, Owner: s.Owner, Hour: hour,
 			Requests: c.Requests, PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens}
 	}
