@@ -44,6 +44,7 @@ type Writer struct {
 	cfg WriterConfig
 	log *slog.Logger
 	sig chan struct{} // capacity 1: "the queue may be non-empty"
+	gpu *gpuTally     // GPU time of the facts added, for the metrics
 
 	mu sync.Mutex
 	q  []Fact
@@ -63,11 +64,12 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Writer{cfg: cfg, log: cfg.Logger, sig: make(chan struct{}, 1)}, nil
+	return &Writer{cfg: cfg, log: cfg.Logger, sig: make(chan struct{}, 1), gpu: newGPUTally(time.Now())}, nil
 }
 
 // Add queues f. It never blocks.
 func (w *Writer) Add(f Fact) {
+	w.gpu.add(f)
 	w.mu.Lock()
 	w.q = append(w.q, f)
 	w.mu.Unlock()
@@ -136,6 +138,7 @@ func (w *Writer) drain(ctx context.Context) {
 			wait = min(2*wait, 5*time.Second)
 			continue
 		}
+		w.gpu.written(f)
 		w.mu.Lock()
 		w.q[0] = Fact{}
 		w.q = w.q[1:]
