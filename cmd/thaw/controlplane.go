@@ -86,6 +86,10 @@ type controlPlane struct {
 	// The meter's writer and the spending limits' enforcer.
 	meter *meter.Writer
 	spend *spend.Enforcer
+
+	// instances tells the scraper the ID of each ready instance, from the
+	// fleet's endpoint updates.
+	instances *demand.Instances
 }
 
 // newControlPlane builds the control plane over p's Redis and opens its
@@ -132,6 +136,9 @@ func (c *controlPlane) newMetering(p *process) error {
 	if c.meter, err = meter.NewWriter(wcfg); err != nil {
 		return err
 	}
+	if err := c.meter.RegisterMetrics(otel.GetMeterProvider()); err != nil {
+		return err
+	}
 	ann := announcer{store: m.store, hooks: &spend.Webhooks{Logger: p.Log}, log: p.Log}
 	c.spend, err = spend.New(spend.Config{
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Interval: m.spendEvery,
@@ -162,7 +169,8 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 	if err != nil {
 		return nil, err
 	}
-	eps := endpointsTee{c.proxy}
+	c.instances = &demand.Instances{}
+	eps := endpointsTee{c.proxy, c.instances}
 	if c.xds, err = c.cfg.Edge.newXDS(c.ln.Addr().String(), c.cfg.HoldTimeout, p.Log); err != nil {
 		return nil, err
 	}
@@ -205,7 +213,21 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 	if err != nil {
 		return err
 	}
-	c.scraper, err = demand.NewScraper(demand.ScraperConfig{Redis: c.redis, Targets: c.fleet.ReadyAddrs, Logger: p.Log})
+	tokens, err := meter.NewTokenCounter(c.cfg.Metering.store, p.Log)
+	if err != nil {
+		return err
+	}
+	c.scraper, err = demand.NewScraper(demand.ScraperConfig{Redis: c.redis, Logger: p.Log,
+		Targets: func() []demand.Target { return c.instances.Targets(c.fleet.ReadyAddrs) },
+		Tokens:  tokens,
+		Owner: func(deployID string) string {
+			d, err := c.cfg.Store.Get(deployID)
+			if err != nil {
+				return ""
+			}
+			return d.Owner
+		},
+	})
 	if err != nil {
 		return err
 	}
