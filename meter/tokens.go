@@ -72,12 +72,12 @@ type TokenLedger interface {
 // deployment's row for the hour of the read.
 //
 // It remembers the last read of each instance by instance ID. An instance
-// read for the first time counts its whole value (a model server starts at
-// zero, and thaw routes to it only once it is ready, after the fleet's
-// read of nothing); an instance missing from a round is forgotten, with
-// what it counted after its last read: at most one scrape interval of its
-// traffic. The counts include the fleet's one-token warm-up request of
-// each instance: the model server did that work.
+// read for the first time counts its whole value: it is a new model
+// server, which started at zero. An instance missing from a round (it
+// ended) is forgotten, and with it what it counted after its last read: at
+// most one scrape interval of its traffic. The counts include the fleet's
+// one-token warm-up request of each instance: the model server did that
+// work.
 //
 // Rows the ledger could not take (the database is down) are kept, merged
 // per deployment and hour, and retried on the next round.
@@ -141,6 +141,8 @@ func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape
 			continue
 		}
 		delete(tc.pending, tokenKey{t.DeployID, t.Hour})
+		tc.log.Debug("meter: tokens counted", "deploy", t.DeployID, "hour", t.Hour,
+			"requests", t.Requests, "prompt_tokens", t.PromptTokens, "completion_tokens", t.CompletionTokens)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("meter: tokens kept for the next round: %w", errors.Join(errs...))
