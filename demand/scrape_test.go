@@ -201,7 +201,7 @@ func TestScraperCountsSimTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	counter, err := meter.NewTokenCounter(store, nil)
+	counter, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: store})
 	if err != nil {
 		t.Fatal(err)
 	}

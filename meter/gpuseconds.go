@@ -31,7 +31,7 @@ type gpuTally struct {
 
 	// mu guards open, closed, ended and shown.
 	mu     sync.Mutex
-	open   map[string]Fact // instance ID -> its held fact, At clipped to since
+	open   map[string]Fact // instance ID -> its held fact
 	closed map[gpuKey]float64
 	// shown is the last value at returned: a counter never decreases, and
 	// an open instance counted up to a collection can end before it (its
@@ -59,7 +59,6 @@ func (t *gpuTally) add(f Fact) {
 		if _, ok := t.open[f.InstanceID]; ok || t.ended[f.InstanceID] {
 			return // a re-report: the first one stands, as in the ledger
 		}
-		f.At = maxTime(f.At, t.since)
 		t.open[f.InstanceID] = f
 	case KindReleased:
 		if t.ended[f.InstanceID] {
@@ -68,7 +67,7 @@ func (t *gpuTally) add(f Fact) {
 		t.ended[f.InstanceID] = true
 		start, key, n := t.since, gpuKey{f.DeployID, f.GPU}, f.NumGPUs
 		if held, ok := t.open[f.InstanceID]; ok {
-			start, key, n = held.At, gpuKey{held.DeployID, held.GPU}, held.NumGPUs
+			start, key, n = maxTime(held.At, t.since), gpuKey{held.DeployID, held.GPU}, held.NumGPUs
 			delete(t.open, f.InstanceID)
 		}
 		if f.At.After(start) {
@@ -97,7 +96,7 @@ func (t *gpuTally) at(now time.Time) []GPUSeconds {
 		sums[k] = v
 	}
 	for _, h := range t.open {
-		sums[gpuKey{h.DeployID, h.GPU}] += max(0, now.Sub(h.At).Seconds()) * float64(h.NumGPUs)
+		sums[gpuKey{h.DeployID, h.GPU}] += max(0, now.Sub(maxTime(h.At, t.since)).Seconds()) * float64(h.NumGPUs)
 	}
 	for k, v := range sums {
 		sums[k] = max(v, t.shown[k])
@@ -113,6 +112,23 @@ func (t *gpuTally) at(now time.Time) []GPUSeconds {
 	})
 	return out
 }
+
+// held returns when instance id's GPUs were held, by the runtime's record,
+// while it is held.
+func (t *gpuTally) held(id string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, ok := t.open[id]
+	return f.At, ok
+}
+
+// Held reports when instance id's GPUs were held, by the runtime's own
+// record, if a held fact of it was given to w and no released one: an
+// instance held before w was made ran before this process started.
+func (w *Writer) Held(id string) (time.Time, bool) { return w.gpu.held(id) }
+
+// Started is when w was made: GPUSeconds counts from it.
+func (w *Writer) Started() time.Time { return w.gpu.since }
 
 // GPUSeconds returns the GPU time of the facts given to w since it was
 // made, per deployment and GPU type: the intervals closed since, and the

@@ -87,6 +87,10 @@ func TestGPUSecondsMetric(t *testing.T) {
 		w.Add(held("i1", "d1", "A100-80GB", 2, t0.Add(-time.Hour))) // a re-report adds nothing
 		time.Sleep(60 * time.Second)
 		check("open intervals up to now", map[string]float64{"d1/A100-80GB": 2*60 + 50, "d2/H100": 40})
+		// The token counter asks who ran before this process.
+		if at, ok := w.Held("i1"); !ok || !at.Equal(t0.Add(-time.Hour)) || !at.Before(w.Started()) {
+			t.Errorf("Held(i1) = %v, %v; want the runtime's time, an hour before the writer started (%v)", at, ok, w.Started())
+		}
 
 		// i2 ended at 30 s by the runtime's record, reported at 60 s: the
 		// counter holds until the ledger's value catches up.
@@ -105,6 +109,9 @@ func TestGPUSecondsMetric(t *testing.T) {
 		w.Add(released("i3", "d2", "H100", 1, t0.Add(80*time.Second)))
 		w.Add(released("i9", "d3", "L4", 4, t0.Add(5*time.Second)))
 		w.Add(released("i8", "d3", "L4", 4, t0.Add(-time.Minute))) // ended before: nothing
+		if _, ok := w.Held("i3"); ok {
+			t.Error("Held(i3) after its release: still held")
+		}
 		time.Sleep(20 * time.Second)
 		check("closed intervals", map[string]float64{"d1/A100-80GB": 2*100 + 20, "d2/H100": 60, "d3/L4": 20})
 

@@ -73,17 +73,21 @@ type TokenLedger interface {
 //
 // It remembers the last read of each instance by instance ID. An instance
 // read for the first time counts its whole value: it is a new model
-// server, which started at zero. An instance missing from a round (it
-// ended) is forgotten, and with it what it counted after its last read: at
-// most one scrape interval of its traffic. The counts include the fleet's
-// one-token warm-up request of each instance: the model server did that
-// work.
+// server, which started at zero. Unless it was held before this process
+// started (Held): then it ran under the previous thaw process, which
+// counted it up to its last read, and its first read here is only where
+// counting resumes; what it served between the two processes' reads (thaw's
+// downtime) is not counted, rather than counted twice. An instance missing
+// from a round (it ended) is forgotten, and with it what it counted after
+// its last read: at most one scrape interval of its traffic. The counts
+// include the fleet's one-token warm-up request of each instance: the
+// model server did that work.
 //
 // Rows the ledger could not take (the database is down) are kept, merged
 // per deployment and hour, and retried on the next round.
 type TokenCounter struct {
-	ledger TokenLedger
-	log    *slog.Logger
+	cfg TokenCounterConfig
+	log *slog.Logger
 
 	// mu guards last and pending. Count holds it for a whole round, the
 	// ledger's writes included, so rounds never interleave.
@@ -97,16 +101,42 @@ type tokenKey struct {
 	hour     time.Time
 }
 
-// NewTokenCounter returns a TokenCounter adding to ledger; log nil is
-// slog.Default().
-func NewTokenCounter(ledger TokenLedger, log *slog.Logger) (*TokenCounter, error) {
-	if ledger == nil {
-		return nil, errors.New("meter: TokenCounter needs a ledger")
+// TokenCounterConfig configures a TokenCounter. Ledger is required.
+type TokenCounterConfig struct {
+	Ledger TokenLedger
+	// Held reports when an instance's GPUs were held, by the runtime's
+	// record, while it is held (Writer.Held). An instance held before
+	// Started ran under a previous thaw process. nil: every instance is
+	// taken as new.
+	Held func(instanceID string) (time.Time, bool)
+	// Started is when this process started counting. Default: when
+	// NewTokenCounter is called.
+	Started time.Time
+	Logger  *slog.Logger
+}
+
+// NewTokenCounter returns a TokenCounter; Count feeds it.
+func NewTokenCounter(cfg TokenCounterConfig) (*TokenCounter, error) {
+	if cfg.Ledger == nil {
+		return nil, errors.New("meter: TokenCounter needs a Ledger")
 	}
-	if log == nil {
-		log = slog.Default()
+	if cfg.Started.IsZero() {
+		cfg.Started = time.Now()
 	}
-	return &TokenCounter{ledger: ledger, log: log, last: map[string]Scrape{}, pending: map[tokenKey]Tokens{}}, nil
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &TokenCounter{cfg: cfg, log: cfg.Logger, last: map[string]Scrape{}, pending: map[tokenKey]Tokens{}}, nil
+}
+
+// adopted reports whether instance id was held before this process
+// started counting.
+func (tc *TokenCounter) adopted(id string) bool {
+	if tc.cfg.Held == nil {
+		return false
+	}
+	at, ok := tc.cfg.Held(id)
+	return ok && at.Before(tc.cfg.Started)
 }
 
 // Count takes one round of reads made at now: round lists every instance
@@ -117,7 +147,7 @@ func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	var rows []Tokens
-	tc.last, rows = countRound(tc.last, round, now)
+	tc.last, rows = countRound(tc.last, round, now, tc.adopted)
 	for _, r := range rows {
 		k := tokenKey{r.DeployID, r.Hour}
 		if p, ok := tc.pending[k]; ok {
@@ -136,7 +166,7 @@ func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape
 	})
 	var errs []error
 	for _, t := range todo {
-		if err := tc.ledger.AddTokens(ctx, t); err != nil {
+		if err := tc.cfg.Ledger.AddTokens(ctx, t); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -153,8 +183,9 @@ func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape
 // countRound is Count's pure part: given the last good read of each
 // instance and a round read at now, it returns the reads to remember and
 // the rows to add, one per deployment with something counted (hour: now's,
-// UTC), ordered by deployment.
-func countRound(last map[string]Scrape, round []Scrape, now time.Time) (map[string]Scrape, []Tokens) {
+// UTC), ordered by deployment. The first read of an instance adopted from
+// a previous process counts nothing.
+func countRound(last map[string]Scrape, round []Scrape, now time.Time, adopted func(id string) bool) (map[string]Scrape, []Tokens) {
 	hour := now.UTC().Truncate(time.Hour)
 	next := make(map[string]Scrape, len(round))
 	sums := map[string]Tokens{}
@@ -176,6 +207,9 @@ func countRound(last map[string]Scrape, round []Scrape, now time.Time) (map[stri
 			continue
 		}
 		next[s.InstanceID] = s
+		if !seen && adopted(s.InstanceID) {
+			continue
+		}
 		d := Delta(prev.Counters, s.Counters)
 		if d == (Counters{}) {
 			continue

@@ -72,15 +72,22 @@ func TestTokenCounter(t *testing.T) {
 		want  []meter.Tokens // added by this round
 	}
 	steps := []step{
-		{name: "first read of each instance counts its whole value; one row per deployment",
+		{name: "first read of each new instance counts its whole value, of one adopted from the previous process nothing; one row per deployment",
 			at: h.Add(10 * time.Minute),
 			round: []meter.Scrape{
 				read("i1", "d1", "alice", 2, 20, 200), read("i2", "d1", "alice", 1, 10, 100),
-				read("i3", "d2", "bob", 1, 5, 7),
+				read("i3", "d2", "bob", 1, 5, 7), read("i0", "d1", "alice", 100, 1000, 10000),
 			},
 			want: []meter.Tokens{row("d1", "alice", h, 3, 30, 300), row("d2", "bob", h, 1, 5, 7)}},
+		{name: "the adopted instance counts from its first read",
+			at: h.Add(11 * time.Minute),
+			round: []meter.Scrape{
+				read("i1", "d1", "alice", 2, 20, 200), read("i2", "d1", "alice", 1, 10, 100),
+				read("i3", "d2", "bob", 1, 5, 7), read("i0", "d1", "alice", 101, 1010, 10100),
+			},
+			want: []meter.Tokens{row("d1", "alice", h, 1, 10, 100)}},
 		{name: "nothing new adds nothing",
-			at:    h.Add(11 * time.Minute),
+			at:    h.Add(11*time.Minute + time.Second),
 			round: []meter.Scrape{read("i1", "d1", "alice", 2, 20, 200), read("i2", "d1", "alice", 1, 10, 100), read("i3", "d2", "bob", 1, 5, 7)},
 		},
 		{name: "deltas; a failed read keeps the instance's last value",
@@ -143,7 +150,11 @@ func TestTokenCounter(t *testing.T) {
 			}},
 	}
 	ledger := &tokenLedger{}
-	tc, err := meter.NewTokenCounter(ledger, nil)
+	// The process started at h; i0 was held before it (it ran under the
+	// previous thaw process), i1 after.
+	held := map[string]time.Time{"i0": h.Add(-time.Hour), "i1": h.Add(time.Minute)}
+	tc, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: ledger, Started: h,
+		Held: func(id string) (time.Time, bool) { at, ok := held[id]; return at, ok }})
 	if err != nil {
 		t.Fatal(err)
 	}
