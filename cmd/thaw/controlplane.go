@@ -213,7 +213,8 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 	if err != nil {
 		return err
 	}
-	tokens, err := meter.NewTokenCounter(c.cfg.Metering.store, p.Log)
+	tokens, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: c.cfg.Metering.store,
+		Held: c.meter.Held, Started: c.meter.Started(), Logger: p.Log})
 	if err != nil {
 		return err
 	}
