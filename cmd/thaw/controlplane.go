@@ -56,8 +56,10 @@ type controlPlaneConfig struct {
 	Edge edgeFlags
 	// Listen has the public listener's connection limits.
 	Listen httpserve.Config
-	// Metering is the usage ledger, prices and spending limits.
-	Metering *metering
+	// Meter configures the usage ledger, prices and spending limits;
+	// DataDir holds the ledger when --database-url is not given.
+	Meter   meterFlags
+	DataDir string
 	// History is the runtime's record of ended instances, if it keeps one.
 	History fleet.History
 }
@@ -83,9 +85,11 @@ type controlPlane struct {
 	xds    *xds.Server
 	pub    *endpoints.Publisher
 	grants *auth.Grants
-	// The meter's writer and the spending limits' enforcer.
-	meter *meter.Writer
-	spend *spend.Enforcer
+	// The ledger and its configuration, the meter's writer and the
+	// spending limits' enforcer.
+	metering *metering
+	meter    *meter.Writer
+	spend    *spend.Enforcer
 
 	// instances tells the scraper the ID of each ready instance, from the
 	// fleet's endpoint updates.
@@ -104,6 +108,14 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 	defer func() {
 		if err != nil {
 			c.ln.Close()
+		}
+	}()
+	if c.metering, err = cfg.Meter.open(ctx, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.metering.store.Close()
 		}
 	}()
 	if err := c.newMetering(p); err != nil {
@@ -126,7 +138,7 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 // facts in the ledger and closes, from the runtime's record, the intervals
 // whose end thaw did not see; and the enforcer of spending limits.
 func (c *controlPlane) newMetering(p *process) error {
-	m := c.cfg.Metering
+	m := c.metering
 	var err error
 	wcfg := meter.WriterConfig{Ledger: m.store, Logger: p.Log,
 		Unknown: func(err error) bool { return errors.Is(err, fleet.ErrUnknownInstance) }}
@@ -195,7 +207,7 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 	c.fleet, err = fleet.New(fleet.Config{
 		Runtime: c.cfg.Runtime, Store: spendLimited{c.cfg.Store, c.spend.Blocked}, Endpoints: eps,
 		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: p.Log,
-		StartTimeout: c.cfg.Metering.startTimeout,
+		StartTimeout: c.metering.startTimeout,
 		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
 	})
 	if err != nil {
@@ -213,7 +225,7 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 	if err != nil {
 		return err
 	}
-	tokens, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: c.cfg.Metering.store,
+	tokens, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: c.metering.store,
 		Held: c.meter.Held, Started: c.meter.Started(), Logger: p.Log})
 	if err != nil {
 		return err
@@ -247,7 +259,7 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := c.cfg.Metering
+	m := c.metering
 	usageAPI, err := api.NewUsage(api.UsageConfig{Ledger: m.store, Prices: m.prices, Store: c.cfg.Store, Logger: p.Log})
 	if err != nil {
 		return nil, err
@@ -273,8 +285,10 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 // URL is the public listener's base URL: "http://127.0.0.1:8080".
 func (c *controlPlane) URL() string { return "http://" + c.ln.Addr().String() }
 
-// Run serves until ctx is done or a component fails.
+// Run serves until ctx is done or a component fails; then it closes the
+// ledger, once the meter's writer has written what it held.
 func (c *controlPlane) Run(ctx context.Context) error {
+	defer c.metering.store.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(gctx, c.cfg.Listen, c.ln, c.handler) })
 	if c.cfg.PprofAddr != "" {

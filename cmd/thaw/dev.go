@@ -172,11 +172,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	m, err := cfg.meter.open(ctx, cfg.dataDir)
-	if err != nil {
-		return err
-	}
-	defer m.store.Close()
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
 		Addr: cfg.addr, Store: store, Runtime: rt,
 		Users:    auth.NewUsers(cfg.users),
@@ -187,7 +182,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		PprofAddr:     cfg.pprofAddr,
 		IdleTimeout:   cfg.idleTimeout, HoldTimeout: cfg.holdTimeout, MaxHeld: cfg.maxHeld,
 		Edge: cfg.edge, Listen: cfg.proc.listen,
-		Metering: m, History: rt,
+		Meter: cfg.meter, DataDir: cfg.dataDir, History: rt,
 	})
 	if err != nil {
 		return err

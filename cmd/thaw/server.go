@@ -134,11 +134,6 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	m, err := cfg.meter.open(ctx, cfg.dataDir)
-	if err != nil {
-		return err
-	}
-	defer m.store.Close()
 	purger, err := nomad.NewPurger(nomad.PurgerConfig{Store: store, Runtime: rt, Logger: p.Log})
 	if err != nil {
 		return err
@@ -157,7 +152,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return map[string]string{"nomad": "ok"}
 		},
 		Edge: cfg.edge, Listen: cfg.proc.listen,
-		Metering: m, History: rt,
+		Meter: cfg.meter, DataDir: cfg.dataDir, History: rt,
 	})
 	if err != nil {
 		return err
