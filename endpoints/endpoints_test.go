@@ -36,21 +36,26 @@ func (a *applier) Recover(id string)      { a.mu.Lock(); delete(a.failed, id); a
 func (a *applier) Remove(id string)       { a.mu.Lock(); a.removed = append(a.removed, id); a.mu.Unlock() }
 
 // setup runs a Publisher and a Subscriber over one Redis until the test
-// ends. Call it inside a synctest bubble.
-func setup(t *testing.T) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
+// ends; opts adjust the Publisher's config. Call it inside a synctest
+// bubble.
+func setup(t *testing.T, opts ...func(*PublisherConfig)) (*Publisher, *Subscriber, *applier, *miniredis.Miniredis, redis.UniversalClient) {
 	t.Helper()
 	mr, rdb := redistest.New(t)
 	deployments := map[string]deploy.Deployment{
 		"d1": {ID: "d1", Owner: "alice", ModelName: "m"},
 		"d2": {ID: "d2", Owner: "bob", ModelName: "m"},
 	}
-	pub, err := NewPublisher(PublisherConfig{Redis: rdb, DrainPoll: 5 * time.Millisecond, Lookup: func(id string) (deploy.Deployment, error) {
+	cfg := PublisherConfig{Redis: rdb, DrainPoll: 5 * time.Millisecond, Lookup: func(id string) (deploy.Deployment, error) {
 		d, ok := deployments[id]
 		if !ok {
 			return deploy.Deployment{}, errors.New("unknown")
 		}
 		return d, nil
-	}})
+	}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	pub, err := NewPublisher(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

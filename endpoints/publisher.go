@@ -1,6 +1,7 @@
 package endpoints
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,9 @@ type Record struct {
 	Addrs     map[string]string `json:"addrs"`    // ready instances: id -> host:port
 	// Failed, when set, is why requests fail at once (crash loop).
 	Failed string `json:"failed,omitempty"`
+	// Refused, when set, is the message requests are refused with at once
+	// (429 insufficient_quota): the owner is over their spending limit.
+	Refused string `json:"refused,omitempty"`
 }
 
 // PublisherConfig configures a Publisher.
@@ -42,7 +46,12 @@ type PublisherConfig struct {
 	Resync time.Duration
 	// DrainPoll is how often Drained checks the replicas. Default 50ms.
 	DrainPoll time.Duration
-	Logger    *slog.Logger
+	// Blocked tells whether an owner is over their spending limit, with
+	// the message to show them (spend.Enforcer's Blocked). It is asked
+	// each time a record is written, without the Publisher's lock; call
+	// OwnerChanged when its answer changes. Nil: nobody is blocked.
+	Blocked func(owner string) (msg string, blocked bool)
+	Logger  *slog.Logger
 }
 
 // Publisher writes the fleet's endpoint updates to Redis. Its update methods
@@ -72,6 +81,9 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Blocked == nil {
+		cfg.Blocked = func(string) (string, bool) { return "", false }
 	}
 	return &Publisher{
 		cfg: cfg, dirty: make(chan struct{}, 1),
@@ -125,6 +137,25 @@ func (p *Publisher) Fail(deployID, reason string) {
 // Recover ends Fail.
 func (p *Publisher) Recover(deployID string) {
 	p.update(deployID, func(r *Record) { r.Failed = "" })
+}
+
+// OwnerChanged republishes every record of owner, whose spending verdict
+// (Blocked) changed, so that replicas refuse or serve their requests at
+// once rather than at the next resync. Like the update methods it records
+// and signals: it never waits on Redis.
+func (p *Publisher) OwnerChanged(owner string) {
+	p.mu.Lock()
+	n := 0
+	for id, r := range p.recs {
+		if r.Owner == owner {
+			p.pending[id] = true
+			n++
+		}
+	}
+	p.mu.Unlock()
+	if n > 0 {
+		p.signal()
+	}
 }
 
 // Remove unpublishes a deleted deployment.
@@ -193,7 +224,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 func (p *Publisher) flush(ctx context.Context, all bool) error {
 	p.mu.Lock()
-	writes := map[string][]byte{}
+	var recs []Record
 	var dels []string
 	for id := range p.pending {
 		if p.removed[id] {
@@ -202,12 +233,7 @@ func (p *Publisher) flush(ctx context.Context, all bool) error {
 	}
 	for id, r := range p.recs {
 		if all || p.pending[id] {
-			b, err := json.Marshal(r)
-			if err != nil {
-				p.mu.Unlock()
-				return err
-			}
-			writes[id] = b
+			recs = append(recs, *r) // Addrs is replaced, never changed in place
 		}
 	}
 	clear(p.pending)
@@ -216,8 +242,8 @@ func (p *Publisher) flush(ctx context.Context, all bool) error {
 
 	requeue := func() {
 		p.mu.Lock()
-		for id := range writes {
-			p.pending[id] = true
+		for _, r := range recs {
+			p.pending[r.DeployID] = true
 		}
 		for _, id := range dels {
 			if _, ok := p.recs[id]; !ok {
@@ -226,6 +252,20 @@ func (p *Publisher) flush(ctx context.Context, all bool) error {
 			}
 		}
 		p.mu.Unlock()
+	}
+	// The verdict is asked outside mu: the fleet's updates never wait on
+	// the enforcer.
+	writes := make(map[string][]byte, len(recs))
+	for _, r := range recs {
+		if msg, blocked := p.cfg.Blocked(r.Owner); blocked {
+			r.Refused = cmp.Or(msg, "monthly spending limit reached")
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			requeue()
+			return fmt.Errorf("record %s: %w", r.DeployID, err)
+		}
+		writes[r.DeployID] = b
 	}
 	_, err := p.cfg.Redis.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		for id, b := range writes {

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/proxy"
 )
 
@@ -189,7 +190,9 @@ func (s *Subscriber) remove(id string) {
 // Resolve maps a model reference (deploy.ParseModelRef) to the user's
 // deployment; another user's is unknown (deploy.ResolveModelRef). A model
 // not known yet is waited for up to MissWait: it may have been created a
-// moment ago.
+// moment ago. A deployment whose owner is over their spending limit
+// (Record.Refused) gets OpenAI's 429 insufficient_quota at once, as from
+// the control plane's own activator: nothing is held or woken.
 func (s *Subscriber) Resolve(user, model string) (proxy.Target, error) {
 	deadline := time.NewTimer(s.cfg.MissWait)
 	defer deadline.Stop()
@@ -200,6 +203,8 @@ func (s *Subscriber) Resolve(user, model string) (proxy.Target, error) {
 		updated := s.updated
 		s.mu.Unlock()
 		switch {
+		case err == nil && r.Refused != "":
+			return proxy.Target{}, httperr.InsufficientQuota("", r.Refused)
 		case err == nil:
 			return proxy.Target{DeployID: r.DeployID, Model: r.Model, MaxBatchSize: r.Capacity}, nil
 		case errors.Is(err, deploy.ErrBadModelRef):

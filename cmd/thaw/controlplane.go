@@ -159,6 +159,9 @@ func (c *controlPlane) newMetering(p *process) error {
 			for _, d := range c.cfg.Store.List(owner) {
 				c.loop.Wake(d.ID)
 			}
+			if c.pub != nil { // activator replicas refuse or serve them too
+				c.pub.OwnerChanged(owner)
+			}
 		},
 	})
 	return err
@@ -192,7 +195,8 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 	if c.grants, err = endpoints.CreateGrants(ctx, c.redis); err != nil {
 		return nil, err
 	}
-	c.pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: c.redis, Lookup: c.cfg.Store.Get, Logger: p.Log})
+	c.pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: c.redis, Lookup: c.cfg.Store.Get,
+		Blocked: c.spend.Blocked, Logger: p.Log})
 	if err != nil {
 		return nil, err
 	}
