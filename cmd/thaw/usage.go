@@ -11,6 +11,7 @@ import (
 
 	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/meter"
 )
 
 // This file holds thaw usage and thaw account: what the caller's
@@ -69,18 +70,8 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("thaw usage: %w", err)
 		}
 	}
-	if *asJSON {
-		raw, err := c.UsageRaw(ctx, q)
-		if err != nil {
-			return err
-		}
-		return writeIndented(stdout, raw)
-	}
-	rep, err := c.Usage(ctx, q)
-	if err != nil {
-		return err
-	}
-	return writeUsage(stdout, rep, *groupBy)
+	return show(stdout, *asJSON, func() ([]byte, error) { return c.UsageRaw(ctx, q) },
+		func() (meter.Report, error) { return c.Usage(ctx, q) }, func(w io.Writer, r meter.Report) error { return writeUsage(w, r, *groupBy) })
 }
 
 // deployIDOf is the deploy id ref names: a deployment of the caller's by
@@ -158,18 +149,8 @@ func runAccount(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		raw, err := c.AccountRaw(ctx)
-		if err != nil {
-			return err
-		}
-		return writeIndented(stdout, raw)
-	}
-	v, err := c.Account(ctx)
-	if err != nil {
-		return err
-	}
-	return writeAccount(stdout, v)
+	return show(stdout, *asJSON, func() ([]byte, error) { return c.AccountRaw(ctx) },
+		func() (api.AccountView, error) { return c.Account(ctx) }, writeAccount)
 }
 
 func accountSet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -204,18 +185,8 @@ func accountSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		raw, err := c.SetAccountRaw(ctx, up)
-		if err != nil {
-			return err
-		}
-		return writeIndented(stdout, raw)
-	}
-	v, err := c.SetAccount(ctx, up)
-	if err != nil {
-		return err
-	}
-	return writeAccount(stdout, v)
+	return show(stdout, *asJSON, func() ([]byte, error) { return c.SetAccountRaw(ctx, up) },
+		func() (api.AccountView, error) { return c.SetAccount(ctx, up) }, writeAccount)
 }
 
 func accountEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -230,18 +201,8 @@ func accountEvents(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		raw, err := c.EventsRaw(ctx, since.t)
-		if err != nil {
-			return err
-		}
-		return writeIndented(stdout, raw)
-	}
-	evs, err := c.Events(ctx, since.t)
-	if err != nil {
-		return err
-	}
-	return writeEvents(stdout, evs)
+	return show(stdout, *asJSON, func() ([]byte, error) { return c.EventsRaw(ctx, since.t) },
+		func() ([]meter.Event, error) { return c.Events(ctx, since.t) }, writeEvents)
 }
 
 // parseClientFlags parses the flags of a command that takes no other
@@ -275,4 +236,21 @@ func (f *timeFlag) Set(s string) error {
 		}
 	}
 	return errors.New("want an RFC 3339 time (2026-11-02T00:00:00Z) or a date (2026-11-02)")
+}
+
+// show prints the server's JSON as it came (asJSON), else write's
+// rendering of the decoded answer.
+func show[T any](stdout io.Writer, asJSON bool, raw func() ([]byte, error), decoded func() (T, error), write func(io.Writer, T) error) error {
+	if asJSON {
+		b, err := raw()
+		if err != nil {
+			return err
+		}
+		return writeIndented(stdout, b)
+	}
+	v, err := decoded()
+	if err != nil {
+		return err
+	}
+	return write(stdout, v)
 }
