@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -18,10 +17,11 @@ import (
 	"github.com/thawhq/thaw/spend"
 )
 
-// Accounts is what the account endpoints read and write: the meter's
-// store.
-type Accounts interface {
-	Ledger
+// Ledger is what the usage and account endpoints read and write: the
+// meter's store.
+type Ledger interface {
+	Intervals(ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, error)
+	Tokens(ctx context.Context, owner string, from, to time.Time) ([]meter.Tokens, error)
 	Account(ctx context.Context, owner string) (meter.Account, error)
 	PutAccount(ctx context.Context, a meter.Account) error
 	// Events returns owner's events at or after since, oldest first, at
@@ -33,42 +33,6 @@ type Accounts interface {
 // enforcer).
 type Blocker interface {
 	Blocked(owner string) (msg string, blocked bool)
-}
-
-// AccountConfig configures GET and PUT /account.
-type AccountConfig struct {
-	Accounts Accounts
-	Prices   meter.Prices
-	Policy   spend.Policy
-	Blocker  Blocker
-	// Now defaults to time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
-}
-
-// Account serves a user's spend and spending limit.
-type Account struct{ cfg AccountConfig }
-
-// NewAccount returns the account endpoints.
-func NewAccount(cfg AccountConfig) (*Account, error) {
-	if cfg.Accounts == nil || cfg.Prices == nil || cfg.Blocker == nil {
-		return nil, errors.New("api: Accounts, Prices and Blocker are required")
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	return &Account{cfg: cfg}, nil
-}
-
-// Register adds GET and PUT /account and GET /account/events to mux,
-// wrapped by wrap (auth).
-func (a *Account) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
-	mux.Handle("GET /account", wrap(http.HandlerFunc(a.get)))
-	mux.Handle("PUT /account", wrap(http.HandlerFunc(a.put)))
-	mux.Handle("GET /account/events", wrap(http.HandlerFunc(a.events)))
 }
 
 // AccountView is GET /account's body.
@@ -86,9 +50,9 @@ type AccountView struct {
 	NotifiedPercent   int        `json:"notified_percent"`
 }
 
-func (a *Account) get(w http.ResponseWriter, r *http.Request) {
+func (a *API) getAccount(w http.ResponseWriter, r *http.Request) {
 	owner := auth.User(r.Context())
-	acct, err := a.cfg.Accounts.Account(r.Context(), owner)
+	acct, err := a.cfg.Ledger.Account(r.Context(), owner)
 	if err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return
@@ -97,14 +61,14 @@ func (a *Account) get(w http.ResponseWriter, r *http.Request) {
 }
 
 // write answers with acct's view as of now.
-func (a *Account) write(w http.ResponseWriter, ctx context.Context, acct meter.Account) {
+func (a *API) write(w http.ResponseWriter, ctx context.Context, acct meter.Account) {
 	now := a.cfg.Now().UTC()
 	month, week := spend.MonthStart(now), meter.WeekStart(now)
 	from := month
 	if week.Before(from) {
 		from = week
 	}
-	ivs, err := a.cfg.Accounts.Intervals(ctx, acct.Owner, from, now)
+	ivs, err := a.cfg.Ledger.Intervals(ctx, acct.Owner, from, now)
 	if err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return
@@ -148,7 +112,7 @@ type AccountUpdate struct {
 	WebhookSecret *string `json:"webhook_secret,omitempty"`
 }
 
-func (a *Account) put(w http.ResponseWriter, r *http.Request) {
+func (a *API) putAccount(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err != nil {
 		httperr.Encode(w, http.StatusRequestEntityTooLarge, "body_too_large", "", "request body over 64 KiB")
@@ -163,7 +127,7 @@ func (a *Account) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := auth.User(r.Context())
-	acct, err := a.cfg.Accounts.Account(r.Context(), owner)
+	acct, err := a.cfg.Ledger.Account(r.Context(), owner)
 	if err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return
@@ -185,7 +149,7 @@ func (a *Account) put(w http.ResponseWriter, r *http.Request) {
 	if up.WebhookSecret != nil {
 		acct.WebhookSecret = *up.WebhookSecret
 	}
-	if err := a.cfg.Accounts.PutAccount(r.Context(), acct); err != nil {
+	if err := a.cfg.Ledger.PutAccount(r.Context(), acct); err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/meter"
+	"github.com/thawhq/thaw/spend"
 )
 
 // Live reports a deployment's run-time status (the fleet implements it).
@@ -26,8 +28,14 @@ type Config struct {
 	Live  Live
 	// GPUQuota is the number of GPUs one user may run at once; 0 = none.
 	GPUQuota int
-	// Blocker, when set, refuses min_instances above 0 to a user over
-	// their spending limit.
+	// Ledger, when set, serves usage, statements and accounts (GET /usage,
+	// GET /deploy/{id}/usage, GET /usage/invoices, GET/PUT /account, GET
+	// /account/events), priced by Prices, limited by Policy.
+	Ledger Ledger
+	Prices meter.Prices
+	Policy spend.Policy
+	// Blocker tells a user over their spending limit: the account shows it,
+	// and min_instances above 0 is refused to them. Required with Ledger.
 	Blocker Blocker
 	// MaxBody bounds request bodies, in bytes. Default 1 MiB.
 	MaxBody int64
@@ -43,6 +51,9 @@ type API struct{ cfg Config }
 func New(cfg Config) (*API, error) {
 	if cfg.Store == nil || cfg.Live == nil {
 		return nil, errors.New("api: Store and Live are required")
+	}
+	if cfg.Ledger != nil && (cfg.Prices == nil || cfg.Blocker == nil) {
+		return nil, errors.New("api: Ledger needs Prices and Blocker")
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 1 << 20
@@ -63,6 +74,15 @@ func (a *API) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	mux.Handle("GET /deploy/{id}", wrap(http.HandlerFunc(a.get)))
 	mux.Handle("PUT /deploy/{id}", wrap(http.HandlerFunc(a.update)))
 	mux.Handle("DELETE /deploy/{id}", wrap(http.HandlerFunc(a.delete)))
+	if a.cfg.Ledger == nil {
+		return
+	}
+	mux.Handle("GET /usage", wrap(http.HandlerFunc(a.usage)))
+	mux.Handle("GET /deploy/{id}/usage", wrap(http.HandlerFunc(a.deployUsage)))
+	mux.Handle("GET /usage/invoices", wrap(http.HandlerFunc(a.invoices)))
+	mux.Handle("GET /account", wrap(http.HandlerFunc(a.getAccount)))
+	mux.Handle("PUT /account", wrap(http.HandlerFunc(a.putAccount)))
+	mux.Handle("GET /account/events", wrap(http.HandlerFunc(a.events)))
 }
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {

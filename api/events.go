@@ -25,7 +25,7 @@ type EventsView struct {
 // events is GET /account/events: what thaw told the caller (spending
 // thresholds crossed, deployments running idle) since ?since= (RFC 3339;
 // default 30 days ago), at most MaxEvents of the newest, oldest first.
-func (a *Account) events(w http.ResponseWriter, r *http.Request) {
+func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	since := a.cfg.Now().UTC().Add(-eventsWindow)
 	if v := r.URL.Query().Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339, v)
@@ -36,7 +36,7 @@ func (a *Account) events(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t.UTC()
 	}
-	evs, err := a.cfg.Accounts.Events(r.Context(), auth.User(r.Context()), since, MaxEvents)
+	evs, err := a.cfg.Ledger.Events(r.Context(), auth.User(r.Context()), since, MaxEvents)
 	if err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return

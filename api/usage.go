@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -10,66 +9,23 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/auth"
-	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/spend"
 )
 
-// Ledger is what the usage endpoints read: the meter's store.
-type Ledger interface {
-	Intervals(ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, error)
-	Tokens(ctx context.Context, owner string, from, to time.Time) ([]meter.Tokens, error)
-}
-
-// UsageConfig configures the usage endpoints.
-type UsageConfig struct {
-	Ledger Ledger
-	Prices meter.Prices
-	// Store tells whose a deployment is, for GET /deploy/{id}/usage.
-	Store *deploy.Store
-	// Now defaults to time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
-}
-
-// Usage serves what a user's deployments have cost: GET /usage,
-// GET /deploy/{id}/usage and GET /usage/invoices.
-type Usage struct{ cfg UsageConfig }
-
-// NewUsage returns the usage endpoints.
-func NewUsage(cfg UsageConfig) (*Usage, error) {
-	if cfg.Ledger == nil || cfg.Prices == nil || cfg.Store == nil {
-		return nil, errors.New("api: Ledger, Prices and Store are required")
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	return &Usage{cfg: cfg}, nil
-}
-
-// Register adds the usage routes to mux, each wrapped by wrap (auth).
-func (u *Usage) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
-	mux.Handle("GET /usage", wrap(http.HandlerFunc(u.usage)))
-	mux.Handle("GET /deploy/{id}/usage", wrap(http.HandlerFunc(u.deployUsage)))
-	mux.Handle("GET /usage/invoices", wrap(http.HandlerFunc(u.invoices)))
-}
-
-func (u *Usage) usage(w http.ResponseWriter, r *http.Request) {
-	u.report(w, r, "")
+func (a *API) usage(w http.ResponseWriter, r *http.Request) {
+	a.report(w, r, "")
 }
 
 // deployUsage is GET /usage for one deployment of the caller's, deleted
 // ones included: the ledger keeps them after the store forgets them.
-func (u *Usage) deployUsage(w http.ResponseWriter, r *http.Request) {
+func (a *API) deployUsage(w http.ResponseWriter, r *http.Request) {
 	id, owner := r.PathValue("id"), auth.User(r.Context())
-	d, err := u.cfg.Store.Get(id)
+	d, err := a.cfg.Store.Get(id)
 	mine := err == nil && d.Owner == owner
 	if err != nil {
-		ivs, ok := u.readIntervals(w, r.Context(), owner, time.Unix(0, 0), u.cfg.Now().UTC())
+		ivs, ok := a.readIntervals(w, r.Context(), owner, time.Unix(0, 0), a.cfg.Now().UTC())
 		if !ok {
 			return
 		}
@@ -79,11 +35,11 @@ func (u *Usage) deployUsage(w http.ResponseWriter, r *http.Request) {
 		notFound(w, id)
 		return
 	}
-	u.report(w, r, id)
+	a.report(w, r, id)
 }
 
-func (u *Usage) report(w http.ResponseWriter, r *http.Request, deployID string) {
-	now := u.cfg.Now().UTC()
+func (a *API) report(w http.ResponseWriter, r *http.Request, deployID string) {
+	now := a.cfg.Now().UTC()
 	from, to, ok := window(w, r, now, spend.MonthStart(now))
 	if !ok {
 		return
@@ -99,7 +55,7 @@ func (u *Usage) report(w http.ResponseWriter, r *http.Request, deployID string) 
 		return
 	}
 	owner := auth.User(r.Context())
-	ivs, toks, ok := u.read(w, r.Context(), owner, from, to)
+	ivs, toks, ok := a.read(w, r.Context(), owner, from, to)
 	if !ok {
 		return
 	}
@@ -107,9 +63,9 @@ func (u *Usage) report(w http.ResponseWriter, r *http.Request, deployID string) 
 		only := onlyDeployment(ivs, toks, deployID)
 		ivs, toks = only.ivs, only.toks
 	}
-	rep, err := meter.Summarize(ivs, toks, from, to, now, by, u.cfg.Prices)
+	rep, err := meter.Summarize(ivs, toks, from, to, now, by, a.cfg.Prices)
 	if err != nil {
-		unpriced(w, u.cfg.Logger, err)
+		unpriced(w, a.cfg.Logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rep)
@@ -118,27 +74,27 @@ func (u *Usage) report(w http.ResponseWriter, r *http.Request, deployID string) 
 // invoices is GET /usage/invoices: weekly statements, Monday to Monday
 // UTC, as JSON or (Accept: text/csv) CSV. The default window is the last
 // four weeks and this one.
-func (u *Usage) invoices(w http.ResponseWriter, r *http.Request) {
-	now := u.cfg.Now().UTC()
+func (a *API) invoices(w http.ResponseWriter, r *http.Request) {
+	now := a.cfg.Now().UTC()
 	from, to, ok := window(w, r, now, meter.WeekStart(now).AddDate(0, 0, -28))
 	if !ok {
 		return
 	}
 	from = meter.WeekStart(from)
-	ivs, _, ok := u.read(w, r.Context(), auth.User(r.Context()), from, to)
+	ivs, _, ok := a.read(w, r.Context(), auth.User(r.Context()), from, to)
 	if !ok {
 		return
 	}
-	sts, err := meter.Statements(ivs, from, to, now, u.cfg.Prices)
+	sts, err := meter.Statements(ivs, from, to, now, a.cfg.Prices)
 	if err != nil {
-		unpriced(w, u.cfg.Logger, err)
+		unpriced(w, a.cfg.Logger, err)
 		return
 	}
 	if strings.Contains(r.Header.Get("Accept"), "text/csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="thaw-statements.csv"`)
 		if err := meter.WriteCSV(w, sts); err != nil {
-			u.cfg.Logger.Warn("write statements CSV", "err", err)
+			a.cfg.Logger.Warn("write statements CSV", "err", err)
 		}
 		return
 	}
@@ -158,23 +114,23 @@ type InvoicesView struct {
 }
 
 // read loads the owner's intervals and token counts over [from, to).
-func (u *Usage) read(w http.ResponseWriter, ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, []meter.Tokens, bool) {
-	ivs, ok := u.readIntervals(w, ctx, owner, from, to)
+func (a *API) read(w http.ResponseWriter, ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, []meter.Tokens, bool) {
+	ivs, ok := a.readIntervals(w, ctx, owner, from, to)
 	if !ok {
 		return nil, nil, false
 	}
-	toks, err := u.cfg.Ledger.Tokens(ctx, owner, from, to)
+	toks, err := a.cfg.Ledger.Tokens(ctx, owner, from, to)
 	if err != nil {
-		ledgerFailed(w, u.cfg.Logger, err)
+		ledgerFailed(w, a.cfg.Logger, err)
 		return nil, nil, false
 	}
 	return ivs, toks, true
 }
 
-func (u *Usage) readIntervals(w http.ResponseWriter, ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, bool) {
-	ivs, err := u.cfg.Ledger.Intervals(ctx, owner, from, to)
+func (a *API) readIntervals(w http.ResponseWriter, ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, bool) {
+	ivs, err := a.cfg.Ledger.Intervals(ctx, owner, from, to)
 	if err != nil {
-		ledgerFailed(w, u.cfg.Logger, err)
+		ledgerFailed(w, a.cfg.Logger, err)
 		return nil, false
 	}
 	return ivs, true

@@ -78,23 +78,13 @@ func newMeterHarness(t *testing.T, mc meterConfig) *meterHarness {
 	blocker := &fakeBlocker{blocked: map[string]string{}}
 	live := &fakeLive{byID: map[string]deploy.Live{}}
 
-	deployAPI, err := New(Config{Store: store, Live: live, Now: now, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	usageAPI, err := NewUsage(UsageConfig{Ledger: ledger, Prices: mc.prices, Store: store, Now: now, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	accountAPI, err := NewAccount(AccountConfig{Accounts: ledger, Prices: mc.prices, Policy: mc.policy, Blocker: blocker, Now: now, Logger: logger})
+	deployAPI, err := New(Config{Store: store, Live: live, Now: now, Logger: logger,
+		Ledger: ledger, Prices: mc.prices, Policy: mc.policy, Blocker: blocker})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	require := auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"}).Require
-	deployAPI.Register(mux, require)
-	usageAPI.Register(mux, require)
-	accountAPI.Register(mux, require)
+	deployAPI.Register(mux, auth.NewUsers(map[string]string{"alice": "tok-alice", "bob": "tok-bob"}).Require)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &meterHarness{

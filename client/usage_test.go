@@ -106,19 +106,13 @@ func startUsageServer(t *testing.T) *usageServer {
 	now := func() time.Time { return s.now }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prices := meter.Prices{"A100-80GB": 1.5}
-	u, err := api.NewUsage(api.UsageConfig{Ledger: ledger, Prices: prices, Store: store, Now: now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := api.NewAccount(api.AccountConfig{Accounts: ledger, Prices: prices, Blocker: noBlocks{}, Now: now, Logger: log,
-		Policy: spend.Policy{Caps: map[string]float64{"alice": 100}}})
+	a, err := api.New(api.Config{Store: store, Live: noLive{}, Now: now, Logger: log,
+		Ledger: ledger, Prices: prices, Blocker: noBlocks{}, Policy: spend.Policy{Caps: map[string]float64{"alice": 100}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	require := auth.NewUsers(map[string]string{"alice": "tok-alice"}).Require
-	u.Register(mux, require)
-	a.Register(mux, require)
+	a.Register(mux, auth.NewUsers(map[string]string{"alice": "tok-alice"}).Require)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	s.url = srv.URL
@@ -217,3 +211,8 @@ func TestUsageAgainstTheAPI(t *testing.T) {
 		t.Errorf("Account with a wrong token: err = %v, want 401", err)
 	}
 }
+
+// noLive: the deployments of these tests never run.
+type noLive struct{}
+
+func (noLive) Live(deploy.Deployment) deploy.Live { return deploy.Live{} }

@@ -259,24 +259,15 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	if c.cfg.WrapLive != nil {
 		live = c.cfg.WrapLive(c.fleet)
 	}
-	deployAPI, err := api.New(api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Blocker: c.spend, Logger: p.Log})
-	if err != nil {
-		return nil, err
-	}
 	m := c.metering
-	usageAPI, err := api.NewUsage(api.UsageConfig{Ledger: m.store, Prices: m.prices, Store: c.cfg.Store, Logger: p.Log})
-	if err != nil {
-		return nil, err
-	}
-	accountAPI, err := api.NewAccount(api.AccountConfig{Accounts: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend, Logger: p.Log})
+	deployAPI, err := api.New(api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
+		Ledger: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend})
 	if err != nil {
 		return nil, err
 	}
 	mux := newPublicMux(c.cfg.Health)
 	users := c.cfg.Users
 	deployAPI.Register(mux, users.Require)
-	usageAPI.Register(mux, users.Require)
-	accountAPI.Register(mux, users.Require)
 	// This process is also the activator Envoy falls back to when no
 	// replica is configured: it takes the edge's grants too.
 	c.proxy.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(c.grants, h) })

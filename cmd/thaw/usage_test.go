@@ -93,24 +93,13 @@ func startMetered(t *testing.T) *meteredServer {
 	now := func() time.Time { return usageNow }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prices := meter.Prices{"A100-80GB": 1.5}
-	deployAPI, err := api.New(api.Config{Store: s.store, Live: s, Now: now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	usageAPI, err := api.NewUsage(api.UsageConfig{Ledger: s.ledger, Prices: prices, Store: s.store, Now: now, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	accountAPI, err := api.NewAccount(api.AccountConfig{Accounts: s.ledger, Prices: prices, Blocker: s, Now: now, Logger: log,
-		Policy: spend.Policy{Caps: map[string]float64{"dev": 99}}})
+	deployAPI, err := api.New(api.Config{Store: s.store, Live: s, Now: now, Logger: log,
+		Ledger: s.ledger, Prices: prices, Blocker: s, Policy: spend.Policy{Caps: map[string]float64{"dev": 99}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	require := auth.NewUsers(map[string]string{"dev": testToken}).Require
-	deployAPI.Register(mux, require)
-	usageAPI.Register(mux, require)
-	accountAPI.Register(mux, require)
+	deployAPI.Register(mux, auth.NewUsers(map[string]string{"dev": testToken}).Require)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	t.Setenv("THAW_TOKEN", testToken)
