@@ -201,9 +201,9 @@ func TestUsageDefaultWindow(t *testing.T) {
 		Items: []meter.Item{
 			{DeployID: hs.a.ID, Model: "alice/a", GPU: "A100-80GB", NumGPUs: 2, GPUSeconds: 43200, LoadingSeconds: 6120,
 				CostUSD: 18, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
-			{DeployID: hs.b.ID, Model: "alice/b", GPU: "H100-80GB", NumGPUs: 1, GPUSeconds: 3600, LoadingSeconds: 3600, CostUSD: 2.4},
+			{DeployID: hs.b.ID, Model: "alice/b", GPU: "H100-80GB", NumGPUs: 1, GPUSeconds: 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 2.4},
 		},
-		Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
+		Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 	}
 	if hs.b.ID < hs.a.ID {
 		want.Items[0], want.Items[1] = want.Items[1], want.Items[0]
@@ -261,17 +261,17 @@ func TestUsageWindowAndGroups(t *testing.T) {
 		want: meter.Report{From: at(11, 18, 9, 30), To: at(11, 18, 12, 0),
 			Items: sortedByID(
 				meter.Item{DeployID: hs.a.ID, Model: "alice/a", GPU: "A100-80GB", NumGPUs: 2, GPUSeconds: 7200, LoadingSeconds: 3600, CostUSD: 3},
-				meter.Item{DeployID: hs.b.ID, Model: "alice/b", GPU: "H100-80GB", NumGPUs: 1, GPUSeconds: 1800, LoadingSeconds: 1800, CostUSD: 1.2}),
-			Total: meter.Item{GPUSeconds: 9000, LoadingSeconds: 5400, CostUSD: 4.2}},
+				meter.Item{DeployID: hs.b.ID, Model: "alice/b", GPU: "H100-80GB", NumGPUs: 1, GPUSeconds: 1800, LoadingSeconds: 1800, NeverReadySeconds: 1800, CostUSD: 1.2}),
+			Total: meter.Item{GPUSeconds: 9000, LoadingSeconds: 5400, NeverReadySeconds: 1800, CostUSD: 4.2}},
 	}, {
 		name:  "by gpu",
 		query: "?group_by=gpu",
 		want: meter.Report{From: nov1, To: meterNow,
 			Items: []meter.Item{
 				{GPU: "A100-80GB", GPUSeconds: 43200, LoadingSeconds: 6120, CostUSD: 18, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
-				{GPU: "H100-80GB", GPUSeconds: 3600, LoadingSeconds: 3600, CostUSD: 2.4},
+				{GPU: "H100-80GB", GPUSeconds: 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 2.4},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
 	}, {
 		name:  "by day",
 		query: "?group_by=day",
@@ -280,9 +280,9 @@ func TestUsageWindowAndGroups(t *testing.T) {
 				{Start: tp(nov1), GPUSeconds: 14400, CostUSD: 6},
 				{Start: tp(at(11, 10, 0, 0)), GPUSeconds: 7200, LoadingSeconds: 1800, CostUSD: 3},
 				{Start: tp(at(11, 17, 0, 0)), GPUSeconds: 14400, LoadingSeconds: 720, CostUSD: 6, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
-				{Start: tp(at(11, 18, 0, 0)), GPUSeconds: 10800, LoadingSeconds: 7200, CostUSD: 5.4},
+				{Start: tp(at(11, 18, 0, 0)), GPUSeconds: 10800, LoadingSeconds: 7200, NeverReadySeconds: 3600, CostUSD: 5.4},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
 	}, {
 		name:  "by week",
 		query: "?group_by=week",
@@ -290,9 +290,9 @@ func TestUsageWindowAndGroups(t *testing.T) {
 			Items: []meter.Item{
 				{Start: tp(oct26), GPUSeconds: 14400, CostUSD: 6},
 				{Start: tp(nov9), GPUSeconds: 7200, LoadingSeconds: 1800, CostUSD: 3},
-				{Start: tp(nov16), GPUSeconds: 25200, LoadingSeconds: 7920, CostUSD: 11.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
+				{Start: tp(nov16), GPUSeconds: 25200, LoadingSeconds: 7920, NeverReadySeconds: 3600, CostUSD: 11.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

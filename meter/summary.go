@@ -41,6 +41,10 @@ type Item struct {
 	// ready (included in GPUSeconds, and billed).
 	GPUSeconds     float64 `json:"gpu_seconds"`
 	LoadingSeconds float64 `json:"loading_seconds"`
+	// NeverReadySeconds is the part of GPUSeconds held by instances that
+	// ended without ever becoming ready (a start timeout, a crash while
+	// loading): paid for, nothing served.
+	NeverReadySeconds float64 `json:"never_ready_seconds"`
 	// CostUSD is GPUSeconds priced per GPU type, rounded to the
 	// micro-dollar (statements round to cents, per line).
 	CostUSD          float64 `json:"cost_usd"`
@@ -111,6 +115,9 @@ func Summarize(ivs []Interval, tokens []Tokens, from, to, now time.Time, by Grou
 			secs := piece.end.Sub(piece.from).Seconds() * n
 			a.GPUSeconds += secs
 			a.LoadingSeconds += overlap(piece.from, piece.end, iv.Start, serving) * n
+			if iv.Ready.IsZero() && !iv.End.IsZero() {
+				a.NeverReadySeconds += secs
+			}
 			a.cost += secs / 3600 * rate
 			switch by {
 			case GroupDeployment:
@@ -145,6 +152,7 @@ func Summarize(ivs []Interval, tokens []Tokens, from, to, now time.Time, by Grou
 		r.Items = append(r.Items, a.Item)
 		r.Total.GPUSeconds += a.GPUSeconds
 		r.Total.LoadingSeconds += a.LoadingSeconds
+		r.Total.NeverReadySeconds += a.NeverReadySeconds
 		r.Total.Requests += a.Requests
 		r.Total.PromptTokens += a.PromptTokens
 		r.Total.CompletionTokens += a.CompletionTokens

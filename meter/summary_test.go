@@ -62,8 +62,8 @@ func TestSummarize(t *testing.T) {
 		ivs:  []Interval{iv("i1", "d1", 2, 10, 10.25, 12), iv("i2", "d1", 2, 11, -1, 13)},
 		from: at(0), to: at(24), now: at(24),
 		want: []Item{{DeployID: "d1", Model: "alice/d1", GPU: "A100-80GB", NumGPUs: 2,
-			GPUSeconds: 4 * 7200, LoadingSeconds: 2*900 + 2*7200, CostUSD: 16}},
-		wantTotal: Item{GPUSeconds: 28800, LoadingSeconds: 16200, CostUSD: 16},
+			GPUSeconds: 4 * 7200, LoadingSeconds: 2*900 + 2*7200, NeverReadySeconds: 2 * 7200, CostUSD: 16}},
+		wantTotal: Item{GPUSeconds: 28800, LoadingSeconds: 16200, NeverReadySeconds: 14400, CostUSD: 16},
 	}, {
 		name: "loading before the window is not counted in it",
 		ivs:  []Interval{iv("i1", "d1", 1, 10, 11, 12)},
@@ -84,9 +84,9 @@ func TestSummarize(t *testing.T) {
 		from:   at(0), to: at(24), now: at(24), by: GroupGPU,
 		want: []Item{
 			{GPU: "A100-80GB", GPUSeconds: 3 * 3600, LoadingSeconds: 0, CostUSD: 6, Requests: 3},
-			{GPU: "H100-80GB", GPUSeconds: 3600, LoadingSeconds: 3600, CostUSD: 3, Requests: 5}, // never ready: all loading
+			{GPU: "H100-80GB", GPUSeconds: 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 3, Requests: 5}, // never ready: all loading, and ended so
 		},
-		wantTotal: Item{GPUSeconds: 4 * 3600, LoadingSeconds: 3600, CostUSD: 9, Requests: 8},
+		wantTotal: Item{GPUSeconds: 4 * 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 9, Requests: 8},
 	}, {
 		name: "per day: a run across midnight is split",
 		ivs:  []Interval{iv("i1", "d1", 1, 22, 22, 26)},
