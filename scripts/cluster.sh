@@ -27,6 +27,10 @@
 # installs. Extra arguments go to thaw server (e.g. --idle-timeout 1m).
 set -euo pipefail
 
+SCRIPT=cluster
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NOMAD="$ROOT/bin/nomad"
 THAW=${THAW_BIN:-$ROOT/bin/thaw}
@@ -46,10 +50,6 @@ export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
 export NOMAD_CLI_SHOW_HINTS=0
 
 say() { printf 'cluster: %s\n' "$*"; }
-die() {
-	printf 'cluster: ERROR: %s\n' "$*" >&2
-	exit 1
-}
 
 for f in "$NOMAD" "$PLUGIN" "$REDIS" "$ENVOY"; do
 	[ -x "$f" ] || die "$f missing: run make deps"

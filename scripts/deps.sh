@@ -3,6 +3,8 @@
 # cached, into the repository's bin/ (git-ignored):
 #
 #   bin/redis-server         symlink to Debian's redis-server (apt-get if missing)
+#   postgresql               Debian's PostgreSQL (scripts/postgres.sh; its
+#                            default cluster stopped: tests start their own)
 #   curl                     from Debian if missing (the client-behaviour tests)
 #   bin/nomad                Nomad $NOMAD_VERSION built from the Go module proxy
 #   bin/plugins/thaw-fakegpu the fake nvidia/gpu device plugin (nomad/fakegpu)
@@ -20,6 +22,10 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
+SCRIPT=deps
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/bin"
 NOMAD_VERSION=${NOMAD_VERSION:-v1.10.5}
@@ -35,26 +41,9 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 
 mkdir -p "$BIN/plugins" "$CACHE"
 
-log() { printf 'deps: %s\n' "$*"; }
-die() {
-	printf 'deps: ERROR: %s\n' "$*" >&2
-	exit 1
-}
-
 command -v go >/dev/null || die "go is not installed (need Go >= 1.24 to build Nomad)"
 
 # ---------------------------------------------------------------- redis ----
-
-# as_root runs a command as root (directly, or through sudo when available).
-as_root() {
-	if [ "$(id -u)" -eq 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		die "need root to run: $*"
-	fi
-}
 
 # stop_system_redis makes sure the Debian package did not leave a system Redis
 # running or enabled: tests start their own on a loopback port of their choice.

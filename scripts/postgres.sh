@@ -15,22 +15,9 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-log() { printf 'postgres: %s\n' "$*"; }
-die() {
-	printf 'postgres: ERROR: %s\n' "$*" >&2
-	exit 1
-}
-
-# as_root runs a command as root (directly, or through sudo when available).
-as_root() {
-	if [ "$(id -u)" -eq 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		die "need root to run: $*"
-	fi
-}
+SCRIPT=postgres
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # initdb_path prints the newest /usr/lib/postgresql/<version>/bin/initdb.
 initdb_path() {

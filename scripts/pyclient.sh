@@ -7,12 +7,14 @@
 # Environment: OPENAI_PY_VERSION (default 2.8.1), PYTHON (default python3).
 set -euo pipefail
 
+SCRIPT=pyclient
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv-py"
 OPENAI_PY_VERSION=${OPENAI_PY_VERSION:-2.8.1}
 PYTHON=${PYTHON:-python3}
-
-log() { printf 'pyclient: %s\n' "$*"; }
 
 have=$("$VENV/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null || true)
 if [ "$have" = "$OPENAI_PY_VERSION" ]; then

