@@ -58,11 +58,14 @@
 // it across thaw restarts); Released, on the final report, is when the
 // allocation became terminal: its tasks' latest FinishedAt, else its
 // ModifyTime (a task that never ran, a lost node). Released is zero when
-// the runtime ends an instance before Nomad does (a replaced allocation, a
-// purge, an allocation Nomad forgot); Ended then answers once Nomad has
-// ended it. Ended (fleet.History) reads an instance's allocations from
-// Nomad, so it answers for instances of a previous thaw run, until Nomad
-// garbage-collects them.
+// the runtime ends an instance before Nomad does (a replaced allocation, an
+// allocation Nomad forgot, a purge whose allocations did not end in time);
+// Ended then answers once Nomad has ended it. Ended (fleet.History) reads
+// an instance's allocations from Nomad, so it answers for instances of a
+// previous thaw run, until Nomad garbage-collects them. Nomad forgets a
+// purged job's allocations at once, before they have stopped: Purge
+// therefore stops the job, waits for its allocations to end, reports their
+// Released, and only then purges.
 //
 // # Restarts
 //

@@ -17,10 +17,10 @@ var _ fleet.History = (*Runtime)(nil)
 // Ended reports when instance id freed its GPUs, from Nomad's record of
 // its allocations: an instance ID is "<deploy id>/<group>", so Ended lists
 // the allocations of the deployment's job (every version of it, stopped
-// and purged jobs included) and keeps those of the group. Nomad keeps
-// terminal allocations until its garbage collection (by default an hour
-// after they end, sooner under `nomad system gc`); after that, and for a
-// group that never had an allocation, the instance is
+// jobs included) and keeps those of the group. Nomad keeps terminal
+// allocations until its garbage collection (by default an hour after they
+// end, sooner under `nomad system gc`; a purged job's at once); after
+// that, and for a group that never had an allocation, the instance is
 // fleet.ErrUnknownInstance.
 //
 // It answers from Nomad, not from the runtime's memory, so it works for
