@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ const perSecond = "--gpu-prices=A100-80GB=3600"
 // total what /usage costs.
 func TestServerUsage(t *testing.T) {
 	pg := e2e.StartPostgres(t)
+	nc := nomadClient() // one client: polling with a new one each time exhausts Nomad's connections per client
 	db := openLedger(t, pg)
 	opts := serverOpts{
 		redisAddr: startRedis(t), dataDir: t.TempDir(), adoptGrace: 3 * time.Second,
@@ -45,6 +47,7 @@ func TestServerUsage(t *testing.T) {
 	t0 := time.Now()
 	s := startServer(t, opts)
 	const gpus = 2
+	allocs := recordAllocs(t, nc)
 	d := s.create(uniqueName("usage"), "A100-80GB", gpus, 4, 1, 1)
 	running := func(d deploy.View) bool { return d.Instances.Running == 1 }
 
@@ -62,17 +65,16 @@ func TestServerUsage(t *testing.T) {
 
 	// SIGKILL, and A ends while no thaw watches: the job is stopped in Nomad.
 	s.th.Kill()
-	nc := nomadClient()
 	if _, _, err := nc.Jobs().Deregister(jobOf(d), false, nil); err != nil {
 		t.Fatalf("stop job %s: %v", jobOf(d), err)
 	}
-	aEnd := waitTerminal(t, a)
+	aEnd := finishedAt(allocs.waitTerminal(t, a))
 	t.Logf("allocation %s of %s ended at %s while thaw was down", a[:8], jobOf(d), aEnd.Format(time.RFC3339Nano))
 
 	// The restarted thaw closes A's interval from Nomad's record (at
 	// start, at the latest a minute later) and starts allocation B.
 	s = startServer(t, opts)
-	aGroup := allocGroup(t, a)
+	aGroup := allocs.view(t, a).TaskGroup
 	var closed time.Time
 	if !waitFor(70*time.Second, 200*time.Millisecond, func() bool {
 		closed = factAt(t, db, d.ID+"/"+aGroup, "released")
@@ -91,17 +93,14 @@ func TestServerUsage(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	s.delete(d.ID)
-	waitTerminal(t, b)
+	allocs.waitTerminal(t, b)
 
 	// Nomad's record of both allocations against the ledger's facts.
 	var want float64
 	held := map[string]time.Time{} // instance ID -> CreateTime
 	released := map[string]time.Time{}
 	for _, id := range []string{a, b} {
-		al, _, err := nc.Allocations().Info(id, nil)
-		if err != nil {
-			t.Fatalf("allocation %s: %v", id, err)
-		}
+		al := allocs.view(t, id)
 		inst := d.ID + "/" + al.TaskGroup
 		held[inst], released[inst] = time.Unix(0, al.CreateTime), finishedAt(al)
 		want += released[inst].Sub(held[inst]).Seconds() * gpus
@@ -109,7 +108,7 @@ func TestServerUsage(t *testing.T) {
 			released[inst].Format(time.RFC3339Nano), released[inst].Sub(held[inst]).Seconds())
 	}
 	if !waitFor(10*time.Second, 100*time.Millisecond, func() bool {
-		return !factAt(t, db, d.ID+"/"+allocGroup(t, b), "released").IsZero()
+		return !factAt(t, db, d.ID+"/"+allocs.view(t, b).TaskGroup, "released").IsZero()
 	}) {
 		t.Fatalf("allocation %s of the deleted deployment has no released fact", b[:8])
 	}
@@ -201,30 +200,6 @@ func onlyAlloc(t *testing.T, live map[string]*api.AllocationListStub) string {
 	return ""
 }
 
-func allocGroup(t *testing.T, id string) string {
-	t.Helper()
-	a, _, err := nomadClient().Allocations().Info(id, nil)
-	if err != nil {
-		t.Fatalf("allocation %s: %v", id, err)
-	}
-	return a.TaskGroup
-}
-
-// waitTerminal waits until allocation id is over and returns when it freed
-// its GPUs by Nomad's record: its tasks' latest FinishedAt.
-func waitTerminal(t *testing.T, id string) time.Time {
-	t.Helper()
-	var a *api.Allocation
-	if !waitFor(60*time.Second, 100*time.Millisecond, func() bool {
-		var err error
-		a, _, err = nomadClient().Allocations().Info(id, nil)
-		return err == nil && a.ClientTerminalStatus() && !finishedAt(a).IsZero()
-	}) {
-		t.Fatalf("allocation %s not over within 60s: %+v", id, a)
-	}
-	return finishedAt(a)
-}
-
 // finishedAt is the latest FinishedAt of a's tasks.
 func finishedAt(a *api.Allocation) time.Time {
 	var last time.Time
@@ -304,4 +279,82 @@ func checkFact(t *testing.T, facts map[string]map[string][]time.Time, inst, kind
 	if diff := got[0].Sub(want); diff.Abs() > time.Millisecond {
 		t.Errorf("instance %s: %s at %s, %v from Nomad's %s", inst, kind, got[0].Format(time.RFC3339Nano), diff, want.Format(time.RFC3339Nano))
 	}
+}
+
+// allocRecorder keeps the latest view of each allocation from Nomad's
+// event stream: Nomad forgets a purged job's allocations as soon as
+// they are over, and deleting a deployment purges its job.
+type allocRecorder struct {
+	// mu guards last and err.
+	mu   sync.Mutex
+	last map[string]*api.Allocation // by allocation ID
+	err  error                      // the stream's failure
+}
+
+// recordAllocs follows every allocation until the test ends.
+func recordAllocs(t *testing.T, nc *api.Client) *allocRecorder {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := nc.EventStream().Stream(ctx, map[api.Topic][]string{api.TopicAllocation: {"*"}}, 0, nil)
+	if err != nil {
+		cancel()
+		t.Fatalf("Nomad's event stream: %v", err)
+	}
+	r := &allocRecorder{last: map[string]*api.Allocation{}}
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for evs := range ch {
+			r.mu.Lock()
+			if evs.Err != nil && ctx.Err() == nil {
+				r.err = evs.Err
+			}
+			for _, e := range evs.Events {
+				a, err := e.Allocation()
+				if err != nil || a == nil {
+					continue
+				}
+				if prev := r.last[a.ID]; prev == nil || a.ModifyIndex >= prev.ModifyIndex {
+					r.last[a.ID] = a
+				}
+			}
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+// waitTerminal waits until allocation id is over and returns Nomad's last
+// view of it.
+func (r *allocRecorder) waitTerminal(t *testing.T, id string) *api.Allocation {
+	t.Helper()
+	var a *api.Allocation
+	if !waitFor(60*time.Second, 50*time.Millisecond, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		a = r.last[id]
+		return a != nil && a.ClientTerminalStatus() && !finishedAt(a).IsZero()
+	}) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if a == nil {
+			t.Fatalf("allocation %s: no event of it (stream error: %v)", id, r.err)
+		}
+		t.Fatalf("allocation %s not seen over within 60s (last seen %s/%s): a job purged before its allocations end leaves no record of when they did",
+			id, a.DesiredStatus, a.ClientStatus)
+	}
+	return a
+}
+
+// view is the latest view of allocation id; the test fails without one.
+func (r *allocRecorder) view(t *testing.T, id string) *api.Allocation {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.last[id]
+	if a == nil {
+		t.Fatalf("no event of allocation %s (stream error: %v)", id, r.err)
+	}
+	return a
 }
