@@ -57,10 +57,7 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	groupBy := fs.String("group-by", "deployment", "one line per deployment, gpu (type), day or week (Monday, UTC)")
 	ref := fs.String("deployment", "", "only this deployment, by deploy id or model name (deleted ones: by id)")
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a table")
-	if err := parseClientFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := deployClient()
+	c, err := parseClientFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -97,15 +94,12 @@ func usageInvoices(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Var(&to, "to", "statements of the weeks before this, TIME (default: now)")
 	asCSV := fs.Bool("csv", false, "print the server's CSV (one row per line) instead of a table")
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a table")
-	if err := parseClientFlags(fs, args); err != nil {
+	c, err := parseClientFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	if *asCSV && *asJSON {
 		return errors.New("thaw usage invoices: --csv and --json: choose one")
-	}
-	c, err := deployClient()
-	if err != nil {
-		return err
 	}
 	switch {
 	case *asCSV:
@@ -142,10 +136,7 @@ func runAccount(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs := newClientFlags("thaw account", accountUsage[len("usage: "):], stderr)
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a summary")
-	if err := parseClientFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := deployClient()
+	c, err := parseClientFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -160,7 +151,8 @@ func accountSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	hookURL := fs.String("webhook-url", "", `URL that receives the 50%, 80% and 100% notifications; "" removes it`)
 	secret := fs.String("webhook-secret", "", "secret the notifications are signed with (HMAC-SHA256); never shown back")
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a summary")
-	if err := parseClientFlags(fs, args); err != nil {
+	c, err := parseClientFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	set := setFlags(fs)
@@ -181,10 +173,6 @@ func accountSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if up == (api.AccountUpdate{}) {
 		return errors.New("thaw account set: nothing to change: give --spending-limit, --webhook-url and/or --webhook-secret")
 	}
-	c, err := deployClient()
-	if err != nil {
-		return err
-	}
 	return show(stdout, *asJSON, func() ([]byte, error) { return c.SetAccountRaw(ctx, up) },
 		func() (api.AccountView, error) { return c.SetAccount(ctx, up) }, writeAccount)
 }
@@ -194,10 +182,7 @@ func accountEvents(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var since timeFlag
 	fs.Var(&since, "since", "events at or after TIME (default: 30 days ago)")
 	asJSON := fs.Bool("json", false, "print the server's JSON instead of a table")
-	if err := parseClientFlags(fs, args); err != nil {
-		return err
-	}
-	c, err := deployClient()
+	c, err := parseClientFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -206,16 +191,17 @@ func accountEvents(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 // parseClientFlags parses the flags of a command that takes no other
-// arguments, naming the command in errors.
-func parseClientFlags(fs *flag.FlagSet, args []string) error {
+// arguments, naming the command in errors, and returns the deploy API
+// client of THAW_ADDR and THAW_TOKEN.
+func parseClientFlags(fs *flag.FlagSet, args []string) (*client.Client, error) {
 	pos, err := parseDeployFlags(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(pos) > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
+		return nil, fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
 	}
-	return nil
+	return deployClient()
 }
 
 // timeFlag is a flag holding an RFC 3339 time or a date (midnight UTC).
