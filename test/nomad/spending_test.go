@@ -1,6 +1,7 @@
 package nomadtest
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -216,6 +217,8 @@ func TestServerStartTimeout(t *testing.T) {
 	if len(allocs) != 3 {
 		t.Errorf("%d allocations before the deployment failed, want 3 (the crash-loop bound): %v", len(allocs), describeAllocs(allocs))
 	}
+
+	slices.SortFunc(allocs, func(a, b *api.AllocationListStub) int { return cmp.Compare(a.CreateTime, b.CreateTime) })
 
 	// Each allocation was stopped by thaw within seconds of the timeout.
 	var nomadSeconds float64
