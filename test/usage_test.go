@@ -2,14 +2,8 @@ package test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +11,7 @@ import (
 	"time"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // perSecond prices an A100-80GB at 3600 USD an hour: one USD per GPU-second,
@@ -94,21 +89,6 @@ func (w *simWatch) bounds(t *testing.T, numGPUs int) (lo, hi float64, n int) {
 	return lo, hi, len(w.life)
 }
 
-// usageItem is the part of a /usage item these tests read.
-type usageItem struct {
-	DeployID       string  `json:"deploy_id"`
-	GPU            string  `json:"gpu"`
-	NumGPUs        int     `json:"num_gpus"`
-	GPUSeconds     float64 `json:"gpu_seconds"`
-	LoadingSeconds float64 `json:"loading_seconds"`
-	CostUSD        float64 `json:"cost_usd"`
-}
-
-type usageReport struct {
-	Items []usageItem `json:"items"`
-	Total usageItem   `json:"total"`
-}
-
 // TestUsageMatchesTheRuntime: a 2-GPU deployment runs three instances in
 // turn: one until thaw restarts (SIGTERM), one until thaw is SIGKILLed (its
 // end is closed from localrt's heartbeat after the restart), one until the
@@ -152,7 +132,7 @@ func TestUsageMatchesTheRuntime(t *testing.T) {
 		t.Fatalf("saw %d simulators, want 3 (one per run)", n)
 	}
 
-	var rep usageReport
+	var rep e2e.UsageReport
 	if !waitFor(10*time.Second, 100*time.Millisecond, func() bool {
 		r := p.do(t, http.MethodGet, "/deploy/"+d.ID+"/usage", devToken, nil)
 		if r.Status != http.StatusOK {
@@ -199,47 +179,6 @@ func TestUsageMatchesTheRuntime(t *testing.T) {
 	}
 }
 
-// hookReceiver is a user's webhook endpoint: it checks each signature and
-// keeps the events.
-type hookReceiver struct {
-	*httptest.Server
-	mu     sync.Mutex
-	events []map[string]any
-	bad    int
-}
-
-func receiveHooks(t *testing.T, secret string) *hookReceiver {
-	h := &hookReceiver{}
-	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write(body)
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if r.Header.Get("X-Thaw-Signature") != "sha256="+hex.EncodeToString(m.Sum(nil)) {
-			h.bad++
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var ev map[string]any
-		_ = json.Unmarshal(body, &ev)
-		h.events = append(h.events, ev)
-	}))
-	t.Cleanup(h.Close)
-	return h
-}
-
-func (h *hookReceiver) thresholds() []float64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []float64
-	for _, e := range h.events {
-		v, _ := e["threshold_percent"].(float64)
-		out = append(out, v)
-	}
-	return out
-}
-
 // TestSpendingLimit: a user with a 6 USD monthly limit runs a 2-GPU
 // deployment at 1 USD per GPU-second. Their webhook gets the 50, 80 and
 // 100% events, signed; within seconds of crossing the limit the
@@ -249,7 +188,7 @@ func (h *hookReceiver) thresholds() []float64 {
 func TestSpendingLimit(t *testing.T) {
 	t.Parallel()
 	p := startThaw(t, thawOpts{Args: []string{perSecond, "--spending-check-interval=500ms"}})
-	hooks := receiveHooks(t, "hook-secret")
+	hooks := e2e.ReceiveWebhooks(t, "hook-secret")
 	r := p.do(t, http.MethodPut, "/account", devToken, map[string]any{
 		"spending_limit_usd": 6, "webhook_url": hooks.URL + "/thaw", "webhook_secret": "hook-secret"})
 	if r.Status != http.StatusOK {
@@ -297,12 +236,12 @@ func TestSpendingLimit(t *testing.T) {
 		t.Errorf("min_instances 1 over the limit: %s, want 429", r)
 	}
 	if !waitFor(10*time.Second, 50*time.Millisecond, func() bool {
-		th := hooks.thresholds()
+		th := hooks.Thresholds()
 		return len(th) == 3
-	}) || hooks.bad != 0 {
-		t.Errorf("webhook: thresholds %v (want [50 80 100]), %d with a bad signature", hooks.thresholds(), hooks.bad)
+	}) || hooks.Bad() != 0 {
+		t.Errorf("webhook: thresholds %v (want [50 80 100]), %d with a bad signature", hooks.Thresholds(), hooks.Bad())
 	}
-	if th := hooks.thresholds(); len(th) == 3 && (th[0] != 50 || th[1] != 80 || th[2] != 100) {
+	if th := hooks.Thresholds(); len(th) == 3 && (th[0] != 50 || th[1] != 80 || th[2] != 100) {
 		t.Errorf("webhook thresholds %v, want [50 80 100] in order", th)
 	}
 

@@ -3,17 +3,11 @@ package nomadtest
 import (
 	"cmp"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +33,7 @@ func TestServerSpendingLimit(t *testing.T) {
 	)
 	pg := e2e.StartPostgres(t)
 	nc := nomadClient()
-	hooks := receiveSignedHooks(t, secret)
+	hooks := e2e.ReceiveWebhooks(t, secret)
 	s := startServer(t, serverOpts{args: []string{"--database-url", pg, perSecond, "--spending-check-interval=500ms"}})
 	if r, err := s.do(http.MethodPut, "/account", map[string]any{
 		"spending_limit_usd": limitUSD, "webhook_url": hooks.URL + "/thaw", "webhook_secret": secret,
@@ -125,14 +119,14 @@ func TestServerSpendingLimit(t *testing.T) {
 	// The webhook got 50, 80 and 100%, signed, in order; the events say
 	// the same.
 	want := []int{50, 80, 100}
-	if !waitFor(10*time.Second, 50*time.Millisecond, func() bool { return len(hooks.received()) >= len(want) }) {
-		t.Errorf("webhook: %d events within 10s, want %d", len(hooks.received()), len(want))
+	if !waitFor(10*time.Second, 50*time.Millisecond, func() bool { return len(hooks.Posts()) >= len(want) }) {
+		t.Errorf("webhook: %d events within 10s, want %d", len(hooks.Posts()), len(want))
 	}
-	got := hooks.received()
-	if bad := hooks.badCount(); bad != 0 {
+	got := hooks.Posts()
+	if bad := hooks.Bad(); bad != 0 {
 		t.Errorf("webhook: %d posts with a bad signature", bad)
 	}
-	if th := thresholdsOf(got); !slices.Equal(th, want) {
+	if th := hooks.Thresholds(); !slices.Equal(th, want) {
 		t.Errorf("webhook thresholds %v, want %v in order", th, want)
 	}
 	for _, h := range got {
@@ -149,7 +143,7 @@ func TestServerSpendingLimit(t *testing.T) {
 	}
 	var listed []int
 	for _, e := range evs {
-		var det spendHook
+		var det e2e.SpendingEvent
 		if err := json.Unmarshal(e.Detail, &det); err != nil {
 			t.Errorf("event %+v: detail: %v", e, err)
 		}
@@ -369,72 +363,4 @@ func deploymentUsage(t *testing.T, s *server, id string, from time.Time) deployU
 		t.Fatalf("GET /deploy/%s/usage: %v", id, err)
 	}
 	return deployUsage{rep.Total.GPUSeconds, rep.Total.NeverReadySeconds, rep.Total.LoadingSeconds, rep.Total.CostUSD}
-}
-
-// spendHook is the part of a spending webhook's body the tests read.
-type spendHook struct {
-	Type      string  `json:"type"`
-	Threshold int     `json:"threshold_percent"`
-	SpentUSD  float64 `json:"spent_usd"`
-	LimitUSD  float64 `json:"limit_usd"`
-	Blocked   bool    `json:"blocked"`
-}
-
-// signedHook is one post the webhook receiver accepted.
-type signedHook struct {
-	Event string // X-Thaw-Event
-	Body  spendHook
-}
-
-// hookSink is a user's webhook endpoint on loopback: it checks each post's
-// X-Thaw-Signature and keeps the good ones in order.
-type hookSink struct {
-	*httptest.Server
-	// mu guards posts and bad.
-	mu    sync.Mutex
-	posts []signedHook
-	bad   int
-}
-
-func receiveSignedHooks(t *testing.T, secret string) *hookSink {
-	t.Helper()
-	h := &hookSink{}
-	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write(body)
-		var hook signedHook
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if err != nil || !hmac.Equal([]byte(r.Header.Get("X-Thaw-Signature")), []byte("sha256="+hex.EncodeToString(m.Sum(nil)))) ||
-			json.Unmarshal(body, &hook.Body) != nil {
-			h.bad++
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		hook.Event = r.Header.Get("X-Thaw-Event")
-		h.posts = append(h.posts, hook)
-	}))
-	t.Cleanup(h.Close)
-	return h
-}
-
-func (h *hookSink) received() []signedHook {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]signedHook(nil), h.posts...)
-}
-
-func (h *hookSink) badCount() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.bad
-}
-
-func thresholdsOf(hs []signedHook) []int {
-	var out []int
-	for _, h := range hs {
-		out = append(out, h.Body.Threshold)
-	}
-	return out
 }

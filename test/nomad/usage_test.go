@@ -124,7 +124,7 @@ func TestServerUsage(t *testing.T) {
 	}
 
 	from := t0.Add(-time.Hour).UTC().Format(time.RFC3339)
-	var dep, all usageReport
+	var dep, all e2e.UsageReport
 	s.getJSON("/deploy/"+d.ID+"/usage?from="+url.QueryEscape(from), &dep)
 	s.getJSON("/usage?from="+url.QueryEscape(from), &all)
 	got := dep.Total.GPUSeconds
@@ -157,21 +157,6 @@ func TestServerUsage(t *testing.T) {
 	if math.Abs(sum-all.Total.CostUSD) > 0.01 {
 		t.Errorf("statements total %.4f USD, /usage %.4f USD", sum, all.Total.CostUSD)
 	}
-}
-
-// usageItem is the part of a /usage item the test reads.
-type usageItem struct {
-	DeployID       string  `json:"deploy_id"`
-	GPU            string  `json:"gpu"`
-	NumGPUs        int     `json:"num_gpus"`
-	GPUSeconds     float64 `json:"gpu_seconds"`
-	LoadingSeconds float64 `json:"loading_seconds"`
-	CostUSD        float64 `json:"cost_usd"`
-}
-
-type usageReport struct {
-	Items []usageItem `json:"items"`
-	Total usageItem   `json:"total"`
 }
 
 // getJSON decodes the answer of GET path into v; anything but 200 fails
