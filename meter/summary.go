@@ -79,74 +79,99 @@ func Summarize(ivs []Interval, tokens []Tokens, from, to, now time.Time, by Grou
 	if err != nil {
 		return Report{}, err
 	}
-	// costs keeps cost unrounded per item until the end.
-	type acc struct {
-		Item
-		cost float64
-	}
-	items := map[string]*acc{}
-	get := func(key string, start *time.Time) *acc {
-		a := items[key]
-		if a == nil {
-			a = &acc{}
-			if start != nil {
-				s := *start
-				a.Start = &s
-			}
-			items[key] = a
-		}
-		return a
-	}
-	gpuOf := map[string]string{} // deployment -> GPU type, for tokens grouped by GPU
+	s := summary{by: by, bucket: bucket, items: map[string]*itemAcc{}, gpuOf: map[string]string{}}
 	for _, iv := range ivs {
-		s, e := maxTime(iv.Start, from), minTime(iv.end(now), to)
-		if !e.After(s) {
-			continue
-		}
-		rate, err := p.Rate(iv.GPU)
-		if err != nil {
-			return Report{}, fmt.Errorf("deployment %s, instance %s: %w", iv.DeployID, iv.InstanceID, err)
-		}
-		gpuOf[iv.DeployID] = iv.GPU
-		serving := iv.servingFrom(now)
-		for _, piece := range bucket.split(iv, s, e) {
-			a := get(piece.key, piece.start)
-			n := float64(iv.NumGPUs)
-			secs := piece.end.Sub(piece.from).Seconds() * n
-			a.GPUSeconds += secs
-			a.LoadingSeconds += overlap(piece.from, piece.end, iv.Start, serving) * n
-			if iv.Ready.IsZero() && !iv.End.IsZero() {
-				a.NeverReadySeconds += secs
-			}
-			a.cost += secs / 3600 * rate
-			switch by {
-			case GroupDeployment:
-				a.DeployID, a.Model, a.GPU, a.NumGPUs = iv.DeployID, iv.Model, iv.GPU, iv.NumGPUs
-			case GroupGPU:
-				a.GPU = iv.GPU
-			}
+		if err := s.addInterval(iv, from, to, now, p); err != nil {
+			return Report{}, err
 		}
 	}
 	for _, tk := range tokens {
-		h := tk.Hour.UTC()
-		if h.Before(from) || !h.Before(to) {
-			continue
+		if h := tk.Hour.UTC(); !h.Before(from) && h.Before(to) {
+			s.addTokens(tk)
 		}
-		key, start := bucket.tokenKey(tk, gpuOf)
-		a := get(key, start)
-		switch by {
-		case GroupDeployment:
-			a.DeployID = tk.DeployID
-		case GroupGPU:
-			a.GPU = gpuOf[tk.DeployID]
-		}
-		a.Requests += tk.Requests
-		a.PromptTokens += tk.PromptTokens
-		a.CompletionTokens += tk.CompletionTokens
 	}
-	r := Report{From: from, To: to, Items: make([]Item, 0, len(items))}
+	return s.report(from, to), nil
+}
+
+// itemAcc is one item being summed; cost stays unrounded until the end.
+type itemAcc struct {
+	Item
+	cost float64
+}
+
+// summary is Summarize's accumulator.
+type summary struct {
+	by     GroupBy
+	bucket splitter
+	items  map[string]*itemAcc
+	gpuOf  map[string]string // deployment -> GPU type, for tokens grouped by GPU
+}
+
+func (s *summary) item(key string, start *time.Time) *itemAcc {
+	a := s.items[key]
+	if a == nil {
+		a = &itemAcc{}
+		if start != nil {
+			st := *start
+			a.Start = &st
+		}
+		s.items[key] = a
+	}
+	return a
+}
+
+// addInterval adds the part of iv inside [from, to).
+func (s *summary) addInterval(iv Interval, from, to, now time.Time, p Prices) error {
+	start, end := maxTime(iv.Start, from), minTime(iv.end(now), to)
+	if !end.After(start) {
+		return nil
+	}
+	rate, err := p.Rate(iv.GPU)
+	if err != nil {
+		return fmt.Errorf("deployment %s, instance %s: %w", iv.DeployID, iv.InstanceID, err)
+	}
+	s.gpuOf[iv.DeployID] = iv.GPU
+	serving := iv.servingFrom(now)
+	n := float64(iv.NumGPUs)
+	for _, piece := range s.bucket.split(iv, start, end) {
+		a := s.item(piece.key, piece.start)
+		secs := piece.end.Sub(piece.from).Seconds() * n
+		a.GPUSeconds += secs
+		a.LoadingSeconds += overlap(piece.from, piece.end, iv.Start, serving) * n
+		if iv.Ready.IsZero() && !iv.End.IsZero() {
+			a.NeverReadySeconds += secs
+		}
+		a.cost += secs / 3600 * rate
+		switch s.by {
+		case GroupDeployment:
+			a.DeployID, a.Model, a.GPU, a.NumGPUs = iv.DeployID, iv.Model, iv.GPU, iv.NumGPUs
+		case GroupGPU:
+			a.GPU = iv.GPU
+		}
+	}
+	return nil
+}
+
+func (s *summary) addTokens(tk Tokens) {
+	key, start := s.bucket.tokenKey(tk, s.gpuOf)
+	a := s.item(key, start)
+	switch s.by {
+	case GroupDeployment:
+		a.DeployID = tk.DeployID
+	case GroupGPU:
+		a.GPU = s.gpuOf[tk.DeployID]
+	}
+	a.Requests += tk.Requests
+	a.PromptTokens += tk.PromptTokens
+	a.CompletionTokens += tk.CompletionTokens
+}
+
+// report rounds the items, sums the total and orders the items by bucket,
+// then deployment, then GPU type.
+func (s *summary) report(from, to time.Time) Report {
+	r := Report{From: from, To: to, Items: make([]Item, 0, len(s.items))}
 	var total float64
-	for _, a := range items {
+	for _, a := range s.items {
 		total += a.cost
 		a.CostUSD = roundTo(a.cost, 1e6)
 		r.Items = append(r.Items, a.Item)
@@ -166,7 +191,7 @@ func Summarize(ivs []Interval, tokens []Tokens, from, to, now time.Time, by Grou
 		}
 		return cmp.Or(cmp.Compare(a.DeployID, b.DeployID), cmp.Compare(a.GPU, b.GPU))
 	})
-	return r, nil
+	return r
 }
 
 // piece is the part of an interval that falls in one item.
