@@ -234,6 +234,15 @@ func (r *Renderer) Job(s Spec) (*api.Job, error) {
 	}}
 	task.KillTimeout = new(killTimeout)
 
+	tg := group(s, port)
+	tg.Tasks = []*api.Task{task}
+	job.TaskGroups = []*api.TaskGroup{tg}
+	return job, nil
+}
+
+// group renders the instance task group around one task: its port, its
+// restart policy (fail fast: the fleet replaces) and its health check.
+func group(s Spec, port api.Port) *api.TaskGroup {
 	tg := api.NewTaskGroup(GroupName, s.Count)
 	tg.Update = &api.UpdateStrategy{MaxParallel: new(0)}
 	tg.Networks = []*api.NetworkResource{{DynamicPorts: []api.Port{port}}}
@@ -256,9 +265,7 @@ func (r *Renderer) Job(s Spec) (*api.Job, error) {
 			Timeout:  checkTimeout,
 		}},
 	}}
-	tg.Tasks = []*api.Task{task}
-	job.TaskGroups = []*api.TaskGroup{tg}
-	return job, nil
+	return tg
 }
 
 // validate checks s and returns the device model its GPU maps to.

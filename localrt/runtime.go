@@ -197,20 +197,22 @@ var (
 
 // New validates cfg, fills in defaults and returns a Runtime. It starts no
 // goroutine and no process: see Run.
-func New(cfg Config) (*Runtime, error) {
+// withDefaults checks cfg and fills in its defaults, including the command
+// that starts a model server for the engine.
+func (cfg Config) withDefaults() (Config, error) {
 	for gpu, n := range cfg.Inventory {
 		if n < 0 {
-			return nil, fmt.Errorf("localrt: inventory: %d %s GPUs", n, gpu)
+			return cfg, fmt.Errorf("localrt: inventory: %d %s GPUs", n, gpu)
 		}
 	}
 	if cfg.TokensPerSecond < 0 {
-		return nil, fmt.Errorf("localrt: %v tokens per second", cfg.TokensPerSecond)
+		return cfg, fmt.Errorf("localrt: %v tokens per second", cfg.TokensPerSecond)
 	}
 	if cfg.Ports == (PortRange{}) {
 		cfg.Ports = DefaultPorts
 	}
 	if err := cfg.Ports.validate(); err != nil {
-		return nil, fmt.Errorf("localrt: %w", err)
+		return cfg, fmt.Errorf("localrt: %w", err)
 	}
 	switch {
 	case cfg.Startup == 0:
@@ -235,20 +237,20 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.Engine = EngineSim
 	case EngineSim, EngineVLLM:
 	default:
-		return nil, fmt.Errorf("localrt: engine %q, want %q or %q", cfg.Engine, EngineSim, EngineVLLM)
+		return cfg, fmt.Errorf("localrt: engine %q, want %q or %q", cfg.Engine, EngineSim, EngineVLLM)
 	}
 	if cfg.VLLMKVCacheGiB < 0 {
-		return nil, fmt.Errorf("localrt: %d GiB of KV cache", cfg.VLLMKVCacheGiB)
+		return cfg, fmt.Errorf("localrt: %d GiB of KV cache", cfg.VLLMKVCacheGiB)
 	}
 	if cfg.VLLMDevice == "" {
 		cfg.VLLMDevice = vllm.Detect()
 	}
 	if _, err := vllm.ParseDevice(string(cfg.VLLMDevice)); err != nil {
-		return nil, fmt.Errorf("localrt: %w", err)
+		return cfg, fmt.Errorf("localrt: %w", err)
 	}
 	if cfg.Command == nil && cfg.Engine == EngineVLLM {
 		if cfg.VLLMBinary == "" {
-			return nil, errors.New("localrt: engine vllm needs the vllm executable (Config.VLLMBinary)")
+			return cfg, errors.New("localrt: engine vllm needs the vllm executable (Config.VLLMBinary)")
 		}
 		cfg.Command = vllmCommand(cfg.VLLMBinary, vllm.Settings{Device: cfg.VLLMDevice, KVCacheGiB: cfg.VLLMKVCacheGiB, CacheDir: cfg.VLLMCacheDir})
 	}
@@ -256,11 +258,19 @@ func New(cfg Config) (*Runtime, error) {
 		if cfg.Binary == "" {
 			exe, err := os.Executable()
 			if err != nil {
-				return nil, fmt.Errorf("localrt: finding the thaw binary: %w", err)
+				return cfg, fmt.Errorf("localrt: finding the thaw binary: %w", err)
 			}
 			cfg.Binary = exe
 		}
 		cfg.Command = simCommand(cfg.Binary, cfg.Startup, cfg.TokensPerSecond, cfg.SimArgs)
+	}
+	return cfg, nil
+}
+
+func New(cfg Config) (*Runtime, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	var nonce [4]byte
 	rand.Read(nonce[:])
