@@ -62,11 +62,11 @@ func TestLoopNoPhantomWakeAfterIdle(t *testing.T) {
 		}
 		scraper, err := demand.NewScraper(demand.ScraperConfig{
 			Redis: rdb,
-			Targets: func() map[string][]string {
+			Targets: func() []demand.Target {
 				if fleet.Targets()[0].Current == 0 {
 					return nil // stopped: nothing to scrape
 				}
-				return map[string][]string{"a": {"a-0:8000"}}
+				return []demand.Target{{DeployID: "a", Addr: "a-0:8000"}}
 			},
 			HTTP:   &http.Client{Transport: model},
 			Logger: log,
