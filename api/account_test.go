@@ -79,13 +79,16 @@ func TestAccountGet(t *testing.T) {
 // TestAccountNotified: the threshold already announced is this month's
 // only.
 func TestAccountNotified(t *testing.T) {
-	h := newMeterHarness(t, meterConfig{})
 	for _, tt := range []struct {
 		month time.Time
 		want  int
 	}{{at(11, 1, 0, 0), 80}, {at(10, 1, 0, 0), 0}} {
-		err := h.ledger.PutAccount(context.Background(), meter.Account{Owner: "alice", SpendingLimitUSD: 10, Notified: 80, NotifiedMonth: tt.month})
-		if err != nil {
+		h := newMeterHarness(t, meterConfig{})
+		ctx := context.Background()
+		if err := h.ledger.PutAccount(ctx, meter.Account{Owner: "alice", SpendingLimitUSD: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.ledger.MarkNotified(ctx, "alice", tt.month, 80); err != nil {
 			t.Fatal(err)
 		}
 		if got := h.do("alice", http.MethodGet, "/account", nil).account(t).NotifiedPercent; got != tt.want {

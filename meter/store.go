@@ -322,33 +322,52 @@ func (s *Store) Account(ctx context.Context, owner string) (Account, error) {
 	return a, nil
 }
 
-// PutAccount creates or replaces a's row.
+// PutAccount sets a's limit and webhook, creating the row if needed. The
+// notified threshold is not the caller's to set (MarkNotified is): a
+// changed limit starts it again from zero, so the thresholds of the new
+// limit are announced.
 func (s *Store) PutAccount(ctx context.Context, a Account) error {
 	switch {
 	case a.Owner == "":
 		return errors.New("meter: put account: no owner")
 	case math.IsNaN(a.SpendingLimitUSD) || math.IsInf(a.SpendingLimitUSD, 0) || a.SpendingLimitUSD < 0:
 		return fmt.Errorf("meter: put account %s: spending limit %v: want a number >= 0", a.Owner, a.SpendingLimitUSD)
-	case a.Notified != 0 && a.Notified != 50 && a.Notified != 80 && a.Notified != 100:
-		return fmt.Errorf("meter: put account %s: notified %d: want 0, 50, 80 or 100", a.Owner, a.Notified)
-	}
-	var month int64
-	if !a.NotifiedMonth.IsZero() {
-		month = us(a.NotifiedMonth)
 	}
 	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO accounts
-		(owner, spending_limit_usd, webhook_url, webhook_secret, notified, notified_month_us) VALUES (?, ?, ?, ?, ?, ?)
+		(owner, spending_limit_usd, webhook_url, webhook_secret, notified, notified_month_us) VALUES (?, ?, ?, ?, 0, 0)
 		ON CONFLICT (owner) DO UPDATE SET
+			notified = CASE WHEN accounts.spending_limit_usd = excluded.spending_limit_usd THEN accounts.notified ELSE 0 END,
 			spending_limit_usd = excluded.spending_limit_usd,
 			webhook_url = excluded.webhook_url,
-			webhook_secret = excluded.webhook_secret,
-			notified = excluded.notified,
-			notified_month_us = excluded.notified_month_us`),
-		a.Owner, a.SpendingLimitUSD, a.WebhookURL, a.WebhookSecret, a.Notified, month)
+			webhook_secret = excluded.webhook_secret`),
+		a.Owner, a.SpendingLimitUSD, a.WebhookURL, a.WebhookSecret)
 	if err != nil {
 		return fmt.Errorf("meter: put account %s: %w", a.Owner, err)
 	}
 	return nil
+}
+
+// MarkNotified records that owner was told threshold (50, 80 or 100) in
+// month, unless a threshold as high was already recorded for that month.
+// It reports whether this call recorded it: of several replicas that
+// cross the same threshold at once, exactly one announces it.
+func (s *Store) MarkNotified(ctx context.Context, owner string, month time.Time, threshold int) (bool, error) {
+	if threshold != 50 && threshold != 80 && threshold != 100 {
+		return false, fmt.Errorf("meter: mark notified %s: threshold %d: want 50, 80 or 100", owner, threshold)
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO accounts
+		(owner, spending_limit_usd, webhook_url, webhook_secret, notified, notified_month_us) VALUES (?, 0, '', '', ?, ?)
+		ON CONFLICT (owner) DO UPDATE SET notified = excluded.notified, notified_month_us = excluded.notified_month_us
+		WHERE accounts.notified_month_us <> excluded.notified_month_us OR accounts.notified < excluded.notified`),
+		owner, threshold, us(month))
+	if err != nil {
+		return false, fmt.Errorf("meter: mark notified %s: %w", owner, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("meter: mark notified %s: %w", owner, err)
+	}
+	return n == 1, nil
 }
 
 // Event is something thaw told a user: a spending threshold crossed, a

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -338,12 +339,26 @@ func testAccounts(t *testing.T, url string) {
 		t.Errorf("missing account (-want +got):\n%s", d)
 	}
 	month := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	want := meter.Account{Owner: "alice", SpendingLimitUSD: 12.5, WebhookURL: "http://127.0.0.1:9/hook", Notified: 50, NotifiedMonth: month}
+	want := meter.Account{Owner: "alice", SpendingLimitUSD: 12.5, WebhookURL: "http://127.0.0.1:9/hook", WebhookSecret: "s"}
 	if err := s.PutAccount(ctx, want); err != nil {
 		t.Fatal(err)
 	}
-	want.Notified, want.SpendingLimitUSD = 80, 20
-	if err := s.PutAccount(ctx, want); err != nil {
+	mark := func(th int, m time.Time, wantWon bool) {
+		t.Helper()
+		won, err := s.MarkNotified(ctx, "alice", m, th)
+		if err != nil || won != wantWon {
+			t.Fatalf("MarkNotified(%d, %s) = %v, %v; want %v", th, m.Format("2006-01"), won, err, wantWon)
+		}
+	}
+	mark(50, month, true)
+	mark(50, month, false) // already told: another replica must not announce it again
+	mark(80, month, true)
+	mark(50, month, false)
+	want.Notified, want.NotifiedMonth = 80, month
+	// Changing the webhook keeps what was told; changing the limit starts
+	// the thresholds again.
+	want.WebhookURL = "http://127.0.0.1:9/other"
+	if err := s.PutAccount(ctx, meter.Account{Owner: "alice", SpendingLimitUSD: 12.5, WebhookURL: want.WebhookURL, WebhookSecret: "s", Notified: 0}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Account(ctx, "alice")
@@ -351,9 +366,41 @@ func testAccounts(t *testing.T, url string) {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("account (-want +got):\n%s", d)
+		t.Errorf("account after a webhook change (-want +got):\n%s", d)
 	}
-	for _, bad := range []meter.Account{{Owner: "alice", Notified: 60}, {Owner: "alice", SpendingLimitUSD: -1}, {SpendingLimitUSD: 1}} {
+	want.SpendingLimitUSD, want.Notified = 20, 0
+	if err := s.PutAccount(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.Account(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("account after a limit change (-want +got):\n%s", d)
+	}
+	mark(50, month, true)
+	next := month.AddDate(0, 1, 0)
+	mark(50, next, true) // a new month starts unannounced
+	// Concurrent replicas: exactly one wins each threshold.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if won, err := s.MarkNotified(ctx, "bob", month, 100); err == nil && won {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 1 {
+		t.Errorf("8 concurrent MarkNotified(100): %d won, want exactly 1", n)
+	}
+	if _, err := s.MarkNotified(ctx, "alice", month, 60); err == nil {
+		t.Error("MarkNotified(60): no error")
+	}
+	for _, bad := range []meter.Account{{Owner: "alice", SpendingLimitUSD: -1}, {SpendingLimitUSD: 1}} {
 		if err := s.PutAccount(ctx, bad); err == nil {
 			t.Errorf("PutAccount(%+v): no error", bad)
 		}

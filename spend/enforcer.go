@@ -17,7 +17,10 @@ import (
 type Ledger interface {
 	Intervals(ctx context.Context, owner string, from, to time.Time) ([]meter.Interval, error)
 	Account(ctx context.Context, owner string) (meter.Account, error)
-	PutAccount(ctx context.Context, a meter.Account) error
+	// MarkNotified records that owner was told threshold in month and
+	// reports whether this call did (false: told already, by this or
+	// another replica).
+	MarkNotified(ctx context.Context, owner string, month time.Time, threshold int) (bool, error)
 	Tokens(ctx context.Context, owner string, from, to time.Time) ([]meter.Tokens, error)
 	Events(ctx context.Context, owner string, since time.Time, limit int) ([]meter.Event, error)
 }
@@ -270,10 +273,11 @@ func (e *Enforcer) checkOwner(ctx context.Context, owner string, spent float64, 
 	if len(d.Notify) == 0 {
 		return msg, nil
 	}
-	a.Notified, a.NotifiedMonth = d.Notify[len(d.Notify)-1], month
-	// Recorded before announcing: a crash between the two loses an
-	// announcement, never repeats one.
-	if err := e.cfg.Ledger.PutAccount(ctx, a); err != nil {
+	// Recorded before announcing, by one atomic step: a crash between the
+	// two loses an announcement, never repeats one, and of several
+	// replicas crossing at once exactly one announces.
+	won, err := e.cfg.Ledger.MarkNotified(ctx, owner, month, d.Notify[len(d.Notify)-1])
+	if err != nil || !won {
 		return msg, err
 	}
 	for _, t := range d.Notify {

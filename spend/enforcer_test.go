@@ -80,6 +80,18 @@ func (l *fakeLedger) PutAccount(_ context.Context, a meter.Account) error {
 	return nil
 }
 
+func (l *fakeLedger) MarkNotified(_ context.Context, owner string, month time.Time, threshold int) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.accounts[owner]
+	if a.NotifiedMonth.Equal(month) && a.Notified >= threshold {
+		return false, nil
+	}
+	a.Owner, a.Notified, a.NotifiedMonth = owner, threshold, month
+	l.accounts[owner] = a
+	return true, nil
+}
+
 // TestEnforcerBlocksWithinSeconds: a user whose one GPU costs 3600 USD an
 // hour (1 USD a second) with a 100 USD limit is told at 50, 80 and 100
 // USD, each once, and is blocked within the check interval of crossing;
@@ -233,4 +245,38 @@ func TestEnforcerIdle(t *testing.T) {
 			t.Fatalf("%d idle events after a new stretch, want 2", n)
 		}
 	})
+}
+
+// TestEnforcersShareAnnouncements: two replicas' enforcers over one ledger
+// announce each threshold once between them.
+func TestEnforcersShareAnnouncements(t *testing.T) {
+	now := time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
+	l := &fakeLedger{accounts: map[string]meter.Account{"u": {Owner: "u", SpendingLimitUSD: 10}}}
+	l.ivs = []meter.Interval{{InstanceID: "i", DeployID: "d", Owner: "u", GPU: "L4-24GB", NumGPUs: 1, Start: now.Add(-time.Hour)}}
+	var told []int
+	announce := func(_ context.Context, _ meter.Account, ev Event) { told = append(told, ev.Threshold) }
+	var es []*Enforcer
+	for range 2 {
+		e, err := New(Config{Ledger: l, Prices: meter.Prices{"L4-24GB": 6}, Announce: announce})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	ctx := context.Background()
+	for _, at := range []time.Duration{0, 20 * time.Minute, 40 * time.Minute} { // 6, 8, 10 USD
+		for _, e := range es {
+			if err := e.Check(ctx, now.Add(at)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !slices.Equal(told, []int{50, 80, 100}) {
+		t.Errorf("two replicas announced %v, want [50 80 100] once each", told)
+	}
+	for i, e := range es {
+		if _, b := e.Blocked("u"); !b {
+			t.Errorf("replica %d does not block the user at the limit", i)
+		}
+	}
 }
