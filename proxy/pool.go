@@ -6,6 +6,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // Errors of acquire. handler.go maps them to HTTP statuses in one place.
@@ -50,10 +52,12 @@ type endpoint struct {
 }
 
 // waiter is one held request. ch receives the endpoint it may use (buffered
-// so the dispatcher never blocks).
+// so the dispatcher never blocks), or nil when the request is turned away:
+// then err, set before the send, says why.
 type waiter struct {
-	ch chan *endpoint
-	el *list.Element
+	ch  chan *endpoint
+	err error
+	el  *list.Element
 }
 
 // pool holds one deployment's endpoints and waiters.
@@ -68,7 +72,11 @@ type pool struct {
 	waiters   list.List // of *waiter, FIFO
 	inflight  int
 	failed    *FailedError
-	gone      bool
+	// refused, when set, is what every request gets at once whatever the
+	// deployment's health (its owner is over their spending limit).
+	// Independent of failed: each is set and cleared on its own.
+	refused *httperr.Error
+	gone    bool
 }
 
 func newPool(id string, sink DemandSink) *pool {
@@ -99,17 +107,16 @@ type queueing struct {
 // error too.
 func (p *pool) acquire(ctx context.Context, hold time.Duration, maxHeld int) (*lease, queueing, error) {
 	p.mu.Lock()
-	if p.gone {
+	if err := p.turnedAwayLocked(); err != nil {
+		// A failed deployment is still demand: it stays wanted, so the
+		// fleet goes on retrying (with backoff) and can recover by
+		// itself. A gone or refused one is not.
+		wake := !p.gone && p.refused == nil
 		p.mu.Unlock()
-		return nil, queueing{}, ErrGone
-	}
-	if p.failed != nil {
-		e := p.failed
-		p.mu.Unlock()
-		// Still demand: keeps the deployment wanted, so the fleet goes on
-		// retrying (with backoff) and can recover by itself.
-		p.sink.Wake(p.id)
-		return nil, queueing{}, e
+		if wake {
+			p.sink.Wake(p.id)
+		}
+		return nil, queueing{}, err
 	}
 	if p.waiters.Len() == 0 {
 		if ep := p.pickLocked(); ep != nil {
@@ -146,7 +153,7 @@ func (p *pool) wait(ctx context.Context, w *waiter, hold time.Duration) (*endpoi
 	select {
 	case ep := <-w.ch:
 		if ep == nil {
-			return nil, p.closedErr()
+			return nil, w.err
 		}
 		return ep, nil
 	case <-ctx.Done():
@@ -170,13 +177,19 @@ func (p *pool) wait(ctx context.Context, w *waiter, hold time.Duration) (*endpoi
 	return nil, err
 }
 
-func (p *pool) closedErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.failed != nil {
+// turnedAwayLocked returns the error requests get at once instead of
+// being held, or nil. A refusal comes before a failure: the user could not
+// be served even by a healthy deployment. Called with mu held.
+func (p *pool) turnedAwayLocked() error {
+	switch {
+	case p.gone:
+		return ErrGone
+	case p.refused != nil:
+		return p.refused
+	case p.failed != nil:
 		return p.failed
 	}
-	return ErrGone
+	return nil
 }
 
 // free frees ep's slot and hands it to the next waiter. Only lease.Release
@@ -341,6 +354,20 @@ func (p *pool) recover() {
 	p.mu.Unlock()
 }
 
+// refuse answers every held request and new ones with err, until unrefuse.
+func (p *pool) refuse(err *httperr.Error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refused = err
+	p.rejectAllLocked()
+}
+
+func (p *pool) unrefuse() {
+	p.mu.Lock()
+	p.refused = nil
+	p.mu.Unlock()
+}
+
 // remove marks the pool gone and rejects its waiters.
 func (p *pool) remove() {
 	p.mu.Lock()
@@ -359,10 +386,14 @@ func (p *pool) remove() {
 	p.sink.Set(p.id, 0, p.inflight)
 }
 
+// rejectAllLocked turns every held request away with turnedAwayLocked's
+// error. Called with mu held, after setting gone, refused or failed.
 func (p *pool) rejectAllLocked() {
+	err := p.turnedAwayLocked()
 	for p.waiters.Len() > 0 {
 		w := p.waiters.Remove(p.waiters.Front()).(*waiter)
 		w.el = nil
+		w.err = err
 		w.ch <- nil
 	}
 	p.reportLocked()

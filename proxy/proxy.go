@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // Target is the deployment a request resolves to.
@@ -202,6 +204,23 @@ func (p *Proxy) Fail(deployID, reason string) { p.pool(deployID).fail(reason) }
 
 // Recover lets requests of a failed deployment wait for capacity again.
 func (p *Proxy) Recover(deployID string) { p.pool(deployID).recover() }
+
+// Refuse answers the deployment's held requests with err at once, and new
+// ones until Unrefuse: its owner is over their spending limit
+// (httperr.InsufficientQuota). The slots they held are given back and the
+// demand reported drops. Independent of Fail: Unrefuse does not clear a
+// failure, nor Recover a refusal. It does not block.
+func (p *Proxy) Refuse(deployID string, err *httperr.Error) { p.pool(deployID).refuse(err) }
+
+// Unrefuse lets requests of a refused deployment be held and served again.
+func (p *Proxy) Unrefuse(deployID string) {
+	p.mu.Lock()
+	pl, ok := p.pools[deployID]
+	p.mu.Unlock()
+	if ok {
+		pl.unrefuse()
+	}
+}
 
 // Remove forgets a deleted deployment; its held requests get 404.
 func (p *Proxy) Remove(deployID string) {
