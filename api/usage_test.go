@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/spend"
 )
@@ -63,16 +63,7 @@ func newMeterHarness(t *testing.T, mc meterConfig) *meterHarness {
 	if mc.prices == nil {
 		mc.prices = testPrices
 	}
-	dir := t.TempDir()
-	store, err := deploy.OpenStore(filepath.Join(dir, "deployments.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger, err := meter.Open(context.Background(), "sqlite:"+filepath.Join(dir, "usage.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ledger.Close() })
+	store, ledger := metertest.Open(t)
 	now := func() time.Time { return meterNow }
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	blocker := &fakeBlocker{blocked: map[string]string{}}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/spend"
 )
@@ -92,16 +92,7 @@ type usageServer struct {
 
 func startUsageServer(t *testing.T) *usageServer {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := deploy.OpenStore(filepath.Join(dir, "deployments.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger, err := meter.Open(context.Background(), "sqlite:"+filepath.Join(dir, "usage.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ledger.Close() })
+	store, ledger := metertest.Open(t)
 	s := &usageServer{ledger: ledger, store: store, now: time.Date(2026, 11, 18, 12, 0, 0, 0, time.UTC)}
 	now := func() time.Time { return s.now }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

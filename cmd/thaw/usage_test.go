@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/spend"
 )
@@ -57,16 +57,9 @@ func (s *meteredServer) Live(d deploy.Deployment) deploy.Live {
 func startMetered(t *testing.T) *meteredServer {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	s := &meteredServer{}
+	s.store, s.ledger = metertest.Open(t)
 	var err error
-	if s.store, err = deploy.OpenStore(filepath.Join(dir, "deployments.json")); err != nil {
-		t.Fatal(err)
-	}
-	if s.ledger, err = meter.Open(ctx, "sqlite:"+filepath.Join(dir, "usage.db")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.ledger.Close() })
 	s.d, err = s.store.Create(deploy.Deployment{Owner: "dev", ModelName: "llama",
 		Config: deploy.Config{GPU: "A100-80GB", NumGPUs: 2, MaxBatchSize: 8}, Settings: deploy.Settings{MaxInstances: 1}}, nil)
 	if err != nil {
