@@ -26,6 +26,17 @@ type Applier interface {
 	Remove(deployID string)
 }
 
+// Refuser is what an Applier also does when it can answer a deployment's
+// held requests at once (proxy.Proxy): those of an owner over their
+// spending limit (Record.Refused) get 429 insufficient_quota instead of
+// waiting for capacity that will not come.
+type Refuser interface {
+	Refuse(deployID string, err *httperr.Error)
+	Unrefuse(deployID string)
+}
+
+var _ Refuser = (*proxy.Proxy)(nil)
+
 // SubscriberConfig configures a Subscriber.
 type SubscriberConfig struct {
 	Redis redis.UniversalClient
@@ -174,6 +185,14 @@ func (s *Subscriber) apply(r Record) {
 		s.cfg.Apply.Fail(r.DeployID, r.Failed)
 	case had && old.Failed != "":
 		s.cfg.Apply.Recover(r.DeployID)
+	}
+	if rf, ok := s.cfg.Apply.(Refuser); ok {
+		switch {
+		case r.Refused != "":
+			rf.Refuse(r.DeployID, httperr.InsufficientQuota("", r.Refused))
+		case had && old.Refused != "":
+			rf.Unrefuse(r.DeployID)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/endpoints"
 	"github.com/thawhq/thaw/fleet"
+	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/lease"
 	"github.com/thawhq/thaw/meter"
@@ -155,8 +156,16 @@ func (c *controlPlane) newMetering(p *process) error {
 	c.spend, err = spend.New(spend.Config{
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Interval: m.spendEvery,
 		IdleAfter: m.idleAlert, Announce: ann.announce, Logger: p.Log,
-		Changed: func(owner string, _ bool) {
+		Changed: func(owner string, blocked bool) {
+			msg, _ := c.spend.Blocked(owner)
 			for _, d := range c.cfg.Store.List(owner) {
+				// Requests already held get the resolver's answer at
+				// once rather than wait for capacity that won't come.
+				if blocked {
+					c.proxy.Refuse(d.ID, httperr.InsufficientQuota("", msg))
+				} else {
+					c.proxy.Unrefuse(d.ID)
+				}
 				c.loop.Wake(d.ID)
 			}
 			if c.pub != nil { // activator replicas refuse or serve them too
