@@ -66,8 +66,8 @@ type Config struct {
 	// happens within seconds of crossing.
 	Interval time.Duration
 	// IdleAfter is how long a deployment may run with no request before
-	// its owner is told (EventDeploymentIdle). Default 24h; checked once a
-	// minute.
+	// its owner is told (EventDeploymentIdle). Default 24h; checked every
+	// tenth of it, at most once a minute.
 	IdleAfter time.Duration
 	Logger    *slog.Logger
 }
@@ -201,13 +201,19 @@ func (e *Enforcer) Check(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.swap(blocked)
-	if now.Sub(e.lastIdle) >= time.Minute {
+	if now.Sub(e.lastIdle) >= e.idleEvery() {
 		e.lastIdle = now
 		if err := e.checkIdle(ctx, ivs, now); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// idleEvery is how often the idle check runs: a tenth of IdleAfter, at
+// most once a minute (it reads the token rows), at least every Interval.
+func (e *Enforcer) idleEvery() time.Duration {
+	return min(time.Minute, e.cfg.IdleAfter/10)
 }
 
 // checkIdle tells each owner about their deployments running idle for
