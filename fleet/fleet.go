@@ -1,11 +1,13 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -221,19 +223,29 @@ func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 	return ds.live()
 }
 
-// ReadyAddrs returns the addresses of each deployment's ready instances
-// (draining ones included: they still serve), for scraping their metrics.
-func (f *Fleet) ReadyAddrs() map[string][]string {
+// Ready is a ready instance: what the scraper of the model servers'
+// metrics reads.
+type Ready struct {
+	DeployID, InstanceID string
+	Addr                 string // host:port
+}
+
+// ReadyInstances lists the ready instances of every deployment, draining
+// ones included (they still serve), ordered by deployment and instance.
+func (f *Fleet) ReadyInstances() []Ready {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := map[string][]string{}
-	for id, ds := range f.deployments {
-		for _, in := range ds.instances {
+	var out []Ready
+	for deployID, ds := range f.deployments {
+		for id, in := range ds.instances {
 			if in.ready {
-				out[id] = append(out[id], in.addr)
+				out = append(out, Ready{DeployID: deployID, InstanceID: id, Addr: in.addr})
 			}
 		}
 	}
+	slices.SortFunc(out, func(a, b Ready) int {
+		return cmp.Or(cmp.Compare(a.DeployID, b.DeployID), cmp.Compare(a.InstanceID, b.InstanceID))
+	})
 	return out
 }
 

@@ -34,8 +34,16 @@ func TestScaleDownDrains(t *testing.T) {
 			t.Errorf("counts while draining (-want +got):\n%s", diff)
 		}
 
+		// The scraper still reads a draining instance: it serves.
+		if got := readyIDs(h.f.ReadyInstances()); !slices.Equal(got, slices.Sorted(slices.Values(ids))) {
+			t.Errorf("ready instances while draining %v, want both %v", got, ids)
+		}
+
 		h.ep.drain(victim)
 		bubbletest.Eventually(t, "the drained instance stopped", func() bool { return slices.Contains(h.rt.stopped(), victim) })
+		bubbletest.Eventually(t, "the stopped instance no longer scraped", func() bool {
+			return slices.Equal(readyIDs(h.f.ReadyInstances()), []string{otherThan(ids, victim)})
+		})
 		if set, stop := h.j.index("set d1 ["+otherThan(ids, victim)+"]"), h.j.index("stop "+victim); set < 0 || stop < set {
 			t.Errorf("journal %v: want the endpoint removed before the stop", h.j.all())
 		}
@@ -148,4 +156,16 @@ func TestProbeStopsWithInstance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// readyIDs are the instance IDs of rs, in order.
+func readyIDs(rs []Ready) []string {
+	var out []string
+	for _, r := range rs {
+		if r.DeployID != "d1" || r.Addr == "" {
+			return []string{"bad entry " + r.DeployID + "/" + r.InstanceID}
+		}
+		out = append(out, r.InstanceID)
+	}
+	return out
 }

@@ -91,10 +91,6 @@ type controlPlane struct {
 	metering *metering
 	meter    *meter.Writer
 	spend    *spend.Enforcer
-
-	// instances tells the scraper the ID of each ready instance, from the
-	// fleet's endpoint updates.
-	instances *demand.Instances
 }
 
 // newControlPlane builds the control plane over p's Redis and opens its
@@ -193,8 +189,7 @@ func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica s
 	if err != nil {
 		return nil, err
 	}
-	c.instances = &demand.Instances{}
-	eps := endpointsTee{c.proxy, c.instances}
+	eps := endpointsTee{c.proxy}
 	if c.xds, err = c.cfg.Edge.newXDS(c.ln.Addr().String(), c.cfg.HoldTimeout, p.Log); err != nil {
 		return nil, err
 	}
@@ -244,7 +239,7 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 		return err
 	}
 	c.scraper, err = demand.NewScraper(demand.ScraperConfig{Redis: c.redis, Logger: p.Log,
-		Targets: func() []demand.Target { return c.instances.Targets(c.fleet.ReadyAddrs) },
+		Targets: func() []demand.Target { return scrapeTargets(c.fleet.ReadyInstances()) },
 		Tokens:  tokens,
 		Owner: func(deployID string) string {
 			d, err := c.cfg.Store.Get(deployID)

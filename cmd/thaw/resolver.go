@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/thawhq/thaw/autoscaler"
+	"github.com/thawhq/thaw/demand"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/httperr"
@@ -86,4 +87,13 @@ func (s spendLimited) List(owner string) []deploy.Deployment {
 		}
 	}
 	return ds
+}
+
+// scrapeTargets are the fleet's ready instances as the scraper reads them.
+func scrapeTargets(ready []fleet.Ready) []demand.Target {
+	out := make([]demand.Target, len(ready))
+	for i, r := range ready {
+		out[i] = demand.Target{DeployID: r.DeployID, InstanceID: r.InstanceID, Addr: r.Addr}
+	}
+	return out
 }
