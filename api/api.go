@@ -37,6 +37,15 @@ type Config struct {
 	// Blocker tells a user over their spending limit: the account shows it,
 	// and min_instances above 0 is refused to them. Required with Ledger.
 	Blocker Blocker
+	// Journal and Instances, when set, serve a deployment's events (GET
+	// /deploy/{id}/events, JSON or a server-sent event stream) and its
+	// instances (GET /deploy/{id}/instances).
+	Journal   Journal
+	Instances InstanceLister
+	// Stats and GPUs, when set, serve a deployment's time series (GET
+	// /deploy/{id}/stats) and the GPU types offered, with prices (GET /gpus).
+	Stats StatsSource
+	GPUs  GPUSource
 	// MaxBody bounds request bodies, in bytes. Default 1 MiB.
 	MaxBody int64
 	// Now defaults to time.Now.
@@ -74,6 +83,8 @@ func (a *API) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler)
 	mux.Handle("GET /deploy/{id}", wrap(http.HandlerFunc(a.get)))
 	mux.Handle("PUT /deploy/{id}", wrap(http.HandlerFunc(a.update)))
 	mux.Handle("DELETE /deploy/{id}", wrap(http.HandlerFunc(a.delete)))
+	a.registerDeployEvents(mux, wrap)
+	a.registerStats(mux, wrap)
 	if a.cfg.Ledger == nil {
 		return
 	}

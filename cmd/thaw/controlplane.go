@@ -91,6 +91,8 @@ type controlPlane struct {
 	metering *metering
 	meter    *meter.Writer
 	spend    *spend.Enforcer
+	// The deployments' time series (cmd/thaw/stats.go).
+	stats statsPlane
 }
 
 // newControlPlane builds the control plane over p's Redis and opens its
@@ -123,6 +125,9 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 		return nil, err
 	}
 	if err := c.newScaling(p, replica, eps); err != nil {
+		return nil, err
+	}
+	if err := c.newStats(p); err != nil {
 		return nil, err
 	}
 	if c.handler, err = c.newHandler(p); err != nil {
@@ -264,8 +269,10 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 		live = c.cfg.WrapLive(c.fleet)
 	}
 	m := c.metering
-	deployAPI, err := api.New(api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
-		Ledger: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend})
+	acfg := api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
+		Ledger: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend}
+	c.stats.configure(&acfg)
+	deployAPI, err := api.New(acfg)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +306,7 @@ func (c *controlPlane) Run(ctx context.Context) error {
 	g.Go(func() error { return c.fleet.Run(gctx) })
 	g.Go(func() error { return c.meter.Run(gctx) })
 	g.Go(func() error { return c.spend.Run(gctx) })
+	g.Go(func() error { return c.runStats(gctx) })
 	g.Go(func() error { return c.leader.Run(gctx, c.loop.Run) })
 	if c.xds != nil {
 		g.Go(func() error { return c.xds.Run(gctx) })
