@@ -115,7 +115,7 @@ func newActivator(ctx context.Context, p *process, cfg *activatorConfig, users *
 	}
 	a.sub.SetApplier(px)
 	a.inflight = endpoints.InflightReporter{Redis: p.Redis, Replica: a.replica, Inflight: px.InstanceInflight}
-	mux := newPublicMux(func() map[string]string { return map[string]string{"role": "activator"} })
+	mux := newPublicMux(func() map[string]string { return map[string]string{"role": "activator"} }, nil)
 	// Requests on Envoy's direct route come without the caller's token
 	// (the route removes it) and with the edge's grant.
 	px.Register(mux, func(h http.Handler) http.Handler { return users.RequireOrGrant(a.grants, h) })

@@ -192,8 +192,10 @@ func (p *process) serve(ctx context.Context, stdout io.Writer, name string, bann
 
 // newPublicMux returns the public listener's mux with GET /healthz, whose
 // JSON body is {"status":"ok"} plus health's fields (when health is set), and
-// an OpenAI-shaped 404 for every path nothing else is registered on.
-func newPublicMux(health func() map[string]string) *http.ServeMux {
+// an OpenAI-shaped 404 for every path nothing else is registered on. With
+// fallback set, those paths go to fallback instead, which gets the 404
+// handler to answer what it does not serve (the web console does).
+func newPublicMux(health func() map[string]string, fallback func(notFound http.Handler) http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -206,9 +208,13 @@ func newPublicMux(health func() map[string]string) *http.ServeMux {
 		}
 		fmt.Fprintln(w, body+"}")
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	var notFound http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httperr.Encode(w, http.StatusNotFound, "not_found", "", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
+	if fallback != nil {
+		notFound = fallback(notFound)
+	}
+	mux.Handle("/", notFound)
 	return mux
 }
 

@@ -24,7 +24,7 @@ func TestPublicMux(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			newPublicMux(tt.health).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+			newPublicMux(tt.health, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 			got := []string{rec.Header().Get("Content-Type"), strings.TrimSpace(rec.Body.String())}
 			if diff := cmp.Diff([]string{"application/json", tt.want}, got); diff != "" {
 				t.Errorf("GET /healthz (-want +got):\n%s", diff)
@@ -32,7 +32,7 @@ func TestPublicMux(t *testing.T) {
 		})
 	}
 	rec := httptest.NewRecorder()
-	newPublicMux(nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	newPublicMux(nil, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), `"code":"not_found"`) {
 		t.Errorf("GET /metrics on the public mux: %d %s, want the JSON 404", rec.Code, rec.Body)
 	}

@@ -276,7 +276,7 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux := newPublicMux(c.cfg.Health)
+	mux := newPublicMux(c.cfg.Health, consoleHandler)
 	users := c.cfg.Users
 	deployAPI.Register(mux, users.Require)
 	// This process is also the activator Envoy falls back to when no
