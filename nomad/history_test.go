@@ -178,6 +178,7 @@ func (f *fakeNomad) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(stubs)
 }
 
+// runtimeAt returns a Runtime whose Nomad client talks to addr.
 func runtimeAt(t *testing.T, addr string) *Runtime {
 	t.Helper()
 	nc, err := api.NewClient(&api.Config{Address: addr})

@@ -3,8 +3,6 @@ package nomad
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -14,26 +12,13 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/thawhq/thaw/fleet"
-	"github.com/thawhq/thaw/jobs"
 )
 
 // newTestRuntime returns a Runtime that never reaches Nomad (nothing runs
 // Run): tests drive its state machine with allocation and evaluation views.
 func newTestRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	nc, err := api.NewClient(&api.Config{Address: "http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rend, err := jobs.New(jobs.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(Config{Client: nc, Renderer: rend, Engine: jobs.EngineSim, ThawBinary: "/bin/thaw",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := runtimeAt(t, "http://127.0.0.1:1")
 	r.ready = true
 	return r
 }
