@@ -26,6 +26,7 @@ run: build
 deps:
 	bash scripts/deps.sh
 	bash scripts/envoy.sh
+	bash scripts/chromium.sh
 	bash scripts/pyclient.sh
 	bash scripts/vllm.sh
 
