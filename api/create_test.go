@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/thawhq/thaw/deploy"
 )
 
@@ -129,10 +130,7 @@ func TestCreateErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, 4)
-			got := h.do("alice", http.MethodPost, "/deploy/llm", tt.body).err(t)
-			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-				t.Errorf("error (-want +got):\n%s\nmessage: %s", diff, got.Message)
-			}
+			got := h.do("alice", http.MethodPost, "/deploy/llm", tt.body).wantErr(t, tt.want)
 			if tt.want.Param != nil && !strings.Contains(got.Message, strings.TrimPrefix(*tt.want.Param, "settings.")) {
 				t.Errorf("message %q does not name %s", got.Message, *tt.want.Param)
 			}
@@ -217,11 +215,8 @@ func TestMalformedNamesAre400(t *testing.T) {
 			h := newHarness(t, 0)
 			b := createBody("m")
 			tt.set(b)
-			got := h.do("alice", http.MethodPost, "/deploy/llm", b).err(t)
-			want := apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Param: strp(tt.param)}
-			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-				t.Errorf("error (-want +got):\n%s\nmessage: %s", diff, got.Message)
-			}
+			got := h.do("alice", http.MethodPost, "/deploy/llm", b).wantErr(t,
+				apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_value", Param: strp(tt.param)})
 			if !strings.HasPrefix(got.Message, tt.param) {
 				t.Errorf("message %q does not start with %s", got.Message, tt.param)
 			}
@@ -232,11 +227,7 @@ func TestMalformedNamesAre400(t *testing.T) {
 func TestCreateDuplicate(t *testing.T) {
 	h := newHarness(t, 4)
 	h.create("alice", "m")
-	got := h.do("alice", http.MethodPost, "/deploy/llm", createBody("m")).err(t)
-	want := apiError{Status: 409, Type: "conflict_error", Code: "duplicate_model_name", Param: strp("model_name")}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-		t.Errorf("error (-want +got):\n%s", diff)
-	}
+	h.do("alice", http.MethodPost, "/deploy/llm", createBody("m")).wantErr(t, apiError{Status: 409, Type: "conflict_error", Code: "duplicate_model_name", Param: strp("model_name")})
 }
 
 func TestCreateDuplicateIgnoresCase(t *testing.T) {

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/internal/openaitest"
@@ -163,6 +166,17 @@ type apiError struct {
 	Code    string
 	Param   *string
 	Message string
+}
+
+// wantErr checks that r is the OpenAI-shaped error want (its message
+// aside), and returns the error it is.
+func (r response) wantErr(t *testing.T, want apiError) apiError {
+	t.Helper()
+	got := r.err(t)
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
+		t.Errorf("error (-want +got):\n%s\nmessage: %s", diff, got.Message)
+	}
+	return got
 }
 
 func (r response) err(t *testing.T) apiError {

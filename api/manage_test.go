@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/thawhq/thaw/deploy"
 )
 
@@ -64,11 +64,7 @@ func TestList(t *testing.T) {
 		}
 	})
 	t.Run("bad status", func(t *testing.T) {
-		got := h.do("alice", http.MethodGet, "/deploy/list?status=bogus", nil).err(t)
-		want := apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_status", Param: strp("status")}
-		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-			t.Errorf("error (-want +got):\n%s", diff)
-		}
+		h.do("alice", http.MethodGet, "/deploy/list?status=bogus", nil).wantErr(t, apiError{Status: 400, Type: "invalid_request_error", Code: "invalid_status", Param: strp("status")})
 	})
 }
 
@@ -113,11 +109,7 @@ func TestOtherUsersDeploymentIsNotFound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			got := h.do("bob", tt.method, tt.path, tt.body).err(t)
-			want := apiError{Status: 404, Type: "not_found_error", Code: "deployment_not_found", Param: strp("deploy_id")}
-			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-				t.Errorf("error (-want +got):\n%s", diff)
-			}
+			h.do("bob", tt.method, tt.path, tt.body).wantErr(t, apiError{Status: 404, Type: "not_found_error", Code: "deployment_not_found", Param: strp("deploy_id")})
 		})
 	}
 	after := h.do("alice", http.MethodGet, "/deploy/"+d.ID, nil).view(t)
@@ -185,10 +177,7 @@ func TestUpdateErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := h.do("alice", http.MethodPut, "/deploy/"+tt.id, tt.body).err(t)
-			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(apiError{}, "Message")); diff != "" {
-				t.Errorf("error (-want +got):\n%s\nmessage: %s", diff, got.Message)
-			}
+			h.do("alice", http.MethodPut, "/deploy/"+tt.id, tt.body).wantErr(t, tt.want)
 		})
 	}
 	for _, v := range []deploy.View{big, d} {
