@@ -188,7 +188,8 @@ func (s *Server) newJob(w http.ResponseWriter, prompt int, maxTokens *int, param
 // counts a request with n choices as one running request.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 	ctx := r.Context()
-	created := time.Now().Unix()
+	arrived := time.Now()
+	created := arrived.Unix()
 	out := &writer{w: w, rc: http.NewResponseController(w), j: j, created: created, model: s.cfg.Model}
 	if j.stream {
 		// Like vLLM, a stream's headers go out before the request is
@@ -222,6 +223,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 		case <-timer.C:
 		}
 		s.metrics.generationTokens.Add(float64(j.n))
+		if i == 0 {
+			s.metrics.firstToken(arrived, time.Now())
+		}
 		tok := token(i)
 		if !j.stream {
 			text.WriteString(tok)

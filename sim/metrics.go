@@ -2,6 +2,7 @@ package sim
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,7 +24,16 @@ type metrics struct {
 	requestSuccess   *prometheus.CounterVec
 	promptTokens     prometheus.Counter
 	generationTokens prometheus.Counter
+	// ttft is vllm:time_to_first_token_seconds: from a request's arrival
+	// to its first generated token.
+	ttft prometheus.Observer
 }
+
+// TTFTBuckets are the upper bounds of vLLM's
+// vllm:time_to_first_token_seconds histogram (vLLM 0.32's
+// TIME_TO_FIRST_TOKEN_BUCKETS), in seconds.
+var TTFTBuckets = []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+	1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0}
 
 // newMetrics registers vLLM's gauges, read live from lim, and counters.
 func newMetrics(model string, lim *limiter) *metrics {
@@ -47,6 +57,13 @@ func newMetrics(model string, lim *limiter) *metrics {
 			ConstLabels: labels,
 		}),
 	}
+	ttft := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:        "vllm:time_to_first_token_seconds",
+		Help:        "Histogram of time to first token in seconds.",
+		ConstLabels: labels,
+		Buckets:     TTFTBuckets,
+	})
+	m.ttft = ttft
 	gauge := func(name, help string, value func(running, waiting int) float64) prometheus.GaugeFunc {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 {
 			return value(lim.counts())
@@ -65,9 +82,15 @@ func newMetrics(model string, lim *limiter) *metrics {
 	}
 	// The collectors are fresh and their names distinct: registration
 	// cannot fail, so MustRegister cannot panic.
-	m.registry.MustRegister(m.requestSuccess, m.promptTokens, m.generationTokens,
+	m.registry.MustRegister(m.requestSuccess, m.promptTokens, m.generationTokens, ttft,
 		running, waiting, usage)
 	return m
+}
+
+// firstToken records a request's time to first token: from arrived until
+// now, when its first token is sent.
+func (m *metrics) firstToken(arrived, now time.Time) {
+	m.ttft.Observe(now.Sub(arrived).Seconds())
 }
 
 // handler serves the registry in the Prometheus text format.

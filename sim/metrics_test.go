@@ -88,12 +88,13 @@ func TestMetricsShowQueueing(t *testing.T) {
 	_, url := startHandler(t, Config{MaxNumSeqs: 2, TokensPerSecond: 10})
 	_, types := scrape(t, url)
 	wantTypes := map[string]string{
-		"vllm:num_requests_running":    "gauge",
-		"vllm:num_requests_waiting":    "gauge",
-		"vllm:kv_cache_usage_perc":     "gauge",
-		"vllm:request_success_total":   "counter",
-		"vllm:prompt_tokens_total":     "counter",
-		"vllm:generation_tokens_total": "counter",
+		"vllm:num_requests_running":        "gauge",
+		"vllm:num_requests_waiting":        "gauge",
+		"vllm:kv_cache_usage_perc":         "gauge",
+		"vllm:request_success_total":       "counter",
+		"vllm:prompt_tokens_total":         "counter",
+		"vllm:generation_tokens_total":     "counter",
+		"vllm:time_to_first_token_seconds": "histogram",
 	}
 	if diff := cmp.Diff(wantTypes, types); diff != "" {
 		t.Errorf("metric types (-want +got):\n%s", diff)
@@ -170,5 +171,61 @@ func TestMetricsCountTokens(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counters (-want +got):\n%s", diff)
+	}
+}
+
+func TestMetricsTimeToFirstToken(t *testing.T) {
+	// 5 tokens/s: the first token comes 200ms after the request.
+	_, url := startHandler(t, Config{TokensPerSecond: 5})
+	for _, body := range []string{
+		`{"messages":[{"role":"user","content":"one"}],"max_tokens":1}`,
+		`{"messages":[{"role":"user","content":"two"}],"max_tokens":2,"stream":true}`,
+	} {
+		resp := post(t, url, "/v1/chat/completions", body)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// A request that leaves before its first token has no time to first
+	// token.
+	longRequest(t, url, true)()
+
+	series, _ := scrape(t, url)
+	const name = `vllm:time_to_first_token_seconds`
+	labels := `engine="0",model_name="m"`
+	var les []string
+	for _, b := range TTFTBuckets {
+		les = append(les, strconv.FormatFloat(b, 'g', -1, 64))
+	}
+	if len(les) != 22 || les[0] != "0.001" || les[21] != "2560" {
+		t.Fatalf("buckets %v are not vLLM's", les)
+	}
+	got := map[string]float64{}
+	want := map[string]float64{}
+	for _, le := range append(les, "+Inf") {
+		key := name + `_bucket{` + labels + `,le="` + le + `"}`
+		v, ok := series[key]
+		if !ok {
+			t.Fatalf("no series %s", key)
+		}
+		// Below 0.2s: none; from 2.5s: both (between: as slow as the
+		// machine is).
+		switch b, _ := strconv.ParseFloat(le, 64); {
+		case b < 0.2:
+			want[le] = 0
+		case b >= 2.5:
+			want[le] = 2
+		default:
+			continue
+		}
+		got[le] = v
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cumulative bucket counts by le (-want +got):\n%s", diff)
+	}
+	if c := series[name+`_count{`+labels+`}`]; c != 2 {
+		t.Errorf("count = %v, want 2", c)
+	}
+	if sum := series[name+`_sum{`+labels+`}`]; sum < 0.4 || sum > 2 {
+		t.Errorf("sum = %vs, want about 0.4s (two requests, 0.2s each)", sum)
 	}
 }
