@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
@@ -29,25 +32,37 @@ type ServerLoad struct{ Running, Waiting int }
 // ParseVLLM reads vllm:num_requests_running and vllm:num_requests_waiting
 // (summed over label sets) from a Prometheus text exposition.
 func ParseVLLM(r io.Reader) (ServerLoad, error) {
-	l, _, _, err := parseVLLM(r)
-	return l, err
+	rd, err := parseVLLM(r)
+	return rd.load, err
 }
 
-// Counter families of vLLM's /metrics that make meter.Counters, each summed
-// over its label sets (finished_reason, engine).
+// Metric families of vLLM's /metrics that make meter.Counters, each summed
+// over its label sets (finished_reason, engine), and its time to first
+// token histogram.
 const (
 	requestsMetric   = "vllm:request_success_total"
 	promptMetric     = "vllm:prompt_tokens_total"
 	generationMetric = "vllm:generation_tokens_total"
+	ttftMetric       = "vllm:time_to_first_token_seconds"
 )
 
-// parseVLLM reads a model server's load and, when it exposes all three
-// counter families, its cumulative counters (ok).
-func parseVLLM(r io.Reader) (_ ServerLoad, _ meter.Counters, ok bool, _ error) {
+// serverRead is what one read of a model server's /metrics gives: its
+// load; its cumulative counters when it exposes all three counter
+// families (ok); its time to first token histogram (zero when it has
+// none).
+type serverRead struct {
+	load     ServerLoad
+	counters meter.Counters
+	ok       bool
+	ttft     meter.Histogram
+}
+
+// parseVLLM reads a model server's load, counters and TTFT histogram.
+func parseVLLM(r io.Reader) (serverRead, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(r)
 	if err != nil {
-		return ServerLoad{}, meter.Counters{}, false, fmt.Errorf("parse metrics: %w", err)
+		return serverRead{}, fmt.Errorf("parse metrics: %w", err)
 	}
 	sum := func(name string) (float64, bool) {
 		f, ok := fams[name]
@@ -70,15 +85,46 @@ func parseVLLM(r io.Reader) (_ ServerLoad, _ meter.Counters, ok bool, _ error) {
 	running, ok1 := sum("vllm:num_requests_running")
 	waiting, ok2 := sum("vllm:num_requests_waiting")
 	if !ok1 && !ok2 {
-		return ServerLoad{}, meter.Counters{}, false, errors.New("no vllm:num_requests_running or vllm:num_requests_waiting")
+		return serverRead{}, errors.New("no vllm:num_requests_running or vllm:num_requests_waiting")
 	}
-	load := ServerLoad{Running: int(math.Round(running)), Waiting: int(math.Round(waiting))}
+	rd := serverRead{load: ServerLoad{Running: int(math.Round(running)), Waiting: int(math.Round(waiting))}}
 	requests, okR := sum(requestsMetric)
 	prompt, okP := sum(promptMetric)
 	generated, okG := sum(generationMetric)
-	c := meter.Counters{Requests: int64(math.Round(requests)), PromptTokens: int64(math.Round(prompt)),
+	rd.counters = meter.Counters{Requests: int64(math.Round(requests)), PromptTokens: int64(math.Round(prompt)),
 		CompletionTokens: int64(math.Round(generated))}
-	return load, c, okR && okP && okG, nil
+	rd.ok = okR && okP && okG
+	rd.ttft = histogram(fams[ttftMetric])
+	return rd, nil
+}
+
+// histogram sums a histogram family's cumulative buckets over its label
+// sets (by upper bound); the zero Histogram when f is missing or not a
+// histogram.
+func histogram(f *dto.MetricFamily) meter.Histogram {
+	byBound := map[float64]uint64{}
+	var total uint64
+	for _, m := range f.GetMetric() {
+		h := m.GetHistogram()
+		if h == nil {
+			continue
+		}
+		total += h.GetSampleCount()
+		for _, b := range h.GetBucket() {
+			if ub := b.GetUpperBound(); !math.IsInf(ub, 1) {
+				byBound[ub] += b.GetCumulativeCount()
+			}
+		}
+	}
+	if len(byBound) == 0 {
+		return meter.Histogram{}
+	}
+	out := meter.Histogram{Bounds: slices.Sorted(maps.Keys(byBound))}
+	for _, ub := range out.Bounds {
+		out.Counts = append(out.Counts, byBound[ub])
+	}
+	out.Counts = append(out.Counts, total)
+	return out
 }
 
 // Target is one ready model server to scrape.
@@ -88,6 +134,13 @@ type Target struct {
 	// counts, its requests and tokens do not (they are kept per instance).
 	InstanceID string
 	Addr       string // host:port
+}
+
+// RoundObserver receives each round of reads of the model servers, read
+// or not (the stats sampler: it takes the rounds' deltas per deployment).
+// It must not block: the next round waits for it.
+type RoundObserver interface {
+	Observe(now time.Time, round []meter.Scrape)
 }
 
 // TokenCounter receives each round of the model servers' cumulative
@@ -106,6 +159,9 @@ type ScraperConfig struct {
 	// Tokens, when set, receives every round's counters of every target,
 	// read or not. Owner is then required.
 	Tokens TokenCounter
+	// Rounds, when set, also receives every round, TTFT histograms
+	// included.
+	Rounds RoundObserver
 	// Owner returns the owner of a deployment, "" when it is unknown (it
 	// was deleted).
 	Owner func(deployID string) string
@@ -180,12 +236,13 @@ func (s *Scraper) scrapeOnce(ctx context.Context, now time.Time) error {
 			round[i].Owner = s.cfg.Owner(tg.DeployID)
 		}
 		wg.Go(func() {
-			l, c, ok, err := s.scrape(ctx, tg.Addr)
+			rd, err := s.scrape(ctx, tg.Addr)
 			if err != nil {
 				s.cfg.Logger.Debug("demand: scrape instance", "deploy", tg.DeployID, "instance", tg.InstanceID, "addr", tg.Addr, "err", err)
 				return
 			}
-			round[i].Counters, round[i].OK = c, ok
+			round[i].Counters, round[i].OK, round[i].TTFT = rd.counters, rd.ok, rd.ttft
+			l := rd.load
 			mu.Lock()
 			cur := loads[tg.DeployID]
 			loads[tg.DeployID] = ServerLoad{Running: cur.Running + l.Running, Waiting: cur.Waiting + l.Waiting}
@@ -196,6 +253,9 @@ func (s *Scraper) scrapeOnce(ctx context.Context, now time.Time) error {
 	var errs []error
 	if err := s.writeLoads(ctx, loads); err != nil {
 		errs = append(errs, err)
+	}
+	if s.cfg.Rounds != nil {
+		s.cfg.Rounds.Observe(now, round)
 	}
 	if s.cfg.Tokens != nil {
 		if err := s.cfg.Tokens.Count(ctx, now, round); err != nil {
@@ -225,19 +285,19 @@ func (s *Scraper) writeLoads(ctx context.Context, loads map[string]ServerLoad) e
 	return nil
 }
 
-// scrape reads one model server's load and counters (ok: it exposes them).
-func (s *Scraper) scrape(ctx context.Context, addr string) (_ ServerLoad, _ meter.Counters, ok bool, _ error) {
+// scrape reads one model server's /metrics.
+func (s *Scraper) scrape(ctx context.Context, addr string) (serverRead, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return ServerLoad{}, meter.Counters{}, false, err
+		return serverRead{}, err
 	}
 	resp, err := s.cfg.HTTP.Do(req)
 	if err != nil {
-		return ServerLoad{}, meter.Counters{}, false, err
+		return serverRead{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return ServerLoad{}, meter.Counters{}, false, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return serverRead{}, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	return parseVLLM(resp.Body)
 }

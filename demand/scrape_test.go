@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -131,6 +132,18 @@ vllm:prompt_tokens_total{engine="1",model_name="dev/m"} 766.0
 # TYPE vllm:generation_tokens_total counter
 vllm:generation_tokens_total{engine="0",model_name="dev/m"} 4.2e+06
 vllm:generation_tokens_total{engine="1",model_name="dev/m"} 7.0
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="dev/m"} 1.5
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1",model_name="dev/m"} 2.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="1.0",model_name="dev/m"} 3.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="dev/m"} 4.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="dev/m"} 4.0
+vllm:time_to_first_token_seconds_sum{engine="1",model_name="dev/m"} 0.5
+vllm:time_to_first_token_seconds_bucket{engine="1",le="0.1",model_name="dev/m"} 0.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="1.0",model_name="dev/m"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="+Inf",model_name="dev/m"} 1.0
+vllm:time_to_first_token_seconds_count{engine="1",model_name="dev/m"} 1.0
 `
 
 func TestParseVLLMCounters(t *testing.T) {
@@ -138,25 +151,39 @@ func TestParseVLLMCounters(t *testing.T) {
 		Load     ServerLoad
 		Counters meter.Counters
 		OK       bool
+		TTFT     meter.Histogram
 	}
 	for _, tt := range []struct {
 		name, body string
 		want       parsed
 	}{
 		{"vLLM: summed over engines and finish reasons", vllmExposition,
-			parsed{ServerLoad{Running: 3, Waiting: 4}, meter.Counters{Requests: 11, PromptTokens: 2000, CompletionTokens: 4200007}, true}},
-		{"load gauges only: no counters", vllmMetrics(1, 2), parsed{ServerLoad{Running: 1, Waiting: 2}, meter.Counters{}, false}},
+			parsed{ServerLoad{Running: 3, Waiting: 4}, meter.Counters{Requests: 11, PromptTokens: 2000, CompletionTokens: 4200007}, true,
+				meter.Histogram{Bounds: []float64{0.1, 1}, Counts: []uint64{2, 4, 5}}}},
+		{"load gauges only: no counters", vllmMetrics(1, 2), parsed{ServerLoad{Running: 1, Waiting: 2}, meter.Counters{}, false, meter.Histogram{}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			l, c, ok, err := parseVLLM(strings.NewReader(tt.body))
+			rd, err := parseVLLM(strings.NewReader(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tt.want, parsed{l, c, ok}); d != "" {
+			if d := cmp.Diff(tt.want, parsed{rd.load, rd.counters, rd.ok, rd.ttft}); d != "" {
 				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
 	}
+}
+
+// rounds remembers the rounds a Scraper hands to its Rounds observer.
+type rounds struct {
+	mu  sync.Mutex // guards got
+	got [][]meter.Scrape
+}
+
+func (r *rounds) Observe(_ time.Time, round []meter.Scrape) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, round)
 }
 
 // chat sends one chat completion to a model server at base and returns
@@ -206,7 +233,8 @@ func TestScraperCountsSimTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, rdb := redistest.New(t)
-	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter,
+	obs := &rounds{}
+	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter, Rounds: obs,
 		Owner: func(id string) string {
 			if id == "d1" {
 				return "alice"
@@ -251,5 +279,14 @@ func TestScraperCountsSimTokens(t *testing.T) {
 	want := []meter.Tokens{row(h, sent[0]), row(h.Add(time.Hour), sent[1])}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("the ledger's tokens (-want +got):\n%s", d)
+	}
+	// The observer got the four rounds, the last with the simulator's
+	// counters and its time to first token of all five requests.
+	if len(obs.got) != 4 {
+		t.Fatalf("the observer got %d rounds, want 4", len(obs.got))
+	}
+	last := obs.got[3][0]
+	if all := sent[0].Plus(sent[1]); last.Counters != all || !last.OK || last.TTFT.Total() != 5 || len(last.TTFT.Bounds) != len(sim.TTFTBuckets) {
+		t.Errorf("the last round's read = %+v; want counters %+v and 5 first tokens in vLLM's %d buckets", last, all, len(sim.TTFTBuckets))
 	}
 }

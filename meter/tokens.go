@@ -59,6 +59,10 @@ type Scrape struct {
 	// could not be read this round (a timeout, a parse error): it keeps
 	// what was read of it before, and its next good read counts from there.
 	OK bool
+	// TTFT is the server's cumulative time to first token histogram
+	// (vllm:time_to_first_token_seconds), zero when it exposes none. The
+	// TokenCounter ignores it; the stats sampler reads it.
+	TTFT Histogram
 }
 
 // TokenLedger is where a TokenCounter adds what it counted: the Store.
