@@ -374,6 +374,9 @@ func (s *Store) MarkNotified(ctx context.Context, owner string, month time.Time,
 // deployment running idle. The JSON names are a public contract
 // (GET /account/events).
 type Event struct {
+	// ID is a cursor, ordered as the events are (EventID, ParseEventID);
+	// set on a deployment's events (DeployEvents, Journal.Record).
+	ID       string    `json:"id,omitempty"`
 	Owner    string    `json:"-"`
 	At       time.Time `json:"at"`
 	Type     string    `json:"type"`
@@ -397,11 +400,12 @@ func (s *Store) AddEvent(ctx context.Context, e Event) error {
 	return nil
 }
 
-// Events returns owner's events at or after since, oldest first, at most
-// limit of the newest.
+// Events returns owner's account events (not the deployments' journals:
+// DeployEvents reads those) at or after since, oldest first, at most limit
+// of the newest.
 func (s *Store) Events(ctx context.Context, owner string, since time.Time, limit int) ([]Event, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at_us, type, deploy_id, message, detail FROM events
-		WHERE owner = ? AND at_us >= ? ORDER BY at_us DESC LIMIT ?`), owner, us(since), limit)
+		WHERE owner = ? AND at_us >= ? AND journal = 0 ORDER BY at_us DESC LIMIT ?`), owner, us(since), limit)
 	if err != nil {
 		return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
 	}
