@@ -20,6 +20,11 @@
 // taken and freed, by the runtime's own record, when it got ready, and how
 // it ended.
 //
+// Lifecycle events (journal.go) tell a deployment's owner what happened to
+// it: instances placed, pending and why, ready with their cold start,
+// stopped or failed, and the deployment failed; Instances lists each
+// instance in its state since it entered it.
+//
 // EventQueue is the non-blocking, ordered report queue behind every
 // Runtime's Events channel (localrt and nomad use it).
 //

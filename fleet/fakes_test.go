@@ -330,14 +330,33 @@ func (l *usageLog) of(id string) []Usage {
 	return out
 }
 
+// eventLog records the fleet's lifecycle events.
+type eventLog struct {
+	mu     sync.Mutex // mu guards events.
+	events []Event
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, e)
+}
+
+func (l *eventLog) all() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
 type harness struct {
-	t     *testing.T
-	f     *Fleet
-	rt    *fakeRuntime
-	store *fakeStore
-	ep    *fakeEndpoints
-	j     *journal
-	usage *usageLog
+	t      *testing.T
+	f      *Fleet
+	rt     *fakeRuntime
+	store  *fakeStore
+	ep     *fakeEndpoints
+	j      *journal
+	usage  *usageLog
+	events *eventLog
 	// models serves the fleet's readiness probes.
 	models *modelNet
 	// stop ends Run and waits for it; the test's cleanup calls it too.
@@ -359,8 +378,9 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 			drained: map[string]chan struct{}{}, failed: map[string]string{}},
 		models: &modelNet{servers: map[string]http.Handler{}},
 		usage:  &usageLog{},
+		events: &eventLog{},
 	}
-	cfg.Runtime, cfg.Store, cfg.Endpoints, cfg.Usage = h.rt, h.store, h.ep, h.usage.add
+	cfg.Runtime, cfg.Store, cfg.Endpoints, cfg.Usage, cfg.Events = h.rt, h.store, h.ep, h.usage.add, h.events.add
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.HTTPClient = &http.Client{Transport: h.models, Timeout: time.Second}
 	f, err := New(cfg)

@@ -67,6 +67,10 @@ type Config struct {
 	// not block: the receiver queues the facts, or the fleet's loop
 	// stalls. nil: none.
 	Usage func(Usage)
+	// Events receives the lifecycle events of deployments and instances
+	// (see Event), in order, on Run's goroutine and without the fleet's
+	// lock held. Like Usage it must not block. nil: none.
+	Events func(Event)
 	// HTTPClient probes instances. Default: a client with a 1s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -83,12 +87,13 @@ type Fleet struct {
 	readyCh chan probeResult
 	stopped chan string
 
-	// mu guards deployments, instOwner, meters and usageQ.
+	// mu guards deployments, instOwner, meters, usageQ and eventQ.
 	mu          sync.Mutex
 	deployments map[string]*deployment
 	instOwner   map[string]string   // instance id -> deploy id
 	meters      map[string]*metered // instance id -> its GPU time so far
-	usageQ      []Usage             // facts for flushUsage
+	usageQ      []Usage             // facts for flush
+	eventQ      []Event             // events for flush
 }
 
 type probeResult struct{ deployID, instanceID string }
@@ -136,7 +141,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	f.reconcile(ctx, time.Now())
-	f.flushUsage()
+	f.flush()
 	for {
 		var (
 			ev    *Instance
@@ -164,7 +169,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 			f.onReady(*ready, now)
 		}
 		f.reconcile(ctx, now)
-		f.flushUsage()
+		f.flush()
 	}
 }
 
@@ -311,6 +316,7 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 		case len(active) > want:
 			f.scaleDownLocked(ctx, ds, active, len(active)-want)
 		}
+		f.noteLocked(ds, now)
 	}
 	f.mu.Unlock()
 
@@ -321,9 +327,9 @@ func (f *Fleet) reconcile(ctx context.Context, now time.Time) {
 			continue
 		}
 		f.mu.Lock()
-		f.meterLocked(id, s.spec)
+		f.meterLocked(id, s.spec, now)
 		if cur, ok := f.deployments[s.spec.DeployID]; ok && cur == s.ds {
-			s.ds.instances[id] = &inst{id: id, phase: PhasePending, since: now}
+			s.ds.instances[id] = &inst{id: id, phase: PhasePending, since: now, shown: StateStarting, shownSince: now}
 			f.instOwner[id] = s.spec.DeployID
 		} else {
 			f.stoppingLocked(id, releasedStopped)

@@ -37,8 +37,12 @@ type deployment struct {
 	desired       int
 	desiredReason string
 	instances     map[string]*inst
-	// quotaHeld is how many wanted instances the GPU quota holds back.
-	quotaHeld int
+	// quotaHeld is how many wanted instances the GPU quota holds back,
+	// since quotaSince.
+	quotaHeld  int
+	quotaSince time.Time
+	// pendingReason is the shortfall last reported (EventPending).
+	pendingReason string
 
 	// Crash-loop tracking: consecutive failures of instances that never got
 	// ready.
@@ -63,6 +67,11 @@ type inst struct {
 	// it), by the fleet's clock.
 	since  time.Time
 	cancel context.CancelFunc // stops the readiness probe
+	// shown is the state last seen (noteLocked), since shownSince; readyAt
+	// is when it became ready.
+	shown      State
+	shownSince time.Time
+	readyAt    time.Time
 }
 
 // active returns the instances that count toward desired (not draining).
@@ -179,6 +188,7 @@ func (f *Fleet) failLocked(ds *deployment, reason string, now time.Time) {
 	ds.backoffUntil = now.Add(backoff(ds.failures))
 	if ds.failures >= f.cfg.CrashLoopAfter && !ds.failed {
 		ds.failed = true
+		f.eventLocked(Event{Kind: EventDeploymentFailed, DeployID: ds.d.ID, Owner: ds.d.Owner, At: now, Reason: reason})
 		f.cfg.Endpoints.Fail(ds.d.ID, "deployment failed: "+reason)
 		f.log.Warn("deployment failed: not retrying until it is updated", "deploy", ds.d.ID, "failures", ds.failures, "reason", reason)
 	}
@@ -234,7 +244,7 @@ func (f *Fleet) onReady(r probeResult, now time.Time) {
 	if in == nil || in.ready || in.draining {
 		return
 	}
-	in.ready = true
+	in.ready, in.readyAt = true, now
 	f.retryLocked(ds)
 	f.meterReadyLocked(in.id, now)
 	f.pushLocked(ds)

@@ -2,7 +2,10 @@ package fleet
 
 // GPU-time facts: what the fleet tells the meter about each instance.
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // UsageKind is what a Usage fact says happened to an instance's GPUs.
 type UsageKind string
@@ -52,19 +55,44 @@ const (
 // deployment was deleted meanwhile). Guarded by Fleet.mu.
 type metered struct {
 	fact Usage // the instance's identity; Kind, At and Reason are set per fact
-	held bool  // UsageHeld was emitted
+	held bool  // UsageHeld was emitted, dated heldAt
+	// asked is when the fleet asked the runtime for the instance.
+	asked, heldAt time.Time
 	// stopReason is set when the fleet asked the stop: the reason of the
 	// UsageReleased fact, whatever phase the runtime ends the instance in.
 	stopReason string
 }
 
-// meterLocked starts the record of instance id of spec. Called with mu
-// held.
-func (f *Fleet) meterLocked(id string, spec Spec) {
-	f.meters[id] = &metered{fact: Usage{
+// meterLocked starts the record of instance id of spec, asked at now.
+// Called with mu held.
+func (f *Fleet) meterLocked(id string, spec Spec, now time.Time) {
+	f.meters[id] = &metered{asked: now, fact: Usage{
 		InstanceID: id, DeployID: spec.DeployID, Owner: spec.Owner,
 		Model: spec.Model, GPU: spec.GPU, NumGPUs: spec.NumGPUs,
 	}}
+}
+
+// adoptSkew is how much earlier than the fleet asked for an instance the
+// runtime may date its placement (clocks differ) before the instance counts
+// as adopted: one that ran before this fleet started.
+const adoptSkew = 10 * time.Second
+
+// adopted reports whether the instance was placed before the fleet asked
+// for it: a thaw restart found it running.
+func (m *metered) adopted() bool { return m.heldAt.Before(m.asked.Add(-adoptSkew)) }
+
+// heldLocked reports that the instance took its GPUs at at: a usage fact
+// and an EventPlaced. Called with mu held.
+func (f *Fleet) heldLocked(m *metered, at time.Time) {
+	m.held, m.heldAt = true, at
+	f.emitLocked(m.fact, UsageHeld, at, "")
+	f.eventLocked(m.event(EventPlaced, at, ""))
+}
+
+// event is an event of kind about the instance of m.
+func (m *metered) event(kind EventKind, at time.Time, reason string) Event {
+	return Event{Kind: kind, DeployID: m.fact.DeployID, Owner: m.fact.Owner, InstanceID: m.fact.InstanceID,
+		At: at, Reason: reason, Adopted: m.held && m.adopted()}
 }
 
 // stoppingLocked records why the fleet stops id; the first reason given
@@ -86,15 +114,19 @@ func (f *Fleet) meterEventLocked(ev Instance, now time.Time) {
 	switch ev.Phase {
 	case PhaseRunning:
 		if !m.held {
-			m.held = true
-			f.emitLocked(m.fact, UsageHeld, orNow(ev.Held, now), "")
+			f.heldLocked(m, orNow(ev.Held, now))
 		}
 	case PhaseFailed, PhaseStopped:
 		delete(f.meters, ev.ID)
 		if !m.held && !ev.Held.IsZero() {
 			// It ran, but its running report never reached the fleet.
-			m.held = true
-			f.emitLocked(m.fact, UsageHeld, ev.Held, "")
+			f.heldLocked(m, ev.Held)
+		}
+		// A failure is the runtime's news only when the fleet did not
+		// ask the stop; else it is how the stop it asked ended.
+		failed := ev.Phase == PhaseFailed && m.stopReason == ""
+		if failed {
+			f.eventLocked(m.event(EventFailed, orNow(ev.Released, now), cmp.Or(ev.Reason, releasedFailed)))
 		}
 		if !m.held {
 			return // never placed: it held no GPU
@@ -110,6 +142,9 @@ func (f *Fleet) meterEventLocked(ev Instance, now time.Time) {
 			reason = releasedStopped
 		}
 		f.emitLocked(m.fact, UsageReleased, orNow(ev.Released, now), reason)
+		if !failed {
+			f.eventLocked(m.event(EventStopped, orNow(ev.Released, now), reason))
+		}
 	}
 }
 
@@ -118,28 +153,21 @@ func (f *Fleet) meterEventLocked(ev Instance, now time.Time) {
 func (f *Fleet) meterReadyLocked(id string, now time.Time) {
 	if m := f.meters[id]; m != nil && m.held {
 		f.emitLocked(m.fact, UsageReady, now, "")
+		e := m.event(EventReady, now, "")
+		if !e.Adopted {
+			e.ColdStart = now.Sub(m.heldAt)
+		}
+		f.eventLocked(e)
 	}
 }
 
-// emitLocked queues a fact for flushUsage. Called with mu held.
+// emitLocked queues a fact for flush. Called with mu held.
 func (f *Fleet) emitLocked(u Usage, kind UsageKind, at time.Time, reason string) {
 	if f.cfg.Usage == nil {
 		return
 	}
 	u.Kind, u.At, u.Reason = kind, at, reason
 	f.usageQ = append(f.usageQ, u)
-}
-
-// flushUsage hands the queued facts to Config.Usage, in order, without
-// holding mu. Runs on Run's goroutine.
-func (f *Fleet) flushUsage() {
-	f.mu.Lock()
-	q := f.usageQ
-	f.usageQ = nil
-	f.mu.Unlock()
-	for _, u := range q {
-		f.cfg.Usage(u)
-	}
 }
 
 func orNow(t, now time.Time) time.Time {
