@@ -64,6 +64,22 @@ type LoopConfig struct {
 	Demand DemandSource
 	// Logger receives scale events (Info) and errors (Warn). Nil discards.
 	Logger *slog.Logger
+	// Scaled, when set, is told each scaling decision applied to the fleet
+	// (SetDesired succeeded and the count changed), once: not again when
+	// the loop repeats the same ask (Resync). It is called on Run's
+	// goroutine and must not block.
+	Scaled func(Scale)
+}
+
+// Scale is one scaling decision the loop applied, for the deployment's
+// events feed.
+type Scale struct {
+	DeployID string
+	// From is the fleet's count before, To the count asked.
+	From, To int
+	// Reason is the decision's, human readable.
+	Reason string
+	At     time.Time
 }
 
 // Loop evaluates every deployment each tick, and a woken deployment at
@@ -263,7 +279,11 @@ func (l *Loop) scale(ctx context.Context, now time.Time, t Target, demand int, w
 		}
 		return
 	}
+	repeat := ts.hasAsk && ts.asked == d.Desired
 	ts.asked, ts.askedAt, ts.hasAsk = d.Desired, now, true
+	if l.cfg.Scaled != nil && !repeat && d.Desired != t.Current {
+		l.cfg.Scaled(Scale{DeployID: t.ID, From: t.Current, To: d.Desired, Reason: d.Reason, At: now})
+	}
 	l.log.Info("autoscaler: scale", "deploy_id", t.ID, "from", t.Current, "to", d.Desired, "reason", d.Reason)
 }
 
