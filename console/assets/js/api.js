@@ -95,3 +95,12 @@ export function weekStart(d = new Date()) {
 
 // rfc3339 formats a Date as RFC 3339 UTC without fractions.
 export function rfc3339(d) { return d.toISOString().replace(/\.\d{3}Z$/, 'Z'); }
+
+// findModel returns the caller's deployment called owner/model (names are
+// unique per user regardless of case), or null: another user's model is
+// not found, as the API says of it.
+export async function findModel(owner, model, signal) {
+  const want = `${owner}/${model}`.toLowerCase();
+  const list = await api('/deploy/list', { signal });
+  return list.find((d) => d.full_name.toLowerCase() === want) || null;
+}

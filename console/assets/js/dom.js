@@ -91,3 +91,10 @@ export function notFound(what) {
 export function modelPath(fullName) {
   return '/' + fullName.split('/').map(encodeURIComponent).join('/');
 }
+
+// replace replaces node's children with children (nodes or strings; null
+// and false skipped, unlike Element.replaceChildren, which writes "null").
+export function replace(node, ...children) {
+  node.replaceChildren();
+  return append(node, ...children);
+}

@@ -1,7 +1,7 @@
 // dashboard.js: the caller's deployments, live (polled every 3 s), with
 // this week's cost and the last request of each.
 import { api, q, isMissing, weekStart, rfc3339 } from '../api.js';
-import { el, setText, usd, ago, modelPath } from '../dom.js';
+import { el, replace, setText, usd, ago, modelPath } from '../dom.js';
 import { every } from '../poll.js';
 
 const STATUSES = ['all', 'initializing', 'deploying', 'running', 'stopped', 'failed'];
@@ -113,10 +113,10 @@ function fill(tr, d, costs, last) {
   const cell = (c) => tr.querySelector(`[data-col="${c}"]`);
   const status = cell('status');
   status.dataset.status = d.status;
-  status.replaceChildren(el('span', { class: 'badge', 'data-status': d.status, text: d.status }),
+  replace(status, el('span', { class: 'badge', 'data-status': d.status, text: d.status }),
     d.fail_reason ? el('span', { class: 'sub reason', text: d.fail_reason }) : null);
   setText(cell('gpu'), `${d.config.num_gpus} × ${d.config.gpu}`);
-  cell('instances').replaceChildren(instancesText(d.instances),
+  replace(cell('instances'), instancesText(d.instances),
     d.instances.reason ? el('span', { class: 'sub reason', text: d.instances.reason }) : null);
   setText(cell('minmax'), `${d.settings.min_instances} / ${d.settings.max_instances}`);
   setText(cell('cost'), costs.has('') ? usd(costs.get(d.deploy_id) || 0) : '—');
