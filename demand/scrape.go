@@ -205,6 +205,10 @@ func NewScraper(cfg ScraperConfig) (*Scraper, error) {
 	return &Scraper{cfg: cfg}, nil
 }
 
+// ObserveRounds sets Config.Rounds: for what is built after the scraper
+// (thaw's stats sampler). Call it before Run.
+func (s *Scraper) ObserveRounds(o RoundObserver) { s.cfg.Rounds = o }
+
 // Run scrapes every Interval until ctx is done.
 func (s *Scraper) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)

@@ -234,7 +234,7 @@ func TestScraperCountsSimTokens(t *testing.T) {
 	}
 	_, rdb := redistest.New(t)
 	obs := &rounds{}
-	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter, Rounds: obs,
+	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter,
 		Owner: func(id string) string {
 			if id == "d1" {
 				return "alice"
@@ -246,6 +246,7 @@ func TestScraperCountsSimTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.ObserveRounds(obs)
 	h := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 	scrape := func(at time.Time) {
 		t.Helper()

@@ -14,6 +14,7 @@ import (
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/spend"
+	"github.com/thawhq/thaw/stats"
 )
 
 // meterFlags are the metering flags thaw dev and thaw server share.
@@ -24,10 +25,15 @@ type meterFlags struct {
 	startTimeout time.Duration
 	spendEvery   time.Duration
 	idleAlert    time.Duration
+	// The deployments' time series: the sample interval and how long
+	// samples are kept.
+	statsInterval  time.Duration
+	statsRetention time.Duration
 }
 
 // register adds --database-url, --gpu-prices, --spending-caps,
-// --start-timeout and --spending-check-interval to fs; dbDefault says what
+// --start-timeout, --spending-check-interval, --idle-alert,
+// --stats-interval and --stats-retention to fs; dbDefault says what
 // an empty --database-url means.
 func (f *meterFlags) register(fs *flag.FlagSet, dbDefault string) {
 	fs.StringVar(&f.databaseURL, "database-url", "", "usage ledger `database`: postgres://user@host:port/db (PostgreSQL) or sqlite:PATH (embedded SQLite); default "+dbDefault)
@@ -36,6 +42,8 @@ func (f *meterFlags) register(fs *flag.FlagSet, dbDefault string) {
 	fs.DurationVar(&f.startTimeout, "start-timeout", fleet.DefaultStartTimeout, "stop an instance that holds GPUs this long without becoming ready (the deployment fails after repeated timeouts)")
 	fs.DurationVar(&f.spendEvery, "spending-check-interval", 2*time.Second, "how often spend is checked against the spending limits")
 	fs.DurationVar(&f.idleAlert, "idle-alert", 24*time.Hour, "tell a deployment's owner (event and webhook) when it has run this long with no request")
+	fs.DurationVar(&f.statsInterval, "stats-interval", stats.DefaultInterval, "how often each deployment's time series is sampled (GET /deploy/{id}/stats; its smallest step)")
+	fs.DurationVar(&f.statsRetention, "stats-retention", stats.DefaultRetention, "how long the deployments' time series samples are kept in the usage database")
 }
 
 // metering is the parsed metering configuration and its open ledger.
@@ -46,14 +54,18 @@ type metering struct {
 	startTimeout time.Duration
 	spendEvery   time.Duration
 	idleAlert    time.Duration
+	// statsInterval and statsRetention configure the stats sampler.
+	statsInterval  time.Duration
+	statsRetention time.Duration
 }
 
 // open parses the flags and opens the ledger; an empty --database-url is
 // SQLite in dataDir. The caller closes the store.
 func (f *meterFlags) open(ctx context.Context, dataDir string) (*metering, error) {
-	m := &metering{startTimeout: f.startTimeout, spendEvery: f.spendEvery, idleAlert: f.idleAlert}
-	if f.startTimeout <= 0 || f.spendEvery <= 0 || f.idleAlert <= 0 {
-		return nil, errors.New("--start-timeout, --spending-check-interval and --idle-alert must be positive")
+	m := &metering{startTimeout: f.startTimeout, spendEvery: f.spendEvery, idleAlert: f.idleAlert,
+		statsInterval: f.statsInterval, statsRetention: f.statsRetention}
+	if f.startTimeout <= 0 || f.spendEvery <= 0 || f.idleAlert <= 0 || f.statsInterval <= 0 || f.statsRetention <= 0 {
+		return nil, errors.New("--start-timeout, --spending-check-interval, --idle-alert, --stats-interval and --stats-retention must be positive")
 	}
 	over, err := meter.ParsePrices(f.prices)
 	if err != nil {
