@@ -126,6 +126,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	}
 	a.cfg.Logger.Info("deployment created", "deploy", saved.ID, "model", saved.FullName(),
 		"gpu", saved.Config.GPU, "num_gpus", saved.Config.NumGPUs, "min", saved.Settings.MinInstances, "max", saved.Settings.MaxInstances)
+	a.recordCreated(saved)
 	writeJSON(w, http.StatusOK, deploy.NewView(&saved, a.cfg.Live.Live(saved)))
 }
 
@@ -205,6 +206,7 @@ func (a *API) update(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.cfg.Logger.Info("deployment updated", "deploy", saved.ID, "min", saved.Settings.MinInstances, "max", saved.Settings.MaxInstances)
+	a.recordUpdated(d.Settings, saved)
 	writeJSON(w, http.StatusOK, deploy.NewView(&saved, a.cfg.Live.Live(saved)))
 }
 
@@ -223,6 +225,7 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.cfg.Logger.Info("deployment deleted", "deploy", d.ID, "model", d.FullName())
+	a.recordDeleted(d)
 	d.UpdatedAt = a.cfg.Now().UTC()
 	writeJSON(w, http.StatusOK, deploy.NewView(&d, deploy.Live{Status: deploy.StatusDeleted}))
 }
