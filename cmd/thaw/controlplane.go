@@ -91,6 +91,8 @@ type controlPlane struct {
 	metering *metering
 	meter    *meter.Writer
 	spend    *spend.Enforcer
+	// The deployments' events (cmd/thaw/journal.go).
+	journal *meter.Journal
 	// The deployments' time series (cmd/thaw/stats.go).
 	stats statsPlane
 }
@@ -118,6 +120,9 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 		}
 	}()
 	if err := c.newMetering(p); err != nil {
+		return nil, err
+	}
+	if err := c.newJournal(p); err != nil {
 		return nil, err
 	}
 	eps, err := c.newRequestPath(ctx, p, replica)
@@ -222,6 +227,7 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: p.Log,
 		StartTimeout: c.metering.startTimeout,
 		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
+		Events:       func(e fleet.Event) { c.journal.Record(fleetEvent(e)) },
 	})
 	if err != nil {
 		return err
@@ -234,6 +240,7 @@ func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoint
 		Fleet:  scaleTargets{c.fleet},
 		Demand: demand.Reader{Redis: c.redis},
 		Logger: p.Log,
+		Scaled: c.recordScale,
 	})
 	if err != nil {
 		return err
@@ -272,6 +279,7 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	acfg := api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend}
 	c.stats.configure(&acfg)
+	c.configureJournal(&acfg)
 	deployAPI, err := api.New(acfg)
 	if err != nil {
 		return nil, err
@@ -305,6 +313,7 @@ func (c *controlPlane) Run(ctx context.Context) error {
 	g.Go(func() error { return demand.ListenWakes(gctx, c.redis, c.loop.Wake) })
 	g.Go(func() error { return c.fleet.Run(gctx) })
 	g.Go(func() error { return c.meter.Run(gctx) })
+	g.Go(func() error { return c.journal.Run(gctx) })
 	g.Go(func() error { return c.spend.Run(gctx) })
 	g.Go(func() error { return c.runStats(gctx) })
 	g.Go(func() error { return c.leader.Run(gctx, c.loop.Run) })
