@@ -81,6 +81,19 @@ export class Charts {
   }
 }
 
+// isolated picks the points uPlot should mark although it draws no
+// markers at this density: values with no neighbour, which a line alone
+// would not show.
+export function isolated(u, seriesIdx, show) {
+  if (show) return null;
+  const ys = u.data[seriesIdx];
+  const out = [];
+  for (let i = 0; i < ys.length; i++) {
+    if (ys[i] !== null && (i === 0 || ys[i - 1] === null) && (i === ys.length - 1 || ys[i + 1] === null)) out.push(i);
+  }
+  return out.length ? out : null;
+}
+
 function options(c, series, width) {
   const U = globalThis.uPlot;
   const dark = matchMedia('(prefers-color-scheme: dark)').matches;
@@ -95,7 +108,7 @@ function options(c, series, width) {
       label, stroke: color, width: 2, spanGaps: false,
       fill: c.bars ? color : undefined,
       paths: c.bars ? U.paths.bars({ size: [0.6, 12] }) : undefined,
-      points: { show: c.bars ? false : undefined },
+      points: c.bars ? { show: false } : { filter: isolated },
     }))],
   };
 }

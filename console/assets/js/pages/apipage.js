@@ -54,7 +54,7 @@ curl ${origin}/deploy/${id} -H "Authorization: Bearer $THAW_TOKEN"
 curl -X PUT ${origin}/deploy/${id} -H "Authorization: Bearer $THAW_TOKEN" \\
   -d '{"settings": {"min_instances": 0, "max_instances": 2}}'
 
-# its events (add -H "Accept: text/event-stream" to follow them live)
+# its events (add -N -H "Accept: text/event-stream" to follow them live)
 curl ${origin}/deploy/${id}/events -H "Authorization: Bearer $THAW_TOKEN"
 
 # its metrics over the last hour, and what it cost

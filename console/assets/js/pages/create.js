@@ -86,7 +86,7 @@ async function loadGPUs(select, note, alive) {
   if (!alive()) return;
   select.replaceChildren(...gpus.map((g) => {
     const parts = [g.gpu];
-    if (g.total !== undefined) parts.push(`${g.free} of ${g.total} free`);
+    if (typeof g.total === 'number' && typeof g.free === 'number') parts.push(`${g.free} of ${g.total} free`);
     if (g.price_per_gpu_hour_usd !== undefined) parts.push(g.price_per_gpu_hour_usd === null ? 'no price' : `${usd(g.price_per_gpu_hour_usd)}/GPU-hour`);
     return el('option', { value: g.gpu, text: parts.join(' · ') });
   }));
