@@ -233,6 +233,7 @@ func (c *consoleRun) chatAndStop() {
 	p.Until(5*time.Second, "the API counts the streaming request in flight", func() bool {
 		return c.stats().InFlight == 1
 	})
+	p.Until(20*time.Second, "a few words of the answer (for the screenshot)", func() bool { return len(c.assistantText()) >= 60 })
 	p.Screenshot("demo-streaming")
 	p.Click("#chat-stop")
 	p.Until(5*time.Second, `#chat[data-state="stopped"]`, func() bool { return p.Attr("#chat", "data-state") == "stopped" })
@@ -274,14 +275,15 @@ func (c *consoleRun) eventsAndCharts() {
 	if first != "deployment.updated" {
 		c.t.Errorf("the newest event (first in #events) is %q, want deployment.updated", first)
 	}
-	const points = `Math.max(0, ...Array.from(document.querySelectorAll("#charts div.chart[data-series=%q]"),
-  (e) => Number(e.dataset.points) || 0))`
 	for _, series := range []string{"instances", "requests", "tokens"} {
-		p.Until(40*time.Second, "the "+series+" chart has data-points > 0", func() bool {
-			return evalJS[int](p, fmt.Sprintf(points, series)) > 0
-		})
+		sel := fmt.Sprintf(`#charts div.chart[data-series=%q]`, series)
+		points := fmt.Sprintf(`Math.max(0, ...Array.from(document.querySelectorAll(%s), (e) => Number(e.dataset.points) || 0))`,
+			strconv.Quote(sel))
+		p.Until(40*time.Second, sel+" has data-points > 0", func() bool { return evalJS[int](p, points) > 0 })
 	}
 	p.Screenshot("deployment")
+	evalJS[bool](p, `(document.getElementById("charts").scrollIntoView(), true)`)
+	p.Screenshot("deployment-metrics")
 }
 
 // dashboard: the deployment's row says it runs, with its GPU and min/max.
