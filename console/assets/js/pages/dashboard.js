@@ -18,7 +18,8 @@ export function instancesText(inst) {
 export function mount(root) {
   document.title = 'Deployments · thaw';
   const filter = el('select', { id: 'status-filter', name: 'status' },
-    STATUSES.map((s) => el('option', { value: s === 'all' ? '' : s, text: s })));
+    STATUSES.map((s) => el('option', { value: s, text: s })));
+  const status = () => (filter.value === 'all' ? '' : filter.value);
   const tbody = el('tbody');
   const table = el('table', { id: 'deployments', class: 'grid cards' },
     el('caption', { class: 'visually-hidden', text: 'Your deployments' }),
@@ -42,7 +43,7 @@ export function mount(root) {
 
   const refresh = async (signal) => {
     try {
-      list = await api('/deploy/list' + q({ status: filter.value }), { signal });
+      list = await api('/deploy/list' + q({ status: status() }), { signal });
       setText(error, '');
     } catch (e) {
       if (e.name === 'AbortError') return;
@@ -51,8 +52,8 @@ export function mount(root) {
     }
     draw(tbody, list, costs, last);
     empty.hidden = list.length > 0;
-    empty.replaceChildren(filter.value
-      ? `No ${filter.value} deployments.`
+    empty.replaceChildren(status()
+      ? `No ${status()} deployments.`
       : el('span', {}, 'No deployments yet. ', el('a', { href: '/console/new', text: 'Create one' }), '.'));
     await Promise.all(list.map(async (d) => {
       try {

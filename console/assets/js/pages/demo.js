@@ -130,7 +130,7 @@ class Chat {
       reply = out.textContent;
       if (e.name === 'AbortError') {
         this.setState('stopped');
-        out.append(el('span', { class: 'meta', text: 'stopped' }));
+        out.after(el('p', { class: 'message-meta', text: 'stopped' }));
       } else {
         ctl.abort(); // release the response, if one came
         this.setState('error');
@@ -169,7 +169,7 @@ class Chat {
     const meta = [];
     if (cold) meta.push(`cold start ${cold}`);
     if (finish === 'length') meta.push('stopped at max tokens');
-    if (meta.length) out.append(el('span', { class: 'meta', text: meta.join(' · ') }));
+    if (meta.length) out.after(el('p', { class: 'message-meta', text: meta.join(' · ') }));
     return reply;
   }
 

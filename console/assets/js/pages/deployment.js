@@ -162,7 +162,7 @@ async function refreshInstances(v, path, signal) {
   const now = Date.now();
   v.instances.replaceChildren(...list.map((i) => el('li', { 'data-state': i.state, 'data-instance-id': i.id || '' },
     el('span', { class: 'state', text: i.state }),
-    el('code', { text: i.id ? i.id.slice(0, 12) : '(not placed)' }),
+    el('code', { class: 'id', text: i.id || '(not placed)' }),
     el('span', { class: 'sub', text: (i.since ? `for ${duration(Math.max(0, now - Date.parse(i.since)) / 1000)}` : '') + (i.ready_at ? `, ready since ${new Date(i.ready_at).toLocaleTimeString()}` : '') }),
     i.reason ? el('span', { class: 'sub reason', text: i.reason }) : null)));
 }
