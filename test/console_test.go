@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ type consoleRun struct {
 }
 
 // TestConsole walks through the web console as a user would, in Chromium,
-// against `thaw dev` with a slow simulator (3s startups, 5 tokens/s): log in
+// against `thaw dev` with a slow simulator (5s startups, 5 tokens/s): log in
 // (a bad token first), create a deployment with the form (a bad value first:
 // the error on its field), watch it go from deploying to running, chat on the
 // demo page and stop mid-stream (the slot is freed), change max_instances,
@@ -34,7 +35,7 @@ type consoleRun struct {
 func TestConsole(t *testing.T) {
 	const otherToken = "tok-other-console"
 	th := startThaw(t, thawOpts{
-		SimStartup:      3 * time.Second,
+		SimStartup:      5 * time.Second,
 		TokensPerSecond: 5,
 		Users:           []string{"other=" + otherToken},
 		Args:            []string{"--stats-interval", "1s"},
@@ -161,7 +162,7 @@ func (c *consoleRun) createGood() {
 }
 
 // watchRunning: the page shows the status go from deploying (an instance
-// starting, 3s) to running, live.
+// starting, 5s) to running, live.
 func (c *consoleRun) watchRunning() {
 	c.step("deploying -> running")
 	p := c.p
@@ -271,9 +272,9 @@ func (c *consoleRun) eventsAndCharts() {
 		sel := fmt.Sprintf(`#events li[data-type=%q]`, typ)
 		p.Until(10*time.Second, "an event "+sel, func() bool { return p.Count(sel) > 0 })
 	}
-	first := p.Attr("#events li", "data-type")
-	if first != "deployment.updated" {
-		c.t.Errorf("the newest event (first in #events) is %q, want deployment.updated", first)
+	order := evalJS[[]string](p, `Array.from(document.querySelectorAll("#events li"), (e) => e.dataset.type)`)
+	if slices.Index(order, "deployment.updated") > slices.Index(order, "deployment.created") {
+		c.t.Errorf("#events is not newest first: %q", order)
 	}
 	for _, series := range []string{"instances", "requests", "tokens"} {
 		sel := fmt.Sprintf(`#charts div.chart[data-series=%q]`, series)
