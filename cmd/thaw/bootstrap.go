@@ -166,7 +166,7 @@ func parseAndStart[C commandConfig](ctx context.Context, args []string, stderr i
 // the deploy API and the OpenAI-compatible endpoint at base.
 func printServing(w io.Writer, name, base string) {
 	fmt.Fprintf(w, "%s is serving on %s\n", name, base)
-	fmt.Fprintf(w, "  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base)
+	fmt.Fprintf(w, "  console:     %s/\n  deploy API:  %s/deploy/llm\n  OpenAI base: %s/v1/openai\n", base, base, base)
 }
 
 // serve runs components until ctx is done or one of them fails, with the
