@@ -122,6 +122,17 @@ func Need(t testing.TB, err error) {
 	t.Fatal(err)
 }
 
+// orFind leaves *bin as it is when set, and otherwise sets it to what find
+// returns: a config's Bin defaults to the installed binary.
+func orFind(bin *string, find func() (string, error)) error {
+	if *bin != "" {
+		return nil
+	}
+	var err error
+	*bin, err = find()
+	return err
+}
+
 // ThawT is ThawBin for a test (see Need).
 func ThawT(t testing.TB) string {
 	t.Helper()

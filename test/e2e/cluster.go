@@ -50,10 +50,8 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Bin == "" {
-		if cfg.Bin, err = ThawBin(); err != nil {
-			return nil, err
-		}
+	if err := orFind(&cfg.Bin, ThawBin); err != nil {
+		return nil, err
 	}
 	if cfg.Ready == 0 {
 		cfg.Ready = 90 * time.Second
@@ -110,9 +108,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 // stops the cluster (checking it reports a clean stop) when t ends.
 func StartClusterT(t testing.TB, cfg ClusterConfig) *Cluster {
 	t.Helper()
-	if cfg.Bin == "" {
-		cfg.Bin = ThawT(t)
-	}
+	Need(t, orFind(&cfg.Bin, ThawBin))
 	c, err := StartCluster(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -46,12 +46,8 @@ type Envoy struct {
 // /ready answers LIVE. On an error the process is stopped, and the error
 // holds its log's tail.
 func StartEnvoy(cfg EnvoyConfig) (*Envoy, error) {
-	if cfg.Bin == "" {
-		bin, err := EnvoyBin()
-		if err != nil {
-			return nil, err
-		}
-		cfg.Bin = bin
+	if err := orFind(&cfg.Bin, EnvoyBin); err != nil {
+		return nil, err
 	}
 	if cfg.Ready == 0 {
 		cfg.Ready = 20 * time.Second
@@ -94,11 +90,7 @@ func StartEnvoy(cfg EnvoyConfig) (*Envoy, error) {
 // StartEnvoyT is StartEnvoy for a test (see StartT and Need).
 func StartEnvoyT(t testing.TB, cfg EnvoyConfig) *Envoy {
 	t.Helper()
-	if cfg.Bin == "" {
-		bin, err := EnvoyBin()
-		Need(t, err)
-		cfg.Bin = bin
-	}
+	Need(t, orFind(&cfg.Bin, EnvoyBin))
 	e, err := StartEnvoy(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -44,10 +44,8 @@ type Nomad struct {
 // thaw server keeps deployments, need) has an active key.
 func StartNomad(cfg NomadConfig) (*Nomad, error) {
 	var err error
-	if cfg.Bin == "" {
-		if cfg.Bin, err = RepoBin("nomad"); err != nil {
-			return nil, err
-		}
+	if err = orFind(&cfg.Bin, func() (string, error) { return RepoBin("nomad") }); err != nil {
+		return nil, err
 	}
 	if cfg.PluginDir == "" {
 		plugin, err := RepoBin("plugins/thaw-fakegpu")

@@ -31,12 +31,8 @@ type Redis struct {
 
 // StartRedis starts redis-server and waits until it answers PING.
 func StartRedis(cfg RedisConfig) (*Redis, error) {
-	if cfg.Bin == "" {
-		bin, err := LookPath("redis-server")
-		if err != nil {
-			return nil, err
-		}
-		cfg.Bin = bin
+	if err := orFind(&cfg.Bin, func() (string, error) { return LookPath("redis-server") }); err != nil {
+		return nil, err
 	}
 	r := &Redis{}
 	if cfg.Dir == "" {

@@ -43,12 +43,8 @@ type Thaw struct {
 // StartThaw starts thaw with cfg and waits until GET /healthz is 200. On an
 // error the process is stopped, and the error holds its output's tail.
 func StartThaw(cfg ThawConfig) (*Thaw, error) {
-	if cfg.Bin == "" {
-		bin, err := ThawBin()
-		if err != nil {
-			return nil, err
-		}
-		cfg.Bin = bin
+	if err := orFind(&cfg.Bin, ThawBin); err != nil {
+		return nil, err
 	}
 	if cfg.Ready == 0 {
 		cfg.Ready = 30 * time.Second
@@ -90,9 +86,7 @@ func StartThaw(cfg ThawConfig) (*Thaw, error) {
 // StartThawT is StartThaw for a test (see StartT).
 func StartThawT(t testing.TB, cfg ThawConfig) *Thaw {
 	t.Helper()
-	if cfg.Bin == "" {
-		cfg.Bin = ThawT(t)
-	}
+	Need(t, orFind(&cfg.Bin, ThawBin))
 	th, err := StartThaw(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -89,12 +89,8 @@ type VLLM struct {
 // is stopped, and the error holds its output's tail. The error wraps
 // ErrMissing when bin/vllm, the HF home or the model is not installed.
 func StartVLLM(cfg VLLMConfig) (*VLLM, error) {
-	if cfg.Bin == "" {
-		bin, err := VLLMBin()
-		if err != nil {
-			return nil, err
-		}
-		cfg.Bin = bin
+	if err := orFind(&cfg.Bin, VLLMBin); err != nil {
+		return nil, err
 	}
 	if cfg.HFHome == "" {
 		home, err := HFHome()
