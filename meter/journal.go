@@ -138,15 +138,7 @@ func (s *Store) AddJournalEvent(ctx context.Context, e Event) error {
 // PurgeEvents deletes the journal events dated before before (account
 // events stay) and returns how many it deleted.
 func (s *Store) PurgeEvents(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM events WHERE journal = 1 AND at_us < ?`), us(before))
-	if err != nil {
-		return 0, fmt.Errorf("meter: purge events: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("meter: purge events: %w", err)
-	}
-	return n, nil
+	return s.deleteRows(ctx, "purge events", `DELETE FROM events WHERE journal = 1 AND at_us < ?`, us(before))
 }
 
 // JournalStore is where a Journal writes: the Store.
@@ -182,11 +174,11 @@ type JournalConfig struct {
 type Journal struct {
 	cfg JournalConfig
 	log *slog.Logger
-	sig chan struct{} // capacity 1: "the queue may be non-empty"
+	q   *queue[Event]
 
-	// mu guards q, last and dropped.
+	// mu guards last and dropped, and is held while an event is pushed so
+	// that the queue is in the order of the events' times.
 	mu      sync.Mutex
-	q       []Event
 	last    int64 // at_us of the last event recorded
 	dropped int
 }
@@ -211,7 +203,7 @@ func NewJournal(cfg JournalConfig) (*Journal, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Journal{cfg: cfg, log: cfg.Logger, sig: make(chan struct{}, 1)}, nil
+	return &Journal{cfg: cfg, log: cfg.Logger, q: newQueue[Event]()}, nil
 }
 
 // Record queues e, dated e.At (now when zero) or 1 µs after the event
@@ -226,80 +218,43 @@ func (j *Journal) Record(e Event) {
 	j.last = v
 	e.At = fromUS(v)
 	e.ID = strconv.FormatInt(v, 10)
-	if len(j.q) >= j.cfg.MaxQueue {
+	if !j.q.push(e, j.cfg.MaxQueue) {
 		j.dropped++
-		j.mu.Unlock()
-		return
 	}
-	j.q = append(j.q, e)
 	j.mu.Unlock()
-	select {
-	case j.sig <- struct{}{}:
-	default:
-	}
 }
 
 // Pending is how many events wait to be written.
-func (j *Journal) Pending() int {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return len(j.q)
-}
+func (j *Journal) Pending() int { return j.q.len() }
 
 // Run writes queued events until ctx is done, and deletes the events older
 // than Retention every PurgeEvery. Events still queued when ctx ends are
 // written with a short grace.
 func (j *Journal) Run(ctx context.Context) error {
-	purge := time.NewTicker(j.cfg.PurgeEvery)
-	defer purge.Stop()
-	j.purge(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			j.drain(grace)
-			return nil
-		case <-j.sig:
-			j.drain(ctx)
-		case <-purge.C:
-			j.purge(ctx)
-		}
-	}
+	return j.q.run(ctx, j.cfg.PurgeEvery, j.drain, j.purge)
 }
 
 // drain writes the queue in order. An event the database could not take
 // stays at the head and is retried after a pause.
 func (j *Journal) drain(ctx context.Context) {
-	wait := 100 * time.Millisecond
-	for {
-		j.mu.Lock()
-		if n := j.dropped; n > 0 {
-			j.dropped = 0
-			j.log.Error("events journal full: events dropped", "dropped", n, "max_queue", j.cfg.MaxQueue)
-		}
-		if len(j.q) == 0 {
-			j.q = nil
-			j.mu.Unlock()
-			return
-		}
-		e := j.q[0]
-		j.mu.Unlock()
-		if err := j.cfg.Store.AddJournalEvent(ctx, e); err != nil {
-			j.log.Warn("events journal: database unavailable; will retry", "type", e.Type, "deploy", e.DeployID, "pending", j.Pending(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 5*time.Second)
-			continue
-		}
-		j.mu.Lock()
-		j.q[0] = Event{}
-		j.q = j.q[1:]
-		j.mu.Unlock()
+	j.q.drain(ctx, j.write)
+}
+
+// write adds e to the store (an error means "retry it"), after logging the
+// events dropped since the last write, if any.
+func (j *Journal) write(ctx context.Context, e Event) error {
+	j.mu.Lock()
+	n := j.dropped
+	j.dropped = 0
+	j.mu.Unlock()
+	if n > 0 {
+		j.log.Error("events journal full: events dropped", "dropped", n, "max_queue", j.cfg.MaxQueue)
 	}
+	err := j.cfg.Store.AddJournalEvent(ctx, e)
+	if err != nil {
+		j.log.Warn("events journal: database unavailable; will retry", "type", e.Type, "deploy", e.DeployID, "pending", j.Pending(), "err", err)
+	}
+	return err
 }
 
 // purge deletes the events older than Retention.

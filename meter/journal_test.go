@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,18 +13,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/thawhq/thaw/internal/bubbletest"
 	"github.com/thawhq/thaw/meter"
-	"github.com/thawhq/thaw/test/e2e"
 )
 
-// TestDeployEvents runs the journal queries on SQLite and, when one can be
-// started, PostgreSQL.
+// TestDeployEvents runs the journal queries on each database.
 func TestDeployEvents(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) {
-		testDeployEvents(t, "sqlite:"+filepath.Join(t.TempDir(), "meter.db"))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		testDeployEvents(t, newDatabase(t, e2e.StartPostgres(t), "journal"))
-	})
+	runOnDatabases(t, "journal", []storeCase{{"deployment events", testDeployEvents}})
 }
 
 // ev is what the journal tests compare of an event.

@@ -129,13 +129,19 @@ func (s *Store) LastActive(ctx context.Context, deployID string) (time.Time, boo
 // PruneSamples deletes the samples taken before before and returns how
 // many it deleted.
 func (s *Store) PruneSamples(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM stats WHERE at_us < ?`), us(before))
+	return s.deleteRows(ctx, "prune samples", `DELETE FROM stats WHERE at_us < ?`, us(before))
+}
+
+// deleteRows runs the DELETE statement query and returns how many rows it
+// deleted; what names it in an error.
+func (s *Store) deleteRows(ctx context.Context, what, query string, args ...any) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.q(query), args...)
 	if err != nil {
-		return 0, fmt.Errorf("meter: prune samples: %w", err)
+		return 0, fmt.Errorf("meter: %s: %w", what, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, fmt.Errorf("meter: prune samples: %w", err)
+		return 0, fmt.Errorf("meter: %s: %w", what, err)
 	}
 	return n, nil
 }

@@ -2,40 +2,20 @@ package meter_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/meter"
-	"github.com/thawhq/thaw/test/e2e"
 )
 
-// TestStoreSamples runs the samples' store cases on SQLite and PostgreSQL,
-// as TestStore does.
+// TestStoreSamples runs the samples' store cases on each database, as
+// TestStore does.
 func TestStoreSamples(t *testing.T) {
-	cases := []struct {
-		name string
-		run  func(t *testing.T, url string)
-	}{
+	runOnDatabases(t, "stats", []storeCase{
 		{"samples", testSamples},
 		{"cold starts", testColdStarts},
-	}
-	t.Run("sqlite", func(t *testing.T) {
-		for _, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				c.run(t, "sqlite:"+filepath.Join(t.TempDir(), "meter.db"))
-			})
-		}
-	})
-	t.Run("postgres", func(t *testing.T) {
-		admin := e2e.StartPostgres(t)
-		for i, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				c.run(t, newDatabase(t, admin, "stats_"+string(rune('a'+i))))
-			})
-		}
 	})
 }
 

@@ -17,22 +17,17 @@ import (
 	"github.com/thawhq/thaw/test/e2e"
 )
 
-// TestStore runs the store suite on SQLite (a file in a temporary
+// storeCase is one store test, run against the database at url.
+type storeCase struct {
+	name string
+	run  func(t *testing.T, url string)
+}
+
+// runOnDatabases runs each case on SQLite (a file in a temporary
 // directory) and on a real PostgreSQL (a throw-away cluster; missing, it
-// skips outside CI and fails in CI). Each case gets an empty database.
-func TestStore(t *testing.T) {
-	cases := []struct {
-		name string
-		run  func(t *testing.T, url string)
-	}{
-		{"migrations", testMigrations},
-		{"intervals", testIntervals},
-		{"restart re-report counted once", testRestart},
-		{"refused facts", testRefused},
-		{"concurrent record", testConcurrentRecord},
-		{"tokens", testTokens},
-		{"accounts", testAccounts},
-	}
+// skips outside CI and fails in CI). Each case gets an empty database;
+// PostgreSQL's are named prefix_<n>.
+func runOnDatabases(t *testing.T, prefix string, cases []storeCase) {
 	t.Run("sqlite", func(t *testing.T) {
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
@@ -44,9 +39,22 @@ func TestStore(t *testing.T) {
 		admin := e2e.StartPostgres(t)
 		for i, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
-				c.run(t, newDatabase(t, admin, fmt.Sprintf("meter_%d", i)))
+				c.run(t, newDatabase(t, admin, fmt.Sprintf("%s_%d", prefix, i)))
 			})
 		}
+	})
+}
+
+// TestStore runs the store suite on each database.
+func TestStore(t *testing.T) {
+	runOnDatabases(t, "meter", []storeCase{
+		{"migrations", testMigrations},
+		{"intervals", testIntervals},
+		{"restart re-report counted once", testRestart},
+		{"refused facts", testRefused},
+		{"concurrent record", testConcurrentRecord},
+		{"tokens", testTokens},
+		{"accounts", testAccounts},
 	})
 }
 

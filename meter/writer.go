@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -43,11 +42,8 @@ type WriterConfig struct {
 type Writer struct {
 	cfg WriterConfig
 	log *slog.Logger
-	sig chan struct{} // capacity 1: "the queue may be non-empty"
-	gpu *gpuTally     // GPU time of the facts added, for the metrics
-
-	mu sync.Mutex
-	q  []Fact
+	q   *queue[Fact]
+	gpu *gpuTally // GPU time of the facts added, for the metrics
 }
 
 // NewWriter returns a Writer; Run starts it.
@@ -64,86 +60,48 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Writer{cfg: cfg, log: cfg.Logger, sig: make(chan struct{}, 1), gpu: newGPUTally(time.Now())}, nil
+	return &Writer{cfg: cfg, log: cfg.Logger, q: newQueue[Fact](), gpu: newGPUTally(time.Now())}, nil
 }
 
 // Add queues f. It never blocks.
 func (w *Writer) Add(f Fact) {
 	w.gpu.add(f)
-	w.mu.Lock()
-	w.q = append(w.q, f)
-	w.mu.Unlock()
-	select {
-	case w.sig <- struct{}{}:
-	default:
-	}
+	w.q.push(f, 0)
 }
 
 // Pending is how many facts wait to be written.
-func (w *Writer) Pending() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.q)
-}
+func (w *Writer) Pending() int { return w.q.len() }
 
 // Run writes queued facts until ctx is done, and closes intervals from
 // History every CloseEvery. Facts still queued when ctx ends are written
 // with a short grace, so a clean shutdown loses none.
 func (w *Writer) Run(ctx context.Context) error {
-	closeT := time.NewTicker(w.cfg.CloseEvery)
-	defer closeT.Stop()
-	w.closeEnded(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			w.drain(grace)
-			return nil
-		case <-w.sig:
-			w.drain(ctx)
-		case <-closeT.C:
-			w.drain(ctx)
-			w.closeEnded(ctx)
-		}
-	}
+	return w.q.run(ctx, w.cfg.CloseEvery, w.drain, func(ctx context.Context) {
+		w.drain(ctx)
+		w.closeEnded(ctx)
+	})
 }
 
 // drain writes the queue in order. A fact the database could not take
 // stays at the head and is retried after a pause; one the ledger refuses
 // for what it says (no held fact, dated before it) is logged and dropped.
 func (w *Writer) drain(ctx context.Context) {
-	wait := 100 * time.Millisecond
-	for {
-		w.mu.Lock()
-		if len(w.q) == 0 {
-			w.q = nil
-			w.mu.Unlock()
-			return
-		}
-		f := w.q[0]
-		w.mu.Unlock()
-		err := w.cfg.Ledger.Record(ctx, f)
-		switch {
-		case err == nil:
-		case refused(err):
-			w.log.Error("ledger refused a fact; dropped", "instance", f.InstanceID, "kind", f.Kind, "at", f.At, "err", err)
-		default:
-			w.log.Warn("ledger unavailable; will retry", "instance", f.InstanceID, "kind", f.Kind, "pending", w.Pending(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 5*time.Second)
-			continue
-		}
-		w.gpu.written(f)
-		w.mu.Lock()
-		w.q[0] = Fact{}
-		w.q = w.q[1:]
-		w.mu.Unlock()
+	w.q.drain(ctx, w.write)
+}
+
+// write records f; an error means "retry it".
+func (w *Writer) write(ctx context.Context, f Fact) error {
+	err := w.cfg.Ledger.Record(ctx, f)
+	switch {
+	case err == nil:
+	case refused(err):
+		w.log.Error("ledger refused a fact; dropped", "instance", f.InstanceID, "kind", f.Kind, "at", f.At, "err", err)
+	default:
+		w.log.Warn("ledger unavailable; will retry", "instance", f.InstanceID, "kind", f.Kind, "pending", w.Pending(), "err", err)
+		return err
 	}
+	w.gpu.written(f)
+	return nil
 }
 
 // refused tells an error about the fact itself from a database failure.
