@@ -2,8 +2,8 @@
 // and JavaScript SDKs, DeepInfra's native call and the deploy-management
 // calls, with this thaw's base URL and the model's name. The token is read
 // from the environment in every snippet, never written into the page.
-import { findModel } from '../api.js';
-import { el, setText, notFound } from '../dom.js';
+import { el, setText } from '../dom.js';
+import { showModel } from './model.js';
 
 // snippets returns the page's code for deployment d served at origin.
 export function snippets(origin, d) {
@@ -69,21 +69,7 @@ curl -X DELETE ${origin}/deploy/${id} -H "Authorization: Bearer $THAW_TOKEN"`],
 export function mount(root, { owner, model }) {
   document.title = `${owner}/${model} API · thaw`;
   const ctl = new AbortController();
-  (async () => {
-    let d;
-    try {
-      d = await findModel(owner, model, ctl.signal);
-    } catch (e) {
-      if (!ctl.signal.aborted) root.append(el('p', { class: 'error', role: 'alert', text: e.message }));
-      return;
-    }
-    if (ctl.signal.aborted) return;
-    if (!d) {
-      root.append(notFound(`Model ${owner}/${model}`));
-      return;
-    }
-    root.append(page(d));
-  })();
+  showModel(root, owner, model, ctl.signal, (d) => root.append(page(d)));
   return () => ctl.abort();
 }
 

@@ -3,31 +3,20 @@
 // which frees the model's slot at once. While no token has come, #cold-state
 // says whether an instance is starting (with the seconds waited) or the
 // first token is on its way.
-import { api, raw, findModel, ApiError } from '../api.js';
+import { api, raw, ApiError } from '../api.js';
 import { readEvents } from '../sse.js';
-import { el, setText, notFound, duration } from '../dom.js';
+import { el, setText, duration } from '../dom.js';
+import { showModel } from './model.js';
 
 export function mount(root, { owner, model }) {
   document.title = `${owner}/${model} · thaw`;
   const ctl = new AbortController();
   let chat = null;
-  (async () => {
-    let d;
-    try {
-      d = await findModel(owner, model, ctl.signal);
-    } catch (e) {
-      if (!ctl.signal.aborted) root.append(el('p', { class: 'error', role: 'alert', text: e.message }));
-      return;
-    }
-    if (ctl.signal.aborted) return;
-    if (!d) {
-      root.append(notFound(`Model ${owner}/${model}`));
-      return;
-    }
+  showModel(root, owner, model, ctl.signal, (d) => {
     chat = new Chat(d);
     root.append(chat.root);
     chat.input.focus();
-  })();
+  });
   return () => { ctl.abort(); if (chat) chat.close(); };
 }
 

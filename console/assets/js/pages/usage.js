@@ -60,18 +60,22 @@ export function mount(root) {
   return () => stops.forEach((s) => s());
 }
 
-function unavailable(e, what) {
-  return isMissing(e) ? `${what} is not metered on this thaw.` : `Cannot read ${what.toLowerCase()}: ${e.message}`;
+// read GETs path. When that fails (other than by the page going away), it
+// says why in note, naming what was read, and returns null.
+async function read(path, signal, note, what) {
+  try {
+    return await api(path, { signal });
+  } catch (e) {
+    if (e.name !== 'AbortError') {
+      setText(note, isMissing(e) ? `${what} is not metered on this thaw.` : `Cannot read ${what.toLowerCase()}: ${e.message}`);
+    }
+    return null;
+  }
 }
 
 async function refreshAccount(v, signal) {
-  let a;
-  try {
-    a = await api('/account', { signal });
-  } catch (e) {
-    if (e.name !== 'AbortError') setText(v.state, unavailable(e, 'Spend'));
-    return;
-  }
+  const a = await read('/account', signal, v.state, 'Spend');
+  if (!a) return;
   setText(v.week, usd(a.spent_this_week_usd));
   setText(v.month, usd(a.spent_this_month_usd));
   setText(v.burn, `Running instances cost ${usd(a.burn_rate_usd_per_hour)} per hour now.` +
@@ -106,13 +110,8 @@ async function saveLimit(v) {
 }
 
 async function refreshStatements(v, signal) {
-  let body;
-  try {
-    body = await api('/usage/invoices', { signal });
-  } catch (e) {
-    if (e.name !== 'AbortError') setText(v.stmtNote, unavailable(e, 'Usage'));
-    return;
-  }
+  const body = await read('/usage/invoices', signal, v.stmtNote, 'Usage');
+  if (!body) return;
   const sts = [...(body.statements || [])].reverse(); // newest first
   setText(v.stmtNote, sts.length ? '' : 'No statements yet.');
   v.statements.replaceChildren(...sts.map((s) => {
@@ -151,13 +150,8 @@ async function downloadCSV(v) {
 }
 
 async function refreshEvents(v, signal) {
-  let body;
-  try {
-    body = await api('/account/events', { signal });
-  } catch (e) {
-    if (e.name !== 'AbortError') setText(v.eventsNote, unavailable(e, 'Account events'));
-    return;
-  }
+  const body = await read('/account/events', signal, v.eventsNote, 'Account events');
+  if (!body) return;
   const evs = [...(body.events || [])].reverse();
   setText(v.eventsNote, evs.length ? '' : 'Nothing to report: no threshold crossed, no deployment idle.');
   v.events.replaceChildren(...evs.map((e) => el('li', { 'data-type': e.type },
