@@ -123,7 +123,7 @@ func (a *API) putAccount(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&up); err != nil {
 		httperr.Encode(w, http.StatusBadRequest, "invalid_json", "",
-			"want a JSON object with spending_limit_usd (USD a month, 0: none), webhook_url and webhook_secret: "+clip(err.Error()))
+			"want a JSON object with spending_limit_usd (USD a month, 0: none), webhook_url and webhook_secret: "+httperr.Clip(err.Error()))
 		return
 	}
 	owner := auth.User(r.Context())
@@ -164,7 +164,7 @@ func checkWebhookURL(s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("webhook_url %q: want an absolute http or https URL, or \"\" for none", clip(s))
+		return fmt.Errorf("webhook_url %q: want an absolute http or https URL, or \"\" for none", httperr.Clip(s))
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-	"unicode/utf8"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
@@ -134,7 +133,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	status := deploy.Status(r.URL.Query().Get("status"))
 	if status != "" && !validStatus(status) {
 		httperr.Encode(w, http.StatusBadRequest, "invalid_status", "status",
-			fmt.Sprintf("unknown status %q, want one of initializing, deploying, running, stopped, failed, deleted", clip(string(status))))
+			fmt.Sprintf("unknown status %q, want one of initializing, deploying, running, stopped, failed, deleted", httperr.Clip(string(status))))
 		return
 	}
 	out := []deploy.View{}
@@ -303,20 +302,7 @@ func (a *API) writeErr(w http.ResponseWriter, op string, err error) {
 // notFound answers 404 for the deployment id, whether it does not exist or
 // belongs to someone else.
 func notFound(w http.ResponseWriter, id string) {
-	httperr.Encode(w, http.StatusNotFound, "deployment_not_found", "deploy_id", fmt.Sprintf("deployment %q not found", clip(id)))
-}
-
-// clip cuts s to 80 bytes for an error message, on a rune boundary.
-func clip(s string) string {
-	const n = 80
-	if len(s) <= n {
-		return s
-	}
-	i := n
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "..."
+	httperr.Encode(w, http.StatusNotFound, "deployment_not_found", "deploy_id", fmt.Sprintf("deployment %q not found", httperr.Clip(id)))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

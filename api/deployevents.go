@@ -182,7 +182,7 @@ func (a *API) eventQuery(w http.ResponseWriter, r *http.Request, d deploy.Deploy
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_time", "since",
-				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", clip(s)))
+				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", httperr.Clip(s)))
 			return q, false
 		}
 		q.Since = t.UTC()
@@ -191,7 +191,7 @@ func (a *API) eventQuery(w http.ResponseWriter, r *http.Request, d deploy.Deploy
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxDeployEvents {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_limit", "limit",
-				fmt.Sprintf("limit=%q: want a whole number from 1 to %d", clip(s), MaxDeployEvents))
+				fmt.Sprintf("limit=%q: want a whole number from 1 to %d", httperr.Clip(s), MaxDeployEvents))
 			return q, false
 		}
 		q.Limit = n
@@ -204,7 +204,7 @@ func (a *API) eventQuery(w http.ResponseWriter, r *http.Request, d deploy.Deploy
 		t, err := meter.ParseEventID(cursor)
 		if err != nil {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_event_id", param,
-				fmt.Sprintf("%s %q is not an event id: use the id of an event this endpoint sent", param, clip(cursor)))
+				fmt.Sprintf("%s %q is not an event id: use the id of an event this endpoint sent", param, httperr.Clip(cursor)))
 			return q, false
 		}
 		q.After = t

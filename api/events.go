@@ -31,7 +31,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_time", "since",
-				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", clip(v)))
+				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", httperr.Clip(v)))
 			return
 		}
 		since = t.UTC()

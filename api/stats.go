@@ -147,7 +147,7 @@ func (a *API) step(w http.ResponseWriter, r *http.Request, span time.Duration) (
 		// is that long.
 		if perr != nil || math.IsNaN(secs) || math.Abs(secs) > 366*24*3600 {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_step", "step",
-				fmt.Sprintf("step=%q is not a duration (e.g. 30s, 5m) or a number of seconds", clip(v)))
+				fmt.Sprintf("step=%q is not a duration (e.g. 30s, 5m) or a number of seconds", httperr.Clip(v)))
 			return 0, false
 		}
 		step = time.Duration(secs * float64(time.Second))
@@ -155,12 +155,12 @@ func (a *API) step(w http.ResponseWriter, r *http.Request, span time.Duration) (
 	switch {
 	case step < interval:
 		httperr.Encode(w, http.StatusBadRequest, "invalid_step", "step",
-			fmt.Sprintf("step=%q is shorter than the sample interval, %s", clip(v), interval))
+			fmt.Sprintf("step=%q is shorter than the sample interval, %s", httperr.Clip(v), interval))
 		return 0, false
 	case (span+step-1)/step > maxPoints:
 		httperr.Encode(w, http.StatusBadRequest, "too_many_points", "step",
 			fmt.Sprintf("step=%q gives %d points from %s; at most %d: widen the step or narrow from and to",
-				clip(v), (span+step-1)/step, span, maxPoints))
+				httperr.Clip(v), (span+step-1)/step, span, maxPoints))
 		return 0, false
 	}
 	return step, true

@@ -51,7 +51,7 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, deployID string) {
 	case meter.GroupDeployment, meter.GroupGPU, meter.GroupDay, meter.GroupWeek:
 	default:
 		httperr.Encode(w, http.StatusBadRequest, "invalid_group_by", "group_by",
-			fmt.Sprintf("unknown group_by %q, want one of deployment, gpu, day, week", clip(string(by))))
+			fmt.Sprintf("unknown group_by %q, want one of deployment, gpu, day, week", httperr.Clip(string(by))))
 		return
 	}
 	owner := auth.User(r.Context())
@@ -189,7 +189,7 @@ func window(w http.ResponseWriter, r *http.Request, now, def time.Time) (from, t
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			httperr.Encode(w, http.StatusBadRequest, "invalid_time", p.name,
-				fmt.Sprintf("%s=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", p.name, clip(v)))
+				fmt.Sprintf("%s=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", p.name, httperr.Clip(v)))
 			return from, to, false
 		}
 		*p.t = t.UTC()

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // This file turns request bodies into CreateRequest and UpdateRequest. It
@@ -113,7 +115,7 @@ func checkFields(obj []byte, s, ignored *schema, path string) error {
 		if err := dec.Decode(&raw); err != nil {
 			return kindErr(ErrBadJSON, path, "request body is not valid JSON")
 		}
-		field := joinPath(path, clip(key))
+		field := joinPath(path, httperr.Clip(key))
 		sub, known := s.sub[key]
 		skip := false
 		if !known && ignored != nil {
@@ -158,7 +160,7 @@ func typeErr(err error) error {
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
-		return kindErr(ErrWrongType, te.Field, "%s must be %s, got %s", te.Field, jsonTypeName(te.Type), clip(te.Value))
+		return kindErr(ErrWrongType, te.Field, "%s must be %s, got %s", te.Field, jsonTypeName(te.Type), httperr.Clip(te.Value))
 	}
 	return kindErr(ErrWrongType, "", "request body has a field of the wrong type")
 }

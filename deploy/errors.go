@@ -3,7 +3,6 @@ package deploy
 import (
 	"errors"
 	"fmt"
-	"unicode/utf8"
 )
 
 // Kinds of FieldError, for the API to choose a status. A FieldError whose
@@ -55,20 +54,4 @@ func fieldErr(field, format string, args ...any) *FieldError {
 
 func kindErr(kind error, field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...), Err: kind}
-}
-
-// maxQuoted bounds how much of a user's value an error message repeats.
-const maxQuoted = 80
-
-// clip cuts s to maxQuoted bytes on a rune boundary, marking the cut, so a
-// megabyte-long value does not come back in full in an error.
-func clip(s string) string {
-	if len(s) <= maxQuoted {
-		return s
-	}
-	n := maxQuoted
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // ModelRefUsage says how a request names a model, for the messages that
@@ -31,13 +33,13 @@ type ModelRef struct {
 func ParseModelRef(s string) (ModelRef, error) {
 	if id, ok := strings.CutPrefix(s, deployIDForm); ok {
 		if id == "" {
-			return ModelRef{}, fmt.Errorf("%w %q: empty id", ErrBadModelRef, clip(s))
+			return ModelRef{}, fmt.Errorf("%w %q: empty id", ErrBadModelRef, httperr.Clip(s))
 		}
 		return ModelRef{ID: id}, nil
 	}
 	owner, name, ok := strings.Cut(s, "/")
 	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
-		return ModelRef{}, fmt.Errorf("%w %q: want %s", ErrBadModelRef, clip(s), ModelRefUsage)
+		return ModelRef{}, fmt.Errorf("%w %q: want %s", ErrBadModelRef, httperr.Clip(s), ModelRefUsage)
 	}
 	return ModelRef{Owner: owner, Name: name}, nil
 }

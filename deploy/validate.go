@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // Limits and defaults of the deploy API, after DeepInfra's.
@@ -29,13 +31,13 @@ func Normalize(req CreateRequest) (*Deployment, error) {
 		return nil, fieldErr("model_name", "model_name is required")
 	}
 	if !modelNameRE.MatchString(req.ModelName) {
-		return nil, kindErr(ErrMalformed, "model_name", "model_name %q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", clip(req.ModelName))
+		return nil, kindErr(ErrMalformed, "model_name", "model_name %q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", httperr.Clip(req.ModelName))
 	}
 	if req.GPU == "" {
 		return nil, fieldErr("gpu", "gpu is required, one of %s", strings.Join(GPUTypes, ", "))
 	}
 	if !validGPU(req.GPU) {
-		return nil, fieldErr("gpu", "unknown gpu %q, want one of %s", clip(req.GPU), strings.Join(GPUTypes, ", "))
+		return nil, fieldErr("gpu", "unknown gpu %q, want one of %s", httperr.Clip(req.GPU), strings.Join(GPUTypes, ", "))
 	}
 	d := &Deployment{ModelName: req.ModelName}
 	d.Config.GPU = req.GPU
@@ -83,7 +85,7 @@ func Normalize(req CreateRequest) (*Deployment, error) {
 		if strings.Contains(a, "${") {
 			// Nomad replaces ${...} in a task's arguments with its
 			// environment and node attributes, and has no escape for it.
-			return nil, kindErr(ErrMalformed, "extra_args", "extra_args must not contain \"${\" (got %q)", clip(a))
+			return nil, kindErr(ErrMalformed, "extra_args", "extra_args must not contain \"${\" (got %q)", httperr.Clip(a))
 		}
 	}
 	d.Config.ExtraArgs = req.ExtraArgs
@@ -130,7 +132,7 @@ func CheckQuota(quota int, d *Deployment, others []*Deployment) error {
 // the field, the value, why it is refused and rule, what is allowed.
 func malformed(field, value, rule string) func(why string) error {
 	return func(why string) error {
-		return kindErr(ErrMalformed, field, "%s %q %s; %s", field, clip(value), why, rule)
+		return kindErr(ErrMalformed, field, "%s %q %s; %s", field, httperr.Clip(value), why, rule)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/thawhq/thaw/httperr"
 )
 
 func intp(n int) *int { return &n }
@@ -276,7 +277,7 @@ func TestCheckHFRevision(t *testing.T) {
 		t.Run(tt.rev, func(t *testing.T) {
 			msg := ""
 			if tt.want != "" {
-				msg = fmt.Sprintf("hf.revision %q %s%s", clip(tt.rev), tt.want, rule)
+				msg = fmt.Sprintf("hf.revision %q %s%s", httperr.Clip(tt.rev), tt.want, rule)
 			}
 			checkMalformed(t, fmt.Sprintf("CheckHFRevision(%q)", tt.rev), CheckHFRevision(tt.rev), "hf.revision", msg)
 		})

@@ -156,7 +156,7 @@ func (p *Proxy) readUpstreamError(resp *http.Response) (*httperr.Error, error) {
 	}
 	e := upstreamErr(resp.StatusCode, resp.Header, body)
 	if e.Status >= 500 {
-		p.log.Warn("model server error", "status", resp.StatusCode, "body", truncate(string(body), maxErrorMessage))
+		p.log.Warn("model server error", "status", resp.StatusCode, "body", httperr.Truncate(string(body), maxErrorMessage))
 	}
 	return e, nil
 }
@@ -174,7 +174,7 @@ func upstreamErr(status int, h http.Header, body []byte) *httperr.Error {
 	if msg == "" || status >= 500 {
 		msg = fmt.Sprintf("the model server answered %d %s", status, http.StatusText(status))
 	}
-	e := httperr.New(status, code, param, truncate(msg, maxErrorMessage))
+	e := httperr.New(status, code, param, httperr.Truncate(msg, maxErrorMessage))
 	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
 		e.RetryAfter = time.Duration(s) * time.Second
 	}
@@ -295,15 +295,4 @@ func codeFor(status int) string {
 		return "upstream_error"
 	}
 	return "invalid_request"
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
