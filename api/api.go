@@ -265,6 +265,14 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // (a path, an OS or Nomad error) goes to the log only.
 const storeUnavailable = "deployment store unavailable; nothing was changed, retry later"
 
+// unavailable answers 503 with code and message, and Retry-After 5 s: a
+// backing store could not be read or written, and a retry may succeed.
+func unavailable(w http.ResponseWriter, code, message string) {
+	e := httperr.New(http.StatusServiceUnavailable, code, "", message)
+	e.RetryAfter = 5 * time.Second
+	httperr.Write(w, e)
+}
+
 // writeErr maps the deploy API's errors to statuses, in one place. Only a
 // *deploy.FieldError's message, written for the API's user, reaches the
 // response; any other error is a store failure, logged and answered 503.
@@ -274,9 +282,7 @@ func (a *API) writeErr(w http.ResponseWriter, op string, err error) {
 		// The store could not be read or written (Nomad unreachable, disk
 		// full): nothing was changed, and a retry may succeed.
 		a.cfg.Logger.Error("deployment store failed", "op", op, "err", err)
-		e := httperr.New(http.StatusServiceUnavailable, "store_unavailable", "", storeUnavailable)
-		e.RetryAfter = 5 * time.Second
-		httperr.Write(w, e)
+		unavailable(w, "store_unavailable", storeUnavailable)
 		return
 	}
 	status, code := http.StatusUnprocessableEntity, "invalid_value"

@@ -177,16 +177,10 @@ func wantsStream(r *http.Request) bool {
 func (a *API) eventQuery(w http.ResponseWriter, r *http.Request, d deploy.Deployment) (meter.EventQuery, bool) {
 	q := meter.EventQuery{Owner: d.Owner, DeployID: d.ID, Limit: DefaultDeployEvents,
 		Since: a.cfg.Now().UTC().Add(-deployEventsWindow)}
-	v := r.URL.Query()
-	if s := v.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339, s)
-		if err != nil {
-			httperr.Encode(w, http.StatusBadRequest, "invalid_time", "since",
-				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", httperr.Clip(s)))
-			return q, false
-		}
-		q.Since = t.UTC()
+	if !timeParam(w, r, "since", &q.Since) {
+		return q, false
 	}
+	v := r.URL.Query()
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxDeployEvents {

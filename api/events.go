@@ -1,12 +1,10 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/thawhq/thaw/auth"
-	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/meter"
 )
 
@@ -27,14 +25,8 @@ type EventsView struct {
 // default 30 days ago), at most MaxEvents of the newest, oldest first.
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	since := a.cfg.Now().UTC().Add(-eventsWindow)
-	if v := r.URL.Query().Get("since"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			httperr.Encode(w, http.StatusBadRequest, "invalid_time", "since",
-				fmt.Sprintf("since=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", httperr.Clip(v)))
-			return
-		}
-		since = t.UTC()
+	if !timeParam(w, r, "since", &since) {
+		return
 	}
 	evs, err := a.cfg.Ledger.Events(r.Context(), auth.User(r.Context()), since, MaxEvents)
 	if err != nil {

@@ -168,9 +168,7 @@ func (a *API) step(w http.ResponseWriter, r *http.Request, span time.Duration) (
 
 func statsFailed(w http.ResponseWriter, log *slog.Logger, err error) {
 	log.Error("stats unavailable", "err", err)
-	e := httperr.New(http.StatusServiceUnavailable, "stats_unavailable", "", "stats unavailable, retry later")
-	e.RetryAfter = 5 * time.Second
-	httperr.Write(w, e)
+	unavailable(w, "stats_unavailable", "stats unavailable, retry later")
 }
 
 // gpuView is one GPU type of GET /gpus; counts and price are null when

@@ -140,9 +140,7 @@ func (a *API) readIntervals(w http.ResponseWriter, ctx context.Context, owner st
 // details in the log only.
 func ledgerFailed(w http.ResponseWriter, log *slog.Logger, err error) {
 	log.Error("usage ledger failed", "err", err)
-	e := httperr.New(http.StatusServiceUnavailable, "ledger_unavailable", "", "usage ledger unavailable, retry later")
-	e.RetryAfter = 5 * time.Second
-	httperr.Write(w, e)
+	unavailable(w, "ledger_unavailable", "usage ledger unavailable, retry later")
 }
 
 // unpriced answers a window the price table cannot price: an error, never a
@@ -173,26 +171,30 @@ func onlyDeployment(ivs []meter.Interval, toks []meter.Tokens, id string) usageO
 	return out
 }
 
+// timeParam reads the query parameter name, an RFC 3339 time, into *t (in
+// UTC); *t stays as it is when the parameter is absent. A malformed one is
+// answered 400 and reported false.
+func timeParam(w http.ResponseWriter, r *http.Request, name string, t *time.Time) bool {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return true
+	}
+	p, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		httperr.Encode(w, http.StatusBadRequest, "invalid_time", name,
+			fmt.Sprintf("%s=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", name, httperr.Clip(v)))
+		return false
+	}
+	*t = p.UTC()
+	return true
+}
+
 // window reads ?from= and ?to= (RFC 3339; to defaults to now, from to
 // def), writing 400 for a malformed or empty window.
 func window(w http.ResponseWriter, r *http.Request, now, def time.Time) (from, to time.Time, ok bool) {
 	from, to = def, now
-	q := r.URL.Query()
-	for _, p := range []struct {
-		name string
-		t    *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		v := q.Get(p.name)
-		if v == "" {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			httperr.Encode(w, http.StatusBadRequest, "invalid_time", p.name,
-				fmt.Sprintf("%s=%q is not an RFC 3339 time, e.g. 2026-11-02T00:00:00Z", p.name, httperr.Clip(v)))
-			return from, to, false
-		}
-		*p.t = t.UTC()
+	if !timeParam(w, r, "from", &from) || !timeParam(w, r, "to", &to) {
+		return from, to, false
 	}
 	if !from.Before(to) {
 		httperr.Encode(w, http.StatusBadRequest, "invalid_window", "from", "from must be before to")
