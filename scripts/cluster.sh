@@ -31,7 +31,6 @@ SCRIPT=cluster
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NOMAD="$ROOT/bin/nomad"
 THAW=${THAW_BIN:-$ROOT/bin/thaw}
 REDIS="$ROOT/bin/redis-server"

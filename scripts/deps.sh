@@ -26,8 +26,6 @@ SCRIPT=deps
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
 NOMAD_VERSION=${NOMAD_VERSION:-v1.10.5}
 NOMAD_FALLBACK_VERSION=${NOMAD_FALLBACK_VERSION:-v1.10.0}
 # The same pseudo-version thaw's own go.mod uses, so it is already in the

