@@ -33,8 +33,9 @@ commands:
   get      show one deployment
   update   change a deployment's min/max instances
   delete   delete a deployment and stop its instances
+  events   show a deployment's events (--follow: as they happen)
 
-get, update and delete take the deploy id or the model name
+get, update, delete and events take the deploy id or the model name
 (my-model or owner/my-model).
 
 environment:
@@ -51,7 +52,7 @@ Run "thaw deploy <command> -h" for the command's flags.
 func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, deployUsage)
-		return errors.New("thaw deploy: missing command (create, list, get, update or delete)")
+		return errors.New("thaw deploy: missing command (create, list, get, update, delete or events)")
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
@@ -65,6 +66,8 @@ func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		err = deployUpdate(ctx, rest, stdout, stderr)
 	case "delete", "rm":
 		err = deployDelete(ctx, rest, stdout, stderr)
+	case "events":
+		err = deployEvents(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, deployUsage)
 	default:
