@@ -15,15 +15,8 @@ func TestGPUModels(t *testing.T) {
 		want      map[string]string
 	}{
 		{
-			name: "defaults",
-			want: map[string]string{
-				"A100-80GB":  "NVIDIA A100-SXM4-80GB",
-				"H100-80GB":  "NVIDIA H100 80GB HBM3",
-				"L4-24GB":    "NVIDIA L4",
-				"L40S-48GB":  "NVIDIA L40S",
-				"H200-141GB": "NVIDIA H200",
-				"B200-180GB": "NVIDIA B200",
-			},
+			name: "no overrides: the default table, no GPU type more or less",
+			want: DefaultGPUModels,
 		},
 		{
 			name: "override, add and remove",

@@ -46,12 +46,7 @@ func TestHeldAndReleased(t *testing.T) {
 }
 
 func TestEndedOfInstancesThatHeldNoGPU(t *testing.T) {
-	h := start(t, Config{
-		Inventory: map[string]int{"A100-80GB": 1},
-		Command:   simCommand("/nonexistent/thaw", time.Second, 50, nil),
-	})
-	failed := h.startInst(fleet.Spec{Model: "m", GPU: "A100-80GB", NumGPUs: 1})
-	ev := h.waitFor(failed, fleet.PhaseFailed)
+	h, failed, ev := startFailing(t)
 	if !ev.Held.IsZero() || !ev.Released.IsZero() {
 		t.Errorf("a model server that could not start: Held %v, Released %v; want neither", ev.Held, ev.Released)
 	}

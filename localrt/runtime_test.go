@@ -186,13 +186,21 @@ func TestExitReportsFailed(t *testing.T) {
 	}
 }
 
-func TestStartFailure(t *testing.T) {
-	h := start(t, Config{
+// startFailing starts a runtime with one A100 and a model server command
+// that cannot start, and one instance on it; it returns the instance and
+// its failed report.
+func startFailing(t *testing.T) (h *harness, id string, failed fleet.Instance) {
+	t.Helper()
+	h = start(t, Config{
 		Inventory: map[string]int{"A100-80GB": 1},
 		Command:   simCommand("/nonexistent/thaw", time.Second, 50, nil),
 	})
-	id := h.startInst(fleet.Spec{Model: "m", GPU: "A100-80GB", NumGPUs: 1})
-	ev := h.waitFor(id, fleet.PhaseFailed)
+	id = h.startInst(fleet.Spec{Model: "m", GPU: "A100-80GB", NumGPUs: 1})
+	return h, id, h.waitFor(id, fleet.PhaseFailed)
+}
+
+func TestStartFailure(t *testing.T) {
+	h, _, ev := startFailing(t)
 	if !strings.HasPrefix(ev.Reason, "could not start model server: ") {
 		t.Errorf("reason = %q, want could not start model server: ...", ev.Reason)
 	}

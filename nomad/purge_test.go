@@ -57,6 +57,28 @@ func (f *purgeNomad) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
+// runningInstance returns a Runtime talking to the Nomad nomad serves, with
+// one instance of d-1 started (id) whose allocation a1 of task group g runs
+// at h:1 since t0. The server is closed when t ends.
+func runningInstance(t *testing.T, nomad http.Handler) (r *Runtime, id, g string) {
+	t.Helper()
+	srv := httptest.NewServer(nomad)
+	t.Cleanup(srv.Close)
+	r = runtimeAt(t, srv.URL)
+	r.ready = true
+	id, err := r.Start(context.Background(), testSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g = r.deployments["d-1"].slots[0].group
+	v := alloc("a1", g, "run", "running", 10, "h:1")
+	v.CreateTime = t0.UnixNano()
+	r.onAllocLocked(v)
+	return r, id, g
+}
+
 // TestPurgeReportsWhenTheGPUsWereFreed: Purge stops the job, waits for its
 // allocation to end and reports the instance stopped with the task's
 // FinishedAt, then purges: Nomad forgets a purged job's allocations before
@@ -72,20 +94,7 @@ func TestPurgeReportsWhenTheGPUsWereFreed(t *testing.T) {
 		{stub("running", time.Time{})}, // stopping
 		{stub("complete", end)},
 	}}
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
-	r := runtimeAt(t, srv.URL)
-	r.ready = true
-	id, err := r.Start(context.Background(), testSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	g := r.deployments["d-1"].slots[0].group
-	v := alloc("a1", g, "run", "running", 10, "h:1")
-	v.CreateTime = t0.UnixNano()
-	r.onAllocLocked(v)
-	r.mu.Unlock()
+	r, id, g := runningInstance(t, fake)
 	fake.mu.Lock()
 	for _, step := range fake.script {
 		step[0].TaskGroup = g
@@ -120,21 +129,9 @@ func TestPurgeReportsWhenTheGPUsWereFreed(t *testing.T) {
 // (the stop fails), Purge still reports the instance stopped, without a
 // Released time, and returns the error for the Purger to retry.
 func TestPurgeWithoutTheEnd(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	r, id, _ := runningInstance(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no leader", http.StatusInternalServerError)
 	}))
-	defer srv.Close()
-	r := runtimeAt(t, srv.URL)
-	r.ready = true
-	id, err := r.Start(context.Background(), testSpec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	v := alloc("a1", r.deployments["d-1"].slots[0].group, "run", "running", 10, "h:1")
-	v.CreateTime = t0.UnixNano()
-	r.onAllocLocked(v)
-	r.mu.Unlock()
 	if err := r.Purge(context.Background(), "d-1"); err == nil {
 		t.Error("Purge with Nomad failing: no error")
 	}

@@ -217,6 +217,18 @@ func (h *harness) postAsync(ctx context.Context, user, path, body string) <-chan
 	return ch
 }
 
+// holdChats sends n chat completions for alice's d1 and waits until all n
+// are held.
+func (h *harness) holdChats(n int) []<-chan result {
+	h.t.Helper()
+	var held []<-chan result
+	for range n {
+		held = append(held, h.postAsync(context.Background(), "alice", "/v1/openai/chat/completions", chatBody))
+	}
+	h.waitHeld("d1", n)
+	return held
+}
+
 // wait returns the result from ch, failing after d.
 func wait(t *testing.T, ch <-chan result, d time.Duration) result {
 	t.Helper()

@@ -227,11 +227,7 @@ func TestQueueFull(t *testing.T) {
 
 func TestFailAndRecover(t *testing.T) {
 	h := newHarness(t, Config{})
-	var held []<-chan result
-	for range 3 {
-		held = append(held, h.postAsync(context.Background(), "alice", "/v1/openai/chat/completions", chatBody))
-	}
-	h.waitHeld("d1", 3)
+	held := h.holdChats(3)
 	h.p.Fail("d1", "weights not found: org/x")
 	want := apiErr{Status: 503, Type: "service_unavailable_error", Code: "deployment_failed", RetryAfter: "30"}
 	for _, ch := range held {

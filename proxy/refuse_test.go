@@ -33,11 +33,7 @@ func checkQuota(t *testing.T, what string, r result) {
 // Unrefuse requests are held and served again.
 func TestRefuseHeld(t *testing.T) {
 	h := newHarness(t, Config{})
-	var held []<-chan result
-	for range 3 {
-		held = append(held, h.postAsync(context.Background(), "alice", "/v1/openai/chat/completions", chatBody))
-	}
-	h.waitHeld("d1", 3)
+	held := h.holdChats(3)
 	if got := h.sink.get("d1"); got != (Load{Held: 3}) {
 		t.Fatalf("demand before Refuse = %v, want 3 held", got)
 	}
