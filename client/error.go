@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/thawhq/thaw/httperr"
 )
 
 // Error is a non-2xx answer from the API. Message, Type, Param and Code come
@@ -89,7 +90,7 @@ func decodeError(status int, body []byte) *Error {
 			return e
 		}
 	}
-	e.Message = truncate(strings.TrimSpace(string(body)), maxErrorText)
+	e.Message = httperr.Truncate(strings.TrimSpace(string(body)), maxErrorText)
 	return e
 }
 
@@ -109,15 +110,4 @@ func lenientString(raw json.RawMessage) string {
 		return buf.String()
 	}
 	return string(raw)
-}
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
 }
