@@ -5,25 +5,28 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/thawhq/thaw/httperr"
 )
 
-// Users maps tokens to user names. It is immutable after construction.
+// Users maps tokens to user names. Its users can be replaced at any time
+// (Replace, or a UsersWatcher following the users file) while requests are
+// authenticated: each lookup sees either the old users or the new ones.
 type Users struct {
 	// byHash maps sha256(token) to user: the map never holds a token in
-	// clear.
-	byHash map[[32]byte]string
+	// clear. A stored map is never modified: Replace stores a new one.
+	byHash atomic.Pointer[map[[32]byte]string]
 }
 
 // NewUsers builds Users from user -> token.
 func NewUsers(tokens map[string]string) *Users {
-	u := &Users{byHash: map[[32]byte]string{}}
+	hashes := make(map[string][32]byte, len(tokens))
 	for user, tok := range tokens {
-		u.byHash[sha256.Sum256([]byte(tok))] = user
+		hashes[user] = sha256.Sum256([]byte(tok))
 	}
-	return u
+	return NewUsersFromHashes(hashes)
 }
 
 // Lookup returns the user owning token. Only sha256 digests are compared,
@@ -32,7 +35,7 @@ func (u *Users) Lookup(token string) (string, bool) {
 	if token == "" {
 		return "", false
 	}
-	user, ok := u.byHash[sha256.Sum256([]byte(token))]
+	user, ok := (*u.byHash.Load())[sha256.Sum256([]byte(token))]
 	return user, ok
 }
 

@@ -2,12 +2,14 @@ package auth
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -28,12 +30,62 @@ func HashToken(token string) string {
 // NewUsersFromHashes builds Users from user -> sha256 of the token, so
 // tokens never need to be stored in clear.
 func NewUsersFromHashes(hashes map[string][32]byte) *Users {
-	u := &Users{byHash: map[[32]byte]string{}}
-	for user, h := range hashes {
-		u.byHash[h] = user
-	}
+	u := &Users{}
+	u.Replace(hashes)
 	return u
 }
+
+// UsersChange is what Replace changed, by user name, each list sorted.
+// Names are not secret (they appear in logs); tokens and hashes never do.
+type UsersChange struct {
+	Added    []string // users who were not there before
+	Removed  []string // users who are gone: their tokens no longer authenticate
+	NewToken []string // users whose token changed: the old one no longer authenticates
+}
+
+// Empty reports whether nothing changed.
+func (c UsersChange) Empty() bool {
+	return len(c.Added) == 0 && len(c.Removed) == 0 && len(c.NewToken) == 0
+}
+
+// Replace makes hashes (user -> sha256 of the token) the users: every
+// lookup that starts after Replace returns sees them and only them. It is
+// safe to call while requests are authenticated.
+func (u *Users) Replace(hashes map[string][32]byte) UsersChange {
+	byHash := make(map[[32]byte]string, len(hashes))
+	for user, h := range hashes {
+		byHash[h] = user
+	}
+	old := u.byHash.Swap(&byHash)
+	var c UsersChange
+	if old == nil {
+		return c
+	}
+	before := make(map[string][32]byte, len(*old))
+	for h, user := range *old {
+		before[user] = h
+	}
+	for user, h := range hashes {
+		switch prev, ok := before[user]; {
+		case !ok:
+			c.Added = append(c.Added, user)
+		case prev != h:
+			c.NewToken = append(c.NewToken, user)
+		}
+	}
+	for user := range before {
+		if _, ok := hashes[user]; !ok {
+			c.Removed = append(c.Removed, user)
+		}
+	}
+	slices.Sort(c.Added)
+	slices.Sort(c.Removed)
+	slices.Sort(c.NewToken)
+	return c
+}
+
+// Len returns the number of users.
+func (u *Users) Len() int { return len(*u.byHash.Load()) }
 
 // ParseUsers reads a users file: one user per line, `<name>
 // sha256:<64 hex digits of the token's SHA-256>`; blank lines and lines
@@ -75,19 +127,33 @@ func ParseUsers(r io.Reader) (map[string][32]byte, error) {
 	return out, nil
 }
 
+// ErrNoUsers is returned (wrapped) for a users file that lists no user:
+// loading it would lock everyone out, which is never what an operator
+// means (a file truncated while it is rewritten reads that way).
+var ErrNoUsers = errors.New("auth: users file lists no user")
+
 // LoadUsersFile reads the users file at path (see ParseUsers).
 func LoadUsersFile(path string) (*Users, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: users file: %w", err)
 	}
-	defer f.Close()
-	hashes, err := ParseUsers(f)
+	hashes, err := parseUsersFile(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return NewUsersFromHashes(hashes), nil
+}
+
+// parseUsersFile parses data, the content of the users file at path,
+// refusing a file with no user (ErrNoUsers).
+func parseUsersFile(path string, data []byte) (map[string][32]byte, error) {
+	hashes, err := ParseUsers(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(hashes) == 0 {
-		return nil, fmt.Errorf("auth: users file %s lists no user", path)
+		return nil, fmt.Errorf("%w: %s", ErrNoUsers, path)
 	}
-	return NewUsersFromHashes(hashes), nil
+	return hashes, nil
 }

@@ -73,7 +73,7 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	banner := func(w io.Writer) {
 		fmt.Fprintf(w, "thaw activator %s is serving on http://%s (redis %s)\n", a.replica, a.ln.Addr(), cfg.redisAddr)
 	}
-	return p.serve(ctx, stdout, "thaw activator", banner, a.Run)
+	return p.serve(ctx, stdout, "thaw activator", banner, a.Run, p.watchUsers)
 }
 
 // activator is one activator replica (package proxy), fed by the endpoints

@@ -82,6 +82,8 @@ type process struct {
 	Redis     *redis.Client
 	// Users are processConfig.UsersFile's users; nil without one.
 	Users *auth.Users
+	// usersFile is processConfig.UsersFile, which watchUsers follows.
+	usersFile string
 	// metrics is the operators' listener; nil with --metrics-addr ''.
 	metrics net.Listener
 	closers []func() // run last first by close
@@ -131,6 +133,7 @@ func startProcess(ctx context.Context, cfg processConfig) (_ *process, err error
 		if p.Users, err = auth.LoadUsersFile(cfg.UsersFile); err != nil {
 			return nil, err
 		}
+		p.usersFile = cfg.UsersFile
 	}
 	return p, nil
 }

@@ -58,7 +58,8 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 		"Users come from --users-file, which the operator manages: one line per user,\n"+
 		"`<name> sha256:<hex>`, the hex being the SHA-256 of the user's token, e.g.\n"+
 		"  echo \"alice sha256:$(printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1)\" >> users\n"+
-		"Tokens are never stored in clear. Restart thaw server to apply changes.\n\n"+
+		"Tokens are never stored in clear. Changes apply within a second, or at once\n"+
+		"on SIGHUP; a file that does not parse or lists no user is logged and ignored.\n\n"+
 		"Deployments (with their HF tokens) are kept in Nomad Variables (thaw/records/<id>),\n"+
 		"or with --store file in <data-dir>/deployments.json (mode 0600).\n\n"+
 		"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
@@ -161,7 +162,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		printServing(w, "thaw server", cp.URL())
 		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
 	}
-	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run)
+	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run, p.watchUsers)
 }
 
 // newNomad returns the Nomad runtime and the deployment store (in Nomad
