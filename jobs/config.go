@@ -29,13 +29,12 @@ var DefaultGPUModels = map[string]string{
 
 // Defaults used when the corresponding Config field is zero.
 const (
-	DefaultVLLMImage      = "vllm/vllm-openai:latest"
-	DefaultVariablePrefix = "thaw/deployments"
-	DefaultVLLMCPU        = 4000  // MHz
-	DefaultVLLMMemoryMB   = 32768 // MiB
-	DefaultShmSizeBytes   = 8 << 30
-	DefaultSimCPU         = 100 // MHz
-	DefaultSimMemoryMB    = 128 // MiB
+	DefaultVLLMImage    = "vllm/vllm-openai:latest"
+	DefaultVLLMCPU      = 4000  // MHz
+	DefaultVLLMMemoryMB = 32768 // MiB
+	DefaultShmSizeBytes = 8 << 30
+	DefaultSimCPU       = 100 // MHz
+	DefaultSimMemoryMB  = 128 // MiB
 )
 
 // Config holds the operator's choices for rendered jobs. The zero value is
@@ -91,14 +90,16 @@ type Config struct {
 	// thaw's own settings of the same names; HF_TOKEN is refused (it comes
 	// from the deployment's Nomad Variable).
 	VLLMEnv map[string]string `json:"vllm_env,omitempty"`
-	// VariablePrefix is where the per-deployment Nomad Variable holding the
-	// HF token lives: <prefix>/<deploy id>. Default DefaultVariablePrefix.
-	// With ACLs on, the jobs need a policy reading it (see doc.go).
-	VariablePrefix string `json:"variable_prefix,omitempty"`
 	// SimCPU (MHz) and SimMemoryMB (MiB) are the simulator task's
 	// resources. Defaults DefaultSimCPU, DefaultSimMemoryMB.
 	SimCPU      int `json:"sim_cpu_mhz,omitempty"`
 	SimMemoryMB int `json:"sim_memory_mb,omitempty"`
+}
+
+// removedFields are settings thaw no longer has, with what replaced them:
+// LoadConfig says so rather than "unknown field".
+var removedFields = map[string]string{
+	"variable_prefix": "the HF token's Nomad Variable is nomad/jobs/<job id>, which the job's tasks read by their workload identity with no ACL policy; remove it (see the jobs package's doc)",
 }
 
 // LoadConfig reads a Config from a JSON file. Unknown fields are an error,
@@ -108,6 +109,14 @@ func LoadConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("jobs: load config: %w", err)
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) == nil {
+		for name, why := range removedFields {
+			if _, ok := fields[name]; ok {
+				return cfg, fmt.Errorf("jobs: load config %s: %s is no longer a setting: %s", path, name, why)
+			}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -134,7 +143,6 @@ func (cfg Config) withDefaults() Config {
 	setDefault(&cfg.VLLMImage, DefaultVLLMImage)
 	setDefault(&cfg.VLLMDevice, vllm.DeviceGPU)
 	setDefault(&cfg.VLLMKVCacheGiB, vllm.DefaultKVCacheGiB)
-	setDefault(&cfg.VariablePrefix, DefaultVariablePrefix)
 	setDefault(&cfg.VLLMCPU, DefaultVLLMCPU)
 	setDefault(&cfg.VLLMMemoryMB, DefaultVLLMMemoryMB)
 	setDefault(&cfg.ShmSizeBytes, DefaultShmSizeBytes)
@@ -157,9 +165,6 @@ func (cfg Config) check() error {
 		if n.v < 0 {
 			return fmt.Errorf("jobs: config %s = %d, must not be negative", n.name, n.v)
 		}
-	}
-	if p := cfg.VariablePrefix; strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
-		return fmt.Errorf("jobs: config variable_prefix %q must not start or end with /", p)
 	}
 	if _, err := vllm.ParseDevice(string(cfg.VLLMDevice)); err != nil {
 		return fmt.Errorf("jobs: config vllm_device: %w", err)

@@ -3,6 +3,7 @@ package jobs
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -117,13 +118,16 @@ func TestLoadConfig(t *testing.T) {
 	if _, err := LoadConfig(filepath.Join(dir, "missing.json")); err == nil {
 		t.Error("LoadConfig(missing) succeeded, want an error")
 	}
+	// A setting of an earlier version says what replaced it.
+	_, err = LoadConfig(write("old.json", `{"variable_prefix": "ops/thaw"}`))
+	if err == nil || !strings.Contains(err.Error(), "variable_prefix is no longer a setting") || !strings.Contains(err.Error(), "nomad/jobs/<job id>") {
+		t.Errorf("LoadConfig(variable_prefix) = %v, want an error saying the token's Variable is nomad/jobs/<job id>", err)
+	}
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"negative memory": {VLLMMemoryMB: -1},
-		"slash prefix":    {VariablePrefix: "/thaw"},
-		"trailing slash":  {VariablePrefix: "thaw/"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%s) succeeded, want an error", name)

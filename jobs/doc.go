@@ -55,15 +55,26 @@
 //	}
 //
 // The HF token never appears in a job: Spec has no field for it. thaw writes
-// it to the Nomad Variable Renderer.Variable describes
-// ("thaw/deployments/<deploy id>", item "hf_token"), and the vLLM tasks read
-// it with a template rendered into its environment:
+// it to the Nomad Variable Renderer.Variable describes (VariablePath:
+// "nomad/jobs/<job id>", item "hf_token"), and every task (vLLM's and the
+// simulator's, which ignores it) reads it with a template rendered into its
+// environment:
 //
-//	{{ if nomadVarExists "thaw/deployments/<id>" }}{{ with nomadVar "thaw/deployments/<id>" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}
+//	{{ if nomadVarExists "nomad/jobs/thaw-<id>" }}{{ with nomadVar "nomad/jobs/thaw-<id>" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}
 //
-// With ACLs enabled, a task's workload identity reads only the
-// nomad/jobs/<job id> variables by itself; the job needs a policy reading
-// <prefix>/<deploy id> attached to it (`nomad acl policy apply -namespace
-// <ns> -job <job id> <name> <file>`). Without ACLs (`nomad agent -dev`) the
-// template reads the variable as is.
+// nomad/jobs/<job id> is the path Nomad's implicit workload policy lets
+// every task of the job read with its workload identity, so with ACLs
+// enabled no policy is attached to any job; thaw's own token needs
+// variables read, write, destroy and list on nomad/jobs/thaw-* (the README
+// has the whole policy). One Variable per job, not per group: each
+// instance is a group of its own ("i-<hex>"), and all read the same token.
+//
+// Before this path, thaw kept the token in thaw/deployments/<deploy id>,
+// which a task could read only through a policy attached to its job. thaw
+// writes the new Variable whenever it registers a deployment's job (after a
+// restart, at its first write), so deployments keep their token; instances
+// started before the upgrade keep reading the old one until they stop, and
+// the old Variables are then the operator's to delete (`nomad var purge
+// thaw/deployments/<deploy id>`). A jobs config with variable_prefix is
+// refused with that explanation.
 package jobs

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/nomad/api"
 )
 
 // TestJobVLLMExec: a vLLM installed on the client, on raw_exec: the
@@ -78,10 +77,7 @@ func TestJobVLLMExec(t *testing.T) {
 			want := rawExecView("d5", "vllm-exec", "A100-80GB", 1)
 			want.Config = map[string]any{"command": "/opt/vllm/bin/vllm", "args": tt.wantArgs}
 			want.Devices = wantDevices(2, "NVIDIA A100-SXM4-80GB")
-			want.Templates = []*api.Template{{
-				EmbeddedTmpl: new(`{{ if nomadVarExists "thaw/deployments/d5" }}{{ with nomadVar "thaw/deployments/d5" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
-				DestPath:     new("secrets/hf.env"), Envvars: new(true), ChangeMode: new("restart"),
-			}}
+			want.Templates = wantTokenTemplates("d5")
 			want.Env = tt.wantEnv
 			if diff := cmp.Diff(want, renderView(t, tt.cfg, spec)); diff != "" {
 				t.Errorf("rendered job (-want +got):\n%s", diff)

@@ -163,17 +163,24 @@ func JobID(deployID string) string { return JobPrefix + deployID }
 func ServiceName(deployID string) string { return JobPrefix + deployID }
 
 // VariablePath returns the path of the deployment's Nomad Variable, which
-// holds the HF token under HFTokenKey.
-func (r *Renderer) VariablePath(deployID string) string {
-	return r.cfg.VariablePrefix + "/" + deployID
+// holds the HF token under HFTokenKey: nomad/jobs/<job id>, the path every
+// task of the job may read through its workload identity, ACLs or not,
+// with no policy attached to the job.
+func VariablePath(deployID string) string {
+	return workloadVariablePrefix + JobID(deployID)
 }
+
+// workloadVariablePrefix is where Nomad's implicit workload policy lets a
+// job's tasks read variables: nomad/jobs/<job id>[/<group>[/<task>]].
+// thaw uses the job's own path: every instance is a group of its own.
+const workloadVariablePrefix = "nomad/jobs/"
 
 // Variable returns the Nomad Variable thaw writes (Variables().Create or
 // Update) before registering a vLLM job with private weights.
 func (r *Renderer) Variable(deployID, hfToken string) *api.Variable {
 	return &api.Variable{
 		Namespace: r.cfg.Namespace,
-		Path:      r.VariablePath(deployID),
+		Path:      VariablePath(deployID),
 		Items:     api.VariableItems{HFTokenKey: hfToken},
 	}
 }

@@ -96,17 +96,20 @@ func wantMeta(id, engine, gpu string) map[string]string {
 	}
 }
 
+// wantTokenTemplates is the HF token's template of deployment id's task:
+// the Variable at the job's own workload path, into the environment.
+func wantTokenTemplates(id string) []*api.Template {
+	path := "nomad/jobs/thaw-" + id
+	return []*api.Template{{
+		EmbeddedTmpl: new(`{{ if nomadVarExists "` + path + `" }}{{ with nomadVar "` + path +
+			`" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
+		DestPath:   new("secrets/hf.env"),
+		Envvars:    new(true),
+		ChangeMode: new("restart"),
+	}}
+}
+
 func TestJobVLLM(t *testing.T) {
-	tokenTmpl := func(id string) []*api.Template {
-		path := "thaw/deployments/" + id
-		return []*api.Template{{
-			EmbeddedTmpl: new(`{{ if nomadVarExists "` + path + `" }}{{ with nomadVar "` + path +
-				`" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
-			DestPath:   new("secrets/hf.env"),
-			Envvars:    new(true),
-			ChangeMode: new("restart"),
-		}}
-	}
 	tests := []struct {
 		name string
 		cfg  Config
@@ -144,15 +147,15 @@ func TestJobVLLM(t *testing.T) {
 					"shm_size": int64(8 << 30),
 				},
 				Devices:   wantDevices(2, "NVIDIA H100 80GB HBM3"),
-				Templates: tokenTmpl("d-0123456789abcdef"),
+				Templates: wantTokenTemplates("d-0123456789abcdef"),
 			},
 		},
 		{
 			name: "default engine, no revision, operator config",
 			cfg: Config{
 				VLLMImage: "vllm/vllm-openai:v0.12.0", HFCacheHostPath: "/srv/hf",
-				ShmSizeBytes: 1 << 30, VariablePrefix: "ops/thaw",
-				GPUModels: map[string]string{"L4-24GB": "NVIDIA L4 PCIe"},
+				ShmSizeBytes: 1 << 30,
+				GPUModels:    map[string]string{"L4-24GB": "NVIDIA L4 PCIe"},
 			},
 			spec: Spec{
 				DeployID: "d1", Owner: "alice", Model: "alice/llama", GPU: "L4-24GB",
@@ -174,11 +177,8 @@ func TestJobVLLM(t *testing.T) {
 					"shm_size": int64(1 << 30),
 					"volumes":  []string{"/srv/hf:/root/.cache/huggingface"},
 				},
-				Devices: wantDevices(1, "NVIDIA L4 PCIe"),
-				Templates: []*api.Template{{
-					EmbeddedTmpl: new(`{{ if nomadVarExists "ops/thaw/d1" }}{{ with nomadVar "ops/thaw/d1" }}HF_TOKEN={{ .hf_token }}{{ end }}{{ end }}` + "\n"),
-					DestPath:     new("secrets/hf.env"), Envvars: new(true), ChangeMode: new("restart"),
-				}},
+				Devices:   wantDevices(1, "NVIDIA L4 PCIe"),
+				Templates: wantTokenTemplates("d1"),
 			},
 		},
 	}
@@ -228,6 +228,7 @@ func TestJobSim(t *testing.T) {
 			want := rawExecView("d2", "sim", "H100-80GB", 3)
 			want.Config = map[string]any{"command": "/opt/thaw/bin/thaw", "args": tt.wantArgs}
 			want.Devices = wantDevices(2, "NVIDIA H100 80GB HBM3")
+			want.Templates = wantTokenTemplates("d2")
 			if diff := cmp.Diff(want, renderView(t, Config{}, tt.spec)); diff != "" {
 				t.Errorf("rendered job (-want +got):\n%s", diff)
 			}
@@ -264,7 +265,7 @@ func TestJobNeverContainsHFToken(t *testing.T) {
 	}
 	// The token goes to the variable the template reads, and only there.
 	v := r.Variable("d3", secret)
-	want := &api.Variable{Path: "thaw/deployments/d3", Items: api.VariableItems{"hf_token": secret}}
+	want := &api.Variable{Path: "nomad/jobs/thaw-d3", Items: api.VariableItems{"hf_token": secret}}
 	if diff := cmp.Diff(want, v); diff != "" {
 		t.Errorf("Variable (-want +got):\n%s", diff)
 	}

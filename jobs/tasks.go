@@ -29,6 +29,18 @@ func hfTokenTemplate(path string) string {
 		path, HFTokenKey)
 }
 
+// hfTokenTemplates is the template that puts the HF token into a task's
+// environment (HF_TOKEN), from the deployment's Nomad Variable, through
+// the task's workload identity; the task restarts when the token changes.
+func hfTokenTemplates(deployID string) []*api.Template {
+	return []*api.Template{{
+		EmbeddedTmpl: new(hfTokenTemplate(VariablePath(deployID))),
+		DestPath:     new("secrets/hf.env"),
+		Envvars:      new(true),
+		ChangeMode:   new("restart"),
+	}}
+}
+
 // vllmSpec is s as vLLM's command line needs it.
 func vllmSpec(s Spec) vllm.Spec {
 	return vllm.Spec{
@@ -41,12 +53,7 @@ func vllmSpec(s Spec) vllm.Spec {
 // template, the resources, and the environment: env (vLLM's settings for
 // where it runs), then Config.VLLMEnv. An empty environment stays nil.
 func (r *Renderer) vllmTaskCommon(t *api.Task, s Spec, env []string) {
-	t.Templates = []*api.Template{{
-		EmbeddedTmpl: new(hfTokenTemplate(r.VariablePath(s.DeployID))),
-		DestPath:     new("secrets/hf.env"),
-		Envvars:      new(true),
-		ChangeMode:   new("restart"),
-	}}
+	t.Templates = hfTokenTemplates(s.DeployID)
 	t.Resources = &api.Resources{CPU: new(r.cfg.VLLMCPU), MemoryMB: new(r.cfg.VLLMMemoryMB)}
 	vars := map[string]string{}
 	for _, kv := range env {
@@ -99,6 +106,9 @@ func (r *Renderer) vllmExecTask(s Spec) *api.Task {
 }
 
 // simTask is `thaw sim` on raw_exec, listening on the group's dynamic port.
+// It gets the HF token as vLLM does (the simulator ignores it), so a
+// simulated deployment exercises the token's whole path: Variable, workload
+// identity, template, environment.
 func (r *Renderer) simTask(s Spec) *api.Task {
 	args := []string{
 		"sim",
@@ -116,5 +126,6 @@ func (r *Renderer) simTask(s Spec) *api.Task {
 	t := api.NewTask(TaskName, "raw_exec")
 	t.Config = map[string]any{"command": s.ThawBinary, "args": args}
 	t.Resources = &api.Resources{CPU: new(r.cfg.SimCPU), MemoryMB: new(r.cfg.SimMemoryMB)}
+	t.Templates = hfTokenTemplates(s.DeployID)
 	return t
 }

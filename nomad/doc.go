@@ -83,6 +83,19 @@
 // Err says what is wrong. Running allocations keep serving meanwhile.
 // Live adds that to the status the deploy API shows.
 //
+// # ACLs
+//
+// With ACLs enabled, thaw's token needs: namespace capabilities list-jobs,
+// read-job (jobs, allocations, evaluations, the event stream) and
+// submit-job (register, stop, purge); node read (GPUs); variables list,
+// read, write and destroy on the records (thaw/records/*) and write and
+// destroy on the HF tokens (nomad/jobs/thaw-*, see package jobs). The
+// model-server tasks read their token by their workload identity: no
+// policy is attached to any job. A call Nomad refuses (403) returns a
+// *PermissionError naming what it needs in a policy's words, e.g.
+// `namespace capability "submit-job"`; while one stands, Live says so in
+// every deployment's status instead of "Nomad is unreachable".
+//
 // # Deleted deployments
 //
 // Purger calls Purge for every deployment that leaves the store, and at

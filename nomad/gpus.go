@@ -20,7 +20,7 @@ func (r *Runtime) GPUs(ctx context.Context) (map[string]GPUCount, error) {
 	q := (&api.QueryOptions{Params: map[string]string{"resources": "true"}}).WithContext(ctx)
 	nodes, _, err := r.nc.Nodes().List(q)
 	if err != nil {
-		return nil, fmt.Errorf("nomad: list nodes: %w", plainErr(err))
+		return nil, fmt.Errorf("nomad: list nodes: %w", denied(plainErr(err), needNodeRead))
 	}
 	allocs := map[string][]*api.Allocation{}
 	for _, n := range nodes {
@@ -29,7 +29,7 @@ func (r *Runtime) GPUs(ctx context.Context) (map[string]GPUCount, error) {
 		}
 		as, _, err := r.nc.Nodes().Allocations(n.ID, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("nomad: allocations of node %s: %w", shortID(n.ID), plainErr(err))
+			return nil, fmt.Errorf("nomad: allocations of node %s: %w", shortID(n.ID), denied(plainErr(err), needNodeRead))
 		}
 		allocs[n.ID] = as
 	}

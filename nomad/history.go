@@ -34,7 +34,7 @@ func (r *Runtime) Ended(ctx context.Context, id string) (time.Time, bool, error)
 	jobID := jobs.JobID(deploymentID)
 	stubs, _, err := r.nc.Jobs().Allocations(jobID, true, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil && !isNotFound(err) {
-		return time.Time{}, false, fmt.Errorf("nomad: list allocations of %s: %w", jobID, plainErr(err))
+		return time.Time{}, false, fmt.Errorf("nomad: list allocations of %s: %w", jobID, denied(plainErr(err), needReadJob))
 	}
 	var views []allocView
 	for _, st := range stubs {

@@ -1,6 +1,7 @@
 package nomad
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/thawhq/thaw/deploy"
@@ -25,11 +26,18 @@ type Live struct {
 // Live returns d's status from Fleet, with "Nomad is unreachable" appended
 // to the reason while Runtime.Err is not nil. Not the error itself: it names
 // Nomad's address and OS errors, which a user has no use for; the runtime
-// logs it.
+// logs it. When Nomad refuses thaw's ACL token, the reason says what the
+// token lacks instead (PermissionError.Problem), which the user can pass on
+// to the operator.
 func (l Live) Live(d deploy.Deployment) deploy.Live {
 	s := l.Fleet.Live(d)
-	if l.Runtime.Err() != nil {
-		s.Instances.Reason = strings.TrimPrefix(s.Instances.Reason+"; "+unreachable, "; ")
+	if err := l.Runtime.Err(); err != nil {
+		why := unreachable
+		var pe *PermissionError
+		if errors.As(err, &pe) {
+			why = pe.Problem() + ": scaling waits until the operator grants it"
+		}
+		s.Instances.Reason = strings.TrimPrefix(s.Instances.Reason+"; "+why, "; ")
 	}
 	return s
 }

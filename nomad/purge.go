@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -60,15 +61,16 @@ func (r *Runtime) Purge(ctx context.Context, deployID string) error {
 		r.mu.Unlock()
 	}
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("nomad: stop job %s: %w", jobID, err)
+		return fmt.Errorf("nomad: stop job %s: %w", jobID, denied(err, needSubmitJob))
 	}
 
 	var errs []error
 	if _, _, err := r.nc.Jobs().Deregister(jobID, true, q); err != nil && !isNotFound(err) {
-		errs = append(errs, fmt.Errorf("purge job %s: %w", jobID, err))
+		errs = append(errs, fmt.Errorf("purge job %s: %w", jobID, denied(err, needSubmitJob)))
 	}
-	if _, err := r.nc.Variables().Delete(r.cfg.Renderer.VariablePath(deployID), q); err != nil && !isNotFound(err) {
-		errs = append(errs, fmt.Errorf("delete variable %s: %w", r.cfg.Renderer.VariablePath(deployID), err))
+	path := jobs.VariablePath(deployID)
+	if _, err := r.nc.Variables().Delete(path, q); err != nil && !isNotFound(err) {
+		errs = append(errs, fmt.Errorf("delete variable %s: %w", path, denied(err, needVariable("destroy", path))))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("nomad: %w", errors.Join(errs...))
@@ -88,7 +90,7 @@ func (r *Runtime) awaitEnds(ctx context.Context, jobID string) map[string]time.T
 		stubs, meta, err := r.nc.Jobs().Allocations(jobID, true, q)
 		if err != nil {
 			if ctx.Err() == nil && !isNotFound(err) {
-				r.log.Warn("purge: allocations of the stopped job unavailable; purging without their end times", "job", jobID, "err", plainErr(err))
+				r.log.Warn("purge: allocations of the stopped job unavailable; purging without their end times", "job", jobID, "err", denied(plainErr(err), needReadJob))
 			}
 			return nil
 		}
@@ -115,7 +117,7 @@ func (r *Runtime) awaitEnds(ctx context.Context, jobID string) map[string]time.T
 func (r *Runtime) DeployIDs(ctx context.Context) ([]string, error) {
 	stubs, _, err := r.nc.Jobs().List((&api.QueryOptions{Prefix: jobs.JobPrefix}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("nomad: list jobs: %w", err)
+		return nil, fmt.Errorf("nomad: list jobs: %w", denied(err, needListJobs))
 	}
 	out := make([]string, 0, len(stubs))
 	for _, st := range stubs {
@@ -140,13 +142,8 @@ func plainErr(err error) error {
 
 // isNotFound reports a 404 from Nomad.
 func isNotFound(err error) bool {
-	var ue api.UnexpectedResponseError
-	if errors.As(err, &ue) {
-		return ue.StatusCode() == 404
-	}
-	var uep *api.UnexpectedResponseError
-	if errors.As(err, &uep) {
-		return uep.StatusCode() == 404
+	if s := statusOf(err); s != 0 {
+		return s == http.StatusNotFound
 	}
 	return strings.Contains(err.Error(), "404") || strings.Contains(err.Error(), "not found")
 }

@@ -118,7 +118,7 @@ func TestPurgeReportsWhenTheGPUsWereFreed(t *testing.T) {
 		"GET /v1/job/thaw-d-1/allocations",
 		"GET /v1/job/thaw-d-1/allocations",
 		"DELETE /v1/job/thaw-d-1?purge=true",
-		"DELETE /v1/var/" + r.cfg.Renderer.VariablePath("d-1"),
+		"DELETE /v1/var/nomad/jobs/thaw-d-1",
 	}
 	if diff := cmp.Diff(wantCalls, fake.asked); diff != "" {
 		t.Errorf("Nomad calls (-want +got):\n%s", diff)

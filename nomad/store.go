@@ -47,7 +47,7 @@ func (v VariableStore) w() *api.WriteOptions { return &api.WriteOptions{Namespac
 func (v VariableStore) Load() ([]deploy.Deployment, error) {
 	metas, _, err := v.Client.Variables().PrefixList(v.prefix()+"/", v.q())
 	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("list deployments in nomad variables: %w", err)
+		return nil, fmt.Errorf("list deployments in nomad variables: %w", denied(err, needVariable("list", v.prefix()+"/*")))
 	}
 	out := make([]deploy.Deployment, 0, len(metas))
 	for _, m := range metas {
@@ -56,7 +56,7 @@ func (v VariableStore) Load() ([]deploy.Deployment, error) {
 			if isNotFound(err) || errors.Is(err, api.ErrVariablePathNotFound) {
 				continue // deleted meanwhile
 			}
-			return nil, fmt.Errorf("read %s: %w", m.Path, err)
+			return nil, fmt.Errorf("read %s: %w", m.Path, denied(err, needVariable("read", v.prefix()+"/*")))
 		}
 		var d deploy.Deployment
 		if err := json.Unmarshal([]byte(vr.Items[recordItem]), &d); err != nil {
@@ -75,7 +75,7 @@ func (v VariableStore) Put(_ []deploy.Deployment, d deploy.Deployment) error {
 	}
 	vr := &api.Variable{Namespace: v.Namespace, Path: v.path(d.ID), Items: api.VariableItems{recordItem: string(b)}}
 	if _, _, err := v.Client.Variables().Update(vr, v.w()); err != nil {
-		return fmt.Errorf("save deployment %s in nomad variables: %w", d.ID, err)
+		return fmt.Errorf("save deployment %s in nomad variables: %w", d.ID, denied(err, needVariable("write", v.prefix()+"/*")))
 	}
 	return nil
 }
@@ -83,7 +83,7 @@ func (v VariableStore) Put(_ []deploy.Deployment, d deploy.Deployment) error {
 // Delete removes id's record.
 func (v VariableStore) Delete(_ []deploy.Deployment, id string) error {
 	if _, err := v.Client.Variables().Delete(v.path(id), v.w()); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete deployment %s from nomad variables: %w", id, err)
+		return fmt.Errorf("delete deployment %s from nomad variables: %w", id, denied(err, needVariable("destroy", v.prefix()+"/*")))
 	}
 	return nil
 }

@@ -164,13 +164,13 @@ func (r *Runtime) write(ctx context.Context, p plan) error {
 	q := (&api.WriteOptions{}).WithContext(ctx)
 	jobID := jobs.JobID(p.d.id)
 	if p.token != nil {
-		path := r.cfg.Renderer.VariablePath(p.d.id)
+		path := jobs.VariablePath(p.d.id)
 		if *p.token == "" {
 			if _, err := r.nc.Variables().Delete(path, q); err != nil && !isNotFound(err) {
-				return fmt.Errorf("delete variable %s: %w", path, err)
+				return fmt.Errorf("delete variable %s: %w", path, denied(err, needVariable("destroy", path)))
 			}
 		} else if _, _, err := r.nc.Variables().Update(r.cfg.Renderer.Variable(p.d.id, *p.token), q); err != nil {
-			return fmt.Errorf("write variable %s: %w", path, err)
+			return fmt.Errorf("write variable %s: %w", path, denied(err, needVariable("write", path)))
 		}
 	}
 	if p.job == nil {
@@ -178,13 +178,13 @@ func (r *Runtime) write(ctx context.Context, p plan) error {
 			return nil
 		}
 		if _, _, err := r.nc.Jobs().Deregister(jobID, false, q); err != nil && !isNotFound(err) {
-			return fmt.Errorf("stop job %s: %w", jobID, err)
+			return fmt.Errorf("stop job %s: %w", jobID, denied(err, needSubmitJob))
 		}
 		r.log.Info("stopped job: no instance left", "job", jobID)
 		return nil
 	}
 	if _, _, err := r.nc.Jobs().Register(p.job, q); err != nil {
-		return fmt.Errorf("register job %s: %w", jobID, err)
+		return fmt.Errorf("register job %s: %w", jobID, denied(err, needSubmitJob))
 	}
 	r.log.Debug("registered job", "job", jobID, "instances", len(p.job.TaskGroups))
 	return nil

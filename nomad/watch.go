@@ -56,7 +56,7 @@ func (r *Runtime) adopt(ctx context.Context) error {
 	q := (&api.QueryOptions{Prefix: jobs.JobPrefix}).WithContext(ctx)
 	stubs, _, err := r.nc.Jobs().List(q)
 	if err != nil {
-		return fmt.Errorf("list jobs: %w", err)
+		return fmt.Errorf("list jobs: %w", denied(err, needListJobs))
 	}
 	var found []*api.Job
 	for _, st := range stubs {
@@ -65,7 +65,7 @@ func (r *Runtime) adopt(ctx context.Context) error {
 		}
 		job, _, err := r.nc.Jobs().Info(st.ID, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return fmt.Errorf("read job %s: %w", st.ID, err)
+			return fmt.Errorf("read job %s: %w", st.ID, denied(err, needReadJob))
 		}
 		found = append(found, job)
 	}
@@ -109,7 +109,7 @@ func (r *Runtime) watch(ctx context.Context) {
 		ch, err := r.nc.EventStream().Stream(sctx, topics, index, (&api.QueryOptions{}).WithContext(sctx))
 		if err != nil {
 			cancel()
-			r.setWatchErr(fmt.Errorf("event stream: %w", plainErr(err)))
+			r.setWatchErr(fmt.Errorf("event stream: %w", denied(plainErr(err), needReadJob)))
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
@@ -194,7 +194,7 @@ func (r *Runtime) resyncAll(ctx context.Context) (uint64, error) {
 	var last uint64
 	// An index to start the stream from even with no job yet.
 	if _, qm, err := r.nc.Jobs().List((&api.QueryOptions{Prefix: jobs.JobPrefix}).WithContext(ctx)); err != nil {
-		return 0, err
+		return 0, denied(err, needListJobs)
 	} else {
 		last = qm.LastIndex
 	}
@@ -216,15 +216,15 @@ func (r *Runtime) resyncJob(ctx context.Context, deploymentID string) error {
 	// to a slot meanwhile).
 	_, before, err := r.nc.Jobs().List((&api.QueryOptions{Prefix: jobID}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("read nomad index: %w", err)
+		return fmt.Errorf("read nomad index: %w", denied(err, needListJobs))
 	}
 	evals, _, err := r.nc.Jobs().Evaluations(jobID, q)
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("list evaluations of %s: %w", jobID, err)
+		return fmt.Errorf("list evaluations of %s: %w", jobID, denied(err, needReadJob))
 	}
 	stubs, _, err := r.nc.Jobs().Allocations(jobID, true, q)
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("list allocations of %s: %w", jobID, err)
+		return fmt.Errorf("list allocations of %s: %w", jobID, denied(err, needReadJob))
 	}
 	views := make([]allocView, 0, len(stubs))
 	for _, st := range stubs {
@@ -232,7 +232,7 @@ func (r *Runtime) resyncJob(ctx context.Context, deploymentID string) error {
 		if v.ClientStatus == api.AllocClientStatusRunning && v.Addr == "" {
 			a, _, err := r.nc.Allocations().Info(v.ID, q)
 			if err != nil {
-				return fmt.Errorf("read allocation %s: %w", v.ID, err)
+				return fmt.Errorf("read allocation %s: %w", v.ID, denied(err, needReadJob))
 			}
 			v = viewOfAlloc(a)
 		}

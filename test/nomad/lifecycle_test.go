@@ -28,7 +28,7 @@ func TestRuntimeScale(t *testing.T) {
 
 	// The token is in the Variable, not in the job.
 	nc := nomadClient()
-	v, _, err := nc.Variables().Read("thaw/deployments/"+spec.DeployID, nil)
+	v, _, err := nc.Variables().Read(jobs.VariablePath(spec.DeployID), nil)
 	if err != nil || v.Items[jobs.HFTokenKey] != spec.HFToken {
 		t.Errorf("variable of the HF token: %v, %v", v, err)
 	}
@@ -92,7 +92,7 @@ func TestRuntimeScale(t *testing.T) {
 	if _, _, err := nc.Jobs().Info(jobs.JobID(spec.DeployID), nil); err == nil {
 		t.Errorf("job still there after Purge")
 	}
-	if _, _, err := nc.Variables().Read("thaw/deployments/"+spec.DeployID, nil); err == nil {
+	if _, _, err := nc.Variables().Read(jobs.VariablePath(spec.DeployID), nil); err == nil {
 		t.Errorf("variable still there after Purge")
 	}
 	h.stop(again) // the fleet stops it too: not an error
