@@ -30,11 +30,15 @@ type BootstrapConfig struct {
 	Admin string
 	// Delta selects incremental xDS (DELTA_GRPC) over state of the world.
 	Delta bool
+	// TLS connects to the xDS server over TLS (optionally mutual); zero:
+	// cleartext.
+	TLS BootstrapTLS
 }
 
 // Bootstrap returns a minimal Envoy bootstrap as JSON (which Envoy reads as
 // YAML too): the node, the admin interface, and ADS on a static HTTP/2
-// cluster; listeners, routes, clusters and endpoints all come over ADS.
+// cluster (over TLS with c.TLS); listeners, routes, clusters and endpoints
+// all come over ADS.
 func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	if c.NodeID == "" {
 		c.NodeID = "thaw-edge"
@@ -53,9 +57,14 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds address: %w", err)
 	}
+	xdsHost := xdsAddr.GetSocketAddress().GetAddress()
 	typ := cluster.Cluster_STATIC
-	if net.ParseIP(xdsAddr.GetSocketAddress().GetAddress()) == nil {
+	if net.ParseIP(xdsHost) == nil {
 		typ = cluster.Cluster_STRICT_DNS
+	}
+	tls, err := upstreamTLS(c.TLS, xdsHost)
+	if err != nil {
+		return nil, err
 	}
 	h2, err := anypb.New(&httpopts.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig{
@@ -89,6 +98,7 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 			ClusterDiscoveryType:          &cluster.Cluster_Type{Type: typ},
 			ConnectTimeout:                durationpb.New(time.Second),
 			TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+			TransportSocket:               tls,
 			LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: XDSClusterName, Endpoints: []*endpoint.LocalityLbEndpoints{{
 				LbEndpoints: []*endpoint.LbEndpoint{lbEndpoint(xdsAddr, core.HealthStatus_UNKNOWN)},
 			}}},

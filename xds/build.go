@@ -88,7 +88,7 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	deployments := append([]Deployment(nil), s.Deployments...)
 	sort.Slice(deployments, func(i, j int) bool { return deployments[i].ID < deployments[j].ID })
 
-	lis, err := buildListener(s.Listen, idle)
+	lis, err := buildListener(s.Listen, s.ListenTLS, idle)
 	if err != nil {
 		return nil, err
 	}
@@ -175,8 +175,12 @@ func exactList(names ...string) *matcher.ListStringMatcher {
 
 func regex(re string) *matcher.RegexMatcher { return &matcher.RegexMatcher{Regex: re} }
 
-func buildListener(listen string, idle time.Duration) (*listener.Listener, error) {
+func buildListener(listen string, lt ListenerTLS, idle time.Duration) (*listener.Listener, error) {
 	addr, err := socket(listen, true)
+	if err != nil {
+		return nil, err
+	}
+	tls, err := downstreamTLS(lt)
 	if err != nil {
 		return nil, err
 	}
@@ -226,10 +230,13 @@ func buildListener(listen string, idle time.Duration) (*listener.Listener, error
 	return &listener.Listener{
 		Name:    ListenerName,
 		Address: addr,
-		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{
-			Name:       "envoy.filters.network.http_connection_manager",
-			ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(manager)},
-		}}}},
+		FilterChains: []*listener.FilterChain{{
+			Filters: []*listener.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(manager)},
+			}},
+			TransportSocket: tls,
+		}},
 	}, nil
 }
 

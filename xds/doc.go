@@ -46,4 +46,12 @@
 // before a model server received the request (connect-failure,
 // refused-stream, reset-before-request), on another host, then on the next
 // priority.
+//
+// TLS. Config.TLS serves ADS over TLS, mutual when it requires client
+// certificates; BootstrapTLS gives Envoy the matching transport socket (the
+// CA to trust, the server name its certificate must hold, Envoy's own
+// certificate). State.ListenTLS puts the operator's certificate on the
+// public listener (HTTP/2 and HTTP/1.1 by ALPN). Both name PEM files on
+// Envoy's host, so snapshots stay a pure function of the state and hold no
+// key material.
 package xds

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,17 +22,23 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
 // Config configures a Server.
 type Config struct {
-	// Addr is where ADS is served (gRPC, cleartext), e.g. "127.0.0.1:18000".
-	// Ignored when Listener is set.
+	// Addr is where ADS is served (gRPC), e.g. "127.0.0.1:18000". Ignored
+	// when Listener is set.
 	Addr string
 	// Listener, when set, is used instead of listening on Addr (tests pass
 	// one on port 0). Run closes it.
 	Listener net.Listener
+	// TLS, when set, serves ADS over TLS with it: its certificate (or
+	// GetCertificate) is the server's, and with ClientAuth
+	// tls.RequireAndVerifyClientCert and ClientCAs an Envoy without a
+	// certificate those CAs signed is refused (mutual TLS). nil: cleartext.
+	TLS *tls.Config
 	// Edge is the static part of the edge's state: Listen, API, Activators,
 	// HoldTimeout. Its Deployments are ignored: they come from
 	// SetEndpoints, SetModel and Remove.
@@ -142,17 +149,26 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("xds: listen on %s: %w", s.cfg.Addr, err)
 		}
 	}
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	security := "cleartext"
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+		security = "tls"
+		if s.cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert {
+			security = "mutual tls"
+		}
+	}
+	gs := grpc.NewServer(opts...)
 	cb := callbacks{s}
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, &ads{
 		sotw:  sotw.NewServer(ctx, s.cache, cb),
 		delta: delta.NewServer(ctx, s.cache, cb),
 	})
-	s.log.Info("xds: serving ADS", "addr", ln.Addr().String())
+	s.log.Info("xds: serving ADS", "addr", ln.Addr().String(), "security", security)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(ln) }()
 	for {

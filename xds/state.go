@@ -39,6 +39,8 @@ const HoldMargin = time.Minute
 type State struct {
 	// Listen is the edge listener's address, "host:port" (host an IP).
 	Listen string
+	// ListenTLS is the listener's certificate; zero: cleartext HTTP.
+	ListenTLS ListenerTLS
 	// API is thaw's API address, "host:port": deploy API, 404s, /healthz and
 	// the /authz service.
 	API string
