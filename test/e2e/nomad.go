@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,13 +32,20 @@ type NomadConfig struct {
 	Dir string
 	// Ready is how long StartNomad waits for the node; default 60s.
 	Ready time.Duration
+	// ACL enables Nomad's ACL system; StartNomad bootstraps it and keeps
+	// the management token in Nomad.Token, which the harness's own calls
+	// send.
+	ACL bool
 }
 
 // Nomad is one running dev agent.
 type Nomad struct {
 	*Proc
 	URL string // http://127.0.0.1:port of its HTTP API
-	cfg NomadConfig
+	// Token is the management token's secret ID with NomadConfig.ACL,
+	// else empty.
+	Token string
+	cfg   NomadConfig
 }
 
 // StartNomad starts the agent and waits until its one node is ready with
@@ -90,7 +99,10 @@ plugin "thaw-fakegpu" {
     gpus = %q
   }
 }
-`, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], cfg.GPUs)
+acl {
+  enabled = %t
+}
+`, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], cfg.GPUs, cfg.ACL)
 	confPath := filepath.Join(cfg.Dir, "agent.hcl")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -109,6 +121,11 @@ plugin "thaw-fakegpu" {
 	}
 	n := &Nomad{Proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), cfg: cfg}
 	err = p.WaitReady(cfg.Ready, 200*time.Millisecond, func() error {
+		if cfg.ACL && n.Token == "" {
+			if err := n.bootstrap(); err != nil {
+				return err
+			}
+		}
 		if !n.ready(want) {
 			return fmt.Errorf("no ready node with %d fake GPUs and an active key", want)
 		}
@@ -143,16 +160,45 @@ func (n *Nomad) ready(want int) bool {
 	return slices.ContainsFunc(keys, func(k struct{ State string }) bool { return k.State == "active" })
 }
 
+// bootstrap makes the ACL system's management token (once the agent has
+// elected itself leader) and keeps it in n.Token.
+func (n *Nomad) bootstrap() error {
+	var tok struct{ SecretID string }
+	if err := n.Do(http.MethodPost, "/v1/acl/bootstrap", &tok); err != nil {
+		return fmt.Errorf("ACL bootstrap: %w", err)
+	}
+	n.Token = tok.SecretID
+	return nil
+}
+
 // GetJSON decodes the answer to GET path of the agent's HTTP API into out.
 func (n *Nomad) GetJSON(path string, out any) error {
+	return n.Do(http.MethodGet, path, out)
+}
+
+// Do sends a request without a body to the agent's HTTP API, with the
+// management token when ACLs are on, and decodes a 200's JSON answer into
+// out (nil: ignore it).
+func (n *Nomad) Do(method, path string, out any) error {
+	req, err := http.NewRequest(method, n.URL+path, nil)
+	if err != nil {
+		return err
+	}
+	if n.Token != "" {
+		req.Header.Set("X-Nomad-Token", n.Token)
+	}
 	cl := http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(n.URL + path)
+	resp, err := cl.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))
+	}
+	if out == nil {
+		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
@@ -196,10 +242,7 @@ func (n *Nomad) Stop() error {
 	var jobs []struct{ ID string }
 	if n.GetJSON("/v1/jobs", &jobs) == nil {
 		for _, j := range jobs {
-			req, _ := http.NewRequest(http.MethodDelete, n.URL+"/v1/job/"+j.ID+"?purge=true", nil)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
+			_ = n.Do(http.MethodDelete, "/v1/job/"+j.ID+"?purge=true", nil)
 		}
 		_ = n.WaitNoAllocs(30 * time.Second)
 	}
