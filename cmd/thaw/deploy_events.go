@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/thawhq/thaw/client"
@@ -47,20 +46,6 @@ func deployEvents(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		_, err := fmt.Fprintln(stdout, eventLine(e))
 		return err
 	})
-}
-
-// writeDeployEvents prints a deployment's events as a table.
-func writeDeployEvents(w io.Writer, evs []meter.Event) error {
-	if len(evs) == 0 {
-		_, err := fmt.Fprintln(w, "no events")
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tTYPE\tMESSAGE")
-	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339), cell(e.Type), cell(e.Message))
-	}
-	return tw.Flush()
 }
 
 // eventLine is one followed event: its time, type and message.

@@ -4,14 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/thawhq/thaw/api"
-	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
@@ -29,18 +27,9 @@ func (j ledgerJournal) Record(e meter.Event) { _ = j.AddJournalEvent(context.Bac
 func startJournalAPI(t *testing.T) (d deploy.Deployment, add func(msg string)) {
 	t.Helper()
 	store, ledger := metertest.Open(t)
-	a, err := api.New(api.Config{Store: store, Live: &meteredServer{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	serveAPI(t, api.Config{Store: store, Live: &meteredServer{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Journal: ledgerJournal{ledger}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	a.Register(mux, auth.NewUsers(map[string]string{"dev": testToken}).Require)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	t.Setenv("THAW_TOKEN", testToken)
-	t.Setenv("THAW_ADDR", srv.URL)
-	d, err = store.Create(deploy.Deployment{Owner: "dev", ModelName: "llama",
+	d, err := store.Create(deploy.Deployment{Owner: "dev", ModelName: "llama",
 		Config: deploy.Config{GPU: "A100-80GB", NumGPUs: 1, MaxBatchSize: 8}, Settings: deploy.Settings{MaxInstances: 1}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -66,10 +55,16 @@ func TestDeployEventsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "AT") || !strings.Contains(lines[1], "scale") ||
-		!strings.HasSuffix(lines[1], "scaled 0 -> 1: wake") || !strings.HasSuffix(lines[2], "scaled 1 -> 0: idle") {
-		t.Errorf("events table:\n%s", out)
+	// One deployment's events: no DEPLOY_ID column, oldest first.
+	if header := strings.Fields(strings.SplitN(out, "\n", 2)[0]); !slices.Equal(header, []string{"AT", "TYPE", "MESSAGE"}) {
+		t.Errorf("events table header %q, want AT TYPE MESSAGE", header)
+	}
+	var got []string
+	for _, r := range table(t, out) {
+		got = append(got, r["TYPE"]+": "+r["MESSAGE"])
+	}
+	if want := []string{"scale: scaled 0 -> 1: wake", "scale: scaled 1 -> 0: idle"}; !slices.Equal(got, want) {
+		t.Errorf("events table rows %q, want %q\n%s", got, want, out)
 	}
 	out, err = thaw(t, "deploy", "events", d.ID, "--limit", "1", "--json")
 	if err != nil || !strings.Contains(out, `"type": "scale"`) || !strings.Contains(out, "idle") || strings.Contains(out, "wake") {

@@ -134,16 +134,28 @@ func writeAccount(w io.Writer, v api.AccountView) error {
 
 func usd(v float64) string { return fmt.Sprintf("%.2f USD", v) }
 
-// writeEvents prints events, oldest first, as a table.
-func writeEvents(w io.Writer, evs []meter.Event) error {
+// writeEvents prints the account's events, oldest first, as a table.
+func writeEvents(w io.Writer, evs []meter.Event) error { return writeEventTable(w, evs, true) }
+
+// writeDeployEvents prints one deployment's events, oldest first, as a
+// table without the DEPLOY_ID column they would all share.
+func writeDeployEvents(w io.Writer, evs []meter.Event) error { return writeEventTable(w, evs, false) }
+
+func writeEventTable(w io.Writer, evs []meter.Event, withDeployID bool) error {
 	if len(evs) == 0 {
 		_, err := fmt.Fprintln(w, "no events")
 		return err
 	}
+	line := func(at, typ, deployID, msg string) string {
+		if withDeployID {
+			return at + "\t" + typ + "\t" + deployID + "\t" + msg
+		}
+		return at + "\t" + typ + "\t" + msg
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tTYPE\tDEPLOY_ID\tMESSAGE")
+	fmt.Fprintln(tw, line("AT", "TYPE", "DEPLOY_ID", "MESSAGE"))
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.RFC3339), cell(e.Type), cell(e.DeployID), cell(e.Message))
+		fmt.Fprintln(tw, line(e.At.UTC().Format(time.RFC3339), cell(e.Type), cell(e.DeployID), cell(e.Message)))
 	}
 	return tw.Flush()
 }

@@ -86,18 +86,25 @@ func startMetered(t *testing.T) *meteredServer {
 	now := func() time.Time { return usageNow }
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prices := meter.Prices{"A100-80GB": 1.5}
-	deployAPI, err := api.New(api.Config{Store: s.store, Live: s, Now: now, Logger: log,
+	serveAPI(t, api.Config{Store: s.store, Live: s, Now: now, Logger: log,
 		Ledger: s.ledger, Prices: prices, Blocker: s, Policy: spend.Policy{Caps: map[string]float64{"dev": 99}}})
+	return s
+}
+
+// serveAPI serves the deploy API made from cfg to user "dev" until the test
+// ends, and points THAW_ADDR and THAW_TOKEN at it.
+func serveAPI(t *testing.T, cfg api.Config) {
+	t.Helper()
+	a, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	deployAPI.Register(mux, auth.NewUsers(map[string]string{"dev": testToken}).Require)
+	a.Register(mux, auth.NewUsers(map[string]string{"dev": testToken}).Require)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	t.Setenv("THAW_TOKEN", testToken)
 	t.Setenv("THAW_ADDR", srv.URL)
-	return s
 }
 
 // thaw runs the thaw command line and returns what it printed.
