@@ -20,24 +20,30 @@ import (
 	"github.com/thawhq/thaw/internal/runtest"
 )
 
+// recorder is an ordered log of what a fake or a callback saw, safe for
+// concurrent use.
+type recorder[T any] struct {
+	mu      sync.Mutex // mu guards entries.
+	entries []T
+}
+
+func (r *recorder[T]) add(v T) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.entries = append(r.entries, v)
+}
+
+func (r *recorder[T]) all() []T {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.entries)
+}
+
 // journal is a log of what the fakes saw, in order, shared by the fake
 // runtime and the fake endpoints so tests can check ordering across them.
-type journal struct {
-	mu      sync.Mutex // mu guards entries.
-	entries []string
-}
+type journal struct{ recorder[string] }
 
-func (j *journal) add(format string, args ...any) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.entries = append(j.entries, fmt.Sprintf(format, args...))
-}
-
-func (j *journal) all() []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return slices.Clone(j.entries)
-}
+func (j *journal) addf(format string, args ...any) { j.add(fmt.Sprintf(format, args...)) }
 
 // index returns the position of the first entry equal to s, or -1.
 func (j *journal) index(s string) int { return slices.Index(j.all(), s) }
@@ -62,7 +68,7 @@ func (r *fakeRuntime) Start(_ context.Context, spec Spec) (string, error) {
 	r.specs[id] = spec
 	r.order = append(r.order, id)
 	r.mu.Unlock()
-	r.j.add("start %s %s", spec.DeployID, id)
+	r.j.addf("start %s %s", spec.DeployID, id)
 	return id, nil
 }
 
@@ -70,7 +76,7 @@ func (r *fakeRuntime) Stop(_ context.Context, id string) error {
 	r.mu.Lock()
 	r.stops = append(r.stops, id)
 	r.mu.Unlock()
-	r.j.add("stop %s", id)
+	r.j.addf("stop %s", id)
 	return nil
 }
 
@@ -159,7 +165,7 @@ func (e *fakeEndpoints) SetEndpoints(deployID string, capacity int, addrs map[st
 	e.sets[deployID] = addrs
 	e.capacity[deployID] = capacity
 	e.mu.Unlock()
-	e.j.add("set %s [%s]", deployID, strings.Join(ids, " "))
+	e.j.addf("set %s [%s]", deployID, strings.Join(ids, " "))
 }
 
 func (e *fakeEndpoints) drainCh(id string) chan struct{} {
@@ -182,21 +188,21 @@ func (e *fakeEndpoints) Fail(deployID, reason string) {
 	e.mu.Lock()
 	e.failed[deployID] = reason
 	e.mu.Unlock()
-	e.j.add("fail %s", deployID)
+	e.j.addf("fail %s", deployID)
 }
 
 func (e *fakeEndpoints) Recover(deployID string) {
 	e.mu.Lock()
 	e.recov = append(e.recov, deployID)
 	e.mu.Unlock()
-	e.j.add("recover %s", deployID)
+	e.j.addf("recover %s", deployID)
 }
 
 func (e *fakeEndpoints) Remove(deployID string) {
 	e.mu.Lock()
 	e.removed = append(e.removed, deployID)
 	e.mu.Unlock()
-	e.j.add("remove %s", deployID)
+	e.j.addf("remove %s", deployID)
 }
 
 // failure returns the reason Fail was last given for deployID, if any.
@@ -306,46 +312,17 @@ func (h *harness) newModelServer(model string, healthy bool) *modelServer {
 }
 
 // usageLog records the fleet's Usage facts.
-type usageLog struct {
-	mu    sync.Mutex // mu guards facts.
-	facts []Usage
-}
-
-func (l *usageLog) add(u Usage) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.facts = append(l.facts, u)
-}
+type usageLog struct{ recorder[Usage] }
 
 // of returns the facts about instance id, in order.
 func (l *usageLog) of(id string) []Usage {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []Usage
-	for _, u := range l.facts {
+	for _, u := range l.all() {
 		if u.InstanceID == id {
 			out = append(out, u)
 		}
 	}
 	return out
-}
-
-// eventLog records the fleet's lifecycle events.
-type eventLog struct {
-	mu     sync.Mutex // mu guards events.
-	events []Event
-}
-
-func (l *eventLog) add(e Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.events = append(l.events, e)
-}
-
-func (l *eventLog) all() []Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.events)
 }
 
 type harness struct {
@@ -356,7 +333,7 @@ type harness struct {
 	ep     *fakeEndpoints
 	j      *journal
 	usage  *usageLog
-	events *eventLog
+	events *recorder[Event]
 	// models serves the fleet's readiness probes.
 	models *modelNet
 	// stop ends Run and waits for it; the test's cleanup calls it too.
@@ -378,7 +355,7 @@ func startFleet(t *testing.T, cfg Config, deployments ...deploy.Deployment) *har
 			drained: map[string]chan struct{}{}, failed: map[string]string{}},
 		models: &modelNet{servers: map[string]http.Handler{}},
 		usage:  &usageLog{},
-		events: &eventLog{},
+		events: &recorder[Event]{},
 	}
 	cfg.Runtime, cfg.Store, cfg.Endpoints, cfg.Usage, cfg.Events = h.rt, h.store, h.ep, h.usage.add, h.events.add
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

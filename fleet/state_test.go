@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,6 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/thawhq/thaw/internal/metrictest"
 )
 
 func TestInstanceState(t *testing.T) {
@@ -82,25 +83,15 @@ func TestStatusAndMetricsAgree(t *testing.T) {
 // instancesMetric collects thaw.instances of deployID by state.
 func instancesMetric(t *testing.T, reader *sdkmetric.ManualReader, deployID string) map[State]int {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
+	m, _ := metrictest.Find(t, reader, "thaw.instances")
+	g, _ := m.Data.(metricdata.Gauge[int64])
 	got := map[State]int{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			g, ok := m.Data.(metricdata.Gauge[int64])
-			if !ok || m.Name != "thaw.instances" {
-				continue
-			}
-			for _, p := range g.DataPoints {
-				if v, _ := p.Attributes.Value("deploy_id"); v.AsString() != deployID {
-					continue
-				}
-				state, _ := p.Attributes.Value("state")
-				got[State(state.AsString())] = int(p.Value)
-			}
+	for _, p := range g.DataPoints {
+		if v, _ := p.Attributes.Value("deploy_id"); v.AsString() != deployID {
+			continue
 		}
+		state, _ := p.Attributes.Value("state")
+		got[State(state.AsString())] = int(p.Value)
 	}
 	return got
 }

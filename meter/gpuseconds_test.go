@@ -10,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/thawhq/thaw/internal/metrictest"
 	"github.com/thawhq/thaw/meter"
 )
 
@@ -24,29 +25,22 @@ func (nopLedger) OpenIntervals(context.Context) ([]meter.Interval, error) {
 // gpuMetric collects thaw.gpu: deploy_id/gpu -> seconds.
 func gpuMetric(t *testing.T, reader *sdkmetric.ManualReader) map[string]float64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]float64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "thaw.gpu" {
-				continue
-			}
-			if m.Unit != "s" {
-				t.Errorf("thaw.gpu's unit is %q; want s (thaw_gpu_seconds_total in Prometheus)", m.Unit)
-			}
-			sum, ok := m.Data.(metricdata.Sum[float64])
-			if !ok || !sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
-				t.Fatalf("thaw.gpu is %T (%+v); want a cumulative monotonic float sum", m.Data, m.Data)
-			}
-			for _, p := range sum.DataPoints {
-				d, _ := p.Attributes.Value("deploy_id")
-				g, _ := p.Attributes.Value("gpu")
-				got[d.AsString()+"/"+g.AsString()] = p.Value
-			}
-		}
+	m, ok := metrictest.Find(t, reader, "thaw.gpu")
+	if !ok {
+		return got
+	}
+	if m.Unit != "s" {
+		t.Errorf("thaw.gpu's unit is %q; want s (thaw_gpu_seconds_total in Prometheus)", m.Unit)
+	}
+	sum, ok := m.Data.(metricdata.Sum[float64])
+	if !ok || !sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
+		t.Fatalf("thaw.gpu is %T (%+v); want a cumulative monotonic float sum", m.Data, m.Data)
+	}
+	for _, p := range sum.DataPoints {
+		d, _ := p.Attributes.Value("deploy_id")
+		g, _ := p.Attributes.Value("gpu")
+		got[d.AsString()+"/"+g.AsString()] = p.Value
 	}
 	return got
 }

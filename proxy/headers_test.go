@@ -11,6 +11,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/thawhq/thaw/internal/metrictest"
 	"github.com/thawhq/thaw/routing"
 )
 
@@ -166,19 +167,11 @@ func TestWaitHeaders(t *testing.T) {
 // coldStarts is the number of cold starts recorded.
 func coldStarts(t *testing.T, reader sdkmetric.Reader) uint64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
+	m, _ := metrictest.Find(t, reader, "thaw.cold_start.duration")
+	h, _ := m.Data.(metricdata.Histogram[float64])
 	var n uint64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == "thaw.cold_start.duration" {
-				for _, dp := range h.DataPoints {
-					n += dp.Count
-				}
-			}
-		}
+	for _, dp := range h.DataPoints {
+		n += dp.Count
 	}
 	return n
 }
