@@ -65,13 +65,8 @@ func (a *API) registerStats(mux *http.ServeMux, wrap func(http.Handler) http.Han
 
 // statsNow is the live block of GET /deploy/{id}/stats.
 type statsNow struct {
-	At            time.Time  `json:"at"`
-	Running       int        `json:"running"`
-	Starting      int        `json:"starting"`
-	Pending       int        `json:"pending"`
-	Draining      int        `json:"draining"`
-	Held          int        `json:"held"`
-	InFlight      int        `json:"in_flight"`
+	At time.Time `json:"at"`
+	meter.Counts
 	LastRequestAt *time.Time `json:"last_request_at"`
 }
 
@@ -106,8 +101,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := statsView{DeployID: d.ID, From: from, To: to, StepSeconds: step.Seconds(),
-		Now: statsNow{At: now, Running: live.Running, Starting: live.Starting, Pending: live.Pending,
-			Draining: live.Draining, Held: live.Held, InFlight: live.InFlight}}
+		Now: statsNow{At: now, Counts: live.Counts}}
 	if live.Active() {
 		v.Now.LastRequestAt = &now
 	} else if at, ok, err := src.LastActive(ctx, d.ID); err != nil {

@@ -88,10 +88,10 @@ func TestStats(t *testing.T) {
 	ctx := context.Background()
 	ttft := meter.Histogram{Bounds: []float64{0.1, 1}, Counts: []uint64{2, 4, 4}}
 	err := src.AddSamples(ctx, []meter.Sample{
-		{DeployID: d.ID, Owner: "alice", At: now.Add(-55 * time.Second), Running: 1, Span: 10, Requests: 5, CompletionTokens: 50, TTFT: &ttft},
-		{DeployID: d.ID, Owner: "alice", At: now.Add(-50 * time.Second), Running: 2, InFlight: 2, Span: 5, Requests: 1, CompletionTokens: 10},
-		{DeployID: d.ID, Owner: "alice", At: now.Add(-15 * time.Second), Running: 1, Span: 10},
-		{DeployID: "other", Owner: "alice", At: now.Add(-45 * time.Second), Running: 7, Span: 10, Requests: 9},
+		{DeployID: d.ID, Owner: "alice", At: now.Add(-55 * time.Second), Counts: meter.Counts{Running: 1}, Span: 10, Requests: 5, CompletionTokens: 50, TTFT: &ttft},
+		{DeployID: d.ID, Owner: "alice", At: now.Add(-50 * time.Second), Counts: meter.Counts{Running: 2, InFlight: 2}, Span: 5, Requests: 1, CompletionTokens: 10},
+		{DeployID: d.ID, Owner: "alice", At: now.Add(-15 * time.Second), Counts: meter.Counts{Running: 1}, Span: 10},
+		{DeployID: "other", Owner: "alice", At: now.Add(-45 * time.Second), Counts: meter.Counts{Running: 7}, Span: 10, Requests: 9},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestStats(t *testing.T) {
 	if err := src.Record(ctx, meter.Fact{InstanceID: "i1", Kind: meter.KindReady, At: now.Add(-56 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
-	src.set(meter.Sample{Running: 1, Starting: 1, Held: 0, InFlight: 0}, nil)
+	src.set(meter.Sample{Counts: meter.Counts{Running: 1, Starting: 1, Held: 0, InFlight: 0}}, nil)
 
 	q := url.Values{"from": {now.Add(-time.Minute).Format(time.RFC3339)}, "step": {"20s"}}
 	got := decodeStats(t, h.do("alice", "GET", "/deploy/"+d.ID+"/stats?"+q.Encode(), nil))
@@ -145,7 +145,7 @@ func TestStats(t *testing.T) {
 	}
 
 	// A request in flight now is the last request.
-	src.set(meter.Sample{Running: 1, InFlight: 1}, nil)
+	src.set(meter.Sample{Counts: meter.Counts{Running: 1, InFlight: 1}}, nil)
 	got = decodeStats(t, h.do("alice", "GET", "/deploy/"+d.ID+"/stats", nil))
 	if got.Now["last_request_at"] != now.Format(time.RFC3339) || got.Now["in_flight"] != 1.0 {
 		t.Errorf("now with a request in flight = %v, want in_flight 1 and last_request_at now", got.Now)

@@ -94,14 +94,14 @@ func TestSeries(t *testing.T) {
 	at := func(sec int) time.Time { return from.Add(time.Duration(sec) * time.Second) }
 	samples := []meter.Sample{
 		// Step 0 [0, 10s): two samples.
-		{At: at(2), Running: 1, Held: 2, InFlight: 1, Span: 2, Requests: 1, CompletionTokens: 10, TTFT: new(hist(4))},
-		{At: at(7), Running: 2, Pending: 1, Held: 0, InFlight: 3, Span: 5, Requests: 6, CompletionTokens: 60, TTFT: new(hist(0, 4))},
+		{At: at(2), Counts: meter.Counts{Running: 1, Held: 2, InFlight: 1}, Span: 2, Requests: 1, CompletionTokens: 10, TTFT: new(hist(4))},
+		{At: at(7), Counts: meter.Counts{Running: 2, Pending: 1, Held: 0, InFlight: 3}, Span: 5, Requests: 6, CompletionTokens: 60, TTFT: new(hist(0, 4))},
 		// Step 1 [10s, 20s): no sample at all.
 		// Step 2 [20s, 30s): one idle sample, no first token.
-		{At: at(25), Running: 1, Span: 10},
+		{At: at(25), Counts: meter.Counts{Running: 1}, Span: 10},
 		// Outside [from, to): ignored.
-		{At: at(-1), Running: 9, Span: 1, Requests: 100},
-		{At: at(30), Running: 9, Span: 1, Requests: 100},
+		{At: at(-1), Counts: meter.Counts{Running: 9}, Span: 1, Requests: 100},
+		{At: at(30), Counts: meter.Counts{Running: 9}, Span: 1, Requests: 100},
 	}
 	ivs := []meter.Interval{
 		{InstanceID: "a", Start: at(0), Ready: at(3).Add(500 * time.Millisecond)},

@@ -12,13 +12,9 @@ import (
 	"time"
 )
 
-// Sample is one deployment's state at one moment (At) and what its model
-// servers counted since the previous sample: one row of its time series.
-// The JSON is the stored form.
-type Sample struct {
-	DeployID string    `json:"-"`
-	Owner    string    `json:"-"`
-	At       time.Time `json:"-"`
+// Counts is a deployment's state at one moment: its instances and
+// requests.
+type Counts struct {
 	// Instances by state, as the fleet counts them (pending includes the
 	// wanted instances the GPU quota holds back).
 	Running  int `json:"running"`
@@ -29,6 +25,16 @@ type Sample struct {
 	// in flight (forwarded, not answered), summed over activator replicas.
 	Held     int `json:"held"`
 	InFlight int `json:"in_flight"`
+}
+
+// Sample is one deployment's state at one moment (At) and what its model
+// servers counted since the previous sample: one row of its time series.
+// The JSON is the stored form (the Counts' fields at its top level).
+type Sample struct {
+	DeployID string    `json:"-"`
+	Owner    string    `json:"-"`
+	At       time.Time `json:"-"`
+	Counts
 	// Span is the seconds the counts below cover: since the previous
 	// sample.
 	Span float64 `json:"span"`

@@ -25,17 +25,17 @@ func testSamples(t *testing.T, url string) {
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 	ttft := meter.Histogram{Bounds: []float64{0.1, 1}, Counts: []uint64{1, 2, 2}}
 	samples := []meter.Sample{
-		{DeployID: "d1", Owner: "alice", At: at(0), Running: 1, Span: 10},
-		{DeployID: "d1", Owner: "alice", At: at(10), Running: 1, Starting: 1, Pending: 2, Draining: 1,
-			Held: 3, InFlight: 4, Span: 10, Requests: 5, PromptTokens: 6, CompletionTokens: 7, TTFT: &ttft},
-		{DeployID: "d1", Owner: "alice", At: at(20), Running: 1, Span: 10},
-		{DeployID: "d2", Owner: "bob", At: at(10), InFlight: 1, Span: 10},
+		{DeployID: "d1", Owner: "alice", At: at(0), Counts: meter.Counts{Running: 1}, Span: 10},
+		{DeployID: "d1", Owner: "alice", At: at(10),
+			Counts: meter.Counts{Running: 1, Starting: 1, Pending: 2, Draining: 1, Held: 3, InFlight: 4}, Span: 10, Requests: 5, PromptTokens: 6, CompletionTokens: 7, TTFT: &ttft},
+		{DeployID: "d1", Owner: "alice", At: at(20), Counts: meter.Counts{Running: 1}, Span: 10},
+		{DeployID: "d2", Owner: "bob", At: at(10), Counts: meter.Counts{InFlight: 1}, Span: 10},
 	}
 	if err := s.AddSamples(ctx, samples); err != nil {
 		t.Fatal(err)
 	}
 	// Another writer's sample at the same time changes nothing.
-	if err := s.AddSamples(ctx, []meter.Sample{{DeployID: "d1", Owner: "alice", At: at(10), Running: 9}}); err != nil {
+	if err := s.AddSamples(ctx, []meter.Sample{{DeployID: "d1", Owner: "alice", At: at(10), Counts: meter.Counts{Running: 9}}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Samples(ctx, "d1", at(5), at(20))

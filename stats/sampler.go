@@ -229,8 +229,7 @@ func build(now time.Time, span time.Duration, insts []Instances, dem map[string]
 		}
 		d, a := dem[in.DeployID], acc[in.DeployID]
 		sm := meter.Sample{DeployID: in.DeployID, Owner: o, At: now.UTC(),
-			Running: in.Running, Starting: in.Starting, Pending: in.Pending, Draining: in.Draining,
-			Held: d.Held, InFlight: d.InFlight, Span: span.Seconds(),
+			Counts: counts(in, d), Span: span.Seconds(),
 			Requests: a.c.Requests, PromptTokens: a.c.PromptTokens, CompletionTokens: a.c.CompletionTokens}
 		if a.ttft.Total() > 0 {
 			sm.TTFT = &a.ttft
@@ -248,13 +247,18 @@ func (s *Sampler) Live(ctx context.Context, deployID string, now time.Time) (met
 	if err != nil {
 		return meter.Sample{}, fmt.Errorf("stats: read demand: %w", err)
 	}
-	sm := meter.Sample{DeployID: deployID, At: now.UTC()}
-	for _, in := range s.cfg.Instances() {
-		if in.DeployID == deployID {
-			sm.Running, sm.Starting, sm.Pending, sm.Draining = in.Running, in.Starting, in.Pending, in.Draining
+	in := Instances{DeployID: deployID}
+	for _, i := range s.cfg.Instances() {
+		if i.DeployID == deployID {
+			in = i
 		}
 	}
-	d := dem[deployID]
-	sm.Held, sm.InFlight = d.Held, d.InFlight
-	return sm, nil
+	return meter.Sample{DeployID: deployID, At: now.UTC(), Counts: counts(in, dem[deployID])}, nil
+}
+
+// counts is a deployment's instances by state and its held and in-flight
+// requests.
+func counts(in Instances, d Demand) meter.Counts {
+	return meter.Counts{Running: in.Running, Starting: in.Starting, Pending: in.Pending, Draining: in.Draining,
+		Held: d.Held, InFlight: d.InFlight}
 }

@@ -129,8 +129,8 @@ func TestSamplerRun(t *testing.T) {
 		}
 
 		sample := func(at time.Duration, requests, tokens int64, h *meter.Histogram, span time.Duration) meter.Sample {
-			return meter.Sample{DeployID: "d1", Owner: "alice", At: start.Add(at).UTC(), Running: 1, Pending: 1,
-				Held: 2, InFlight: 3, Span: span.Seconds(), Requests: requests, PromptTokens: 2 * tokens,
+			return meter.Sample{DeployID: "d1", Owner: "alice", At: start.Add(at).UTC(),
+				Counts: meter.Counts{Running: 1, Pending: 1, Held: 2, InFlight: 3}, Span: span.Seconds(), Requests: requests, PromptTokens: 2 * tokens,
 				CompletionTokens: tokens, TTFT: h}
 		}
 		var prunes []time.Time
@@ -203,8 +203,8 @@ func TestSamplerLive(t *testing.T) {
 		id   string
 		want meter.Sample
 	}{
-		{"d1", meter.Sample{DeployID: "d1", At: now, Running: 2, Starting: 1, Draining: 1, Held: 4, InFlight: 5}},
-		{"d2", meter.Sample{DeployID: "d2", At: now, Pending: 3}},
+		{"d1", meter.Sample{DeployID: "d1", At: now, Counts: meter.Counts{Running: 2, Starting: 1, Draining: 1, Held: 4, InFlight: 5}}},
+		{"d2", meter.Sample{DeployID: "d2", At: now, Counts: meter.Counts{Pending: 3}}},
 		{"new", meter.Sample{DeployID: "new", At: now}},
 	} {
 		got, err := s.Live(context.Background(), c.id, now)
