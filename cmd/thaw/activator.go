@@ -23,7 +23,7 @@ import (
 // activatorConfig is `thaw activator`'s configuration, from flags.
 type activatorConfig struct {
 	addr        string
-	redisAddr   string
+	redis       redisFlags
 	usersFile   string
 	holdTimeout time.Duration
 	maxHeld     int
@@ -37,7 +37,7 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 		"instances as they become ready. Run it behind Envoy (thaw server --xds-addr\n"+
 		"--activators ...), as many replicas as you like.\n\nFlags:\n", stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8090", "`address` to serve held requests on (HTTP/1.1 and h2c)")
-	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis the control plane uses (required)")
+	c.redis.register(fs, "the Redis the control plane uses (required)")
 	fs.StringVar(&c.usersFile, "users-file", "", "users and token hashes `file`, the same as thaw server's (required)")
 	fs.DurationVar(&c.holdTimeout, "hold-timeout", 10*time.Minute, "how long a request may wait for capacity before it gets 503")
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
@@ -45,7 +45,7 @@ func parseActivatorFlags(args []string, stderr io.Writer) (*activatorConfig, err
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if c.redisAddr == "" || c.usersFile == "" {
+	if c.redis.addr == "" || c.usersFile == "" {
 		fs.Usage()
 		return nil, errors.New("--redis-addr and --users-file are required")
 	}
@@ -71,7 +71,7 @@ func runActivator(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	banner := func(w io.Writer) {
-		fmt.Fprintf(w, "thaw activator %s is serving on http://%s (redis %s)\n", a.replica, a.ln.Addr(), cfg.redisAddr)
+		fmt.Fprintf(w, "thaw activator %s is serving on http://%s (redis %s)\n", a.replica, a.ln.Addr(), cfg.redis.redacted())
 	}
 	return p.serve(ctx, stdout, "thaw activator", banner, a.Run, p.watchUsers)
 }
@@ -140,5 +140,5 @@ func (a *activator) Run(ctx context.Context) error {
 // processConfig: an activator replica shares the control plane's Redis and
 // users file.
 func (c *activatorConfig) processConfig() processConfig {
-	return processConfig{Service: "thaw-activator", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
+	return processConfig{Service: "thaw-activator", Flags: c.proc, Redis: c.redis, UsersFile: c.usersFile}
 }

@@ -62,9 +62,10 @@ type processConfig struct {
 	// Service names the process in telemetry: "thaw-dev".
 	Service string
 	Flags   processFlags
-	// RedisAddr is the Redis holding demand and wake signals. Empty with
-	// EmbeddedRedis: one runs inside the process, on loopback (thaw dev).
-	RedisAddr     string
+	// Redis is the Redis holding demand and wake signals (address, TLS,
+	// AUTH). No address with EmbeddedRedis: one runs inside the process,
+	// on loopback, in cleartext (thaw dev).
+	Redis         redisFlags
 	EmbeddedRedis bool
 	// UsersFile, when set, is the operator's users and token hashes file
 	// (auth.LoadUsersFile), loaded into process.Users.
@@ -108,19 +109,21 @@ func startProcess(ctx context.Context, cfg processConfig) (_ *process, err error
 		defer cancel()
 		_ = p.Telemetry.Shutdown(sctx)
 	})
-	addr := cfg.RedisAddr
-	if addr == "" && cfg.EmbeddedRedis {
+	rc := cfg.Redis
+	if rc.addr == "" && cfg.EmbeddedRedis {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("embedded redis: %w", err)
 		}
 		p.closers = append(p.closers, mr.Close)
-		addr = mr.Addr()
+		rc = redisFlags{addr: mr.Addr()}
 	}
-	p.Redis = redis.NewClient(&redis.Options{Addr: addr})
+	if p.Redis, err = rc.newRedisClient(); err != nil {
+		return nil, err
+	}
 	p.closers = append(p.closers, func() { _ = p.Redis.Close() })
 	if err := p.Redis.Ping(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("redis at %s: %w", addr, err)
+		return nil, fmt.Errorf("redis at %s: %w", rc.redacted(), err)
 	}
 	if addr := cfg.Flags.metricsAddr; addr != "" {
 		if p.metrics, err = net.Listen("tcp", addr); err != nil {

@@ -84,7 +84,7 @@ func TestProcess(t *testing.T) {
 
 func TestStartProcessRedisDown(t *testing.T) {
 	var logs bytes.Buffer
-	_, err := startProcess(t.Context(), processConfig{Service: "thaw-test", RedisAddr: "127.0.0.1:1", Stderr: &logs})
+	_, err := startProcess(t.Context(), processConfig{Service: "thaw-test", Redis: redisFlags{addr: "127.0.0.1:1"}, Stderr: &logs})
 	if err == nil || !strings.HasPrefix(err.Error(), "redis at 127.0.0.1:1: ") {
 		t.Errorf("startProcess with no Redis: %v, want redis at 127.0.0.1:1: ...", err)
 	}

@@ -32,7 +32,7 @@ type devConfig struct {
 	simReqLog   string
 	ports       localrt.PortRange
 	users       map[string]string // user -> token
-	redisAddr   string
+	redis       redisFlags
 	maxHeld     int
 	pprofAddr   string
 	// engine is the runtime's engine settings (--engine, --vllm-*).
@@ -44,7 +44,7 @@ type devConfig struct {
 }
 
 func (c *devConfig) processConfig() processConfig {
-	return processConfig{Service: "thaw-dev", Flags: c.proc, RedisAddr: c.redisAddr, EmbeddedRedis: true}
+	return processConfig{Service: "thaw-dev", Flags: c.proc, Redis: c.redis, EmbeddedRedis: true}
 }
 
 func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
@@ -80,7 +80,7 @@ func parseDevFlags(args []string, stderr io.Writer) (*devConfig, error) {
 		c.users[name] = tok
 		return nil
 	})
-	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of a Redis to share demand through; empty runs an embedded one")
+	c.redis.register(fs, "a Redis to share demand through; empty runs an embedded one (loopback, cleartext)")
 	fs.IntVar(&c.maxHeld, "max-held", 10000, "requests held per deployment before new ones get 429")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.edge.register(fs)

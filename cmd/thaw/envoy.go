@@ -23,13 +23,21 @@ import (
 func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("envoy-bootstrap", "Usage: thaw envoy-bootstrap [flags] > envoy.json\n\n"+
 		"Prints a minimal Envoy bootstrap that takes its whole configuration from thaw's\n"+
-		"xDS server (ADS). Run Envoy with it: envoy -c envoy.json\n\nFlags:\n", stderr)
+		"xDS server (ADS). Run Envoy with it: envoy -c envoy.json\n\n"+
+		"With --xds-ca Envoy reaches thaw's xDS server over TLS, checking that its\n"+
+		"certificate names --xds-server-name; add --xds-client-cert and --xds-client-key\n"+
+		"for a thaw that requires client certificates (--xds-client-ca). File paths are\n"+
+		"read by Envoy, on its host.\n\nFlags:\n", stderr)
 	var c xds.BootstrapConfig
 	fs.StringVar(&c.XDSAddr, "xds-addr", "127.0.0.1:18000", "`host:port` of thaw's xDS (ADS) server")
 	fs.StringVar(&c.NodeID, "node-id", "thaw-edge", "Envoy node `id`")
 	fs.StringVar(&c.NodeCluster, "node-cluster", "thaw", "Envoy node `cluster`")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9901", "`ip:port` of Envoy's admin interface")
 	fs.BoolVar(&c.Delta, "delta", false, "use incremental xDS (DELTA_GRPC) instead of state of the world")
+	fs.StringVar(&c.TLS.CAFile, "xds-ca", "", "PEM `file`, on Envoy's host, of the CAs the xDS server's certificate (thaw --xds-tls-cert) must chain to; set, Envoy connects over TLS")
+	fs.StringVar(&c.TLS.CertFile, "xds-client-cert", "", "with --xds-ca: PEM `file`, on Envoy's host, of Envoy's client certificate, for a thaw with --xds-client-ca (mutual TLS)")
+	fs.StringVar(&c.TLS.KeyFile, "xds-client-key", "", "with --xds-client-cert: PEM `file`, on Envoy's host, of its private key")
+	fs.StringVar(&c.TLS.ServerName, "xds-server-name", "", "with --xds-ca: the `name` the xDS server's certificate must hold (a DNS or IP address SAN); default --xds-addr's host")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -55,6 +63,12 @@ type edgeFlags struct {
 	listen     string
 	activators string
 	envoyAdmin string
+	// xdsTLS are the xDS server's certificate and, for mutual TLS, the
+	// CA of Envoy's client certificate: files on this host.
+	xdsTLS serverTLSFiles
+	// listenTLS is the public listener's certificate: files on Envoy's
+	// host.
+	listenTLS xds.ListenerTLS
 }
 
 // register adds the edge flags to fs.
@@ -63,6 +77,11 @@ func (e *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.listen, "edge-addr", "127.0.0.1:10000", "with --xds-addr: `ip:port` Envoy's listener takes traffic on")
 	fs.StringVar(&e.activators, "activators", "", "with --xds-addr: comma-separated `ip:port` list of the activator replicas Envoy falls back to while a model has no ready instance (default: this process's --addr)")
 	fs.StringVar(&e.envoyAdmin, "envoy-admin", "", "with --xds-addr: comma-separated admin `URLs` of the Envoys (http://127.0.0.1:9901); scale-down then waits for Envoy's in-flight requests to an instance")
+	fs.StringVar(&e.xdsTLS.Cert, "xds-tls-cert", "", "with --xds-addr: PEM `file` of the xDS server's certificate chain; with --xds-tls-key, ADS is served over TLS only (give Envoy the CA: thaw envoy-bootstrap --xds-ca)")
+	fs.StringVar(&e.xdsTLS.Key, "xds-tls-key", "", "with --xds-tls-cert: PEM `file` of its private key")
+	fs.StringVar(&e.xdsTLS.ClientCA, "xds-client-ca", "", "with --xds-tls-cert: PEM `file` of the CAs Envoy's client certificate must chain to: mutual TLS, an xDS client without such a certificate is refused (thaw envoy-bootstrap --xds-client-cert)")
+	fs.StringVar(&e.listenTLS.CertFile, "edge-tls-cert", "", "with --xds-addr: PEM `file`, on Envoy's host, of the certificate chain Envoy's listener serves; with --edge-tls-key the listener takes HTTPS only (HTTP/2 and HTTP/1.1 by ALPN). Envoy reads it when the listener is pushed")
+	fs.StringVar(&e.listenTLS.KeyFile, "edge-tls-key", "", "with --edge-tls-cert: PEM `file`, on Envoy's host, of its private key")
 }
 
 // newXDS returns the xDS server the flags describe, nil without --xds-addr.
@@ -70,16 +89,25 @@ func (e *edgeFlags) register(fs *flag.FlagSet) {
 // activator).
 func (e *edgeFlags) newXDS(apiAddr string, holdTimeout time.Duration, log *slog.Logger) (*xds.Server, error) {
 	if e.xdsAddr == "" {
+		if e.xdsTLS != (serverTLSFiles{}) || e.listenTLS.Enabled() {
+			return nil, errors.New("--xds-tls-*, --xds-client-ca and --edge-tls-* configure the Envoy edge: they need --xds-addr")
+		}
 		return nil, nil
 	}
 	api, err := dialable(apiAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--addr: %w", err)
 	}
+	if e.listenTLS.Enabled() && (e.listenTLS.CertFile == "" || e.listenTLS.KeyFile == "") {
+		return nil, errors.New("--edge-tls-cert and --edge-tls-key go together")
+	}
 	cfg := xds.Config{
 		Addr:   e.xdsAddr,
-		Edge:   xds.State{Listen: e.listen, API: api, HoldTimeout: holdTimeout},
+		Edge:   xds.State{Listen: e.listen, ListenTLS: e.listenTLS, API: api, HoldTimeout: holdTimeout},
 		Logger: log,
+	}
+	if cfg.TLS, err = e.xdsTLS.config(); err != nil {
+		return nil, fmt.Errorf("--xds-tls-cert, --xds-tls-key, --xds-client-ca: %w", err)
 	}
 	for _, a := range splitList(e.activators) {
 		if a, err = dialable(a); err != nil {

@@ -27,7 +27,7 @@ type serverConfig struct {
 	addr        string
 	nomadAddr   string
 	nomadToken  string
-	redisAddr   string
+	redis       redisFlags
 	engine      jobs.Engine
 	jobsDir     string
 	dataDir     string
@@ -63,7 +63,11 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 		"Deployments (with their HF tokens) are kept in Nomad Variables (thaw/records/<id>),\n"+
 		"or with --store file in <data-dir>/deployments.json (mode 0600).\n\n"+
 		"Environment: NOMAD_ADDR and NOMAD_TOKEN are the defaults of --nomad-addr and\n"+
-		"--nomad-token.\n\nFlags:\n", stderr)
+		"--nomad-token. The Nomad client reads Nomad's other settings as the nomad CLI\n"+
+		"does: NOMAD_CACERT, NOMAD_CAPATH, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY,\n"+
+		"NOMAD_TLS_SERVER_NAME and NOMAD_SKIP_VERIFY for TLS (an https:// address),\n"+
+		"NOMAD_REGION and NOMAD_NAMESPACE (jobs.json's region and namespace win).\n"+
+		redisPasswordEnv+" is the default of --redis-password.\n\nFlags:\n", stderr)
 	defNomad := os.Getenv("NOMAD_ADDR")
 	if defNomad == "" {
 		defNomad = "http://127.0.0.1:4646"
@@ -71,7 +75,7 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to serve the API and inference endpoints on")
 	fs.StringVar(&c.nomadAddr, "nomad-addr", defNomad, "Nomad HTTP API `URL` (default $NOMAD_ADDR, else http://127.0.0.1:4646)")
 	fs.StringVar(&c.nomadToken, "nomad-token", os.Getenv("NOMAD_TOKEN"), "Nomad ACL `token` (default $NOMAD_TOKEN)")
-	fs.StringVar(&c.redisAddr, "redis-addr", "", "`host:port` of the Redis holding demand and wake signals (required)")
+	c.redis.register(fs, "the Redis holding demand and wake signals (required)")
 	engine := fs.String("engine", string(jobs.EngineVLLM), "model server the jobs run: vllm (docker, GPUs), vllm-exec (raw_exec, the vLLM of --vllm-bin installed on the clients) or sim (raw_exec, the simulator)")
 	fs.StringVar(&c.jobsDir, "jobs-dir", "", "`directory` with the operator's job overrides, "+jobsConfigFile+" (see the jobs package)")
 	fs.StringVar(&c.dataDir, "data-dir", ".thaw-server", "`directory` for the users file and, with --store file, the deployments")
@@ -99,7 +103,7 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 		return nil, fmt.Errorf("--engine %q: want one of %q", *engine, jobs.Engines)
 	case c.storeKind != "nomad" && c.storeKind != "file":
 		return nil, fmt.Errorf("--store %q: want nomad or file", c.storeKind)
-	case c.redisAddr == "":
+	case c.redis.addr == "":
 		return nil, errors.New("--redis-addr is required: thaw server shares demand through a real Redis")
 	case c.nomadAddr == "":
 		return nil, errors.New("--nomad-addr is empty")
@@ -160,7 +164,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	banner := func(w io.Writer) {
 		printServing(w, "thaw server", cp.URL())
-		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redisAddr, cfg.usersFile)
+		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redis.redacted(), cfg.usersFile)
 	}
 	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run, p.watchUsers)
 }
@@ -179,10 +183,7 @@ func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := nomadapi.NewClient(&nomadapi.Config{
-		Address: cfg.nomadAddr, SecretID: cfg.nomadToken,
-		Namespace: jcfg.Namespace, Region: jcfg.Region,
-	})
+	nc, err := nomadapi.NewClient(nomadClientConfig(cfg.nomadAddr, cfg.nomadToken, jcfg.Namespace, jcfg.Region))
 	if err != nil {
 		return nil, nil, fmt.Errorf("nomad client: %w", err)
 	}
@@ -208,6 +209,24 @@ func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.
 	return rt, store, nil
 }
 
+// nomadClientConfig is the Nomad client's configuration: Nomad's own
+// environment, read as the nomad CLI reads it (TLS from NOMAD_CACERT,
+// NOMAD_CAPATH, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY, NOMAD_TLS_SERVER_NAME
+// and NOMAD_SKIP_VERIFY; NOMAD_REGION, NOMAD_NAMESPACE, NOMAD_HTTP_AUTH),
+// under the address and token of the flags and jobs.json's namespace and
+// region when set.
+func nomadClientConfig(addr, token, namespace, region string) *nomadapi.Config {
+	c := nomadapi.DefaultConfig()
+	c.Address, c.SecretID = addr, token
+	if namespace != "" {
+		c.Namespace = namespace
+	}
+	if region != "" {
+		c.Region = region
+	}
+	return c
+}
+
 // openStoreRetrying loads the deployments, retrying for a while: thaw server
 // may start while Nomad (the store) is still coming up.
 func openStoreRetrying(ctx context.Context, b deploy.Backend, log *slog.Logger) (*deploy.Store, error) {
@@ -229,5 +248,5 @@ func openStoreRetrying(ctx context.Context, b deploy.Backend, log *slog.Logger) 
 // processConfig: thaw server shares demand through a real Redis and reads
 // the operator's users file.
 func (c *serverConfig) processConfig() processConfig {
-	return processConfig{Service: "thaw-server", Flags: c.proc, RedisAddr: c.redisAddr, UsersFile: c.usersFile}
+	return processConfig{Service: "thaw-server", Flags: c.proc, Redis: c.redis, UsersFile: c.usersFile}
 }
