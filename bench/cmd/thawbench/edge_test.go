@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/thawhq/thaw/bench"
 	"github.com/thawhq/thaw/routing"
@@ -30,45 +33,19 @@ func TestStaticEnvoyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		Admin struct {
-			Address struct {
-				SocketAddress struct{ PortValue int } `json:"socket_address"`
-			}
-		}
-		StaticResources struct {
-			Listeners []struct {
-				Address struct {
-					SocketAddress struct{ PortValue int } `json:"socket_address"`
-				}
-			}
-			Clusters []struct {
-				Name           string
-				Type           string
-				LoadAssignment struct {
-					Endpoints []struct {
-						LbEndpoints []struct {
-							Endpoint struct {
-								Address struct {
-									SocketAddress struct {
-										Address   string
-										PortValue int `json:"port_value"`
-									} `json:"socket_address"`
-								}
-							}
-						} `json:"lb_endpoints"`
-					}
-				} `json:"load_assignment"`
-			}
-		} `json:"static_resources"`
+	var c bootstrap.Bootstrap
+	if err := protojson.Unmarshal(b, &c); err != nil {
+		t.Fatalf("not an Envoy bootstrap: %v\n%s", err, b)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
+	cl := c.GetStaticResources().GetClusters()
+	if len(cl) != 1 || cl[0].GetType() != cluster.Cluster_STATIC || len(cl[0].GetLoadAssignment().GetEndpoints()) != 1 ||
+		cl[0].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue() != 10003 {
+		t.Errorf("clusters = %v, want one STATIC cluster to port 10003", cl)
 	}
-	cl := c.StaticResources.Clusters
-	if len(cl) != 1 || cl[0].Type != "STATIC" || len(cl[0].LoadAssignment.Endpoints) != 1 ||
-		cl[0].LoadAssignment.Endpoints[0].LbEndpoints[0].Endpoint.Address.SocketAddress.PortValue != 10003 {
-		t.Errorf("clusters = %+v, want one STATIC cluster to port 10003", cl)
+	ls := c.GetStaticResources().GetListeners()
+	if len(ls) != 1 || ls[0].GetAddress().GetSocketAddress().GetPortValue() != 10001 ||
+		c.GetAdmin().GetAddress().GetSocketAddress().GetPortValue() != 10002 {
+		t.Errorf("listeners = %v, admin = %v: want the listener on 10001 and the admin on 10002", ls, c.GetAdmin())
 	}
 	if _, err := staticEnvoyConfig("nope", "127.0.0.1:1", "127.0.0.1:2"); err == nil {
 		t.Error("staticEnvoyConfig accepted a listen address without a port")
