@@ -77,7 +77,7 @@ func (e *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.listen, "edge-addr", "127.0.0.1:10000", "with --xds-addr: `ip:port` Envoy's listener takes traffic on")
 	fs.StringVar(&e.activators, "activators", "", "with --xds-addr: comma-separated `ip:port` list of the activator replicas Envoy falls back to while a model has no ready instance (default: this process's --addr)")
 	fs.StringVar(&e.envoyAdmin, "envoy-admin", "", "with --xds-addr: comma-separated admin `URLs` of the Envoys (http://127.0.0.1:9901); scale-down then waits for Envoy's in-flight requests to an instance")
-	fs.StringVar(&e.xdsTLS.Cert, "xds-tls-cert", "", "with --xds-addr: PEM `file` of the xDS server's certificate chain; with --xds-tls-key, ADS is served over TLS only (give Envoy the CA: thaw envoy-bootstrap --xds-ca)")
+	fs.StringVar(&e.xdsTLS.Cert, "xds-tls-cert", "", "with --xds-addr: PEM `file` of the xDS server's certificate chain; with --xds-tls-key, ADS is served over TLS only (give Envoy the CA: thaw envoy-bootstrap --xds-ca); a rotated pair is used from the next connection on")
 	fs.StringVar(&e.xdsTLS.Key, "xds-tls-key", "", "with --xds-tls-cert: PEM `file` of its private key")
 	fs.StringVar(&e.xdsTLS.ClientCA, "xds-client-ca", "", "with --xds-tls-cert: PEM `file` of the CAs Envoy's client certificate must chain to: mutual TLS, an xDS client without such a certificate is refused (thaw envoy-bootstrap --xds-client-cert)")
 	fs.StringVar(&e.listenTLS.CertFile, "edge-tls-cert", "", "with --xds-addr: PEM `file`, on Envoy's host, of the certificate chain Envoy's listener serves; with --edge-tls-key the listener takes HTTPS only (HTTP/2 and HTTP/1.1 by ALPN). Envoy reads it when the listener is pushed")
@@ -106,7 +106,7 @@ func (e *edgeFlags) newXDS(apiAddr string, holdTimeout time.Duration, log *slog.
 		Edge:   xds.State{Listen: e.listen, ListenTLS: e.listenTLS, API: api, HoldTimeout: holdTimeout},
 		Logger: log,
 	}
-	if cfg.TLS, err = e.xdsTLS.config(); err != nil {
+	if cfg.TLS, err = e.xdsTLS.config(log); err != nil {
 		return nil, fmt.Errorf("--xds-tls-cert, --xds-tls-key, --xds-client-ca: %w", err)
 	}
 	for _, a := range splitList(e.activators) {

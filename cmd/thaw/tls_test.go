@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -176,15 +177,16 @@ func TestServerTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := certtest.NewCAT(t, "ca")
 	f := ca.WriteT(t, dir, "xds", "127.0.0.1")
-	cfg, err := serverTLSFiles{}.config()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg, err := serverTLSFiles{}.config(log)
 	if cfg != nil || err != nil {
 		t.Errorf("no files: %v, %v; want cleartext", cfg, err)
 	}
-	cfg, err = serverTLSFiles{Cert: f.Cert, Key: f.Key}.config()
-	if err != nil || len(cfg.Certificates) != 1 || cfg.ClientAuth != tls.NoClientCert || cfg.MinVersion != tls.VersionTLS12 {
+	cfg, err = serverTLSFiles{Cert: f.Cert, Key: f.Key}.config(log)
+	if err != nil || cfg.GetCertificate == nil || cfg.ClientAuth != tls.NoClientCert || cfg.MinVersion != tls.VersionTLS12 {
 		t.Errorf("server TLS: %+v, %v", cfg, err)
 	}
-	cfg, err = serverTLSFiles{Cert: f.Cert, Key: f.Key, ClientCA: f.CA}.config()
+	cfg, err = serverTLSFiles{Cert: f.Cert, Key: f.Key, ClientCA: f.CA}.config(log)
 	if err != nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
 		t.Errorf("mutual TLS: %+v, %v", cfg, err)
 	}
@@ -195,9 +197,64 @@ func TestServerTLSFiles(t *testing.T) {
 		"key not the cert's": {Cert: f.Cert, Key: ca.WriteT(t, t.TempDir(), "other", "127.0.0.1").Key},
 		"client CA not PEM":  {Cert: f.Cert, Key: f.Key, ClientCA: f.Key},
 	} {
-		if _, err := bad.config(); err == nil {
+		if _, err := bad.config(log); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestCertReloader: a rotated certificate is served from the next
+// handshake on; one that does not load is logged and the previous one kept.
+func TestCertReloader(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCAT(t, "ca")
+	f := ca.WriteT(t, dir, "xds", "127.0.0.1")
+	var logs bytes.Buffer
+	r, err := newCertReloader(f.Cert, f.Key, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := func() string {
+		t.Helper()
+		pair, err := r.GetCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.Subject.CommonName
+	}
+	// write replaces the files, with a later modification time than any
+	// before (a file system's clock may be coarse).
+	later := time.Now()
+	write := func(cert, key []byte) {
+		t.Helper()
+		later = later.Add(time.Minute)
+		for path, b := range map[string][]byte{f.Cert: cert, f.Key: key} {
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, later, later); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := served(); got != "xds" {
+		t.Fatalf("serves %q, want xds", got)
+	}
+	rotated := ca.IssueT(t, "xds-rotated", "127.0.0.1")
+	write(rotated.CertPEM, rotated.KeyPEM)
+	if got := served(); got != "xds-rotated" {
+		t.Errorf("after rotation serves %q, want xds-rotated", got)
+	}
+	write([]byte("half-written"), rotated.KeyPEM)
+	if got := served(); got != "xds-rotated" {
+		t.Errorf("after a bad write serves %q, want the previous xds-rotated", got)
+	}
+	if !strings.Contains(logs.String(), "does not load") {
+		t.Errorf("a certificate that does not load is not logged:\n%s", logs.String())
 	}
 }
 
