@@ -6,9 +6,11 @@ package meter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -88,32 +90,19 @@ func (s *Store) DeployEvents(ctx context.Context, q EventQuery) ([]Event, error)
 			WHERE deploy_id = ? AND owner = ? AND at_us > ? ORDER BY at_us LIMIT ?`
 		from, newest = us(q.After), false
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(query), q.DeployID, q.Owner, from, q.Limit)
-	if err != nil {
-		return nil, fmt.Errorf("meter: events of %s: %w", q.DeployID, err)
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
+	out, err := queryRows(ctx, s, "events of "+q.DeployID, func(rows *sql.Rows) (Event, error) {
 		e := Event{Owner: q.Owner, DeployID: q.DeployID}
 		var at int64
 		var detail string
-		if err := rows.Scan(&at, &e.Type, &e.Message, &detail); err != nil {
-			return nil, fmt.Errorf("meter: events of %s: %w", q.DeployID, err)
-		}
-		e.At, e.ID = fromUS(at), strconv.FormatInt(at, 10)
-		if detail != "null" {
-			e.Detail = []byte(detail)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: events of %s: %w", q.DeployID, err)
+		err := rows.Scan(&at, &e.Type, &e.Message, &detail)
+		e.At, e.ID, e.Detail = fromUS(at), strconv.FormatInt(at, 10), storedDetail(detail)
+		return e, err
+	}, query, q.DeployID, q.Owner, from, q.Limit)
+	if err != nil {
+		return nil, err
 	}
 	if newest {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
+		slices.Reverse(out)
 	}
 	return out, nil
 }

@@ -91,30 +91,20 @@ func (s *Store) AddSamples(ctx context.Context, samples []Sample) error {
 // Samples returns a deployment's samples taken in [from, to), oldest
 // first.
 func (s *Store) Samples(ctx context.Context, deployID string, from, to time.Time) ([]Sample, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT owner, at_us, sample FROM stats
-		WHERE deploy_id = ? AND at_us >= ? AND at_us < ? ORDER BY at_us`), deployID, us(from), us(to))
-	if err != nil {
-		return nil, fmt.Errorf("meter: samples of %s: %w", deployID, err)
-	}
-	defer rows.Close()
-	var out []Sample
-	for rows.Next() {
-		var owner, body string
-		var at int64
-		if err := rows.Scan(&owner, &at, &body); err != nil {
-			return nil, fmt.Errorf("meter: samples of %s: %w", deployID, err)
-		}
+	return queryRows(ctx, s, "samples of "+deployID, func(rows *sql.Rows) (Sample, error) {
 		var sm Sample
-		if err := json.Unmarshal([]byte(body), &sm); err != nil {
-			return nil, fmt.Errorf("meter: sample of %s at %d: %w", deployID, at, err)
+		var body string
+		var at int64
+		if err := rows.Scan(&sm.Owner, &at, &body); err != nil {
+			return sm, err
 		}
-		sm.DeployID, sm.Owner, sm.At = deployID, owner, fromUS(at)
-		out = append(out, sm)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: samples of %s: %w", deployID, err)
-	}
-	return out, nil
+		if err := json.Unmarshal([]byte(body), &sm); err != nil {
+			return sm, fmt.Errorf("sample at %d: %w", at, err)
+		}
+		sm.DeployID, sm.At = deployID, fromUS(at)
+		return sm, nil
+	}, `SELECT owner, at_us, sample FROM stats
+		WHERE deploy_id = ? AND at_us >= ? AND at_us < ? ORDER BY at_us`, deployID, us(from), us(to))
 }
 
 // LastActive returns the time of a deployment's newest active sample (see
@@ -156,26 +146,14 @@ func (s *Store) deleteRows(ctx context.Context, what, query string, args ...any)
 // [from, to): their intervals with Start (GPUs held) and Ready set (End
 // is not read), ordered by Ready.
 func (s *Store) ColdStarts(ctx context.Context, deployID string, from, to time.Time) ([]Interval, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT r.instance_id, h.at_us, r.at_us
-		FROM facts r JOIN facts h ON h.instance_id = r.instance_id AND h.kind = 'held'
-		WHERE r.kind = 'ready' AND r.deploy_id = ? AND r.at_us >= ? AND r.at_us < ?
-		ORDER BY r.at_us, r.instance_id`), deployID, us(from), us(to))
-	if err != nil {
-		return nil, fmt.Errorf("meter: cold starts of %s: %w", deployID, err)
-	}
-	defer rows.Close()
-	var out []Interval
-	for rows.Next() {
+	return queryRows(ctx, s, "cold starts of "+deployID, func(rows *sql.Rows) (Interval, error) {
 		iv := Interval{DeployID: deployID}
 		var start, ready int64
-		if err := rows.Scan(&iv.InstanceID, &start, &ready); err != nil {
-			return nil, fmt.Errorf("meter: cold starts of %s: %w", deployID, err)
-		}
+		err := rows.Scan(&iv.InstanceID, &start, &ready)
 		iv.Start, iv.Ready = fromUS(start), fromUS(ready)
-		out = append(out, iv)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: cold starts of %s: %w", deployID, err)
-	}
-	return out, nil
+		return iv, err
+	}, `SELECT r.instance_id, h.at_us, r.at_us
+		FROM facts r JOIN facts h ON h.instance_id = r.instance_id AND h.kind = 'held'
+		WHERE r.kind = 'ready' AND r.deploy_id = ? AND r.at_us >= ? AND r.at_us < ?
+		ORDER BY r.at_us, r.instance_id`, deployID, us(from), us(to))
 }

@@ -217,24 +217,34 @@ func (s *Store) OpenIntervals(ctx context.Context) ([]Interval, error) {
 }
 
 func (s *Store) intervals(ctx context.Context, query string, args ...any) ([]Interval, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
-	if err != nil {
-		return nil, fmt.Errorf("meter: intervals: %w", err)
-	}
-	defer rows.Close()
-	var out []Interval
-	for rows.Next() {
+	return queryRows(ctx, s, "intervals", func(rows *sql.Rows) (Interval, error) {
 		var iv Interval
 		var start, ready, end int64
-		if err := rows.Scan(&iv.InstanceID, &iv.DeployID, &iv.Owner, &iv.Model, &iv.GPU, &iv.NumGPUs,
-			&start, &ready, &end, &iv.EndReason); err != nil {
-			return nil, fmt.Errorf("meter: intervals: %w", err)
-		}
+		err := rows.Scan(&iv.InstanceID, &iv.DeployID, &iv.Owner, &iv.Model, &iv.GPU, &iv.NumGPUs,
+			&start, &ready, &end, &iv.EndReason)
 		iv.Start, iv.Ready, iv.End = fromUS(start), fromUS(ready), fromUS(end)
-		out = append(out, iv)
+		return iv, err
+	}, query, args...)
+}
+
+// queryRows runs query and returns its rows, each read by scan, in order.
+// what names the read in an error: "meter: <what>: ...".
+func queryRows[T any](ctx context.Context, s *Store, what string, scan func(*sql.Rows) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("meter: %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("meter: %s: %w", what, err)
+		}
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: intervals: %w", err)
+		return nil, fmt.Errorf("meter: %s: %w", what, err)
 	}
 	return out, nil
 }
@@ -264,27 +274,15 @@ func (s *Store) AddTokens(ctx context.Context, t Tokens) error {
 // Tokens returns the rows of one owner ("" is every owner) whose hour
 // starts in [from, to), ordered by hour and deployment.
 func (s *Store) Tokens(ctx context.Context, owner string, from, to time.Time) ([]Tokens, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT deploy_id, owner, hour_us, requests, prompt_tokens, completion_tokens
-		FROM tokens WHERE hour_us >= ? AND hour_us < ? AND (? = '' OR owner = ?)
-		ORDER BY hour_us, deploy_id`), us(from), us(to), owner, owner)
-	if err != nil {
-		return nil, fmt.Errorf("meter: tokens: %w", err)
-	}
-	defer rows.Close()
-	var out []Tokens
-	for rows.Next() {
+	return queryRows(ctx, s, "tokens", func(rows *sql.Rows) (Tokens, error) {
 		var t Tokens
 		var hour int64
-		if err := rows.Scan(&t.DeployID, &t.Owner, &hour, &t.Requests, &t.PromptTokens, &t.CompletionTokens); err != nil {
-			return nil, fmt.Errorf("meter: tokens: %w", err)
-		}
+		err := rows.Scan(&t.DeployID, &t.Owner, &hour, &t.Requests, &t.PromptTokens, &t.CompletionTokens)
 		t.Hour = fromUS(hour)
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: tokens: %w", err)
-	}
-	return out, nil
+		return t, err
+	}, `SELECT deploy_id, owner, hour_us, requests, prompt_tokens, completion_tokens
+		FROM tokens WHERE hour_us >= ? AND hour_us < ? AND (? = '' OR owner = ?)
+		ORDER BY hour_us, deploy_id`, us(from), us(to), owner, owner)
 }
 
 // Account is a user's spending limit, in USD per calendar month (UTC), and
@@ -404,29 +402,24 @@ func (s *Store) AddEvent(ctx context.Context, e Event) error {
 // DeployEvents reads those) at or after since, oldest first, at most limit
 // of the newest.
 func (s *Store) Events(ctx context.Context, owner string, since time.Time, limit int) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at_us, type, deploy_id, message, detail FROM events
-		WHERE owner = ? AND at_us >= ? AND journal = 0 ORDER BY at_us DESC LIMIT ?`), owner, us(since), limit)
-	if err != nil {
-		return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
+	out, err := queryRows(ctx, s, "events of "+owner, func(rows *sql.Rows) (Event, error) {
 		e := Event{Owner: owner}
 		var at int64
 		var detail string
-		if err := rows.Scan(&at, &e.Type, &e.DeployID, &e.Message, &detail); err != nil {
-			return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
-		}
-		e.At = fromUS(at)
-		if detail != "null" {
-			e.Detail = json.RawMessage(detail)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("meter: events of %s: %w", owner, err)
-	}
+		err := rows.Scan(&at, &e.Type, &e.DeployID, &e.Message, &detail)
+		e.At, e.Detail = fromUS(at), storedDetail(detail)
+		return e, err
+	}, `SELECT at_us, type, deploy_id, message, detail FROM events
+		WHERE owner = ? AND at_us >= ? AND journal = 0 ORDER BY at_us DESC LIMIT ?`, owner, us(since), limit)
 	slices.Reverse(out)
-	return out, nil
+	return out, err
+}
+
+// storedDetail is an event's detail column as its JSON: none for a stored
+// null.
+func storedDetail(detail string) json.RawMessage {
+	if detail == "null" {
+		return nil
+	}
+	return json.RawMessage(detail)
 }
