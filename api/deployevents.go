@@ -64,11 +64,6 @@ const (
 	keepaliveEvery = 15 * time.Second
 )
 
-// DeployEventsView is GET /deploy/{id}/events' JSON body.
-type DeployEventsView struct {
-	Events []meter.Event `json:"events"`
-}
-
 // InstancesView is GET /deploy/{id}/instances' body.
 type InstancesView struct {
 	Instances []InstanceView `json:"instances"`
@@ -146,14 +141,7 @@ func (a *API) deployEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	evs, err := a.cfg.Journal.DeployEvents(r.Context(), q)
-	if err != nil {
-		ledgerFailed(w, a.cfg.Logger, err)
-		return
-	}
-	if evs == nil {
-		evs = []meter.Event{}
-	}
-	writeJSON(w, http.StatusOK, DeployEventsView{Events: evs})
+	a.writeEvents(w, evs, err)
 }
 
 // wantsStream reports whether r asks for a server-sent event stream.

@@ -14,8 +14,8 @@ const MaxEvents = 200
 // eventsWindow is how far back GET /account/events looks without ?since=.
 const eventsWindow = 30 * 24 * time.Hour
 
-// EventsView is GET /account/events' body: the caller's events, oldest
-// first.
+// EventsView is the body of GET /account/events (the caller's events) and
+// of GET /deploy/{id}/events (a deployment's): events, oldest first.
 type EventsView struct {
 	Events []meter.Event `json:"events"`
 }
@@ -29,6 +29,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	evs, err := a.cfg.Ledger.Events(r.Context(), auth.User(r.Context()), since, MaxEvents)
+	a.writeEvents(w, evs, err)
+}
+
+// writeEvents answers a read of events: evs (an empty list, not null,
+// when there are none), or 503 when the read failed with err.
+func (a *API) writeEvents(w http.ResponseWriter, evs []meter.Event, err error) {
 	if err != nil {
 		ledgerFailed(w, a.cfg.Logger, err)
 		return

@@ -45,7 +45,7 @@ func (q DeployEventsQuery) values() url.Values {
 // DeployEvents returns deployment id's events (GET /deploy/{id}/events),
 // oldest first.
 func (c *Client) DeployEvents(ctx context.Context, id string, q DeployEventsQuery) ([]meter.Event, error) {
-	v, err := decode[api.DeployEventsView](c.DeployEventsRaw(ctx, id, q))
+	v, err := decode[api.EventsView](c.DeployEventsRaw(ctx, id, q))
 	return v.Events, err
 }
 
