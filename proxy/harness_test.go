@@ -15,6 +15,7 @@ import (
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/internal/openaitest"
+	"github.com/thawhq/thaw/internal/polltest"
 )
 
 // fakeResolver resolves "<user> <model>" keys to targets.
@@ -247,13 +248,7 @@ func wait(t *testing.T, ch <-chan result, d time.Duration) result {
 // eventually polls cond until it holds, failing after 3s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	polltest.Eventually(t, 3*time.Second, time.Millisecond, what, cond)
 }
 
 // waitHeld waits until the deployment holds n requests.

@@ -23,6 +23,17 @@ func post(t *testing.T, url, path, body string) *http.Response {
 	return resp
 }
 
+// chatAll sends each chat completion body in turn and reads each answer to
+// its end.
+func chatAll(t *testing.T, url string, bodies ...string) {
+	t.Helper()
+	for _, body := range bodies {
+		resp := post(t, url, "/v1/chat/completions", body)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
 // decodeObject decodes a JSON object and checks and removes the fields
 // that vary between runs: id (with its prefix) and created.
 func decodeObject(t *testing.T, raw []byte, idPrefix string) map[string]any {

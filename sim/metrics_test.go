@@ -147,14 +147,9 @@ func TestDisconnectFreesSlot(t *testing.T) {
 
 func TestMetricsCountTokens(t *testing.T) {
 	_, url := startHandler(t, Config{TokensPerSecond: 1000})
-	for _, body := range []string{
+	chatAll(t, url,
 		`{"messages":[{"role":"user","content":"one two three"}],"max_tokens":4}`,
-		`{"messages":[{"role":"user","content":"four"}],"max_tokens":2,"stream":true}`,
-	} {
-		resp := post(t, url, "/v1/chat/completions", body)
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+		`{"messages":[{"role":"user","content":"four"}],"max_tokens":2,"stream":true}`)
 	series, _ := scrape(t, url)
 	got := map[string]float64{}
 	for _, name := range []string{
@@ -177,14 +172,9 @@ func TestMetricsCountTokens(t *testing.T) {
 func TestMetricsTimeToFirstToken(t *testing.T) {
 	// 5 tokens/s: the first token comes 200ms after the request.
 	_, url := startHandler(t, Config{TokensPerSecond: 5})
-	for _, body := range []string{
+	chatAll(t, url,
 		`{"messages":[{"role":"user","content":"one"}],"max_tokens":1}`,
-		`{"messages":[{"role":"user","content":"two"}],"max_tokens":2,"stream":true}`,
-	} {
-		resp := post(t, url, "/v1/chat/completions", body)
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+		`{"messages":[{"role":"user","content":"two"}],"max_tokens":2,"stream":true}`)
 	// A request that leaves before its first token has no time to first
 	// token.
 	longRequest(t, url, true)()

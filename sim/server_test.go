@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/thawhq/thaw/internal/polltest"
 	"github.com/thawhq/thaw/internal/runtest"
 )
 
@@ -44,13 +45,7 @@ func startHandler(t *testing.T, cfg Config) (*Server, string) {
 // which a synctest bubble cannot hold (in-memory tests use synctest.Wait).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	polltest.Eventually(t, 5*time.Second, 5*time.Millisecond, what, cond)
 }
 
 // freePort returns a loopback port that was free a moment ago.
