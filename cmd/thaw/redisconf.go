@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -47,6 +48,10 @@ func (r *redisFlags) register(fs *flag.FlagSet, what string) {
 func (r redisFlags) redisOptions() (*redis.Options, error) {
 	opts := &redis.Options{Addr: r.addr}
 	if strings.Contains(r.addr, "://") {
+		if _, err := url.Parse(r.addr); err != nil {
+			// url.Parse's error quotes the URL, password included.
+			return nil, errors.New("--redis-addr: not a valid URL (not shown: it may hold a password)")
+		}
 		var err error
 		if opts, err = redis.ParseURL(r.addr); err != nil {
 			return nil, fmt.Errorf("--redis-addr %s: %w", r.redacted(), err)

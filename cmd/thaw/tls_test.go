@@ -107,6 +107,7 @@ func TestRedisOptionsRejects(t *testing.T) {
 		{[]string{"--redis-addr", "r:6379", "--redis-ca", notPEM}, "no PEM certificate"},
 		{[]string{"--redis-addr", "http://:s3cret@r:6379"}, "invalid URL scheme"},
 		{[]string{"--redis-addr", "redis-host"}, "want host:port or a redis://"},
+		{[]string{"--redis-addr", "rediss://:s3cret@r:6379/%zz"}, "not a valid URL"},
 	}
 	for _, tc := range tests {
 		_, err := redisFlagsFrom(t, tc.args...).redisOptions()
