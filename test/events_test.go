@@ -10,20 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/meter"
 )
 
-// deployEvent is one event of GET /deploy/{id}/events, as a client reads it.
-type deployEvent struct {
-	ID       string          `json:"id"`
-	At       time.Time       `json:"at"`
-	Type     string          `json:"type"`
-	DeployID string          `json:"deploy_id"`
-	Message  string          `json:"message"`
-	Detail   json.RawMessage `json:"detail"`
-}
-
 // eventTypes lists the events' types, in order.
-func eventTypes(evs []deployEvent) []string {
+func eventTypes(evs []meter.Event) []string {
 	var out []string
 	for _, e := range evs {
 		out = append(out, e.Type)
@@ -32,13 +24,13 @@ func eventTypes(evs []deployEvent) []string {
 }
 
 // deployEvents is GET /deploy/{id}/events as dev.
-func (p *thawProc) deployEvents(t *testing.T, id string) []deployEvent {
+func (p *thawProc) deployEvents(t *testing.T, id string) []meter.Event {
 	t.Helper()
 	r := p.do(t, http.MethodGet, "/deploy/"+id+"/events", devToken, nil)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET /deploy/%s/events: %s", id, r)
 	}
-	var v struct{ Events []deployEvent }
+	var v struct{ Events []meter.Event }
 	r.decode(t, &v)
 	return v.Events
 }
@@ -47,7 +39,7 @@ func (p *thawProc) deployEvents(t *testing.T, id string) []deployEvent {
 // client read it.
 type sseFrame struct {
 	id, event string
-	ev        deployEvent
+	ev        meter.Event
 	at        time.Time
 }
 
@@ -132,7 +124,7 @@ func TestDeploymentEvents(t *testing.T) {
 	}
 
 	want := []string{"deployment.created", "scale", "instance.placed", "instance.ready"}
-	var evs []deployEvent
+	var evs []meter.Event
 	if !waitFor(10*time.Second, 50*time.Millisecond, func() bool {
 		evs = p.deployEvents(t, d.ID)
 		return len(evs) >= len(want)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/thawhq/thaw/meter"
 )
 
 // statsReply is GET /deploy/{id}/stats's JSON; nullable fields are
@@ -22,16 +23,7 @@ type statsReply struct {
 		InFlight      int        `json:"in_flight"`
 		LastRequestAt *time.Time `json:"last_request_at"`
 	} `json:"now"`
-	Points []struct {
-		At                time.Time `json:"at"`
-		Running           *float64  `json:"running"`
-		RequestsPerSecond *float64  `json:"requests_per_second"`
-		TokensPerSecond   *float64  `json:"tokens_per_second"`
-		TTFTP50ms         *float64  `json:"ttft_p50_ms"`
-		TTFTP99ms         *float64  `json:"ttft_p99_ms"`
-		ColdStarts        *int      `json:"cold_starts"`
-		ColdStartSeconds  *float64  `json:"cold_start_seconds"`
-	} `json:"points"`
+	Points []meter.Point `json:"points"`
 }
 
 // seriesSum is what a user reads off a deployment's charts: the most
