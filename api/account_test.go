@@ -22,15 +22,9 @@ var capped = spend.Policy{Caps: map[string]float64{"alice": 100}}
 // or the body carries the webhook secret.
 func (r response) account(t *testing.T) AccountView {
 	t.Helper()
-	if r.status != http.StatusOK {
-		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
-	}
+	v := decodeOK[AccountView](t, r)
 	if strings.Contains(string(r.body), "webhook_secret") || strings.Contains(string(r.body), "s3cret") {
 		t.Errorf("the account shows its webhook secret: %s", r.body)
-	}
-	var v AccountView
-	if err := json.Unmarshal(r.body, &v); err != nil {
-		t.Fatalf("decode account %s: %v", r.body, err)
 	}
 	return v
 }

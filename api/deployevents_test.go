@@ -66,14 +66,9 @@ func newJournalHarness(t *testing.T, inst InstanceLister) *journalHarness {
 // events decodes GET /deploy/{id}/events' body, failing unless 200.
 func (r response) events(t *testing.T) []meter.Event {
 	t.Helper()
-	if r.status != http.StatusOK {
-		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
-	}
-	var v struct {
-		Events []meter.Event `json:"events"`
-	}
-	if err := json.Unmarshal(r.body, &v); err != nil || v.Events == nil {
-		t.Fatalf("decode %s: %v (events must be a list)", r.body, err)
+	v := decodeOK[EventsView](t, r)
+	if v.Events == nil {
+		t.Fatalf("events %s: must be a list", r.body)
 	}
 	return v.Events
 }

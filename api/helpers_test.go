@@ -146,17 +146,24 @@ func (h *harness) do(user, method, path string, body any) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-// view decodes a deploy object, failing unless status is 200.
-func (r response) view(t *testing.T) deploy.View {
+// decodeOK decodes r's JSON body as a T, failing the test unless the
+// status is 200 and the body is a T.
+func decodeOK[T any](t *testing.T, r response) T {
 	t.Helper()
 	if r.status != http.StatusOK {
 		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
 	}
-	var v deploy.View
+	var v T
 	if err := json.Unmarshal(r.body, &v); err != nil {
-		t.Fatalf("decode view %s: %v", r.body, err)
+		t.Fatalf("decode %T from %s: %v", v, r.body, err)
 	}
 	return v
+}
+
+// view decodes a deploy object, failing unless status is 200.
+func (r response) view(t *testing.T) deploy.View {
+	t.Helper()
+	return decodeOK[deploy.View](t, r)
 }
 
 // apiError is the OpenAI error envelope with a nullable param.

@@ -14,15 +14,8 @@ import (
 
 func names(t *testing.T, r response) []string {
 	t.Helper()
-	if r.status != http.StatusOK {
-		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
-	}
-	var vs []deploy.View
-	if err := json.Unmarshal(r.body, &vs); err != nil {
-		t.Fatalf("decode list %s: %v", r.body, err)
-	}
 	out := []string{}
-	for _, v := range vs {
+	for _, v := range decodeOK[[]deploy.View](t, r) {
 		out = append(out, v.FullName)
 	}
 	return out

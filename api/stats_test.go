@@ -61,14 +61,7 @@ type statsBody struct {
 
 func decodeStats(t *testing.T, r response) statsBody {
 	t.Helper()
-	if r.status != http.StatusOK {
-		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
-	}
-	var b statsBody
-	if err := json.Unmarshal(r.body, &b); err != nil {
-		t.Fatalf("decode %s: %v", r.body, err)
-	}
-	return b
+	return decodeOK[statsBody](t, r)
 }
 
 func statsHarness(t *testing.T) (*harness, *statsSource, time.Time) {

@@ -166,14 +166,7 @@ func (h *meterHarness) seed() history {
 // report decodes a usage report, failing unless status is 200.
 func (r response) report(t *testing.T) meter.Report {
 	t.Helper()
-	if r.status != http.StatusOK {
-		t.Fatalf("status = %d, want 200; body %s", r.status, r.body)
-	}
-	var rep meter.Report
-	if err := json.Unmarshal(r.body, &rep); err != nil {
-		t.Fatalf("decode report %s: %v", r.body, err)
-	}
-	return rep
+	return decodeOK[meter.Report](t, r)
 }
 
 func tp(t time.Time) *time.Time { return &t }
