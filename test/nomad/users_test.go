@@ -73,25 +73,7 @@ func TestUsersFileReload(t *testing.T) {
 	}
 	t.Logf("bob's token accepted everywhere %s after its line was added", took)
 
-	edge := &server{t: t, base: c.Edge}
-	name := uniqueName("bob")
-	r, err := edge.doAs(bobToken, "POST", "/deploy/llm", map[string]any{
-		"model_name": name, "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 4,
-		"hf": map[string]any{"repo": "org/model"}, "settings": map[string]any{"min_instances": 0, "max_instances": 1},
-	})
-	if err != nil || r.Status != 200 {
-		t.Fatalf("bob creates a deployment through the edge: %v %s", err, r)
-	}
-	chat := map[string]any{"model": "bob/" + name, "max_tokens": 3, "messages": []map[string]string{{"role": "user", "content": "hi"}}}
-	if msg := checkChat(edge.doAs(bobToken, "POST", "/v1/openai/chat/completions", chat)); msg != "" {
-		t.Fatalf("bob's chat through the edge: %s", msg)
-	}
-	// Inference too: through the edge (authorized by thaw server's /authz,
-	// then straight to the warm instance) and on each activator.
-	checks = append(checks, usersCheck{"inference through the edge", c.Edge, "POST", "/v1/openai/chat/completions", chat})
-	for _, port := range strings.Fields(acts[1]) {
-		checks = append(checks, usersCheck{"inference on activator :" + port, "http://127.0.0.1:" + port, "POST", "/v1/openai/chat/completions", chat})
-	}
+	checks = append(checks, deployAndChat(t, c.Edge, strings.Fields(acts[1]), bobToken)...)
 	for _, ck := range checks {
 		if got := status(t, ck, bobToken); got != 200 {
 			t.Errorf("bob on %s: HTTP %d, want 200", ck.name, got)
@@ -124,6 +106,32 @@ func TestUsersFileReload(t *testing.T) {
 	if log := c.Out.Tail(64 << 10); !strings.Contains(log, "users file not applied") {
 		t.Errorf("thaw server did not log that it refused the empty users file")
 	}
+}
+
+// deployAndChat creates a deployment as the user of token through the
+// edge and chats with it, then returns the inference checks on it: through
+// the edge (authorized by thaw server's /authz, then straight to the warm
+// instance) and on each activator.
+func deployAndChat(t *testing.T, edge string, activatorPorts []string, token string) []usersCheck {
+	t.Helper()
+	s := &server{t: t, base: edge}
+	name := uniqueName("bob")
+	r, err := s.doAs(token, "POST", "/deploy/llm", map[string]any{
+		"model_name": name, "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 4,
+		"hf": map[string]any{"repo": "org/model"}, "settings": map[string]any{"min_instances": 0, "max_instances": 1},
+	})
+	if err != nil || r.Status != 200 {
+		t.Fatalf("bob creates a deployment through the edge: %v %s", err, r)
+	}
+	chat := map[string]any{"model": "bob/" + name, "max_tokens": 3, "messages": []map[string]string{{"role": "user", "content": "hi"}}}
+	if msg := checkChat(s.doAs(token, "POST", "/v1/openai/chat/completions", chat)); msg != "" {
+		t.Fatalf("bob's chat through the edge: %s", msg)
+	}
+	checks := []usersCheck{{"inference through the edge", edge, "POST", "/v1/openai/chat/completions", chat}}
+	for _, port := range activatorPorts {
+		checks = append(checks, usersCheck{"inference on activator :" + port, "http://127.0.0.1:" + port, "POST", "/v1/openai/chat/completions", chat})
+	}
+	return checks
 }
 
 // until sends each check with token every 100 ms until its status is
