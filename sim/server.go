@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,21 +110,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxModelLen < 0 {
 		return nil, fmt.Errorf("sim: negative max model len %d", cfg.MaxModelLen)
 	}
-	if cfg.Host == "" {
-		cfg.Host = DefaultHost
-	}
-	if cfg.TokensPerSecond == 0 {
-		cfg.TokensPerSecond = DefaultTokensPerSecond
-	}
-	if cfg.MaxNumSeqs == 0 {
-		cfg.MaxNumSeqs = DefaultMaxNumSeqs
-	}
-	if cfg.MaxModelLen == 0 {
-		cfg.MaxModelLen = DefaultMaxModelLen
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	// Zero (checked above: not negative) means the default.
+	cfg.Host = cmp.Or(cfg.Host, DefaultHost)
+	cfg.TokensPerSecond = cmp.Or(cfg.TokensPerSecond, DefaultTokensPerSecond)
+	cfg.MaxNumSeqs = cmp.Or(cfg.MaxNumSeqs, DefaultMaxNumSeqs)
+	cfg.MaxModelLen = cmp.Or(cfg.MaxModelLen, DefaultMaxModelLen)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	s := &Server{
 		cfg:      cfg,
 		interval: time.Duration(float64(time.Second) / cfg.TokensPerSecond),

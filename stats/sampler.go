@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,20 +88,13 @@ func New(cfg Config) (*Sampler, error) {
 	if cfg.Interval < 0 || cfg.Retention < 0 || cfg.PruneEvery < 0 {
 		return nil, errors.New("stats: negative interval, retention or prune period")
 	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultInterval
-	}
-	if cfg.Retention == 0 {
-		cfg.Retention = DefaultRetention
-	}
-	if cfg.PruneEvery == 0 {
-		cfg.PruneEvery = DefaultPruneEvery
-	}
+	// Zero (checked above: not negative) means the default.
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
+	cfg.PruneEvery = cmp.Or(cfg.PruneEvery, DefaultPruneEvery)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Adopted == nil {
 		cfg.Adopted = func(string) bool { return false }
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	return &Sampler{cfg: cfg, last: map[string]meter.Scrape{}, acc: map[string]counted{}}, nil
 }
