@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -20,6 +23,21 @@ type RedisConfig struct {
 	// Dir is its working directory; default a new temporary one, removed
 	// by Stop.
 	Dir string
+	// TLS, when its files are set, makes the port TLS only (no cleartext
+	// port); clients are not asked for a certificate.
+	TLS RedisTLS
+	// Password, when set, is required of clients (AUTH).
+	Password string
+}
+
+// RedisTLS are the PEM files of a TLS redis-server.
+type RedisTLS struct {
+	// CertFile and KeyFile are the server's certificate (for 127.0.0.1)
+	// and key.
+	CertFile, KeyFile string
+	// CAFile is the CA that signed CertFile; StartRedis trusts it when it
+	// pings the server.
+	CAFile string
 }
 
 // Redis is one running redis-server on a loopback port.
@@ -46,18 +64,21 @@ func StartRedis(cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(addr)
 	r.Addr = addr
+	args, ping, err := redisArgs(cfg, addr)
+	if err != nil {
+		return nil, err
+	}
 	r.Proc, err = Start(ProcConfig{
 		Name: "redis-server " + addr,
-		Args: []string{cfg.Bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", cfg.Dir},
+		Args: args,
 		Dir:  cfg.Dir, StopTimeout: 5 * time.Second,
 	})
 	if err != nil {
 		return nil, err
 	}
 	err = r.WaitReady(10*time.Second, 20*time.Millisecond, func() error {
-		if !Ping(addr) {
+		if !ping() {
 			return errors.New("no answer to PING")
 		}
 		return nil
@@ -67,6 +88,32 @@ func StartRedis(cfg RedisConfig) (*Redis, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// redisArgs are redis-server's command line for cfg on addr, and how to
+// ping it.
+func redisArgs(cfg RedisConfig, addr string) ([]string, func() bool, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	args := []string{cfg.Bin, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", cfg.Dir}
+	if cfg.Password != "" {
+		args = append(args, "--requirepass", cfg.Password)
+	}
+	if cfg.TLS.CertFile == "" {
+		return append(args, "--port", port), func() bool { return pingAuth(addr, nil, cfg.Password) }, nil
+	}
+	args = append(args, "--port", "0", "--tls-port", port,
+		"--tls-cert-file", cfg.TLS.CertFile, "--tls-key-file", cfg.TLS.KeyFile,
+		"--tls-ca-cert-file", cfg.TLS.CAFile, "--tls-auth-clients", "no")
+	ca, err := os.ReadFile(cfg.TLS.CAFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		return nil, nil, fmt.Errorf("redis: %s holds no PEM certificate", cfg.TLS.CAFile)
+	}
+	tc := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	return args, func() bool { return pingAuth(addr, tc, cfg.Password) }, nil
 }
 
 // Stop ends redis-server and removes the directory StartRedis made.
@@ -92,16 +139,37 @@ func RedisT(t testing.TB, cfg RedisConfig) string {
 }
 
 // Ping reports whether the Redis at addr answers PING with PONG.
-func Ping(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func Ping(addr string) bool { return pingAuth(addr, nil, "") }
+
+// pingAuth is Ping over TLS with tc (nil: cleartext), after AUTH with
+// password when it is set.
+func pingAuth(addr string, tc *tls.Config, password string) bool {
+	d := &net.Dialer{Timeout: time.Second}
+	var c net.Conn
+	var err error
+	if tc != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, tc)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return false
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+	cmd := "*1\r\n$4\r\nPING\r\n"
+	if password != "" {
+		cmd = fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password) + cmd
+	}
+	if _, err := c.Write([]byte(cmd)); err != nil {
 		return false
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	br := bufio.NewReader(c)
+	if password != "" {
+		if line, err := br.ReadString('\n'); err != nil || strings.TrimSpace(line) != "+OK" {
+			return false
+		}
+	}
+	line, err := br.ReadString('\n')
 	return err == nil && strings.TrimSpace(line) == "+PONG"
 }
