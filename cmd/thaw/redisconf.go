@@ -38,7 +38,7 @@ func (r *redisFlags) register(fs *flag.FlagSet, what string) {
 	fs.StringVar(&r.addr, "redis-addr", "", what+": `host:port`, or a URL redis://[user:password@]host:port[/db], or rediss://... for TLS")
 	fs.StringVar(&r.caFile, "redis-ca", "", "PEM `file` of the CA certificates Redis's certificate must chain to (default: the system's); with a host:port --redis-addr it turns TLS on")
 	r.envPassword = os.Getenv(redisPasswordEnv)
-	fs.StringVar(&r.password, "redis-password", "", "Redis AUTH `password` (default $"+redisPasswordEnv+", or the URL's); prefer the environment, which other users of the host cannot read")
+	fs.StringVar(&r.password, "redis-password", "", "Redis AUTH `password`; without it the URL's, else $"+redisPasswordEnv+" (prefer the environment: other users of the host can read a command line)")
 }
 
 // redisOptions turns the flags into the client's options: go-redis's
