@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -111,6 +112,9 @@ func startProcess(ctx context.Context, cfg processConfig) (_ *process, err error
 	})
 	rc := cfg.Redis
 	if rc.addr == "" && cfg.EmbeddedRedis {
+		if rc.caFile != "" || rc.password != "" {
+			return nil, errors.New("--redis-ca and --redis-password are for the Redis of --redis-addr, not the embedded one")
+		}
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("embedded redis: %w", err)

@@ -392,3 +392,15 @@ func TestNomadClientTLS(t *testing.T) {
 		t.Error("without NOMAD_CACERT: the agent's certificate was trusted")
 	}
 }
+
+// TestEmbeddedRedisRefusesTLSFlags: thaw dev's embedded Redis is
+// cleartext, so --redis-ca or --redis-password without --redis-addr is a
+// mistake, not something to ignore.
+func TestEmbeddedRedisRefusesTLSFlags(t *testing.T) {
+	for _, r := range []redisFlags{{caFile: "/ca.crt"}, {password: "pw"}} {
+		_, err := startProcess(t.Context(), processConfig{Service: "thaw-test", Redis: r, EmbeddedRedis: true, Stderr: io.Discard})
+		if err == nil || !strings.Contains(err.Error(), "not the embedded one") {
+			t.Errorf("%+v without --redis-addr: %v", r, err)
+		}
+	}
+}
