@@ -119,4 +119,10 @@ func TestDeniedWriteShows(t *testing.T) {
 	if live.Instances.Reason != want {
 		t.Errorf("instances.reason = %q, want %q", live.Instances.Reason, want)
 	}
+	// The fleet's reason, from the pending instance, says it already: once.
+	pending := deploy.Live{Status: deploy.StatusDeploying, Instances: deploy.Instances{Pending: 1, Reason: "1 instance(s) not placed: " + got[len(got)-1].Reason}}
+	live = Live{Fleet: fixedLive(pending), Runtime: r}.Live(deploy.Deployment{})
+	if live.Instances.Reason != pending.Instances.Reason {
+		t.Errorf("instances.reason = %q, want the fleet's %q alone", live.Instances.Reason, pending.Instances.Reason)
+	}
 }

@@ -36,6 +36,9 @@ func (l Live) Live(d deploy.Deployment) deploy.Live {
 		var pe *PermissionError
 		if errors.As(err, &pe) {
 			why = pe.Problem() + ": scaling waits until the operator grants it"
+			if strings.Contains(s.Instances.Reason, pe.Problem()) {
+				return s // a pending instance's reason says it already
+			}
 		}
 		s.Instances.Reason = strings.TrimPrefix(s.Instances.Reason+"; "+why, "; ")
 	}
