@@ -150,8 +150,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		MaxHeld: cfg.maxHeld, PprofAddr: cfg.pprofAddr,
 		Health: func() map[string]string {
 			if err := rt.Err(); err != nil {
-				// The detail (address, OS error) is in the log: /healthz
-				// is public.
+				// The detail (address, OS error, the grant the token
+				// lacks) is in the log: /healthz is public.
+				if _, refused := errors.AsType[*nomad.PermissionError](err); refused {
+					return map[string]string{"nomad": "refused"}
+				}
 				return map[string]string{"nomad": "unreachable"}
 			}
 			return map[string]string{"nomad": "ok"}
