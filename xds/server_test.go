@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +20,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 // startServer runs a Server on a loopback port and returns a connection to
@@ -40,36 +41,34 @@ func startADS(t *testing.T) (*Server, context.Context, discovery.AggregatedDisco
 
 func startServerGrace(t *testing.T, grace time.Duration, admin ...string) (*Server, *grpc.ClientConn) {
 	t.Helper()
+	s, addr := runServer(t, Config{EnvoyAdmin: admin, DrainPoll: 10 * time.Millisecond, DrainGrace: grace})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return s, conn
+}
+
+// runServer runs a Server with cfg, on a new listener on 127.0.0.1 and
+// with a fixed edge state and a silent logger, until the test ends. It
+// returns the server and its address.
+func runServer(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{
-		Listener:   ln,
-		Edge:       State{Listen: "127.0.0.1:10000", API: "127.0.0.1:8080"},
-		EnvoyAdmin: admin,
-		DrainPoll:  10 * time.Millisecond,
-		DrainGrace: grace,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	cfg.Listener = ln
+	cfg.Edge = State{Listen: "127.0.0.1:10000", API: "127.0.0.1:8080"}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := New(cfg)
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return s, conn
+	runtest.Start(t, s.Run)
+	return s, ln.Addr().String()
 }
 
 func clusterNames(t *testing.T, resp *discovery.DiscoveryResponse) []string {

@@ -4,25 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/thawhq/thaw/internal/certtest"
+	"github.com/thawhq/thaw/internal/xdstest"
 )
 
 // tlsView is what a TLS transport socket tells Envoy, flattened.
@@ -180,57 +175,25 @@ func TestBootstrapTLS(t *testing.T) {
 // certificate for 127.0.0.1 and clients' certificates both from ca.
 func startTLSServer(t *testing.T, ca *certtest.CA) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{
-		Listener: ln,
-		TLS: &tls.Config{
-			Certificates: []tls.Certificate{ca.IssueT(t, "xds", "127.0.0.1").TLS},
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-			ClientCAs:    ca.Pool(),
-			MinVersion:   tls.VersionTLS12,
-		},
-		Edge:   State{Listen: "127.0.0.1:10000", API: "127.0.0.1:8080"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	_, addr := runServer(t, Config{TLS: &tls.Config{
+		Certificates: []tls.Certificate{ca.IssueT(t, "xds", "127.0.0.1").TLS},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS12,
+	}})
+	return addr
 }
 
 // fetchListeners asks the ADS server at addr for the listeners with creds
-// and returns the first response's error.
+// and returns the error of the exchange; a served response must hold the
+// one listener.
 func fetchListeners(t *testing.T, addr string, creds credentials.TransportCredentials) error {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		return err
-	}
-	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "edge"}, TypeUrl: resource.ListenerType}); err != nil {
-		return err
-	}
-	resp, err := st.Recv()
-	if err == nil && len(resp.GetResources()) != 1 {
-		t.Errorf("got %d listeners, want 1", len(resp.GetResources()))
+	listeners, err := xdstest.FetchListeners(ctx, addr, creds, "edge")
+	if err == nil && len(listeners) != 1 {
+		t.Errorf("got %d listeners, want 1", len(listeners))
 	}
 	return err
 }

@@ -71,12 +71,7 @@ func startTopology(t *testing.T, ctx context.Context, o topoOpts) *topology {
 		"--sim-startup", o.simStartup, "--sim-tokens-per-second", o.tokensPerSecond, "--sim-request-log", top.reqLog}})
 	top.api = dev.Base
 	top.metrics = append(top.metrics, strings.TrimPrefix(dev.Metrics, "http://"))
-	if !e2e.Eventually(20*time.Second, 20*time.Millisecond, func() bool {
-		_, err := os.Stat(filepath.Join(data, "users"))
-		return err == nil
-	}) {
-		t.Fatal("thaw dev wrote no users file")
-	}
+	waitUsersFile(t, data)
 	for i, a := range []string{a1, a2} {
 		act := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Name: "activator" + strconv.Itoa(i+1), Addr: a, Args: []string{"activator",
 			"--redis-addr", rdb, "--users-file", filepath.Join(data, "users")}})
@@ -231,14 +226,7 @@ func TestClientsLeaveThroughEnvoy(t *testing.T) {
 	defer cancel()
 	top := startTopology(t, ctx, topoOpts{idle: idle})
 	e := top.edge
-	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"leave","gpu":"A100-80GB","num_gpus":1,"max_batch_size":2,`+
-		`"hf":{"repo":"org/m"},"settings":{"min_instances":0,"max_instances":1}}`)
-	var d struct {
-		ID string `json:"deploy_id"`
-	}
-	if r.status != http.StatusOK || json.Unmarshal([]byte(r.body), &d) != nil {
-		t.Fatalf("create: %d %s", r.status, r.body)
-	}
+	id := e.createDeployment(t, "leave", 2, 0, 1)
 	chatLong := `{"model":"dev/leave","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}`
 
 	// Held: the deployment is cold, the activators hold these; curl gives
@@ -255,11 +243,11 @@ func TestClientsLeaveThroughEnvoy(t *testing.T) {
 	top.cancelAfter(t, "go-held", "/v1/openai/chat/completions", chatLong, 500*time.Millisecond)
 
 	// Warm: wait until Envoy routes straight to the instance.
-	e.waitFor(ctx, t, "instance in envoy", func() bool { return e.instanceHost(t, "deploy-"+d.ID, "") != "" })
+	e.waitFor(ctx, t, "instance in envoy", func() bool { return e.instanceHost(t, "deploy-"+id, "") != "" })
 	stream := streamBody("dev/leave")
 	top.leaveAfterFirstChunk(t, "rst-direct", "/v1/openai/chat/completions", stream, reset)
 	top.leaveAfterFirstChunk(t, "close-direct", "/v1/chat/completions", stream, func(c net.Conn) { c.Close() })
-	top.leaveAfterFirstChunk(t, "rst-activator", "/v1/openai/chat/completions", streamBody("deploy_id:"+d.ID), reset)
+	top.leaveAfterFirstChunk(t, "rst-activator", "/v1/openai/chat/completions", streamBody("deploy_id:"+id), reset)
 	top.cancelAfter(t, "go-completions", "/v1/openai/completions", `{"model":"dev/leave","prompt":"hi","max_tokens":200,"stream":true}`, time.Second)
 	top.cancelAfter(t, "go-native", "/v1/inference/dev/leave", `{"input":"hi","max_new_tokens":200}`, time.Second)
 	out, err = exec.Command(curl, "-sS", "-N", "-m", "1", "-o", "/dev/null", e.url+"/v1/openai/chat/completions",
@@ -285,7 +273,7 @@ c.close()
 	// Every slot is back at once.
 	var held, inflight, inRedis int
 	ok := waitUntil(3*time.Second, func() bool {
-		held, inflight = top.gauges(t, d.ID)
+		held, inflight = top.gauges(t, id)
 		inRedis = top.redisInflight(t)
 		return held == 0 && inflight == 0 && inRedis == 0
 	})
@@ -349,7 +337,7 @@ c.close()
 	start := time.Now()
 	var running int
 	ok = waitUntil(idle+20*time.Second, func() bool {
-		resp, err := http.NewRequest(http.MethodGet, top.api+"/deploy/"+d.ID, nil)
+		resp, err := http.NewRequest(http.MethodGet, top.api+"/deploy/"+id, nil)
 		if err != nil {
 			return false
 		}

@@ -1,6 +1,10 @@
 package envoy_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+
 	"github.com/thawhq/thaw/test/e2e"
 
 	"bytes"
@@ -26,6 +30,34 @@ func thawBinary(t *testing.T) string {
 		t.Skip("thaw dev has no --xds-addr flag yet")
 	}
 	return bin
+}
+
+// waitUsersFile waits for thaw dev to write its users file into data, the
+// file `thaw activator --users-file` reads.
+func waitUsersFile(t *testing.T, data string) {
+	t.Helper()
+	if !e2e.Eventually(20*time.Second, 20*time.Millisecond, func() bool {
+		_, err := os.Stat(filepath.Join(data, "users"))
+		return err == nil
+	}) {
+		t.Fatal("thaw dev wrote no users file")
+	}
+}
+
+// createDeployment creates thaw dev's user's deployment of model name
+// (one A100-80GB, batch size batch, min to max instances) through the edge
+// and returns its id.
+func (e *edge) createDeployment(t *testing.T, name string, batch, minInstances, maxInstances int) string {
+	t.Helper()
+	r := e.post(t, "/deploy/llm", "tok-dev", fmt.Sprintf(`{"model_name":%q,"gpu":"A100-80GB","num_gpus":1,"max_batch_size":%d,`+
+		`"hf":{"repo":"org/%s"},"settings":{"min_instances":%d,"max_instances":%d}}`, name, batch, name, minInstances, maxInstances))
+	var d struct {
+		ID string `json:"deploy_id"`
+	}
+	if r.status != http.StatusOK && r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &d) != nil || d.ID == "" {
+		t.Fatalf("create deployment %s through %s: %d %s", name, e.url, r.status, r.body)
+	}
+	return d.ID
 }
 
 // startEnvoy starts Envoy with the bootstrap `thaw envoy-bootstrap` writes
@@ -64,37 +96,30 @@ func TestThawDevBehindEnvoy(t *testing.T) {
 	e := startEnvoy(ctx, t, thaw, xdsAddr, edgeAddr, admin)
 
 	// The deploy API, through Envoy.
-	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"m1","gpu":"A100-80GB","num_gpus":1,"max_batch_size":4,`+
-		`"hf":{"repo":"org/m1"},"settings":{"min_instances":0,"max_instances":1}}`)
-	var d struct {
-		ID string `json:"deploy_id"`
-	}
-	if r.status != http.StatusOK && r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &d) != nil || d.ID == "" {
-		t.Fatalf("create deployment through envoy: %d %s", r.status, r.body)
-	}
+	id := e.createDeployment(t, "m1", 4, 0, 1)
 
 	// Cold: held by thaw (the activator), served once the instance is up.
-	r = e.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/m1"))
+	r := e.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/m1"))
 	if r.status != http.StatusOK || r.header.Get(routing.ColdStartHeader) == "" {
 		t.Fatalf("cold request: %d %v %s", r.status, r.header, r.body)
 	}
 	// Warm: straight to the instance, once Envoy has it.
 	var instance string
 	e.waitFor(ctx, t, "instance in envoy", func() bool {
-		instance = e.instanceHost(t, "deploy-"+d.ID, api)
+		instance = e.instanceHost(t, "deploy-"+id, api)
 		return instance != ""
 	})
-	before := e.hostStat(t, "deploy-"+d.ID, instance, "rq_total")
-	act := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+d.ID, api, "rq_total")
+	before := e.hostStat(t, "deploy-"+id, instance, "rq_total")
+	act := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+id, api, "rq_total")
 	for i := 0; i < 3; i++ {
 		if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/m1")); r.status != http.StatusOK || r.header.Get(routing.ColdStartHeader) != "" {
 			t.Fatalf("warm request: %d %v %s", r.status, r.header, r.body)
 		}
 	}
-	if n := e.hostStat(t, "deploy-"+d.ID, instance, "rq_total") - before; n != 3 {
+	if n := e.hostStat(t, "deploy-"+id, instance, "rq_total") - before; n != 3 {
 		t.Errorf("envoy sent %d warm requests to the instance, want 3", n)
 	}
-	if n := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+d.ID, api, "rq_total") - act; n != 0 {
+	if n := e.stat(t, "cluster.thaw-activator.upstream_rq_total") + e.hostStat(t, "deploy-"+id, api, "rq_total") - act; n != 0 {
 		t.Errorf("envoy sent %d warm requests to the activator, want 0", n)
 	}
 	if r := e.post(t, "/v1/chat/completions", "tok-dev", chat("dev/nope")); errorOf(t, r) != (openAIError{404, "model_not_found", "not_found_error"}) {

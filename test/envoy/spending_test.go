@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,12 +34,7 @@ func TestActivatorReplicaRefusesOverLimit(t *testing.T) {
 		"--xds-addr", xdsAddr, "--edge-addr", edgeAddr, "--envoy-admin", "http://" + admin, "--activators", act,
 		"--gpu-prices=A100-80GB=3600", "--spending-check-interval=500ms",
 		"--sim-startup", "300ms", "--sim-tokens-per-second", "500"}})
-	if !e2e.Eventually(20*time.Second, 20*time.Millisecond, func() bool {
-		_, err := os.Stat(filepath.Join(data, "users"))
-		return err == nil
-	}) {
-		t.Fatal("thaw dev wrote no users file")
-	}
+	waitUsersFile(t, data)
 	// A short hold timeout: without the refusal the replica answers 503
 	// after 5s, not after the default 10 minutes.
 	e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Name: "activator", Addr: act, Args: []string{"activator",
@@ -51,14 +45,7 @@ func TestActivatorReplicaRefusesOverLimit(t *testing.T) {
 	if r := do(t, http.MethodPut, dev.Base+"/account", `{"spending_limit_usd": 3}`); r.status != http.StatusOK {
 		t.Fatalf("PUT /account: %d %s", r.status, r.body)
 	}
-	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"capped","gpu":"A100-80GB","num_gpus":1,"max_batch_size":4,`+
-		`"hf":{"repo":"org/m"},"settings":{"min_instances":1,"max_instances":1}}`)
-	var d struct {
-		ID string `json:"deploy_id"`
-	}
-	if r.status != http.StatusOK && r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &d) != nil || d.ID == "" {
-		t.Fatalf("create: %d %s", r.status, r.body)
-	}
+	id := e.createDeployment(t, "capped", 4, 1, 1)
 
 	// 3 USD at 1 USD a second: blocked about 3s after the GPU was taken,
 	// then drained to zero.
@@ -73,12 +60,12 @@ func TestActivatorReplicaRefusesOverLimit(t *testing.T) {
 		var v struct {
 			Instances struct{ Running, Desired int } `json:"instances"`
 		}
-		r := do(t, http.MethodGet, dev.Base+"/deploy/"+d.ID, "")
+		r := do(t, http.MethodGet, dev.Base+"/deploy/"+id, "")
 		return json.Unmarshal([]byte(r.body), &v) == nil && v.Instances.Running == 0 && v.Instances.Desired == 0
 	})
 
 	start := time.Now()
-	r = replica.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/capped"))
+	r := replica.post(t, "/v1/openai/chat/completions", "tok-dev", chat("dev/capped"))
 	took := time.Since(start)
 	if got := errorOf(t, r); got != (openAIError{http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota"}) {
 		t.Errorf("straight to the replica, over the limit: %d %s after %v, want 429 insufficient_quota", r.status, r.body, took)

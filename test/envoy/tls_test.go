@@ -5,20 +5,16 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/thawhq/thaw/internal/certtest"
+	"github.com/thawhq/thaw/internal/xdstest"
 	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/test/e2e"
 )
@@ -62,12 +58,7 @@ func TestTLSEverywhere(t *testing.T) {
 	if strings.Contains(dev.Out.String(), password) {
 		t.Error("thaw dev printed the Redis password")
 	}
-	if !e2e.Eventually(20*time.Second, 20*time.Millisecond, func() bool {
-		_, err := os.Stat(filepath.Join(data, "users"))
-		return err == nil
-	}) {
-		t.Fatal("thaw dev wrote no users file")
-	}
+	waitUsersFile(t, data)
 	replica := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Name: "activator", Addr: act, Args: []string{"activator",
 		"--redis-addr", "rediss://:" + password + "@" + rdb, "--redis-ca", redisCert.CA,
 		"--users-file", filepath.Join(data, "users")}})
@@ -86,14 +77,7 @@ func TestTLSEverywhere(t *testing.T) {
 	e := &edge{url: "https://" + edgeAddr, admin: "http://" + admin, client: &http.Client{Transport: tr, Timeout: time.Minute}}
 	e.waitHealthy(ctx, t)
 
-	r := e.post(t, "/deploy/llm", "tok-dev", `{"model_name":"m1","gpu":"A100-80GB","num_gpus":1,"max_batch_size":4,`+
-		`"hf":{"repo":"org/m1"},"settings":{"min_instances":0,"max_instances":1}}`)
-	var d struct {
-		ID string `json:"deploy_id"`
-	}
-	if r.status != http.StatusOK && r.status != http.StatusCreated || json.Unmarshal([]byte(r.body), &d) != nil || d.ID == "" {
-		t.Fatalf("create a deployment over HTTPS: %d %s", r.status, r.body)
-	}
+	e.createDeployment(t, "m1", 4, 0, 1)
 	checkHTTPSChat(t, e)
 	if n := e.stat(t, "cluster.thaw-activator.upstream_rq_total"); n < 1 {
 		t.Errorf("the cold request did not go through the activator replica (cluster.thaw-activator.upstream_rq_total = %d)", n)
@@ -154,20 +138,9 @@ func checkPlainRefused(t *testing.T, edgeAddr string) {
 // client certificate gets no configuration.
 func checkXDSNeedsClientCert(t *testing.T, xdsAddr string, ca *certtest.CA) {
 	t.Helper()
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool()})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err == nil {
-		err = st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "intruder"}, TypeUrl: resource.ListenerType})
-	}
-	if err == nil {
-		_, err = st.Recv()
-	}
+	_, err := xdstest.FetchListeners(ctx, xdsAddr, credentials.NewTLS(&tls.Config{RootCAs: ca.Pool()}), "intruder")
 	if err == nil {
 		t.Fatal("an xDS client without a client certificate got the edge's listeners")
 	}
