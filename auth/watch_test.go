@@ -1,8 +1,6 @@
 package auth
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"log/slog"
 	"os"
@@ -15,29 +13,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/internal/logtest"
+	"github.com/thawhq/thaw/internal/runtest"
 )
-
-// syncBuffer is a bytes.Buffer the watcher's goroutine writes its log to
-// while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// take returns what was logged since the last take.
-func (b *syncBuffer) take() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	b.buf.Reset()
-	return s
-}
 
 var (
 	lineAlice = "alice " + HashToken("tok-alice") + "\n"
@@ -78,13 +57,13 @@ func writeFile(t *testing.T, path, content string) {
 
 // startWatcher loads path, runs a watcher on it (interval 1 s) until the
 // test ends, and returns the users, its log and its reload channel.
-func startWatcher(t *testing.T, path string) (*Users, *syncBuffer, chan<- os.Signal) {
+func startWatcher(t *testing.T, path string) (*Users, *logtest.Buffer, chan<- os.Signal) {
 	t.Helper()
 	users, err := LoadUsersFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	reload := make(chan os.Signal)
 	w, err := NewUsersWatcher(UsersWatcherConfig{
 		Path: path, Users: users, Reload: reload,
@@ -93,17 +72,9 @@ func startWatcher(t *testing.T, path string) (*Users, *syncBuffer, chan<- os.Sig
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	})
+	runtest.Start(t, w.Run)
 	synctest.Wait()
-	if got := logs.take(); got != "" {
+	if got := logs.Take(); got != "" {
 		t.Errorf("an unchanged file logged at start:\n%s", got)
 	}
 	return users, logs, reload
@@ -147,14 +118,14 @@ func TestUsersWatcherFollowsFile(t *testing.T) {
 			if diff := cmp.Diff(s.want, authenticated(users)); diff != "" {
 				t.Errorf("%s: authenticated (-want +got):\n%s", s.name, diff)
 			}
-			got := logs.take()
+			got := logs.Take()
 			if s.wantLog == "" && got != "" || !strings.Contains(got, s.wantLog) || strings.Count(got, "\n") > 1 {
 				t.Errorf("%s: logged %q, want one line with %q", s.name, got, s.wantLog)
 			}
 			// A problem that stays is not logged again.
 			time.Sleep(10 * DefaultWatchInterval)
 			synctest.Wait()
-			if got := logs.take(); got != "" {
+			if got := logs.Take(); got != "" {
 				t.Errorf("%s: logged again while nothing changed: %q", s.name, got)
 			}
 		}
@@ -205,18 +176,18 @@ func TestUsersWatcherReload(t *testing.T) {
 		if diff := cmp.Diff([]string{"alice=tok-alice"}, authenticated(users)); diff != "" {
 			t.Errorf("after SIGHUP, authenticated (-want +got):\n%s", diff)
 		}
-		if got := logs.take(); !strings.Contains(got, "removed=[bob]") || !strings.Contains(got, "forced=true") {
+		if got := logs.Take(); !strings.Contains(got, "removed=[bob]") || !strings.Contains(got, "forced=true") {
 			t.Errorf("log %q, want the forced reload removing bob", got)
 		}
 		reload <- syscall.SIGHUP
 		synctest.Wait()
-		if got := logs.take(); !strings.Contains(got, "users file loaded") || !strings.Contains(got, "forced=true") {
+		if got := logs.Take(); !strings.Contains(got, "users file loaded") || !strings.Contains(got, "forced=true") {
 			t.Errorf("a reload of an unchanged file logged %q, want its outcome", got)
 		}
 		writeFile(t, path, "alice nope\n")
 		reload <- syscall.SIGHUP
 		synctest.Wait()
-		if got := logs.take(); !strings.Contains(got, "not applied") {
+		if got := logs.Take(); !strings.Contains(got, "not applied") {
 			t.Errorf("a reload of a broken file logged %q, want the error", got)
 		}
 		if diff := cmp.Diff([]string{"alice=tok-alice"}, authenticated(users)); diff != "" {

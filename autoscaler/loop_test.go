@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/internal/logtest"
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 // call is one SetDesired the fake fleet saw, At after the test started.
@@ -114,15 +115,7 @@ func startLoop(t *testing.T, fleet *fakeFleet, demand *fakeDemand, log *logtest.
 	if err != nil {
 		t.Fatalf("NewLoop: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
+	runtest.Start(t, l.Run)
 	return l
 }
 

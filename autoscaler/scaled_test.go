@@ -1,7 +1,6 @@
 package autoscaler
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"testing"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/thawhq/thaw/internal/runtest"
 )
 
 // scaleLog records what LoopConfig.Scaled is told, At after start.
@@ -41,10 +42,7 @@ func runScaled(t *testing.T, fleet *fakeFleet, demand *fakeDemand) *scaleLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runtest.Start(t, l.Run)
 	return log
 }
 
