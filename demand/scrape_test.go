@@ -19,6 +19,7 @@ import (
 	"github.com/thawhq/thaw/internal/bubbletest"
 	"github.com/thawhq/thaw/internal/redistest"
 	"github.com/thawhq/thaw/meter"
+	_ "github.com/thawhq/thaw/meter/drivers"
 	"github.com/thawhq/thaw/sim"
 )
 

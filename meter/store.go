@@ -12,9 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
-	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
 )
 
 // ErrNoHeld is returned by Record for a ready or released fact of an
@@ -38,7 +35,8 @@ type Store struct {
 // SQLite, the file created if missing, in WAL mode with a busy timeout so
 // that concurrent writers wait for each other instead of failing. An
 // in-memory SQLite database is not supported (each connection would get its
-// own). A schema newer than this binary knows is ErrSchemaNewer.
+// own). A schema newer than this binary knows is ErrSchemaNewer. The
+// drivers are registered by importing package meter/drivers.
 func Open(ctx context.Context, url string) (*Store, error) {
 	s := &Store{}
 	var err error

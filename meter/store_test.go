@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/thawhq/thaw/meter"
+	_ "github.com/thawhq/thaw/meter/drivers"
 	"github.com/thawhq/thaw/test/e2e"
 )
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/meter"
+	_ "github.com/thawhq/thaw/meter/drivers" // the ledger's SQLite and PostgreSQL
 	"github.com/thawhq/thaw/spend"
 	"github.com/thawhq/thaw/stats"
 )

@@ -10,6 +10,7 @@ import (
 
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/meter"
+	_ "github.com/thawhq/thaw/meter/drivers" // the ledger's SQLite and PostgreSQL
 )
 
 // Open returns an empty deploy store and ledger.
