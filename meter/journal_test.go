@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/thawhq/thaw/internal/bubbletest"
+	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
 )
 
@@ -130,41 +130,15 @@ func TestParseEventID(t *testing.T) {
 	}
 }
 
-// fakeJournalStore records what a Journal writes; fail makes AddEvent fail.
-type fakeJournalStore struct {
-	mu      sync.Mutex // mu guards all below.
-	added   []meter.Event
-	purged  []time.Time
-	failing bool
-}
+// fakeJournalStore is the journal's database.
+type fakeJournalStore struct{ metertest.Rows[meter.Event] }
 
 func (f *fakeJournalStore) AddJournalEvent(_ context.Context, e meter.Event) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failing {
-		return errors.New("database down")
-	}
-	f.added = append(f.added, e)
-	return nil
+	return f.Add(e)
 }
 
 func (f *fakeJournalStore) PurgeEvents(_ context.Context, before time.Time) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.purged = append(f.purged, before)
-	return 0, nil
-}
-
-func (f *fakeJournalStore) snapshot() ([]meter.Event, []time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]meter.Event(nil), f.added...), append([]time.Time(nil), f.purged...)
-}
-
-func (f *fakeJournalStore) setFailing(v bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failing = v
+	return f.Purge(before)
 }
 
 // TestJournal: events are written in order, each dated strictly after the
@@ -188,8 +162,8 @@ func TestJournal(t *testing.T) {
 		j.Record(meter.Event{Owner: "alice", DeployID: "d1", Type: meter.EventInstanceReady, At: t1.Add(-time.Minute)})    // earlier
 		j.Record(meter.Event{Owner: "alice", DeployID: "d1", Type: meter.EventDeploymentUpdated, At: t1.Add(time.Second)}) // later
 		j.Record(meter.Event{Owner: "alice", DeployID: "d1", Type: meter.EventDeploymentDeleted})                          // now
-		bubbletest.Eventually(t, "5 events written", func() bool { a, _ := store.snapshot(); return len(a) == 5 })
-		added, purged := store.snapshot()
+		bubbletest.Eventually(t, "5 events written", func() bool { a, _ := store.Snapshot(); return len(a) == 5 })
+		added, purged := store.Snapshot()
 		wantAt := []time.Time{t1, t1.Add(time.Microsecond), t1.Add(2 * time.Microsecond), t1.Add(time.Second), t1.Add(time.Second + time.Microsecond)}
 		for i, e := range added {
 			if !e.At.Equal(wantAt[i]) || e.ID != meter.EventID(wantAt[i]) {
@@ -200,24 +174,24 @@ func TestJournal(t *testing.T) {
 			t.Errorf("purged before %v at start, want one purge of events before %v", purged, start.Add(-meter.DefaultEventRetention))
 		}
 
-		store.setFailing(true)
+		store.SetFailing(true)
 		j.Record(meter.Event{Owner: "alice", DeployID: "d1", Type: meter.EventScale, Message: "a"})
 		j.Record(meter.Event{Owner: "alice", DeployID: "d1", Type: meter.EventScale, Message: "b"})
 		time.Sleep(3 * time.Second)
 		synctest.Wait()
-		if a, _ := store.snapshot(); len(a) != 5 || j.Pending() != 2 {
+		if a, _ := store.Snapshot(); len(a) != 5 || j.Pending() != 2 {
 			t.Fatalf("database down: %d written, %d pending; want 5 and 2", len(a), j.Pending())
 		}
-		store.setFailing(false)
-		bubbletest.Eventually(t, "the retried events written", func() bool { a, _ := store.snapshot(); return len(a) == 7 })
-		added, _ = store.snapshot()
+		store.SetFailing(false)
+		bubbletest.Eventually(t, "the retried events written", func() bool { a, _ := store.Snapshot(); return len(a) == 7 })
+		added, _ = store.Snapshot()
 		if added[5].Message != "a" || added[6].Message != "b" {
 			t.Errorf("retried events written as %q, %q; want a, b in order", added[5].Message, added[6].Message)
 		}
 
 		time.Sleep(time.Hour)
 		synctest.Wait()
-		if _, purged = store.snapshot(); len(purged) != 2 {
+		if _, purged = store.Snapshot(); len(purged) != 2 {
 			t.Errorf("%d purges after an hour, want 2", len(purged))
 		}
 		// A clean stop writes what is still queued.
@@ -226,7 +200,7 @@ func TestJournal(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-		if a, _ := store.snapshot(); len(a) != 8 || a[7].Message != "last" {
+		if a, _ := store.Snapshot(); len(a) != 8 || a[7].Message != "last" {
 			t.Errorf("after stop: %d events written, want the last one too", len(a))
 		}
 	})
@@ -236,7 +210,8 @@ func TestJournal(t *testing.T) {
 // growing memory without bound while the database is down.
 func TestJournalFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &fakeJournalStore{failing: true}
+		store := &fakeJournalStore{}
+		store.SetFailing(true)
 		j, err := meter.NewJournal(meter.JournalConfig{Store: store, MaxQueue: 3, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
@@ -250,11 +225,11 @@ func TestJournalFull(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- j.Run(ctx) }()
-		store.setFailing(false)
-		bubbletest.Eventually(t, "the queued events written", func() bool { a, _ := store.snapshot(); return len(a) == 3 })
+		store.SetFailing(false)
+		bubbletest.Eventually(t, "the queued events written", func() bool { a, _ := store.Snapshot(); return len(a) == 3 })
 		cancel()
 		<-done
-		added, _ := store.snapshot()
+		added, _ := store.Snapshot()
 		if d := cmp.Diff([]string{"0", "1", "2"}, []string{added[0].Message, added[1].Message, added[2].Message}); d != "" {
 			t.Errorf("written (-want +got):\n%s", d)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/thawhq/thaw/internal/metertest"
 	"github.com/thawhq/thaw/meter"
 )
 
@@ -56,37 +57,13 @@ func TestObserveRound(t *testing.T) {
 	}
 }
 
-// fakeStore records samples and prunes; fail makes AddSamples fail.
-type fakeStore struct {
-	mu      sync.Mutex // guards the fields below
-	samples []meter.Sample
-	prunes  []time.Time
-	fail    bool
-}
+// fakeStore is the sampler's database.
+type fakeStore struct{ metertest.Rows[meter.Sample] }
 
-func (f *fakeStore) AddSamples(_ context.Context, s []meter.Sample) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail {
-		return errors.New("database down")
-	}
-	f.samples = append(f.samples, s...)
-	return nil
-}
+func (f *fakeStore) AddSamples(_ context.Context, s []meter.Sample) error { return f.Add(s...) }
 
 func (f *fakeStore) PruneSamples(_ context.Context, before time.Time) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.prunes = append(f.prunes, before)
-	return 0, nil
-}
-
-func (f *fakeStore) take() ([]meter.Sample, []time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, p := f.samples, f.prunes
-	f.samples, f.prunes = nil, nil
-	return s, p
+	return f.Purge(before)
 }
 
 // TestSamplerRun steps a sampler through time: a sample per deployment
@@ -124,7 +101,7 @@ func TestSamplerRun(t *testing.T) {
 		done := make(chan error)
 		go func() { done <- s.Run(ctx) }()
 		synctest.Wait()
-		if _, prunes := store.take(); len(prunes) != 1 || !prunes[0].Equal(start.Add(-time.Hour)) {
+		if _, prunes := store.Take(); len(prunes) != 1 || !prunes[0].Equal(start.Add(-time.Hour)) {
 			t.Errorf("prunes at start = %v, want one before %v", prunes, start.Add(-time.Hour))
 		}
 
@@ -141,7 +118,7 @@ func TestSamplerRun(t *testing.T) {
 			}
 			time.Sleep(10 * time.Second)
 			synctest.Wait()
-			got, p := store.take()
+			got, p := store.Take()
 			prunes = append(prunes, p...)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("samples at %v (-want +got):\n%s", time.Since(start), diff)
@@ -163,13 +140,9 @@ func TestSamplerRun(t *testing.T) {
 		step([]meter.Scrape{read("i1", "d1", 4, 20, ttft(1, 3, 3))},
 			sample(40*time.Second, 2, 10, new(ttft(0, 1, 1)), 20*time.Second))
 		// The database down: the counts wait for the next sample.
-		store.mu.Lock()
-		store.fail = true
-		store.mu.Unlock()
+		store.SetFailing(true)
 		step([]meter.Scrape{read("i1", "d1", 5, 25, ttft(1, 3, 3))})
-		store.mu.Lock()
-		store.fail = false
-		store.mu.Unlock()
+		store.SetFailing(false)
 		step([]meter.Scrape{read("i1", "d1", 6, 30, ttft(1, 3, 3))},
 			sample(60*time.Second, 2, 10, nil, 20*time.Second))
 
