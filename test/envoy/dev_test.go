@@ -32,6 +32,19 @@ func thawBinary(t *testing.T) string {
 	return bin
 }
 
+// devTest starts a parallel test of the real thaw binary behind Envoy:
+// it needs both, and the returned context ends after 2 minutes or with
+// the test. It returns the context and the thaw binary.
+func devTest(t *testing.T) (context.Context, string) {
+	t.Helper()
+	t.Parallel()
+	envoyBin(t)
+	thaw := thawBinary(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx, thaw
+}
+
 // waitUsersFile waits for thaw dev to write its users file into data, the
 // file `thaw activator --users-file` reads.
 func waitUsersFile(t *testing.T, data string) {
@@ -81,12 +94,8 @@ func startEnvoy(ctx context.Context, t *testing.T, thaw, xdsAddr, edgeAddr, admi
 // through the edge, a cold model is woken and served through the activator,
 // the next request goes straight to the instance.
 func TestThawDevBehindEnvoy(t *testing.T) {
-	t.Parallel()
-	envoyBin(t)
-	thaw := thawBinary(t)
+	ctx, thaw := devTest(t)
 	xdsAddr, edgeAddr, admin := freeAddr(t), freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 
 	dev := e2e.StartThawT(t, e2e.ThawConfig{Bin: thaw, Env: []string{"THAW_DEV_TOKEN=tok-dev"}, Args: []string{"dev",
 		"--data-dir", t.TempDir(),

@@ -1,7 +1,6 @@
 package envoy_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -21,11 +20,7 @@ import (
 // being held until the replica's hold timeout (503). Raising the limit lets
 // the next request through the replica be served.
 func TestActivatorReplicaRefusesOverLimit(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	envoyBin(t)
-	thaw := thawBinary(t)
+	ctx, thaw := devTest(t)
 	rdb := e2e.RedisT(t, e2e.RedisConfig{})
 	xdsAddr, edgeAddr, admin, act := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	data := filepath.Join(t.TempDir(), "data")

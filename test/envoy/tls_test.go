@@ -31,11 +31,7 @@ import (
 // HTTP gets no answer; a client that does not trust the CA refuses the
 // edge; an xDS client without a client certificate is refused.
 func TestTLSEverywhere(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	envoyBin(t)
-	thaw := thawBinary(t)
+	ctx, thaw := devTest(t)
 	dir := t.TempDir()
 	ca := certtest.NewCAT(t, "thaw e2e CA")
 	redisCert := ca.WriteT(t, dir, "redis", "127.0.0.1")
