@@ -50,34 +50,19 @@ Run "thaw deploy <command> -h" for the command's flags.
 // "deploy". Tables and JSON go to stdout; usage and --wait progress to
 // stderr. A -h answer returns nil; server errors come back as *client.Error.
 func runDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deployUsage)
-		return errors.New("thaw deploy: missing command (create, list, get, update, delete or events)")
-	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "create":
-		err = deployCreate(ctx, rest, stdout, stderr)
-	case "list", "ls":
-		err = deployList(ctx, rest, stdout, stderr)
-	case "get":
-		err = deployGet(ctx, rest, stdout, stderr)
-	case "update":
-		err = deployUpdate(ctx, rest, stdout, stderr)
-	case "delete", "rm":
-		err = deployDelete(ctx, rest, stdout, stderr)
-	case "events":
-		err = deployEvents(ctx, rest, stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, deployUsage)
-	default:
-		fmt.Fprint(stderr, deployUsage)
-		err = fmt.Errorf("thaw deploy: unknown command %q", cmd)
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	return err
+	return dispatch(ctx, "thaw deploy: ", deployUsage, deployCommands, args, stdout, stderr)
+}
+
+// deployCommands are thaw deploy's commands by name and alias.
+var deployCommands = map[string]command{
+	"create": deployCreate,
+	"list":   deployList,
+	"ls":     deployList,
+	"get":    deployGet,
+	"update": deployUpdate,
+	"delete": deployDelete,
+	"rm":     deployDelete,
+	"events": deployEvents,
 }
 
 func deployCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -38,30 +38,16 @@ func main() {
 }
 
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("missing command")
-	}
-	run, ok := commands[args[0]]
-	switch {
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	case !ok:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
-	// A command's -h printed its usage: an answer, not a failure.
-	if err := run(ctx, args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return nil
+	return dispatch(ctx, "", usage, commands, args, stdout, stderr)
 }
 
-// commands are thaw's commands by name. Each takes the arguments after its
-// name; usage and logs go to stderr; -h prints the usage and returns
-// flag.ErrHelp.
-var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+// command is one of thaw's commands or subcommands. It takes the arguments
+// after its name; usage and logs go to stderr; -h prints the usage and
+// returns flag.ErrHelp.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// commands are thaw's commands by name.
+var commands = map[string]command{
 	"dev":             runDev,
 	"sim":             runSim,
 	"deploy":          runDeploy,
@@ -70,6 +56,31 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"server":          runServer,
 	"activator":       runActivator,
 	"envoy-bootstrap": runEnvoyBootstrap,
+}
+
+// dispatch runs the command of cmds that args[0] names with the rest of
+// args. help (or -h) prints usage to stdout; no command or an unknown one
+// prints it to stderr and is an error, prefixed with prefix (the command
+// line level, "thaw deploy: "). A command's -h printed its usage: an
+// answer, not a failure.
+func dispatch(ctx context.Context, prefix, usage string, cmds map[string]command, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New(prefix + "missing command")
+	}
+	run, ok := cmds[args[0]]
+	switch {
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case !ok:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%sunknown command %q", prefix, args[0])
+	}
+	if err := run(ctx, args[1:], stdout, stderr); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return nil
 }
 
 // newFlags returns the flag set of `thaw <name>`, whose -h prints usage and
