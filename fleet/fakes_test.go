@@ -254,7 +254,8 @@ func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/models":
 		fmt.Fprintf(w, `{"object":"list","data":[{"id":%q,"object":"model"}]}`, m.model)
 	case "/v1/completions":
-		fmt.Fprint(w, `{"object":"text_completion","choices":[{"text":"x","finish_reason":"length"}]}`)
+		fmt.Fprint(w, `{"object":"text_completion","choices":[{"text":"x","finish_reason":"length"}],`+
+			`"usage":{"prompt_tokens":2,"total_tokens":3,"completion_tokens":1}}`)
 	default:
 		http.NotFound(w, r)
 	}

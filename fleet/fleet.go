@@ -96,7 +96,12 @@ type Fleet struct {
 	eventQ      []Event             // events for flush
 }
 
-type probeResult struct{ deployID, instanceID string }
+// probeResult is a probe's report of a ready instance, with what its
+// warm-up consumed.
+type probeResult struct {
+	deployID, instanceID string
+	warmup               WarmupUsage
+}
 
 // DefaultStartTimeout is Config.StartTimeout's default.
 const DefaultStartTimeout = 30 * time.Minute
@@ -233,6 +238,9 @@ func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 type Ready struct {
 	DeployID, InstanceID string
 	Addr                 string // host:port
+	// Warmup is what the fleet's warm-up made the model server count
+	// before the instance was ready: no user's request.
+	Warmup WarmupUsage
 }
 
 // ReadyInstances lists the ready instances of every deployment, draining
@@ -244,7 +252,7 @@ func (f *Fleet) ReadyInstances() []Ready {
 	for deployID, ds := range f.deployments {
 		for id, in := range ds.instances {
 			if in.ready {
-				out = append(out, Ready{DeployID: deployID, InstanceID: id, Addr: in.addr})
+				out = append(out, Ready{DeployID: deployID, InstanceID: id, Addr: in.addr, Warmup: in.warmup})
 			}
 		}
 	}

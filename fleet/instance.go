@@ -29,7 +29,19 @@ const (
 	// warmupRetry is how long after a failed warm-up the instance is
 	// probed again: a failing engine is not asked every probe tick.
 	warmupRetry = time.Second
+	// warmupMaxBody bounds what is read of the warm-up's answer: one
+	// token's completion is a few hundred bytes.
+	warmupMaxBody = 64 << 10
 )
+
+// WarmupUsage is what the warm-up of an instance made its model server
+// count: one request and the tokens of the answer's OpenAI usage (zero
+// when the answer has none). The model server's own counters include it;
+// the meter counts an instance's requests and tokens from it, so that
+// thaw's own request is not billed or shown as a user's.
+type WarmupUsage struct {
+	Requests, PromptTokens, CompletionTokens int64
+}
 
 // deployment is the fleet's view of one deployment. Guarded by Fleet.mu.
 type deployment struct {
@@ -72,6 +84,8 @@ type inst struct {
 	shown      State
 	shownSince time.Time
 	readyAt    time.Time
+	// warmup is what the warm-up consumed, set when it got ready.
+	warmup WarmupUsage
 }
 
 // active returns the instances that count toward desired (not draining).
@@ -244,7 +258,7 @@ func (f *Fleet) onReady(r probeResult, now time.Time) {
 	if in == nil || in.ready || in.draining {
 		return
 	}
-	in.ready, in.readyAt = true, now
+	in.ready, in.readyAt, in.warmup = true, now, r.warmup
 	f.retryLocked(ds)
 	f.meterReadyLocked(in.id, now)
 	f.pushLocked(ds)
@@ -271,9 +285,9 @@ func (f *Fleet) probe(ctx context.Context, deployID, model, id, addr string) {
 	defer t.Stop()
 	for {
 		if f.ready(ctx, addr, model) {
-			if err := f.warmUp(ctx, addr, model); err == nil {
+			if u, err := f.warmUp(ctx, addr, model); err == nil {
 				select {
-				case f.readyCh <- probeResult{deployID, id}:
+				case f.readyCh <- probeResult{deployID, id, u}:
 				case <-ctx.Done():
 				}
 				return
@@ -333,18 +347,18 @@ func (f *Fleet) ready(ctx context.Context, addr, model string) bool {
 }
 
 // warmUp asks the model server at addr for one token of model, marked with
-// routing.WarmupHeader, and returns an error unless it answers 200 within
-// warmupTimeout.
-func (f *Fleet) warmUp(ctx context.Context, addr, model string) error {
+// routing.WarmupHeader, and returns what it consumed; an error unless it
+// answers 200 within warmupTimeout.
+func (f *Fleet) warmUp(ctx context.Context, addr, model string) (WarmupUsage, error) {
 	body, err := json.Marshal(map[string]any{"model": model, "prompt": "Hi", "max_tokens": 1})
 	if err != nil {
-		return err
+		return WarmupUsage{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, warmupTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+warmupPath, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return WarmupUsage{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(routing.WarmupHeader, "1")
@@ -353,14 +367,30 @@ func (f *Fleet) warmUp(ctx context.Context, addr, model string) error {
 	client.Timeout = 0
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+		return WarmupUsage{}, fmt.Errorf("warm-up: %w", err)
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, warmupMaxBody))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("warm-up: %s %s answered %s: %s", http.MethodPost, warmupPath, resp.Status, bytes.TrimSpace(msg))
+		return WarmupUsage{}, fmt.Errorf("warm-up: %s %s answered %s: %s", http.MethodPost, warmupPath, resp.Status, bytes.TrimSpace(msg[:min(len(msg), 512)]))
 	}
-	return nil
+	return warmupUsage(msg), nil
+}
+
+// warmupUsage reads the usage of a warm-up's answer: one request and its
+// tokens; no tokens when the answer carries no usage (or is cut or not
+// JSON): the model server generated anyway.
+func warmupUsage(answer []byte) WarmupUsage {
+	var a struct {
+		Usage struct {
+			PromptTokens     int64 `json:"prompt_tokens"`
+			CompletionTokens int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(answer, &a) != nil || a.Usage.PromptTokens < 0 || a.Usage.CompletionTokens < 0 {
+		return WarmupUsage{Requests: 1}
+	}
+	return WarmupUsage{Requests: 1, PromptTokens: a.Usage.PromptTokens, CompletionTokens: a.Usage.CompletionTokens}
 }
 
 // stopProbe ends the instance's readiness probe, if one runs.
