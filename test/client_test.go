@@ -1,13 +1,11 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -68,31 +66,22 @@ func (p *thawProc) do(t *testing.T, method, path, token string, body any) respon
 
 // doCtx is do with a context and the transport error returned.
 func (p *thawProc) doCtx(ctx context.Context, method, path, token string, body any) (response, error) {
-	var rd io.Reader
-	switch b := body.(type) {
+	var b []byte
+	switch v := body.(type) {
 	case nil:
 	case []byte:
-		rd = bytes.NewReader(b)
+		b = v
 	case string:
-		rd = strings.NewReader(b)
+		b = []byte(v)
 	default:
-		j, err := json.Marshal(b)
+		j, err := json.Marshal(v)
 		if err != nil {
 			return response{}, err
 		}
-		rd = bytes.NewReader(j)
+		b = j
 	}
-	req, err := http.NewRequestWithContext(ctx, method, p.Base+path, rd)
-	if err != nil {
-		return response{}, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	return readAll(httpClient.Do(req))
+	r, err := e2e.Send(ctx, httpClient, method, p.Base+path, token, b)
+	return response(r), err
 }
 
 // apiError is OpenAI's error shape.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/thawhq/thaw/routing"
 	"github.com/thawhq/thaw/sim"
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // Helpers of the client-behaviour suite (clients_*_test.go): real clients
@@ -188,18 +189,11 @@ func (p *thawProc) postRead(ctx context.Context, path, mark string, body any, he
 	return readAll(resp, err)
 }
 
-// readAll is what a user sees of the answer of an http.Client.Do: resp
-// read in full, or err.
+// readAll is e2e.ReadAll: the answer of an http.Client's Do read in full,
+// or err.
 func readAll(resp *http.Response, err error) (response, error) {
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return response{}, fmt.Errorf("read body: %w", err)
-	}
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	r, err := e2e.ReadAll(resp, err)
+	return response(r), err
 }
 
 // eachEvent calls fn with the data of each `data:` line of the event

@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/test/e2e"
 )
 
 // obj is a decoded JSON object.
@@ -39,27 +40,15 @@ func send(t *testing.T, srv server, method, path, body string) reply {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	var rd io.Reader
+	var b []byte
 	if body != "" {
-		rd = strings.NewReader(body)
+		b = []byte(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, srv.base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
+	r, err := e2e.Send(ctx, nil, method, srv.base+path, "", b)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	return reply{status: r.Status, header: r.Header, body: r.Body}
 }
 
 // post sends a JSON request built from fields, with "model" set to the

@@ -291,27 +291,8 @@ type reply struct {
 // headers (name, value pairs).
 func (e *edge) post(t *testing.T, path, token, body string, headers ...string) reply {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := e.client.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("POST %s: reading body: %v", path, err)
-	}
-	return reply{resp.StatusCode, resp.Header, string(b)}
+	r := e2e.SendT(t, e.client, http.MethodPost, e.url+path, token, []byte(body), headers...)
+	return reply{r.Status, r.Header, string(r.Body)}
 }
 
 func TestMain(m *testing.M) { os.Exit(e2e.Main(m)) }

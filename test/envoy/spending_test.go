@@ -2,7 +2,6 @@ package envoy_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -93,22 +92,10 @@ func TestActivatorReplicaRefusesOverLimit(t *testing.T) {
 // do sends body ("" = none) to url as the dev user and returns the reply.
 func do(t *testing.T, method, url, body string) reply {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer tok-dev")
+	var b []byte
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		b = []byte(body)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
-	}
-	return reply{resp.StatusCode, resp.Header, string(b)}
+	r := e2e.SendT(t, nil, method, url, "tok-dev", b)
+	return reply{r.Status, r.Header, string(r.Body)}
 }
