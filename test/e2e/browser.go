@@ -100,13 +100,11 @@ func StartBrowser(cfg BrowserConfig) (*Browser, error) {
 // not start fails t (never a skip); Close is registered as a cleanup.
 func BrowserT(t testing.TB, cfg BrowserConfig) *Browser {
 	t.Helper()
-	b, err := StartBrowser(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return startT(t, func() (*Browser, error) { return StartBrowser(cfg) })
 }
+
+// Cleanup registers Close for the end of t.
+func (b *Browser) Cleanup(t testing.TB) { t.Cleanup(b.Close) }
 
 // Close ends the browser and removes its profile. It is safe to call more
 // than once.

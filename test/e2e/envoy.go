@@ -91,12 +91,7 @@ func StartEnvoy(cfg EnvoyConfig) (*Envoy, error) {
 func StartEnvoyT(t testing.TB, cfg EnvoyConfig) *Envoy {
 	t.Helper()
 	Need(t, orFind(&cfg.Bin, EnvoyBin))
-	e, err := StartEnvoy(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Cleanup(t)
-	return e
+	return startT(t, func() (*Envoy, error) { return StartEnvoy(cfg) })
 }
 
 func (a EnvoyAdmin) ready() bool {

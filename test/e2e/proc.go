@@ -91,7 +91,14 @@ func Start(cfg ProcConfig) (*Proc, error) {
 // that stops the process and, if t failed, logs the tail of its output.
 func StartT(t testing.TB, cfg ProcConfig) *Proc {
 	t.Helper()
-	p, err := Start(cfg)
+	return startT(t, func() (*Proc, error) { return Start(cfg) })
+}
+
+// startT is a Start function for a test: it fails t when start fails and
+// registers the started process's Cleanup.
+func startT[P interface{ Cleanup(testing.TB) }](t testing.TB, start func() (P, error)) P {
+	t.Helper()
+	p, err := start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,12 +87,7 @@ func StartThaw(cfg ThawConfig) (*Thaw, error) {
 func StartThawT(t testing.TB, cfg ThawConfig) *Thaw {
 	t.Helper()
 	Need(t, orFind(&cfg.Bin, ThawBin))
-	th, err := StartThaw(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	th.Cleanup(t)
-	return th
+	return startT(t, func() (*Thaw, error) { return StartThaw(cfg) })
 }
 
 // WaitHealthy polls GET url every 20ms until it answers 200, p exits, or
