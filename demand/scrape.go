@@ -134,6 +134,9 @@ type Target struct {
 	// counts, its requests and tokens do not (they are kept per instance).
 	InstanceID string
 	Addr       string // host:port
+	// Baseline is what the server counted before it was ready: thaw's
+	// warm-up. Its first read counts from there (meter.Scrape.Baseline).
+	Baseline meter.Counters
 }
 
 // RoundObserver receives each round of reads of the model servers, read
@@ -235,7 +238,7 @@ func (s *Scraper) scrapeOnce(ctx context.Context, now time.Time) error {
 	var mu sync.Mutex // guards loads
 	var wg sync.WaitGroup
 	for i, tg := range targets {
-		round[i] = meter.Scrape{InstanceID: tg.InstanceID, DeployID: tg.DeployID}
+		round[i] = meter.Scrape{InstanceID: tg.InstanceID, DeployID: tg.DeployID, Baseline: tg.Baseline}
 		if s.cfg.Tokens != nil && tg.InstanceID != "" {
 			round[i].Owner = s.cfg.Owner(tg.DeployID)
 		}

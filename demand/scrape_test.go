@@ -90,7 +90,8 @@ func TestScraperFeedsDemand(t *testing.T) {
 		s, err := NewScraper(ScraperConfig{Redis: rdb, Interval: 10 * time.Millisecond,
 			HTTP: &http.Client{Transport: servers, Timeout: 10 * time.Millisecond},
 			Targets: func() []Target {
-				return []Target{{"d1", "i1", "a:8000"}, {"d1", "i2", "b:8000"}, {"d1", "i3", "dead:8000"}}
+				return []Target{{DeployID: "d1", InstanceID: "i1", Addr: "a:8000"}, {DeployID: "d1", InstanceID: "i2", Addr: "b:8000"},
+					{DeployID: "d1", InstanceID: "i3", Addr: "dead:8000"}}
 			}})
 		if err != nil {
 			t.Fatal(err)
@@ -215,7 +216,8 @@ func chat(t *testing.T, base, content string, maxTokens int) meter.Counters {
 // TestScraperCountsSimTokens: requests sent to a model server (the
 // simulator, which counts like vLLM), with no activator in between, end up
 // in the ledger's requests and tokens of their deployment and hour, across
-// scrapes and an hour boundary.
+// scrapes and an hour boundary; the warm-up it served before it was ready
+// (the target's baseline, the warm-up's usage) does not.
 func TestScraperCountsSimTokens(t *testing.T) {
 	ctx := context.Background()
 	srv, err := sim.New(sim.Config{Model: "alice/m", TokensPerSecond: 2000, Logger: slog.New(slog.DiscardHandler)})
@@ -235,6 +237,7 @@ func TestScraperCountsSimTokens(t *testing.T) {
 	}
 	_, rdb := redistest.New(t)
 	obs := &rounds{}
+	warmup := chat(t, ts.URL, "Hi", 1) // before the scraper reads it: the fleet's warm-up
 	s, err := NewScraper(ScraperConfig{Redis: rdb, Tokens: counter,
 		Owner: func(id string) string {
 			if id == "d1" {
@@ -242,7 +245,9 @@ func TestScraperCountsSimTokens(t *testing.T) {
 			}
 			return ""
 		},
-		Targets: func() []Target { return []Target{{"d1", "i1", ts.Listener.Addr().String()}} },
+		Targets: func() []Target {
+			return []Target{{DeployID: "d1", InstanceID: "i1", Addr: ts.Listener.Addr().String(), Baseline: warmup}}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -283,12 +288,13 @@ func TestScraperCountsSimTokens(t *testing.T) {
 		t.Errorf("the ledger's tokens (-want +got):\n%s", d)
 	}
 	// The observer got the four rounds, the last with the simulator's
-	// counters and its time to first token of all five requests.
+	// counters, the warm-up's as its baseline, and its time to first
+	// token of all six requests.
 	if len(obs.got) != 4 {
 		t.Fatalf("the observer got %d rounds, want 4", len(obs.got))
 	}
 	last := obs.got[3][0]
-	if all := sent[0].Plus(sent[1]); last.Counters != all || !last.OK || last.TTFT.Total() != 5 || len(last.TTFT.Bounds) != len(sim.TTFTBuckets) {
-		t.Errorf("the last round's read = %+v; want counters %+v and 5 first tokens in vLLM's %d buckets", last, all, len(sim.TTFTBuckets))
+	if all := warmup.Plus(sent[0]).Plus(sent[1]); last.Counters != all || last.Baseline != warmup || !last.OK || last.TTFT.Total() != 6 || len(last.TTFT.Bounds) != len(sim.TTFTBuckets) {
+		t.Errorf("the last round's read = %+v; want counters %+v, baseline %+v and 6 first tokens in vLLM's %d buckets", last, all, warmup, len(sim.TTFTBuckets))
 	}
 }

@@ -42,6 +42,35 @@ func Delta(prev, cur Counters) Counters {
 	}
 }
 
+// Counted returns what read cur of an instance counted since prev, the
+// instance's previous good read (seen: there is one), and whether cur
+// counts at all: the first read of an adopted instance (one that ran
+// under a previous thaw process, which counted it up to its last read) is
+// only where counting resumes, and counts nothing (false).
+//
+// The first read of a new instance counts from cur.Baseline, what its
+// model server counted before it was ready (thaw's warm-up), rather than
+// from zero: each counter less its baseline, none below zero (a server
+// that published a counter late, or counts a token differently from the
+// warm-up's usage, is not taken for one that restarted). After that,
+// Delta between reads: a server that restarts counts from zero again.
+//
+// The TokenCounter and the stats sampler both count with it.
+func Counted(prev Scrape, seen bool, cur Scrape, adopted bool) (Counters, bool) {
+	switch {
+	case seen:
+		return Delta(prev.Counters, cur.Counters), true
+	case adopted:
+		return Counters{}, false
+	}
+	b, c := cur.Baseline, cur.Counters
+	return Counters{
+		Requests:         max(c.Requests-b.Requests, 0),
+		PromptTokens:     max(c.PromptTokens-b.PromptTokens, 0),
+		CompletionTokens: max(c.CompletionTokens-b.CompletionTokens, 0),
+	}, true
+}
+
 // Plus returns c and d added.
 func (c Counters) Plus(d Counters) Counters {
 	return Counters{c.Requests + d.Requests, c.PromptTokens + d.PromptTokens, c.CompletionTokens + d.CompletionTokens}
@@ -61,8 +90,13 @@ type Scrape struct {
 	OK bool
 	// TTFT is the server's cumulative time to first token histogram
 	// (vllm:time_to_first_token_seconds), zero when it exposes none. The
-	// TokenCounter ignores it; the stats sampler reads it.
+	// TokenCounter ignores it; the stats sampler reads it. It includes the
+	// warm-up's one observation: Baseline has no histogram.
 	TTFT Histogram
+	// Baseline is what the server had counted before it was ready:
+	// thaw's warm-up (fleet.Ready.Warmup). The first read of a new
+	// instance counts from it (Counted).
+	Baseline Counters
 }
 
 // TokenLedger is where a TokenCounter adds what it counted: the Store.
@@ -76,16 +110,15 @@ type TokenLedger interface {
 // deployment's row for the hour of the read.
 //
 // It remembers the last read of each instance by instance ID. An instance
-// read for the first time counts its whole value: it is a new model
-// server, which started at zero. Unless it was held before this process
+// read for the first time counts its whole value less its Baseline: it is
+// a new model server, which started at zero and then served thaw's
+// warm-up, no user's request. Unless it was held before this process
 // started (Held): then it ran under the previous thaw process, which
 // counted it up to its last read, and its first read here is only where
 // counting resumes; what it served between the two processes' reads (thaw's
 // downtime) is not counted, rather than counted twice. An instance missing
 // from a round (it ended) is forgotten, and with it what it counted after
-// its last read: at most one scrape interval of its traffic. The counts
-// include the fleet's one-token warm-up request of each instance: the
-// model server did that work.
+// its last read: at most one scrape interval of its traffic.
 //
 // Rows the ledger could not take (the database is down) are kept, merged
 // per deployment and hour, and retried on the next round.
@@ -187,8 +220,7 @@ func (tc *TokenCounter) Count(ctx context.Context, now time.Time, round []Scrape
 // countRound is Count's pure part: given the last good read of each
 // instance and a round read at now, it returns the reads to remember and
 // the rows to add, one per deployment with something counted (hour: now's,
-// UTC), ordered by deployment. The first read of an instance adopted from
-// a previous process counts nothing.
+// UTC), ordered by deployment. What each read counts is Counted.
 func countRound(last map[string]Scrape, round []Scrape, now time.Time, adopted func(id string) bool) (map[string]Scrape, []Tokens) {
 	hour := now.UTC().Truncate(time.Hour)
 	next := make(map[string]Scrape, len(round))
@@ -211,11 +243,8 @@ func countRound(last map[string]Scrape, round []Scrape, now time.Time, adopted f
 			continue
 		}
 		next[s.InstanceID] = s
-		if !seen && adopted(s.InstanceID) {
-			continue
-		}
-		d := Delta(prev.Counters, s.Counters)
-		if d == (Counters{}) {
+		d, ok := Counted(prev, seen, s, !seen && adopted(s.InstanceID))
+		if !ok || d == (Counters{}) {
 			continue
 		}
 		t := sums[s.DeployID]

@@ -34,6 +34,48 @@ func TestDelta(t *testing.T) {
 	}
 }
 
+func TestCounted(t *testing.T) {
+	warm := meter.Counters{Requests: 1, PromptTokens: 2, CompletionTokens: 1}
+	at := func(c, baseline meter.Counters) meter.Scrape {
+		return meter.Scrape{InstanceID: "i1", DeployID: "d1", OK: true, Counters: c, Baseline: baseline}
+	}
+	for _, tt := range []struct {
+		name          string
+		prev          meter.Scrape
+		seen, adopted bool
+		cur           meter.Scrape
+		want          meter.Counters
+		wantOK        bool
+	}{
+		{name: "new instance that only served the warm-up: nothing",
+			cur: at(warm, warm), want: meter.Counters{}, wantOK: true},
+		{name: "new instance: counts from its warm-up",
+			cur: at(meter.Counters{3, 22, 11}, warm), want: meter.Counters{2, 20, 10}, wantOK: true},
+		{name: "new instance without a baseline: all of it",
+			cur: at(meter.Counters{3, 22, 11}, meter.Counters{}), want: meter.Counters{3, 22, 11}, wantOK: true},
+		{name: "new instance below its baseline (a counter published late): nothing, not all",
+			cur: at(meter.Counters{0, 2, 1}, warm), want: meter.Counters{}, wantOK: true},
+		{name: "adopted instance, first read: where counting resumes",
+			adopted: true, cur: at(meter.Counters{100, 1000, 500}, warm), want: meter.Counters{}, wantOK: false},
+		{name: "seen: since the previous read, the baseline aside",
+			prev: at(warm, warm), seen: true, cur: at(meter.Counters{2, 12, 6}, warm),
+			want: meter.Counters{1, 10, 5}, wantOK: true},
+		{name: "seen, adopted: since the previous read",
+			prev: at(meter.Counters{100, 1000, 500}, meter.Counters{}), seen: true, adopted: true,
+			cur: at(meter.Counters{101, 1010, 505}, meter.Counters{}), want: meter.Counters{1, 10, 5}, wantOK: true},
+		{name: "seen, the server restarted (counters went down): all of it, from zero",
+			prev: at(meter.Counters{5, 50, 20}, warm), seen: true, cur: at(meter.Counters{1, 3, 2}, warm),
+			want: meter.Counters{1, 3, 2}, wantOK: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := meter.Counted(tt.prev, tt.seen, tt.cur, tt.adopted)
+			if d := cmp.Diff(tt.want, got); d != "" || ok != tt.wantOK {
+				t.Errorf("Counted = %v, counts %v, want counts %v (-want +got):\n%s", got, ok, tt.wantOK, d)
+			}
+		})
+	}
+}
+
 // tokenLedger records AddTokens calls; while down is set it fails them.
 type tokenLedger struct {
 	down  bool
@@ -51,6 +93,13 @@ func (l *tokenLedger) AddTokens(_ context.Context, t meter.Tokens) error {
 func read(inst, deploy, owner string, requests, prompt, completion int64) meter.Scrape {
 	return meter.Scrape{InstanceID: inst, DeployID: deploy, Owner: owner, OK: true,
 		Counters: meter.Counters{Requests: requests, PromptTokens: prompt, CompletionTokens: completion}}
+}
+
+// warmedUp is s of an instance whose model server served thaw's warm-up
+// (one request, 2 prompt tokens, 1 generated) before it was ready.
+func warmedUp(s meter.Scrape) meter.Scrape {
+	s.Baseline = meter.Counters{Requests: 1, PromptTokens: 2, CompletionTokens: 1}
+	return s
 }
 
 func failed(inst, deploy string) meter.Scrape {
@@ -148,6 +197,18 @@ func TestTokenCounter(t *testing.T) {
 				row("d1", "alice", h.Add(time.Hour), 1, 2, 2),
 				row("d1", "alice", h.Add(2*time.Hour), 2, 4, 4),
 			}},
+		{name: "a new instance that served only thaw's warm-up counts nothing",
+			at:    h.Add(123 * time.Minute),
+			round: []meter.Scrape{read("i1", "d1", "alice", 5, 24, 25), warmedUp(read("i5", "d4", "carol", 1, 2, 1))},
+		},
+		{name: "then what it serves after its warm-up",
+			at:    h.Add(124 * time.Minute),
+			round: []meter.Scrape{read("i1", "d1", "alice", 5, 24, 25), warmedUp(read("i5", "d4", "carol", 2, 12, 6))},
+			want:  []meter.Tokens{row("d4", "carol", h.Add(2*time.Hour), 1, 10, 5)}},
+		{name: "a new instance read first after a user's request counts that request, not the warm-up",
+			at:    h.Add(125 * time.Minute),
+			round: []meter.Scrape{read("i1", "d1", "alice", 5, 24, 25), warmedUp(read("i5", "d4", "carol", 2, 12, 6)), warmedUp(read("i6", "d4", "carol", 2, 7, 4))},
+			want:  []meter.Tokens{row("d4", "carol", h.Add(2*time.Hour), 1, 5, 3)}},
 	}
 	ledger := &tokenLedger{}
 	// The process started at h; i0 was held before it (it ran under the

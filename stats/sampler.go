@@ -121,10 +121,12 @@ func (s *Sampler) Observe(_ time.Time, round []meter.Scrape) {
 
 // observeRound is Observe's pure part: given the last good read of each
 // instance and a round, it returns the reads to remember and what each
-// deployment counted since (meter.Delta, meter.HistogramDelta). An
-// instance not read this round keeps its last read; one missing from the
-// round is forgotten; the first read of an adopted instance counts
-// nothing.
+// deployment counted since (meter.Counted, as the TokenCounter counts:
+// the first read of a new instance from its warm-up, of an adopted one
+// nothing; meter.HistogramDelta). An instance not read this round keeps
+// its last read; one missing from the round is forgotten. The first
+// read's TTFT histogram counts from zero: it includes the warm-up's first
+// token, which the server does not tell apart.
 func observeRound(last map[string]meter.Scrape, round []meter.Scrape, adopted func(string) bool) (map[string]meter.Scrape, map[string]counted) {
 	next := make(map[string]meter.Scrape, len(round))
 	out := map[string]counted{}
@@ -140,11 +142,12 @@ func observeRound(last map[string]meter.Scrape, round []meter.Scrape, adopted fu
 			continue
 		}
 		next[r.InstanceID] = r
-		if !seen && adopted(r.InstanceID) {
+		d, ok := meter.Counted(prev, seen, r, !seen && adopted(r.InstanceID))
+		if !ok {
 			continue
 		}
 		a := out[r.DeployID]
-		a.c = a.c.Plus(meter.Delta(prev.Counters, r.Counters))
+		a.c = a.c.Plus(d)
 		a.ttft = a.ttft.Add(meter.HistogramDelta(prev.TTFT, r.TTFT))
 		out[r.DeployID] = a
 	}

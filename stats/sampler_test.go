@@ -25,6 +25,13 @@ func read(inst, deploy string, requests, tokens int64, h meter.Histogram) meter.
 		Counters: meter.Counters{Requests: requests, PromptTokens: 2 * tokens, CompletionTokens: tokens}, TTFT: h}
 }
 
+// warmedUp is r of an instance whose model server served thaw's warm-up
+// (one request, 2 prompt tokens, 1 generated) before it was ready.
+func warmedUp(r meter.Scrape) meter.Scrape {
+	r.Baseline = meter.Counters{Requests: 1, PromptTokens: 2, CompletionTokens: 1}
+	return r
+}
+
 func TestObserveRound(t *testing.T) {
 	adopted := func(id string) bool { return id == "old" }
 	last := map[string]meter.Scrape{
@@ -35,7 +42,9 @@ func TestObserveRound(t *testing.T) {
 	}
 	round := []meter.Scrape{
 		read("i1", "d1", 8, 80, ttft(2, 4, 5)),                               // +3 requests, +30 tokens, 1+1+0 first tokens
-		read("new", "d1", 1, 1, ttft(0, 1, 1)),                               // a new server counts from zero
+		read("new", "d1", 1, 1, ttft(0, 1, 1)),                               // a new server without a baseline counts from zero
+		warmedUp(read("warm", "d4", 1, 1, ttft(0, 1, 1))),                    // served only thaw's warm-up: no request, its first token kept
+		warmedUp(read("served", "d5", 3, 11, ttft(1, 2, 3))),                 // counts from its warm-up
 		read("old", "d2", 50, 500, ttft(9, 9, 9)),                            // adopted: a baseline
 		{InstanceID: "unread", DeployID: "d2"},                               // not read: keeps its last read
 		read("restart", "d3", 2, 20, ttft(1, 1, 1)),                          // lower: restarted, all new
@@ -45,12 +54,14 @@ func TestObserveRound(t *testing.T) {
 	want := map[string]counted{
 		"d1": {c: meter.Counters{Requests: 4, PromptTokens: 62, CompletionTokens: 31}, ttft: ttft(1, 3, 3)},
 		"d3": {c: meter.Counters{Requests: 2, PromptTokens: 40, CompletionTokens: 20}, ttft: ttft(1, 1, 1)},
+		"d4": {ttft: ttft(0, 1, 1)},
+		"d5": {c: meter.Counters{Requests: 2, PromptTokens: 20, CompletionTokens: 10}, ttft: ttft(1, 2, 3)},
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(counted{})); diff != "" {
 		t.Errorf("counted per deployment (-want +got):\n%s", diff)
 	}
 	wantNext := map[string]meter.Scrape{
-		"i1": round[0], "new": round[1], "old": round[2], "unread": last["unread"], "restart": round[4],
+		"i1": round[0], "new": round[1], "warm": round[2], "served": round[3], "old": round[4], "unread": last["unread"], "restart": round[6],
 	}
 	if diff := cmp.Diff(wantNext, next); diff != "" {
 		t.Errorf("reads remembered (-want +got):\n%s", diff)

@@ -8,6 +8,7 @@ import (
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/fleet"
 	"github.com/thawhq/thaw/httperr"
+	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/proxy"
 )
 
@@ -89,11 +90,14 @@ func (s spendLimited) List(owner string) []deploy.Deployment {
 	return ds
 }
 
-// scrapeTargets are the fleet's ready instances as the scraper reads them.
+// scrapeTargets are the fleet's ready instances as the scraper reads them,
+// each with what its warm-up made it count as the baseline of its first read.
 func scrapeTargets(ready []fleet.Ready) []demand.Target {
 	out := make([]demand.Target, len(ready))
 	for i, r := range ready {
-		out[i] = demand.Target{DeployID: r.DeployID, InstanceID: r.InstanceID, Addr: r.Addr}
+		w := r.Warmup
+		out[i] = demand.Target{DeployID: r.DeployID, InstanceID: r.InstanceID, Addr: r.Addr,
+			Baseline: meter.Counters{Requests: w.Requests, PromptTokens: w.PromptTokens, CompletionTokens: w.CompletionTokens}}
 	}
 	return out
 }
