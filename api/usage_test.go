@@ -171,6 +171,10 @@ func (r response) report(t *testing.T) meter.Report {
 
 func tp(t time.Time) *time.Time { return &t }
 
+// monthTotal is the seeded history's usage from 1 November to meterNow,
+// however it is grouped.
+var monthTotal = meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}
+
 // TestUsageDefaultWindow: GET /usage is this month so far, per deployment,
 // the running instance counted up to now, loading time apart; another
 // user's usage is not in it.
@@ -187,7 +191,7 @@ func TestUsageDefaultWindow(t *testing.T) {
 				CostUSD: 18, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 			{DeployID: hs.b.ID, Model: "alice/b", GPU: "H100-80GB", NumGPUs: 1, GPUSeconds: 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 2.4},
 		},
-		Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
+		Total: monthTotal,
 	}
 	if hs.b.ID < hs.a.ID {
 		want.Items[0], want.Items[1] = want.Items[1], want.Items[0]
@@ -255,7 +259,7 @@ func TestUsageWindowAndGroups(t *testing.T) {
 				{GPU: "A100-80GB", GPUSeconds: 43200, LoadingSeconds: 6120, CostUSD: 18, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 				{GPU: "H100-80GB", GPUSeconds: 3600, LoadingSeconds: 3600, NeverReadySeconds: 3600, CostUSD: 2.4},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: monthTotal},
 	}, {
 		name:  "by day",
 		query: "?group_by=day",
@@ -266,7 +270,7 @@ func TestUsageWindowAndGroups(t *testing.T) {
 				{Start: tp(at(11, 17, 0, 0)), GPUSeconds: 14400, LoadingSeconds: 720, CostUSD: 6, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 				{Start: tp(at(11, 18, 0, 0)), GPUSeconds: 10800, LoadingSeconds: 7200, NeverReadySeconds: 3600, CostUSD: 5.4},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: monthTotal},
 	}, {
 		name:  "by week",
 		query: "?group_by=week",
@@ -276,7 +280,7 @@ func TestUsageWindowAndGroups(t *testing.T) {
 				{Start: tp(nov9), GPUSeconds: 7200, LoadingSeconds: 1800, CostUSD: 3},
 				{Start: tp(nov16), GPUSeconds: 25200, LoadingSeconds: 7920, NeverReadySeconds: 3600, CostUSD: 11.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200},
 			},
-			Total: meter.Item{GPUSeconds: 46800, LoadingSeconds: 9720, NeverReadySeconds: 3600, CostUSD: 20.4, Requests: 5, PromptTokens: 100, CompletionTokens: 200}},
+			Total: monthTotal},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
