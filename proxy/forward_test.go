@@ -256,10 +256,7 @@ func TestInstanceDiesHeldForReplacement(t *testing.T) {
 			// Killed under the request: the port closes, the connection
 			// goes, no answer.
 			old.srv.Listener.Close()
-			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-				conn.(*net.TCPConn).SetLinger(0)
-				conn.Close()
-			}
+			hangUp(w, true)
 			return
 		}
 		io.WriteString(w, `{"id":"old"}`)
@@ -329,9 +326,7 @@ func TestKeptAliveConnectionClosedRetried(t *testing.T) {
 	var closeOnce atomic.Bool
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
 		if closeOnce.CompareAndSwap(true, false) {
-			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-				conn.Close()
-			}
+			hangUp(w, false)
 			return
 		}
 		io.WriteString(w, `{"id":"ok"}`)

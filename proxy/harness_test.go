@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -93,6 +94,20 @@ type upstream struct {
 	mu     sync.Mutex // mu guards reqs.
 	reqs   []seen
 	handle func(w http.ResponseWriter, r *http.Request, body map[string]any)
+}
+
+// hangUp closes the connection under w without an answer, as a model
+// server that dies mid-request; reset sends a TCP reset (linger 0)
+// instead of a clean close.
+func hangUp(w http.ResponseWriter, reset bool) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	if reset {
+		conn.(*net.TCPConn).SetLinger(0)
+	}
+	conn.Close()
 }
 
 func newUpstream(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, body map[string]any)) *upstream {

@@ -120,10 +120,7 @@ func TestNoInternalDetailsInErrors(t *testing.T) {
 	refusing := ln.Addr().String()
 	ln.Close()
 	hangsUp := newUpstream(t, func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err == nil {
-			conn.Close()
-		}
+		hangUp(w, false)
 	})
 	tests := []struct {
 		name, addr, path, body string
