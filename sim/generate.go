@@ -231,22 +231,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 			text.WriteString(tok)
 			continue
 		}
-		if i == 0 && j.chat {
-			// vLLM's first chat chunk of each choice carries the role.
-			for c := range j.n {
-				if err := out.roleChunk(c); err != nil {
-					return
-				}
-			}
-		}
-		var reason *string
-		if i == j.tokens-1 {
-			reason = &j.finish
-		}
-		for c := range j.n {
-			if err := out.tokenChunk(c, tok, reason); err != nil {
-				return
-			}
+		if err := out.streamToken(i, tok); err != nil {
+			return
 		}
 	}
 
@@ -266,6 +252,29 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, j job) {
 		}
 	}
 	_ = out.event("[DONE]")
+}
+
+// streamToken writes the i-th token of every choice as stream chunks: on
+// the first, a chat's role chunks before them (as vLLM's first chat chunk
+// of each choice carries the role); on the last, the finish reason.
+func (o *writer) streamToken(i int, tok string) error {
+	if i == 0 && o.j.chat {
+		for c := range o.j.n {
+			if err := o.roleChunk(c); err != nil {
+				return err
+			}
+		}
+	}
+	var reason *string
+	if i == o.j.tokens-1 {
+		reason = &o.j.finish
+	}
+	for c := range o.j.n {
+		if err := o.tokenChunk(c, tok, reason); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writer builds one request's response objects and writes stream events.
