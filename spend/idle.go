@@ -22,8 +22,14 @@ type Idle struct {
 // Message says it the way the user is told: "running idle for 61h: 244.00
 // USD so far".
 func (i Idle) Message(now time.Time) string {
+	// Whole minutes, but whole seconds under a minute (a short
+	// --idle-alert), never "0s".
+	idle := now.Sub(i.Since).Truncate(time.Minute)
+	if idle < time.Minute {
+		idle = max(now.Sub(i.Since).Truncate(time.Second), time.Second)
+	}
 	return fmt.Sprintf("%s has been running idle for %s: %.2f USD so far (no request since %s); scale it to zero with min_instances 0 if it is not needed",
-		i.Model, now.Sub(i.Since).Truncate(time.Minute), Round2(i.CostUSD), i.Since.UTC().Format(time.RFC3339))
+		i.Model, idle, Round2(i.CostUSD), i.Since.UTC().Format(time.RFC3339))
 }
 
 // FindIdle is pure: among the deployments with an instance running at now

@@ -43,6 +43,15 @@ func TestFindIdle(t *testing.T) {
 	if msg := idle.Message(now); !strings.Contains(msg, "running idle for 60h0m0s: 240.00 USD so far") {
 		t.Errorf("message %q", msg)
 	}
+	for _, tt := range []struct {
+		since time.Duration
+		want  string
+	}{{3500 * time.Millisecond, "running idle for 3s:"}, {200 * time.Millisecond, "running idle for 1s:"}, {90 * time.Second, "running idle for 1m0s:"}} {
+		short := Idle{Model: "u/m", Since: now.Add(-tt.since)}
+		if msg := short.Message(now); !strings.Contains(msg, tt.want) {
+			t.Errorf("idle %v: message %q, want %q", tt.since, msg, tt.want)
+		}
+	}
 	if _, err := FindIdle(ivs, toks, now, 24*time.Hour, meter.Prices{}); err == nil {
 		t.Error("an unpriced GPU type: no error")
 	}
