@@ -277,6 +277,13 @@ func unavailable(w http.ResponseWriter, code, message string) {
 // *deploy.FieldError's message, written for the API's user, reaches the
 // response; any other error is a store failure, logged and answered 503.
 func (a *API) writeErr(w http.ResponseWriter, op string, err error) {
+	if errors.Is(err, deploy.ErrConflict) {
+		// Another replica changed the deployment since this one read it:
+		// nothing was written, and the store now holds that change.
+		httperr.Encode(w, http.StatusConflict, "conflict", "",
+			"the deployment was changed by another request at the same time, and this change was not applied; read it again (GET /deploy/{deploy_id}) and retry")
+		return
+	}
 	var fe *deploy.FieldError
 	if !errors.As(err, &fe) {
 		// The store could not be read or written (Nomad unreachable, disk

@@ -12,6 +12,9 @@
 //   - errors.go: every refusal is a *FieldError naming the field, whose
 //     message is written for the API's user, with a kind (ErrMalformed,
 //     ErrOverQuota, ...) from which the API picks the HTTP status.
-//   - store.go: the Store serialises changes over a Backend (one JSON file
-//     here; Nomad Variables in package nomad).
+//   - store.go: the Store serialises changes over a Backend, one writer's
+//     (filebackend.go: one JSON file), or a SharedBackend (shared.go; Nomad
+//     Variables in package nomad) that every thaw server replica writes:
+//     writes checked against the version last read (a lost race is
+//     ErrConflict), and Store.Run following the other replicas' changes.
 package deploy

@@ -3,11 +3,9 @@ package deploy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -19,40 +17,73 @@ var ErrNotFound = errors.New("deployment not found")
 
 // ErrDuplicate is returned (in a *FieldError on model_name) when the owner
 // already has a deployment of that model_name, compared regardless of case:
-// "Foo" and "foo" would be two models one typo apart.
+// "Foo" and "foo" would be two models one typo apart. A SharedBackend
+// returns it bare when another store holds the name.
 var ErrDuplicate = errors.New("deployment with that model_name already exists")
 
-// Backend persists deployment records. Put and Delete get the whole set
-// after the change as well as the one record, so that a backend may rewrite
-// everything (one file) or only that record (one Nomad Variable each).
+// ErrConflict is returned when a change raced another store's change to the
+// same deployment (another thaw server replica wrote or deleted it since
+// this store read it): nothing was written, the store now holds the other
+// change, and the caller may read it again and retry.
+var ErrConflict = errors.New("deployment changed by another writer meanwhile")
+
+// Backend persists deployment records for one writer. Put and Delete get
+// the whole set after the change as well as the one record, so that a
+// backend may rewrite everything (one file) or only that record.
 type Backend interface {
 	Load() ([]Deployment, error)
 	Put(all []Deployment, d Deployment) error
 	Delete(all []Deployment, id string) error
 }
 
-// Store keeps deployments in memory, written through to a Backend on every
+// Store keeps deployments in memory, written through to its backend on every
 // change, and serialises changes so that checks (quota, duplicates) and the
-// write are atomic. It suits one writer per backend.
+// write are atomic. Over a Backend it suits one writer; over a
+// SharedBackend (NewSharedStore) several stores, one per thaw server
+// replica, write at once: each write names the version it changes, a lost
+// race is ErrConflict, and Run follows the others' changes.
 type Store struct {
-	backend Backend
+	b     versioned
+	watch SharedBackend // nil: nothing to follow
+	log   *slog.Logger
 
-	// mu guards byID and subs, and serialises writes to the backend.
+	// mu guards byID, ver, tomb and subs, and serialises writes to the
+	// backend.
 	mu   sync.Mutex
 	byID map[string]Deployment
+	// ver is the backend's version of each deployment in byID.
+	ver map[string]uint64
+	// tomb holds the version of each deployment this store deleted, until a
+	// watch shows it gone: a snapshot older than the delete must not bring
+	// it back.
+	tomb map[string]uint64
 	// subs are the change signals, one per reader; subs[0] is Changed's.
 	subs []chan struct{}
 }
 
 // NewStore loads the deployments in b.
-func NewStore(b Backend) (*Store, error) {
-	s := &Store{backend: b, byID: map[string]Deployment{}, subs: []chan struct{}{make(chan struct{}, 1)}}
-	ds, err := b.Load()
+func NewStore(b Backend) (*Store, error) { return newStore(plain{b}, nil, nil) }
+
+// NewSharedStore loads the deployments in b, which other stores (other thaw
+// server replicas) may write too; Run follows their changes. log (nil:
+// slog.Default) gets the watch's failures.
+func NewSharedStore(b SharedBackend, log *slog.Logger) (*Store, error) {
+	return newStore(shared{b}, b, log)
+}
+
+func newStore(b versioned, watch SharedBackend, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{b: b, watch: watch, log: log, byID: map[string]Deployment{}, ver: map[string]uint64{},
+		tomb: map[string]uint64{}, subs: []chan struct{}{make(chan struct{}, 1)}}
+	recs, err := b.load()
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range ds {
-		s.byID[d.ID] = d
+	for _, r := range recs {
+		s.byID[r.Deployment.ID] = r.Deployment
+		s.ver[r.Deployment.ID] = r.Version
 	}
 	return s, nil
 }
@@ -60,55 +91,6 @@ func NewStore(b Backend) (*Store, error) {
 // OpenStore loads the store kept in the JSON file at path (FileBackend),
 // creating an empty one when the file does not exist.
 func OpenStore(path string) (*Store, error) { return NewStore(FileBackend{Path: path}) }
-
-// FileBackend keeps all deployments in one JSON file, rewritten atomically
-// (temp file + rename, then a sync of the directory) on every change, so that
-// a crash leaves either the old or the new file. The file and its temp copies
-// are mode 0600: records hold HF tokens. It assumes one writer: Load removes
-// the temp copies a crash left behind.
-type FileBackend struct{ Path string }
-
-type storeFile struct {
-	Version     int          `json:"version"`
-	Deployments []Deployment `json:"deployments"`
-}
-
-// Load removes the temp copies a crashed writer left next to the file, then
-// reads the file; a missing file is an empty store.
-func (f FileBackend) Load() ([]Deployment, error) {
-	if err := removeTemps(f.Path); err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(f.Path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read deployments: %w", err)
-	}
-	var sf storeFile
-	if err := json.Unmarshal(b, &sf); err != nil {
-		return nil, fmt.Errorf("parse deployments %s: %w", f.Path, err)
-	}
-	return sf.Deployments, nil
-}
-
-// Put rewrites the file with all.
-func (f FileBackend) Put(all []Deployment, _ Deployment) error { return f.save(all) }
-
-// Delete rewrites the file with all.
-func (f FileBackend) Delete(all []Deployment, _ string) error { return f.save(all) }
-
-func (f FileBackend) save(all []Deployment) error {
-	b, err := json.MarshalIndent(storeFile{Version: 1, Deployments: all}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode deployments: %w", err)
-	}
-	if err := writeFileAtomic(f.Path, b, 0o600); err != nil {
-		return fmt.Errorf("save deployments: %w", err)
-	}
-	return nil
-}
 
 // Changed receives a value after any change (coalesced: one pending signal at
 // most). It is the store's own subscription, for one reader: the fleet
@@ -154,10 +136,16 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 	}
 	d.ID = newID()
 	s.byID[d.ID] = d
-	if err := s.backend.Put(s.allLocked(), d); err != nil {
+	v, err := s.b.create(s.allLocked(), d)
+	if err != nil {
 		delete(s.byID, d.ID)
+		if errors.Is(err, ErrDuplicate) {
+			return Deployment{}, &FieldError{Field: "model_name", Err: ErrDuplicate, Message: fmt.Sprintf(
+				"you already have a deployment named %q; model names are unique regardless of case", d.ModelName)}
+		}
 		return Deployment{}, err
 	}
+	s.ver[d.ID] = v
 	s.signal()
 	return d, nil
 }
@@ -228,10 +216,12 @@ func (s *Store) Update(id string, fn func(*Deployment), check func(d *Deployment
 		}
 	}
 	s.byID[id] = d
-	if err := s.backend.Put(s.allLocked(), d); err != nil {
+	v, err := s.b.update(s.allLocked(), d, s.ver[id])
+	if err != nil {
 		s.byID[id] = old
-		return Deployment{}, err
+		return Deployment{}, s.conflictLocked(id, err)
 	}
+	s.ver[id] = v
 	s.signal()
 	return d, nil
 }
@@ -245,12 +235,49 @@ func (s *Store) Delete(id string) error {
 		return ErrNotFound
 	}
 	delete(s.byID, id)
-	if err := s.backend.Delete(s.allLocked(), id); err != nil {
+	if err := s.b.remove(s.allLocked(), old, s.ver[id]); err != nil {
 		s.byID[id] = old
-		return err
+		return s.conflictLocked(id, err)
 	}
+	if s.watch != nil {
+		s.tomb[id] = s.ver[id]
+	}
+	delete(s.ver, id)
 	s.signal()
 	return nil
+}
+
+// conflictLocked returns err, having reloaded the deployment with id when
+// err is ErrConflict (another store changed it): ErrNotFound when another
+// store deleted it. Called with mu held.
+func (s *Store) conflictLocked(id string, err error) error {
+	if !errors.Is(err, ErrConflict) {
+		return err
+	}
+	r, rerr := s.b.read(id)
+	switch {
+	case errors.Is(rerr, ErrNotFound):
+		s.dropLocked(id)
+		return ErrNotFound
+	case rerr != nil:
+		// The watch catches up; the caller retries on 409 anyway.
+		s.log.Warn("reload a deployment after a conflict", "deploy", id, "err", rerr)
+	case r.Version > s.ver[id]:
+		s.byID[id], s.ver[id] = r.Deployment, r.Version
+		s.signal()
+	}
+	return fmt.Errorf("change deployment %s: %w", id, err)
+}
+
+// dropLocked forgets the deployment with id, which another store deleted,
+// signalling if it was known. Called with mu held.
+func (s *Store) dropLocked(id string) {
+	if _, ok := s.byID[id]; !ok {
+		return
+	}
+	delete(s.byID, id)
+	delete(s.ver, id)
+	s.signal()
 }
 
 // allLocked returns every deployment, by ID. Called with mu held.
@@ -271,77 +298,6 @@ func (s *Store) signal() {
 		default:
 		}
 	}
-}
-
-// tempPrefix is the name prefix of path's temp copies.
-func tempPrefix(path string) string { return ".tmp-" + filepath.Base(path) + "-" }
-
-// removeTemps removes the temp copies of path that writeFileAtomic left
-// when the process died between creating one and renaming or removing it.
-func removeTemps(path string) error {
-	ents, err := os.ReadDir(filepath.Dir(path))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("list deployments dir: %w", err)
-	}
-	var errs []error
-	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), tempPrefix(path)) {
-			if err := os.Remove(filepath.Join(filepath.Dir(path), e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove stale temp copies of the deployments (they hold HF tokens): %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes b to path through a synced temp file (created
-// 0600 by os.CreateTemp, then set to perm) and a rename, then syncs the
-// directory so that the rename survives a crash.
-func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes the entries of dir (a rename into it) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func newID() string {

@@ -57,8 +57,12 @@ func TestPermissionDenied(t *testing.T) {
 			return r.write(ctx, plan{d: &deploymentJob{id: "d-1"}, deregister: true})
 		}, `namespace capability "submit-job"`},
 		{"store load", func() error { _, err := store.Load(); return err }, `variables capability "list" on thaw/records/*`},
-		{"store put", func() error { return store.Put(nil, deploy.Deployment{ID: "d-1"}) }, `variables capability "write" on thaw/records/*`},
-		{"store delete", func() error { return store.Delete(nil, "d-1") }, `variables capability "destroy" on thaw/records/*`},
+		{"store read", func() error { _, err := store.Read("d-1"); return err }, `variables capability "read" on thaw/records/*`},
+		{"store watch", func() error { _, _, err := store.Watch(ctx, 7); return err }, `variables capability "list" on thaw/records/*`},
+		{"store create", func() error { _, err := store.Create(deploy.Deployment{ID: "d-1", Owner: "o", ModelName: "m"}); return err },
+			`variables capability "write" on thaw/names/*`},
+		{"store update", func() error { _, err := store.Update(deploy.Deployment{ID: "d-1"}, 3); return err }, `variables capability "write" on thaw/records/*`},
+		{"store delete", func() error { return store.Delete(deploy.Deployment{ID: "d-1"}, 3) }, `variables capability "destroy" on thaw/records/*`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.call()

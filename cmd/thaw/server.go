@@ -169,7 +169,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		printServing(w, "thaw server", cp.URL())
 		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redis.redacted(), cfg.usersFile)
 	}
-	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run, p.watchUsers)
+	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run, store.Run, p.watchUsers)
 }
 
 // newNomad returns the Nomad runtime and the deployment store (in Nomad
@@ -201,11 +201,17 @@ func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("data dir: %w", err)
 	}
-	var backend deploy.Backend = deploy.FileBackend{Path: filepath.Join(cfg.dataDir, "deployments.json")}
-	if cfg.storeKind == "nomad" {
-		backend = nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}
+	open := func() (*deploy.Store, error) {
+		return deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
 	}
-	store, err := openStoreRetrying(ctx, backend, log)
+	if cfg.storeKind == "nomad" {
+		// Shared by every replica: checked writes, and Store.Run follows
+		// the others' changes.
+		open = func() (*deploy.Store, error) {
+			return deploy.NewSharedStore(nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}, log)
+		}
+	}
+	store, err := openStoreRetrying(ctx, open, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -232,10 +238,10 @@ func nomadClientConfig(addr, token, namespace, region string) *nomadapi.Config {
 
 // openStoreRetrying loads the deployments, retrying for a while: thaw server
 // may start while Nomad (the store) is still coming up.
-func openStoreRetrying(ctx context.Context, b deploy.Backend, log *slog.Logger) (*deploy.Store, error) {
+func openStoreRetrying(ctx context.Context, open func() (*deploy.Store, error), log *slog.Logger) (*deploy.Store, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		store, err := deploy.NewStore(b)
+		store, err := open()
 		if err == nil || time.Now().After(deadline) {
 			return store, err
 		}

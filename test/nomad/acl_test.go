@@ -26,6 +26,9 @@ const thawPolicy = `namespace "default" {
     path "thaw/records/*" {
       capabilities = ["list", "read", "write", "destroy"]
     }
+    path "thaw/names/*" {
+      capabilities = ["read", "write", "destroy"]
+    }
     path "nomad/jobs/thaw-*" {
       capabilities = ["write", "destroy"]
     }
