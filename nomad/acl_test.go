@@ -59,7 +59,10 @@ func TestPermissionDenied(t *testing.T) {
 		{"store load", func() error { _, err := store.Load(); return err }, `variables capability "list" on thaw/records/*`},
 		{"store read", func() error { _, err := store.Read("d-1"); return err }, `variables capability "read" on thaw/records/*`},
 		{"store watch", func() error { _, _, err := store.Watch(ctx, 7); return err }, `variables capability "list" on thaw/records/*`},
-		{"store create", func() error { _, err := store.Create(deploy.Deployment{ID: "d-1", Owner: "o", ModelName: "m"}); return err },
+		{"store create", func() error {
+			_, err := store.Create(deploy.Deployment{ID: "d-1", Owner: "o", ModelName: "m"})
+			return err
+		},
 			`variables capability "write" on thaw/names/*`},
 		{"store update", func() error { _, err := store.Update(deploy.Deployment{ID: "d-1"}, 3); return err }, `variables capability "write" on thaw/records/*`},
 		{"store delete", func() error { return store.Delete(deploy.Deployment{ID: "d-1"}, 3) }, `variables capability "destroy" on thaw/records/*`},
