@@ -3,6 +3,7 @@ package nomadtest
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -251,4 +252,41 @@ func within(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestSharedStoreAPI: a thaw server and a store in this process, which
+// stands for a second replica (two thaw servers would both run the fleet),
+// over one Nomad: the API's create shows on the replica, and the replica's
+// update and delete show in the API within a second; the replica is refused
+// a model name the API's user holds, in any case.
+func TestSharedStoreAPI(t *testing.T) {
+	s := startServer(t, serverOpts{})
+	replica := openShared(t, nomad.VariableStore{Client: nomadClient()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- replica.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	name := uniqueName("replica")
+	d := s.create(name, "H100-80GB", 1, 8, 0, 1)
+	var mine deploy.Deployment
+	within(t, "the API's create to show on the replica", func() bool { var err error; mine, err = replica.Get(d.ID); return err == nil })
+	other := storeDep(strings.ToUpper(name))
+	other.Owner = mine.Owner
+	if _, err := replica.Create(other, nil); !errors.Is(err, deploy.ErrDuplicate) {
+		t.Errorf("create on the replica of the API's name in upper case: %v, want ErrDuplicate", err)
+	}
+	if _, err := replica.Update(d.ID, func(d *deploy.Deployment) { d.Settings.MaxInstances = 2 }, nil); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "the replica's update to show in the API", func() bool { return s.get(d.ID).Settings.MaxInstances == 2 })
+	if err := replica.Delete(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "the replica's delete to show in the API", func() bool {
+		r, err := s.do(http.MethodGet, "/deploy/"+d.ID, nil)
+		return err == nil && r.Status == http.StatusNotFound
+	})
+	again := s.create(name, "H100-80GB", 1, 8, 0, 1)
+	s.delete(again.ID)
 }
