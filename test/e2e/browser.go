@@ -373,6 +373,18 @@ func (p *Page) SetValue(sel, value string) {
 // and clicks it with the mouse.
 func (p *Page) Click(sel string) {
 	p.t.Helper()
+	p.WaitVisible(sel)
+	// A click lands where the element was when it was measured: wait until
+	// its box holds still (a panel above it may still be loading), as
+	// Playwright's "stable" actionability check does.
+	var last string
+	p.Until(p.Step, sel+" holds still to be clicked", func() bool {
+		box := Eval[string](p, fmt.Sprintf(`(() => { const e = document.querySelector(%s);
+  if (!e) return ""; const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height].join(","); })()`, jsString(sel)))
+		stable := box != "" && box == last
+		last = box
+		return stable
+	})
 	p.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
