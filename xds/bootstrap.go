@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -20,7 +21,12 @@ const XDSClusterName = "xds_cluster"
 
 // BootstrapConfig configures Bootstrap.
 type BootstrapConfig struct {
-	// XDSAddr is the ADS server, "host:port".
+	// XDSAddr is the ADS server, "host:port", or the replicas of a
+	// replicated one, comma-separated: the ADS cluster holds one endpoint
+	// per replica, and when the stream to one breaks Envoy re-dials the
+	// cluster and resumes from another (they serve identical snapshots).
+	// With TLS and replicas on different hosts, TLS.ServerName is required:
+	// the one name every replica's certificate holds.
 	XDSAddr string
 	// NodeID is the Envoy's node id. Default "thaw-edge".
 	NodeID string
@@ -53,22 +59,32 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	xdsAddr, err := socket(c.XDSAddr, false)
+	hosts, err := xdsEndpoints(c.XDSAddr)
 	if err != nil {
-		return nil, fmt.Errorf("xds address: %w", err)
+		return nil, err
 	}
-	xdsHost := xdsAddr.GetSocketAddress().GetAddress()
-	typ := cluster.Cluster_STATIC
-	if net.ParseIP(xdsHost) == nil {
-		typ = cluster.Cluster_STRICT_DNS
+	typ, serverName := cluster.Cluster_STATIC, ""
+	for i, h := range hosts {
+		host := h.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
+		if net.ParseIP(host) == nil {
+			typ = cluster.Cluster_STRICT_DNS
+		}
+		switch {
+		case i == 0:
+			serverName = host
+		case host != serverName && c.TLS.CAFile != "" && c.TLS.ServerName == "":
+			return nil, fmt.Errorf("%w: xDS TLS: the replicas %q have different hosts: give the server name their certificates share", ErrInvalidState, c.XDSAddr)
+		}
 	}
-	tls, err := upstreamTLS(c.TLS, xdsHost)
+	tls, err := upstreamTLS(c.TLS, serverName)
 	if err != nil {
 		return nil, err
 	}
 	h2, err := anypb.New(&httpopts.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
+			ProtocolConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{
+				ConnectionKeepalive: adsKeepalive(),
+			}},
 		}},
 	})
 	if err != nil {
@@ -96,11 +112,11 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 		StaticResources: &bootstrap.Bootstrap_StaticResources{Clusters: []*cluster.Cluster{{
 			Name:                          XDSClusterName,
 			ClusterDiscoveryType:          &cluster.Cluster_Type{Type: typ},
-			ConnectTimeout:                durationpb.New(time.Second),
+			ConnectTimeout:                durationpb.New(adsConnectTimeout),
 			TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
 			TransportSocket:               tls,
 			LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: XDSClusterName, Endpoints: []*endpoint.LocalityLbEndpoints{{
-				LbEndpoints: []*endpoint.LbEndpoint{lbEndpoint(xdsAddr, core.HealthStatus_UNKNOWN)},
+				LbEndpoints: hosts,
 			}}},
 		}}},
 	}
@@ -108,4 +124,46 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 		return nil, fmt.Errorf("xds: invalid bootstrap: %w", err)
 	}
 	return protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(b)
+}
+
+// How Envoy finds a live ADS replica. A replica that died with its host
+// still up refuses the connection at once; one whose host is gone is given
+// up after adsConnectTimeout. Either way Envoy's xDS client retries the
+// stream with its jittered backoff (0.5 s base) and the round robin over the
+// cluster's hosts dials the next replica. A stream whose peer vanished
+// without a FIN (a host lost, a partition) is found by HTTP/2 PINGs: no
+// answer within adsPingTimeout closes the connection. The ping interval
+// stays above the xDS server's keepalive enforcement minimum (15 s in
+// server.go), which answers more frequent pings with GOAWAY.
+const (
+	adsConnectTimeout = time.Second
+	adsPingInterval   = 20 * time.Second
+	adsPingTimeout    = 5 * time.Second
+)
+
+func adsKeepalive() *core.KeepaliveSettings {
+	return &core.KeepaliveSettings{
+		Interval: durationpb.New(adsPingInterval),
+		Timeout:  durationpb.New(adsPingTimeout),
+	}
+}
+
+// xdsEndpoints are the ADS cluster's hosts: addrs is "host:port" or a
+// comma-separated list of them, one per xDS server replica.
+func xdsEndpoints(addrs string) ([]*endpoint.LbEndpoint, error) {
+	var out []*endpoint.LbEndpoint
+	seen := map[string]bool{}
+	for _, addr := range strings.Split(addrs, ",") {
+		addr = strings.TrimSpace(addr)
+		a, err := socket(addr, false)
+		if err != nil {
+			return nil, fmt.Errorf("xds address: %w", err)
+		}
+		if seen[addr] {
+			return nil, fmt.Errorf("%w: xds address %q given twice", ErrInvalidState, addr)
+		}
+		seen[addr] = true
+		out = append(out, lbEndpoint(a, core.HealthStatus_UNKNOWN))
+	}
+	return out, nil
 }

@@ -29,7 +29,7 @@ func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 		"for a thaw that requires client certificates (--xds-client-ca). File paths are\n"+
 		"read by Envoy, on its host.\n\nFlags:\n", stderr)
 	var c xds.BootstrapConfig
-	fs.StringVar(&c.XDSAddr, "xds-addr", "127.0.0.1:18000", "`host:port` of thaw's xDS (ADS) server")
+	fs.StringVar(&c.XDSAddr, "xds-addr", "127.0.0.1:18000", "`host:port` of thaw's xDS (ADS) server; with several thaw server replicas, each one's, comma-separated: Envoy resumes from another when one dies")
 	fs.StringVar(&c.NodeID, "node-id", "thaw-edge", "Envoy node `id`")
 	fs.StringVar(&c.NodeCluster, "node-cluster", "thaw", "Envoy node `cluster`")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:9901", "`ip:port` of Envoy's admin interface")
@@ -37,7 +37,7 @@ func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 	fs.StringVar(&c.TLS.CAFile, "xds-ca", "", "PEM `file`, on Envoy's host, of the CAs the xDS server's certificate (thaw --xds-tls-cert) must chain to; set, Envoy connects over TLS")
 	fs.StringVar(&c.TLS.CertFile, "xds-client-cert", "", "with --xds-ca: PEM `file`, on Envoy's host, of Envoy's client certificate, for a thaw with --xds-client-ca (mutual TLS)")
 	fs.StringVar(&c.TLS.KeyFile, "xds-client-key", "", "with --xds-client-cert: PEM `file`, on Envoy's host, of its private key")
-	fs.StringVar(&c.TLS.ServerName, "xds-server-name", "", "with --xds-ca: the `name` the xDS server's certificate must hold (a DNS or IP address SAN); default --xds-addr's host")
+	fs.StringVar(&c.TLS.ServerName, "xds-server-name", "", "with --xds-ca: the `name` the xDS server's certificate must hold (a DNS or IP address SAN); default --xds-addr's host, required when the replicas in --xds-addr have different hosts")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
