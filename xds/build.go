@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"time"
 
@@ -80,7 +81,9 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	if s.API == "" || s.Listen == "" {
 		return nil, fmt.Errorf("%w: Listen and API are required", ErrInvalidState)
 	}
-	activators := s.Activators
+	// Sorted: replicas given the same activators in another order build
+	// the same snapshot.
+	activators := slices.Sorted(slices.Values(s.Activators))
 	if len(activators) == 0 {
 		activators = []string{s.API}
 	}

@@ -46,9 +46,11 @@ func viewSnapshot(t *testing.T, snap *cache.Snapshot) snapshotView {
 	return v
 }
 
-// shuffled is st with its deployments and their endpoints in a random
-// order, as another replica may have learnt them.
+// shuffled is st with its deployments, their endpoints and the activators
+// in a random order, as another replica may have learnt or been given them.
 func shuffled(st State, r *rand.Rand) State {
+	st.Activators = append([]string(nil), st.Activators...)
+	r.Shuffle(len(st.Activators), func(i, j int) { st.Activators[i], st.Activators[j] = st.Activators[j], st.Activators[i] })
 	st.Deployments = append([]Deployment(nil), st.Deployments...)
 	r.Shuffle(len(st.Deployments), func(i, j int) { st.Deployments[i], st.Deployments[j] = st.Deployments[j], st.Deployments[i] })
 	for i, d := range st.Deployments {
@@ -64,6 +66,7 @@ func shuffled(st State, r *rand.Rand) State {
 // from one xDS replica to another is re-sent exactly what it has.
 func TestBuildIdenticalAcrossReplicas(t *testing.T) {
 	st := testState()
+	st.Activators = []string{"127.0.0.1:8083", "127.0.0.1:8081", "127.0.0.1:8082"}
 	st.Deployments = append(st.Deployments,
 		Deployment{ID: "many", Model: "carol/m", Capacity: 8, Endpoints: []Endpoint{
 			{ID: "i9", Addr: "127.0.0.1:9009"}, {ID: "i7", Addr: "127.0.0.1:9007"}, {ID: "i8", Addr: "127.0.0.1:9008"},
