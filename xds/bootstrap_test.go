@@ -1,14 +1,12 @@
 package xds
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/thawhq/thaw/internal/envoytest"
 
 	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -62,32 +60,9 @@ func bootstrapADS(t *testing.T, c BootstrapConfig) (adsCluster, error) {
 		got.SAN, got.SNI = v.SAN, v.SNI
 	}
 	if c.TLS.CAFile == "" {
-		validateBootstrap(t, js)
+		envoytest.Validate(t, js)
 	}
 	return got, nil
-}
-
-// validateBootstrap runs `envoy --mode validate` on the bootstrap when
-// bin/envoy is installed (scripts/envoy.sh).
-func validateBootstrap(t *testing.T, js []byte) {
-	t.Helper()
-	bin, err := filepath.Abs("../bin/envoy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Logf("%s not installed: bootstrap not validated by Envoy", bin)
-		return
-	}
-	f := filepath.Join(t.TempDir(), "envoy.json")
-	if err := os.WriteFile(f, js, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", f, "--disable-hot-restart").CombinedOutput(); err != nil {
-		t.Errorf("envoy --mode validate: %v\n%s", err, out)
-	}
 }
 
 // TestBootstrapReplicas: every xDS server replica in XDSAddr is a host of

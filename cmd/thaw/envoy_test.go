@@ -6,14 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/thawhq/thaw/internal/envoytest"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -79,37 +78,13 @@ func TestEnvoyBootstrap(t *testing.T) {
 		if diff := cmp.Diff(wantAll, got); diff != "" {
 			t.Errorf("delta=%v bootstrap (-want +got):\n%s", delta, diff)
 		}
-		validateWithEnvoy(t, out.Bytes())
+		envoytest.Validate(t, out.Bytes())
 	}
 
 	for _, args := range [][]string{{"--xds-addr", "nope"}, {"--admin", "localhost:9901"}, {"extra"}} {
 		if err := runEnvoyBootstrap(context.Background(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("runEnvoyBootstrap(%q) = nil, want an error", args)
 		}
-	}
-}
-
-// validateWithEnvoy runs `envoy --mode validate` on the bootstrap when
-// bin/envoy is installed (scripts/envoy.sh).
-func validateWithEnvoy(t *testing.T, boot []byte) {
-	t.Helper()
-	bin, err := filepath.Abs("../../bin/envoy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Logf("%s not installed: bootstrap not validated by Envoy", bin)
-		return
-	}
-	f := filepath.Join(t.TempDir(), "envoy.json")
-	if err := os.WriteFile(f, boot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "--mode", "validate", "-c", f, "--disable-hot-restart").CombinedOutput()
-	if err != nil {
-		t.Errorf("envoy --mode validate: %v\n%s", err, out)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/internal/envoytest"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -326,7 +328,7 @@ func TestEnvoyBootstrapTLS(t *testing.T) {
 	if diff := cmp.Diff([]string{"envoy.transport_sockets.tls", f.CA, f.Cert}, got); diff != "" {
 		t.Errorf("ADS cluster's transport socket (-want +got):\n%s", diff)
 	}
-	validateWithEnvoy(t, out.Bytes())
+	envoytest.Validate(t, out.Bytes())
 
 	if err := runEnvoyBootstrap(context.Background(), []string{"--xds-client-cert", f.Cert, "--xds-client-key", f.Key}, io.Discard, io.Discard); err == nil {
 		t.Error("a client certificate without --xds-ca: no error")

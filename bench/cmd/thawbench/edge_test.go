@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thawhq/thaw/internal/envoytest"
+
 	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -51,17 +53,7 @@ func TestStaticEnvoyConfig(t *testing.T) {
 		t.Error("staticEnvoyConfig accepted a listen address without a port")
 	}
 
-	envoy := filepath.Join(repoBin(t), "envoy")
-	if _, err := os.Stat(envoy); err != nil {
-		t.Skipf("%s missing (make deps): Envoy's own validation skipped", envoy)
-	}
-	path := filepath.Join(t.TempDir(), "envoy.json")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(envoy, "--mode", "validate", "-c", path).CombinedOutput(); err != nil {
-		t.Errorf("envoy --mode validate: %v\n%s", err, out)
-	}
+	envoytest.Validate(t, b)
 }
 
 // TestProbeServers: the stand-in /authz routes straight to the deployment
