@@ -16,6 +16,7 @@ import (
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -78,14 +79,14 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	if s.HoldTimeout <= 0 {
 		s.HoldTimeout = DefaultHoldTimeout
 	}
-	if s.API == "" || s.Listen == "" {
-		return nil, fmt.Errorf("%w: Listen and API are required", ErrInvalidState)
+	// Sorted and deduped: replicas given the same addresses in another
+	// order build the same snapshot.
+	apis, activators := sortedSet(s.APIs), sortedSet(s.Activators)
+	if len(apis) == 0 || s.Listen == "" {
+		return nil, fmt.Errorf("%w: Listen and APIs are required", ErrInvalidState)
 	}
-	// Sorted: replicas given the same activators in another order build
-	// the same snapshot.
-	activators := slices.Sorted(slices.Values(s.Activators))
 	if len(activators) == 0 {
-		activators = []string{s.API}
+		activators = apis
 	}
 	idle := s.HoldTimeout + HoldMargin
 	deployments := append([]Deployment(nil), s.Deployments...)
@@ -95,7 +96,7 @@ func Resources(s State) (map[resource.Type][]types.Resource, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := staticCluster(APICluster, s.API)
+	api, err := apiCluster(apis)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,8 @@ func buildListener(listen string, lt ListenerTLS, idle time.Duration) (*listener
 				HttpUpstreamType: &core.HttpUri_Cluster{Cluster: APICluster},
 				Timeout:          durationpb.New(authzTimeout),
 			},
-			PathPrefix: routing.AuthzPrefix,
+			PathPrefix:  routing.AuthzPrefix,
+			RetryPolicy: authzRetry(),
 			AuthorizationResponse: &extauthz.AuthorizationResponse{
 				AllowedUpstreamHeaders: exactList(deployIDHeader, routeHeader, grantHeader),
 				AllowedClientHeaders:   exactList("content-type", "retry-after"),
@@ -243,6 +245,25 @@ func buildListener(listen string, lt ListenerTLS, idle time.Duration) (*listener
 	}, nil
 }
 
+// authzRetry retries a check whose connection to a thaw replica failed
+// (the replica died, or is ejected for it) on another replica, soon: the
+// client is waiting. Only where the replica cannot have seen the check.
+func authzRetry() *core.RetryPolicy {
+	return &core.RetryPolicy{
+		RetryOn:    "connect-failure,refused-stream,reset-before-request",
+		NumRetries: wrapperspb.UInt32(3),
+		RetryBackOff: &core.BackoffStrategy{
+			BaseInterval: durationpb.New(10 * time.Millisecond),
+			MaxInterval:  durationpb.New(100 * time.Millisecond),
+		},
+		RetryHostPredicate: []*core.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &core.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushosts.PreviousHostsPredicate{})},
+		}},
+		HostSelectionRetryMaxAttempts: 5,
+	}
+}
+
 func thresholds() *cluster.CircuitBreakers {
 	return &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
 		Priority:           core.RoutingPriority_DEFAULT,
@@ -270,7 +291,14 @@ func edsCluster(name string) *cluster.Cluster {
 // it was holding.
 func activatorCluster() *cluster.Cluster {
 	c := edsCluster(ActivatorCluster)
-	c.OutlierDetection = &cluster.OutlierDetection{
+	c.OutlierDetection = ejectOnConnectFailure()
+	return c
+}
+
+// ejectOnConnectFailure ejects a host after one failed connection, for 5 s
+// (longer each time it fails again).
+func ejectOnConnectFailure() *cluster.OutlierDetection {
+	return &cluster.OutlierDetection{
 		SplitExternalLocalOriginErrors:         true,
 		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(1),
 		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
@@ -278,27 +306,40 @@ func activatorCluster() *cluster.Cluster {
 		BaseEjectionTime:                       durationpb.New(5 * time.Second),
 		MaxEjectionPercent:                     wrapperspb.UInt32(100),
 	}
-	return c
 }
 
-func staticCluster(name, addr string) (*cluster.Cluster, error) {
-	a, err := socket(addr, false)
-	if err != nil {
-		return nil, err
-	}
+// apiCluster balances over thaw's API replicas. A replica whose
+// connections fail (it died) is ejected at once, as in activatorCluster, so
+// the catch-all route and /authz stop trying it; their retries move a
+// request that failed to connect to another replica.
+func apiCluster(addrs []string) (*cluster.Cluster, error) {
 	typ := cluster.Cluster_STATIC
-	if net.ParseIP(a.GetSocketAddress().GetAddress()) == nil {
-		typ = cluster.Cluster_STRICT_DNS
+	l := &endpoint.LocalityLbEndpoints{}
+	for _, addr := range addrs {
+		a, err := socket(addr, false)
+		if err != nil {
+			return nil, err
+		}
+		if net.ParseIP(a.GetSocketAddress().GetAddress()) == nil {
+			typ = cluster.Cluster_STRICT_DNS // a name: Envoy resolves it
+		}
+		l.LbEndpoints = append(l.LbEndpoints, lbEndpoint(a, core.HealthStatus_UNKNOWN))
 	}
 	return &cluster.Cluster{
-		Name:                 name,
+		Name:                 APICluster,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: typ},
 		ConnectTimeout:       durationpb.New(connectTimout),
 		CircuitBreakers:      thresholds(),
-		LoadAssignment: &endpoint.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpoint.LocalityLbEndpoints{{
-			LbEndpoints: []*endpoint.LbEndpoint{lbEndpoint(a, core.HealthStatus_UNKNOWN)},
-		}}},
+		OutlierDetection:     ejectOnConnectFailure(),
+		LoadAssignment: &endpoint.ClusterLoadAssignment{
+			ClusterName: APICluster, Endpoints: []*endpoint.LocalityLbEndpoints{l},
+		},
 	}, nil
+}
+
+// sortedSet is addrs sorted, without repeats; nil for none.
+func sortedSet(addrs []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(addrs)))
 }
 
 func lbEndpoint(a *core.Address, h core.HealthStatus) *endpoint.LbEndpoint {

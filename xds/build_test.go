@@ -24,7 +24,7 @@ import (
 func testState() State {
 	return State{
 		Listen:      "127.0.0.1:10000",
-		API:         "127.0.0.1:8080",
+		APIs:        []string{"127.0.0.1:8080"},
 		Activators:  []string{"127.0.0.1:8081", "127.0.0.1:8082"},
 		HoldTimeout: 2 * time.Minute,
 		Deployments: []Deployment{
@@ -235,7 +235,7 @@ func TestBuildListener(t *testing.T) {
 
 func TestBuildClusters(t *testing.T) {
 	st := testState()
-	st.API = "thaw.internal:8080" // a name: resolved by DNS
+	st.APIs = []string{"thaw.internal:8080", "127.0.0.1:8081"} // a name: resolved by DNS
 	res := resources(t, st)
 	got := map[string]string{}
 	for _, r := range res[resource.ClusterType] {
@@ -299,8 +299,9 @@ func TestBuildDefaultsAndVersion(t *testing.T) {
 func TestBuildRejects(t *testing.T) {
 	tests := map[string]func(*State){
 		"no listener":        func(s *State) { s.Listen = "" },
-		"no api":             func(s *State) { s.API = "" },
-		"bad port":           func(s *State) { s.API = "127.0.0.1:99999" },
+		"no api":             func(s *State) { s.APIs = nil },
+		"bad port":           func(s *State) { s.APIs = []string{"127.0.0.1:99999"} },
+		"one bad api":        func(s *State) { s.APIs = []string{"127.0.0.1:8080", "127.0.0.1"} },
 		"name in eds":        func(s *State) { s.Deployments[0].Endpoints[0].Addr = "host:9000" },
 		"activator no port":  func(s *State) { s.Activators = []string{"127.0.0.1"} },
 		"duplicate id":       func(s *State) { s.Deployments[1].ID = "warm" },
@@ -315,5 +316,80 @@ func TestBuildRejects(t *testing.T) {
 				t.Errorf("Build = %v, want ErrInvalidState", err)
 			}
 		})
+	}
+}
+
+// apiView is what an operator checks of the thaw-api cluster and the
+// ext_authz service that calls it.
+type apiView struct {
+	Hosts          []string
+	EjectAfter     uint32 // failed connections
+	AuthzCluster   string
+	AuthzRetryOn   string
+	AuthzRetries   uint32
+	AuthzPredicate string
+	Activators     []lbView
+}
+
+func viewAPIs(t *testing.T, st State) apiView {
+	t.Helper()
+	res := resources(t, st)
+	var v apiView
+	for _, r := range res[resource.ClusterType] {
+		if c := r.(*cluster.Cluster); c.GetName() == APICluster {
+			for _, e := range viewLoad(c.GetLoadAssignment()) {
+				v.Hosts = append(v.Hosts, e.Addr)
+			}
+			v.EjectAfter = c.GetOutlierDetection().GetConsecutiveLocalOriginFailure().GetValue()
+		}
+	}
+	for _, r := range res[resource.EndpointType] {
+		if cla := r.(*endpoint.ClusterLoadAssignment); cla.GetClusterName() == ActivatorCluster {
+			v.Activators = viewLoad(cla)
+		}
+	}
+	var m hcm.HttpConnectionManager
+	if err := res[resource.ListenerType][0].(*listener.Listener).GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m); err != nil {
+		t.Fatal(err)
+	}
+	var az extauthz.ExtAuthz
+	if err := m.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&az); err != nil {
+		t.Fatal(err)
+	}
+	rp := az.GetHttpService().GetRetryPolicy()
+	v.AuthzCluster = az.GetHttpService().GetServerUri().GetCluster()
+	v.AuthzRetryOn, v.AuthzRetries = rp.GetRetryOn(), rp.GetNumRetries().GetValue()
+	for _, p := range rp.GetRetryHostPredicate() {
+		v.AuthzPredicate += p.GetName()
+	}
+	return v
+}
+
+// TestBuildAPIs: with several thaw server replicas, the catch-all and
+// /authz reach all of them (each once, in one order), a replica that stops
+// accepting connections is ejected and a check that could not connect is
+// retried on another replica; with no --activators, every replica holds
+// requests.
+func TestBuildAPIs(t *testing.T) {
+	st := testState()
+	st.APIs = []string{"127.0.0.1:8081", "127.0.0.1:8080", "127.0.0.1:8081"}
+	st.Activators = nil
+	want := apiView{
+		Hosts:          []string{"127.0.0.1:8080", "127.0.0.1:8081"},
+		EjectAfter:     1,
+		AuthzCluster:   APICluster,
+		AuthzRetryOn:   "connect-failure,refused-stream,reset-before-request",
+		AuthzRetries:   3,
+		AuthzPredicate: "envoy.retry_host_predicates.previous_hosts",
+		Activators:     []lbView{{0, "127.0.0.1:8080", "UNKNOWN"}, {0, "127.0.0.1:8081", "UNKNOWN"}},
+	}
+	if diff := cmp.Diff(want, viewAPIs(t, st)); diff != "" {
+		t.Errorf("two replicas (-want +got):\n%s", diff)
+	}
+	// Activators given: they, not the API replicas, hold requests.
+	st.Activators = []string{"127.0.0.1:9090"}
+	want.Activators = []lbView{{0, "127.0.0.1:9090", "UNKNOWN"}}
+	if diff := cmp.Diff(want, viewAPIs(t, st)); diff != "" {
+		t.Errorf("two replicas, one activator (-want +got):\n%s", diff)
 	}
 }

@@ -38,7 +38,15 @@
 // the activator replicas: with no ready instance Envoy fails over to the
 // activator, which holds the request, signals demand and forwards it once an
 // instance is ready. thaw-activator (EDS) serves the activator route;
-// thaw-api is static.
+// thaw-api is static and holds every thaw server replica (State.APIs): the
+// catch-all and /authz load-balance over them, eject a replica whose
+// connections fail, and retry a request that could not connect on another
+// replica, so one replica's death costs the edge no request.
+//
+// Replicas. Every thaw server replica serves xDS and builds its snapshot
+// from the same state: Build sorts and dedups addresses, deployments and
+// instances and versions each type by a hash of its resources, so an Envoy
+// that moves from one replica to another is re-sent exactly what it has.
 //
 // Timeouts are sized for LLMs: route timeouts are off (a stream is never cut
 // at 15 s), stream idle timeouts are the hold timeout plus a margin (a held

@@ -46,11 +46,12 @@ func viewSnapshot(t *testing.T, snap *cache.Snapshot) snapshotView {
 	return v
 }
 
-// shuffled is st with its deployments, their endpoints and the activators
-// in a random order, as another replica may have learnt or been given them.
+// shuffled is st with its deployments, their endpoints, the API replicas
+// and the activators in a random order, and some addresses repeated, as
+// another replica may have learnt or been given them.
 func shuffled(st State, r *rand.Rand) State {
-	st.Activators = append([]string(nil), st.Activators...)
-	r.Shuffle(len(st.Activators), func(i, j int) { st.Activators[i], st.Activators[j] = st.Activators[j], st.Activators[i] })
+	st.APIs = shuffledAddrs(st.APIs, r)
+	st.Activators = shuffledAddrs(st.Activators, r)
 	st.Deployments = append([]Deployment(nil), st.Deployments...)
 	r.Shuffle(len(st.Deployments), func(i, j int) { st.Deployments[i], st.Deployments[j] = st.Deployments[j], st.Deployments[i] })
 	for i, d := range st.Deployments {
@@ -61,11 +62,22 @@ func shuffled(st State, r *rand.Rand) State {
 	return st
 }
 
+// shuffledAddrs is addrs with one of them repeated, in a random order.
+func shuffledAddrs(addrs []string, r *rand.Rand) []string {
+	out := append([]string(nil), addrs...)
+	if len(addrs) > 0 {
+		out = append(out, addrs[r.IntN(len(addrs))])
+	}
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
 // TestBuildIdenticalAcrossReplicas: the same state in any order builds
 // byte-identical snapshots with the same versions, so an Envoy that moves
 // from one xDS replica to another is re-sent exactly what it has.
 func TestBuildIdenticalAcrossReplicas(t *testing.T) {
 	st := testState()
+	st.APIs = []string{"127.0.0.1:8090", "10.0.0.2:8080", "127.0.0.1:8080"}
 	st.Activators = []string{"127.0.0.1:8083", "127.0.0.1:8081", "127.0.0.1:8082"}
 	st.Deployments = append(st.Deployments,
 		Deployment{ID: "many", Model: "carol/m", Capacity: 8, Endpoints: []Endpoint{
@@ -106,10 +118,11 @@ type replicaEvent func(*Server)
 // replicas, that learn the same deployments and endpoints in different
 // orders and through different histories push identical snapshots.
 func TestServersIdenticalAcrossReplicas(t *testing.T) {
-	newServer := func() *Server {
+	// Each replica is given the replicas' addresses in its own order, as
+	// operators write flags.
+	newServer := func(apis, activators []string) *Server {
 		s, err := New(Config{Addr: "127.0.0.1:0", Edge: State{
-			Listen: "127.0.0.1:10000", API: "127.0.0.1:8080",
-			Activators: []string{"127.0.0.1:8081", "127.0.0.1:8082"},
+			Listen: "127.0.0.1:10000", APIs: apis, Activators: activators,
 		}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +139,8 @@ func TestServersIdenticalAcrossReplicas(t *testing.T) {
 		func(s *Server) { s.SetModel("d-c", "carol/c") },
 		func(s *Server) { s.Fail("d-c", "crash loop") },
 	}
-	a, b := newServer(), newServer()
+	a := newServer([]string{"127.0.0.1:8080", "127.0.0.1:8090"}, []string{"127.0.0.1:8081", "127.0.0.1:8082"})
+	b := newServer([]string{"127.0.0.1:8090", "127.0.0.1:8080"}, []string{"127.0.0.1:8082", "127.0.0.1:8081"})
 	for _, e := range events {
 		e(a)
 	}

@@ -39,7 +39,7 @@ type Config struct {
 	// tls.RequireAndVerifyClientCert and ClientCAs an Envoy without a
 	// certificate those CAs signed is refused (mutual TLS). nil: cleartext.
 	TLS *tls.Config
-	// Edge is the static part of the edge's state: Listen, API, Activators,
+	// Edge is the static part of the edge's state: Listen, APIs, Activators,
 	// HoldTimeout. Its Deployments are ignored: they come from
 	// SetEndpoints, SetModel and Remove.
 	Edge State
@@ -99,8 +99,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Addr == "" && cfg.Listener == nil {
 		return nil, errors.New("xds: Addr or Listener is required")
 	}
-	if cfg.Edge.Listen == "" || cfg.Edge.API == "" {
-		return nil, errors.New("xds: Edge.Listen and Edge.API are required")
+	if cfg.Edge.Listen == "" || len(cfg.Edge.APIs) == 0 {
+		return nil, errors.New("xds: Edge.Listen and Edge.APIs are required")
 	}
 	if cfg.DrainPoll <= 0 {
 		cfg.DrainPoll = 100 * time.Millisecond

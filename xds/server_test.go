@@ -60,7 +60,7 @@ func runServer(t *testing.T, cfg Config) (*Server, string) {
 		t.Fatal(err)
 	}
 	cfg.Listener = ln
-	cfg.Edge = State{Listen: "127.0.0.1:10000", API: "127.0.0.1:8080"}
+	cfg.Edge = State{Listen: "127.0.0.1:10000", APIs: []string{"127.0.0.1:8080"}}
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := New(cfg)
 	if err != nil {

@@ -41,11 +41,16 @@ type State struct {
 	Listen string
 	// ListenTLS is the listener's certificate; zero: cleartext HTTP.
 	ListenTLS ListenerTLS
-	// API is thaw's API address, "host:port": deploy API, 404s, /healthz and
-	// the /authz service.
-	API string
-	// Activators are the activator replicas, "host:port" each. Empty means
-	// thaw's API address also holds requests (thaw dev).
+	// APIs are thaw's API addresses, "host:port" each, one per thaw server
+	// replica: the deploy API, 404s, /healthz and the /authz service, which
+	// Envoy load-balances over them (a dead replica is ejected and its
+	// requests retried on another). At least one. Order and repeats do not
+	// matter: Build sorts and dedups them, so replicas given the same list
+	// build the same snapshot.
+	APIs []string
+	// Activators are the activator replicas, "host:port" each (IPs). Empty
+	// means thaw's API replicas also hold requests (thaw dev, thaw server's
+	// built-in activator). Sorted and deduped like APIs.
 	Activators []string
 	// HoldTimeout is how long the activator may hold a request; Envoy's
 	// idle timeouts are this plus HoldMargin. Default DefaultHoldTimeout.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,7 @@ func runEnvoyBootstrap(_ context.Context, args []string, stdout, stderr io.Write
 type edgeFlags struct {
 	xdsAddr    string
 	listen     string
+	replicas   string
 	activators string
 	envoyAdmin string
 	// xdsTLS are the xDS server's certificate and, for mutual TLS, the
@@ -75,7 +77,8 @@ type edgeFlags struct {
 func (e *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.xdsAddr, "xds-addr", "", "`host:port` to serve Envoy's configuration on (ADS, state of the world and delta); empty: no Envoy edge")
 	fs.StringVar(&e.listen, "edge-addr", "127.0.0.1:10000", "with --xds-addr: `ip:port` Envoy's listener takes traffic on")
-	fs.StringVar(&e.activators, "activators", "", "with --xds-addr: comma-separated `ip:port` list of the activator replicas Envoy falls back to while a model has no ready instance (default: this process's --addr)")
+	fs.StringVar(&e.replicas, "replicas", "", "with --xds-addr: comma-separated `host:port` list of every thaw server replica's --addr as Envoy reaches it, the same list on each replica, this one's included; Envoy's catch-all route and /authz balance over them (default: this process's --addr)")
+	fs.StringVar(&e.activators, "activators", "", "with --xds-addr: comma-separated `ip:port` list of the activator replicas Envoy falls back to while a model has no ready instance (default: --replicas, whose built-in activators hold requests)")
 	fs.StringVar(&e.envoyAdmin, "envoy-admin", "", "with --xds-addr: comma-separated admin `URLs` of the Envoys (http://127.0.0.1:9901); scale-down then waits for Envoy's in-flight requests to an instance")
 	fs.StringVar(&e.xdsTLS.Cert, "xds-tls-cert", "", "with --xds-addr: PEM `file` of the xDS server's certificate chain; with --xds-tls-key, ADS is served over TLS only (give Envoy the CA: thaw envoy-bootstrap --xds-ca); a rotated pair is used from the next connection on")
 	fs.StringVar(&e.xdsTLS.Key, "xds-tls-key", "", "with --xds-tls-cert: PEM `file` of its private key")
@@ -94,33 +97,119 @@ func (e *edgeFlags) newXDS(apiAddr string, holdTimeout time.Duration, log *slog.
 		}
 		return nil, nil
 	}
-	api, err := dialable(apiAddr)
-	if err != nil {
-		return nil, fmt.Errorf("--addr: %w", err)
-	}
 	if e.listenTLS.Enabled() && (e.listenTLS.CertFile == "" || e.listenTLS.KeyFile == "") {
 		return nil, errors.New("--edge-tls-cert and --edge-tls-key go together")
 	}
-	cfg := xds.Config{
-		Addr:   e.xdsAddr,
-		Edge:   xds.State{Listen: e.listen, ListenTLS: e.listenTLS, API: api, HoldTimeout: holdTimeout},
-		Logger: log,
+	edge, err := e.edgeState(apiAddr, holdTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg := xds.Config{Addr: e.xdsAddr, Edge: edge, EnvoyAdmin: splitList(e.envoyAdmin), Logger: log}
 	if cfg.TLS, err = e.xdsTLS.config(log); err != nil {
 		return nil, fmt.Errorf("--xds-tls-cert, --xds-tls-key, --xds-client-ca: %w", err)
 	}
+	return xds.New(cfg)
+}
+
+// edgeState is the static part of the edge's state the flags describe,
+// checked by building it (bad addresses fail now, not at the first push).
+// Without --activators the API replicas hold requests (xds.Build's
+// default): every replica runs the built-in activator.
+func (e *edgeFlags) edgeState(apiAddr string, holdTimeout time.Duration) (xds.State, error) {
+	apis, err := replicaAPIs(e.replicas, apiAddr)
+	if err != nil {
+		return xds.State{}, err
+	}
+	st := xds.State{Listen: e.listen, ListenTLS: e.listenTLS, APIs: apis, HoldTimeout: holdTimeout}
 	for _, a := range splitList(e.activators) {
 		if a, err = dialable(a); err != nil {
-			return nil, fmt.Errorf("--activators: %w", err)
+			return xds.State{}, fmt.Errorf("--activators: %w", err)
 		}
-		cfg.Edge.Activators = append(cfg.Edge.Activators, a)
+		st.Activators = append(st.Activators, a)
 	}
-	cfg.EnvoyAdmin = splitList(e.envoyAdmin)
-	// Catch bad addresses now rather than at the first push.
-	if _, err := xds.Build(cfg.Edge); err != nil {
-		return nil, err
+	if _, err := xds.Build(st); err != nil {
+		return xds.State{}, err
 	}
-	return xds.New(cfg)
+	return st, nil
+}
+
+// replicaAPIs is --replicas (list) in dialable form, or this process's
+// --addr (addr) alone when it is empty. A list without this replica is
+// refused: Envoy would send it nothing, and its /healthz and errors would
+// not be what the edge answers.
+func replicaAPIs(list, addr string) ([]string, error) {
+	self, err := dialable(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
+	if list == "" {
+		return []string{self}, nil
+	}
+	var apis []string
+	found := false
+	for _, r := range splitList(list) {
+		d, err := dialable(r)
+		if err != nil {
+			return nil, fmt.Errorf("--replicas: %w", err)
+		}
+		apis = append(apis, d)
+		found = found || isSelf(d, self, addr)
+	}
+	if len(apis) == 0 {
+		return nil, errors.New("--replicas: no address")
+	}
+	if !found {
+		return nil, fmt.Errorf("--replicas %q does not include this replica's --addr %s: give every replica the same list of all of them", list, self)
+	}
+	return apis, nil
+}
+
+// isSelf says whether replica, a dialable --replicas entry, is this
+// process, whose --addr is addr (self in dialable form). A process listening
+// on every interface (":8080", "0.0.0.0:8080") is any local address, or a
+// name resolving to one, on its port.
+func isSelf(replica, self, addr string) bool {
+	if replica == self {
+		return true
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return false
+	}
+	rhost, rport, err := net.SplitHostPort(replica)
+	if err != nil || rport != port {
+		return false
+	}
+	ips := []net.IP{net.ParseIP(rhost)}
+	if ips[0] == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupIPAddr(ctx, rhost)
+		if err != nil {
+			return false
+		}
+		ips = ips[:0]
+		for _, a := range addrs {
+			ips = append(ips, a.IP)
+		}
+	}
+	return slices.ContainsFunc(ips, isLocalIP)
+}
+
+// isLocalIP says whether ip is a loopback address or one of this host's
+// interfaces'.
+func isLocalIP(ip net.IP) bool {
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(addrs, func(a net.Addr) bool {
+		n, ok := a.(*net.IPNet)
+		return ok && n.IP.Equal(ip)
+	})
 }
 
 // dialable turns a listen address (":8080", "0.0.0.0:8080") into one Envoy

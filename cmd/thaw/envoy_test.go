@@ -4,19 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/thawhq/thaw/internal/envoytest"
-
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/internal/envoytest"
+	"github.com/thawhq/thaw/xds"
 )
 
 func TestEnvoyBootstrap(t *testing.T) {
@@ -107,10 +113,105 @@ func TestEdgeFlags(t *testing.T) {
 			t.Errorf("%+v: no error", bad)
 		}
 	}
+	if _, err := (&edgeFlags{xdsAddr: "127.0.0.1:0", listen: "127.0.0.1:10000", replicas: "127.0.0.1:8081"}).newXDS("127.0.0.1:8080", time.Minute, log); err == nil ||
+		!strings.Contains(err.Error(), "does not include this replica's --addr 127.0.0.1:8080") {
+		t.Errorf("--replicas without this replica: %v, want an error naming its --addr", err)
+	}
 	for in, want := range map[string]string{":8080": "127.0.0.1:8080", "0.0.0.0:1": "127.0.0.1:1", "[::]:2": "127.0.0.1:2", "10.0.0.5:3": "10.0.0.5:3"} {
 		if got, err := dialable(in); got != want || err != nil {
 			t.Errorf("dialable(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// TestEdgeState: two replicas given the same --replicas (in another order)
+// describe the same edge, whose catch-all and activators are both replicas.
+func TestEdgeState(t *testing.T) {
+	flags := map[string]edgeFlags{
+		"127.0.0.1:8080": {xdsAddr: "127.0.0.1:18000", listen: "127.0.0.1:10000", replicas: "127.0.0.1:8080,127.0.0.1:8081"},
+		"127.0.0.1:8081": {xdsAddr: "127.0.0.1:18001", listen: "127.0.0.1:10000", replicas: "127.0.0.1:8081,127.0.0.1:8080"},
+	}
+	var built []*cache.Snapshot
+	for addr, e := range flags {
+		st, err := e.edgeState(addr, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := xds.Build(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		built = append(built, snap)
+		var hosts []string
+		for _, typ := range []string{resource.ClusterType, resource.EndpointType} {
+			for name, r := range snap.GetResources(typ) {
+				var cla *endpoint.ClusterLoadAssignment
+				switch r := r.(type) {
+				case *cluster.Cluster:
+					cla = r.GetLoadAssignment()
+				case *endpoint.ClusterLoadAssignment:
+					cla = r
+				}
+				for _, l := range cla.GetEndpoints() {
+					for _, h := range l.GetLbEndpoints() {
+						sa := h.GetEndpoint().GetAddress().GetSocketAddress()
+						hosts = append(hosts, fmt.Sprintf("%s %s:%d", name, sa.GetAddress(), sa.GetPortValue()))
+					}
+				}
+			}
+		}
+		slices.Sort(hosts)
+		want := []string{
+			"thaw-activator 127.0.0.1:8080", "thaw-activator 127.0.0.1:8081",
+			"thaw-api 127.0.0.1:8080", "thaw-api 127.0.0.1:8081",
+		}
+		if diff := cmp.Diff(want, hosts); diff != "" {
+			t.Errorf("replica %s: hosts (-want +got):\n%s", addr, diff)
+		}
+	}
+	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+		if built[0].GetVersion(typ) != built[1].GetVersion(typ) {
+			t.Errorf("%s: the replicas' versions differ: %s, %s", typ, built[0].GetVersion(typ), built[1].GetVersion(typ))
+		}
+	}
+}
+
+// TestReplicaAPIs: --replicas is what Envoy's catch-all and /authz balance
+// over, in dialable form, and must include this replica.
+func TestReplicaAPIs(t *testing.T) {
+	tests := []struct {
+		name, list, addr string
+		want             []string
+		err              string
+	}{
+		{name: "default: this replica", addr: "0.0.0.0:8080", want: []string{"127.0.0.1:8080"}},
+		{name: "two, this one first", list: "127.0.0.1:8080,127.0.0.1:8081", addr: "127.0.0.1:8080", want: []string{"127.0.0.1:8080", "127.0.0.1:8081"}},
+		{name: "two, this one second", list: " 127.0.0.1:8080 , 127.0.0.1:8081", addr: "127.0.0.1:8081", want: []string{"127.0.0.1:8080", "127.0.0.1:8081"}},
+		{name: "listen forms made dialable", list: ":8080,10.0.0.9:8080", addr: "127.0.0.1:8080", want: []string{"127.0.0.1:8080", "10.0.0.9:8080"}},
+		{name: "all interfaces: a loopback address on its port", list: "127.0.0.2:8080,10.255.0.9:8080", addr: "[::]:8080", want: []string{"127.0.0.2:8080", "10.255.0.9:8080"}},
+		{name: "all interfaces: localhost", list: "localhost:8080", addr: ":8080", want: []string{"localhost:8080"}},
+		{name: "not this replica", list: "127.0.0.1:8081,127.0.0.1:8082", addr: "127.0.0.1:8080", err: `--replicas "127.0.0.1:8081,127.0.0.1:8082" does not include this replica's --addr 127.0.0.1:8080`},
+		{name: "another port on all interfaces", list: "127.0.0.1:8081", addr: ":8080", err: "does not include"},
+		{name: "another host on all interfaces", list: "192.0.2.1:8080", addr: ":8080", err: "does not include"},
+		{name: "no port", list: "127.0.0.1:8080,10.0.0.9", addr: "127.0.0.1:8080", err: "--replicas: address 10.0.0.9: missing port"},
+		{name: "only commas", list: ",", addr: "127.0.0.1:8080", err: "--replicas: no address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := replicaAPIs(tt.list, tt.addr)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("replicaAPIs(%q, %q) = %v, %v; want error %q", tt.list, tt.addr, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("replicaAPIs(%q, %q) (-want +got):\n%s", tt.list, tt.addr, diff)
+			}
+		})
 	}
 }
 

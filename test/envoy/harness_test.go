@@ -146,7 +146,7 @@ func startEdge(t *testing.T, delta bool) *edge {
 	e.xs, err = xds.New(xds.Config{
 		Listener: xln,
 		Edge: xds.State{
-			Listen: listen, API: strings.TrimPrefix(api.URL, "http://"),
+			Listen: listen, APIs: []string{strings.TrimPrefix(api.URL, "http://")},
 			Activators: []string{strings.TrimPrefix(act.URL, "http://")}, HoldTimeout: holdTimeout,
 		},
 		EnvoyAdmin: []string{e.admin},

@@ -115,7 +115,7 @@ func testXDSFailover(t *testing.T, delta bool) {
 	inst := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(inst.Close)
 	listen, admin := freeAddr(t), freeAddr(t)
-	edgeState := xds.State{Listen: listen, API: strings.TrimPrefix(api.URL, "http://"), HoldTimeout: time.Minute}
+	edgeState := xds.State{Listen: listen, APIs: []string{strings.TrimPrefix(api.URL, "http://")}, HoldTimeout: time.Minute}
 	instance := strings.TrimPrefix(inst.URL, "http://")
 	replicas := []*xdsReplica{startReplica(t, edgeState, instance, false), startReplica(t, edgeState, instance, true)}
 

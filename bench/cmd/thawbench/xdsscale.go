@@ -48,7 +48,7 @@ func runXDSScale(ctx context.Context, bin string, cfg xdsConfig) bench.Result {
 			"over both protocols.", cfg.Deployments, cfg.Changes),
 		Figures: map[string]any{"deployments": cfg.Deployments},
 	}
-	st := xds.State{Listen: "127.0.0.1:1", API: "127.0.0.1:2"}
+	st := xds.State{Listen: "127.0.0.1:1", APIs: []string{"127.0.0.1:2"}}
 	for i := range cfg.Deployments {
 		st.Deployments = append(st.Deployments, xds.Deployment{
 			ID: depID(i), Model: "bench/" + depID(i), Capacity: 8,
@@ -122,7 +122,7 @@ func xdsChanges(ctx context.Context, bin string, cfg xdsConfig, delta bool) (map
 	defer nu.Close()
 	srv, err := xds.New(xds.Config{
 		Listener: ln,
-		Edge:     xds.State{Listen: listen, API: api.Addr, HoldTimeout: time.Minute},
+		Edge:     xds.State{Listen: listen, APIs: []string{api.Addr}, HoldTimeout: time.Minute},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
