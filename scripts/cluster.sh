@@ -7,24 +7,42 @@
 #                          and serf on the next two), with the fake GPU plugin
 #                          advertising $CLUSTER_GPUS (default 4 x "NVIDIA H100
 #                          80GB HBM3", 2 x "NVIDIA A100-SXM4-80GB")
-#   thaw server --engine sim on $CLUSTER_ADDR (default 127.0.0.1:8080):
-#                          deployments become Nomad jobs running `thaw sim`
-#                          on raw_exec, asking for the fake GPUs; it serves
-#                          Envoy's configuration (xDS) on 127.0.0.1:$CLUSTER_XDS_PORT
-#                          (default 18000)
+#   two thaw server replicas --engine sim, --store nomad:
+#                          replica 1 on $CLUSTER_ADDR (default 127.0.0.1:8080),
+#                          xDS on 127.0.0.1:$CLUSTER_XDS_PORT (default 18000),
+#                          metrics on 127.0.0.1:$CLUSTER_METRICS_PORT (9464);
+#                          replica 2 on $CLUSTER_ADDR2 (default 127.0.0.1:8081),
+#                          xDS on 127.0.0.1:$CLUSTER_XDS_PORT2 (default 18001),
+#                          metrics on 127.0.0.1:$CLUSTER_METRICS_PORT2 (9465).
+#                          One leads (Nomad's Variables lock) and runs the
+#                          fleet: deployments become Nomad jobs running
+#                          `thaw sim` on raw_exec, asking for the fake GPUs.
+#                          Both serve the deploy API, /authz and Envoy's
+#                          configuration (xDS), from the deployments in
+#                          Nomad Variables and the endpoints in Redis
 #   two thaw activators    127.0.0.1:$CLUSTER_ACTIVATOR_PORTS (default 8091,8092)
 #   Envoy                  $CLUSTER_EDGE (default 127.0.0.1:10000), admin on
 #                          127.0.0.1:$CLUSTER_ENVOY_ADMIN_PORT (default 9901):
-#                          the deploy API and inference through Envoy's port
+#                          the deploy API and inference through Envoy's port,
+#                          balanced over both replicas, xDS from either
 #
-# User dev's token is $THAW_DEV_TOKEN, generated and printed when unset.
-# Deployments persist in $CLUSTER_DIR/thaw (default .cluster/thaw); Nomad
-# and Redis start empty each time. Ctrl-C stops everything: thaw, then every
+# Each replica is announced as "cluster: replica N pid P api http://ADDR xds
+# ADDR" and its log lines are prefixed "[replica N] ". Its command line is in
+# $CLUSTER_DIR/replica-N.cmd, one argument per line, to restart it as it was.
+# When a replica dies the script says so and goes on (the test bed for
+# failover); it stops when Nomad, Redis, Envoy or both replicas are gone.
+#
+# User dev's token is $THAW_DEV_TOKEN, generated and printed when unset; the
+# users file is $CLUSTER_DIR/thaw/users (default .cluster/thaw/users), which
+# both replicas and the activators read. Each replica keeps its usage ledger
+# in $CLUSTER_DIR/replica-N. Deployments live in Nomad Variables: Nomad and
+# Redis start empty each time. Ctrl-C stops everything: thaw, then every
 # thaw job (purged, so no allocation outlives the agent), the agent, Redis;
 # any process left in the agent's data dir is killed and reported.
 #
 # Needs bin/thaw (make build; THAW_BIN overrides it) and what `make deps`
-# installs. Extra arguments go to thaw server (e.g. --idle-timeout 1m).
+# installs. Extra arguments go to both thaw server replicas (e.g.
+# --idle-timeout 1m).
 set -euo pipefail
 
 SCRIPT=cluster
@@ -37,11 +55,12 @@ REDIS="$ROOT/bin/redis-server"
 PLUGIN="$ROOT/bin/plugins/thaw-fakegpu"
 REDIS_PORT=${CLUSTER_REDIS_PORT:-6390}
 NOMAD_PORT=${CLUSTER_NOMAD_PORT:-4646}
-ADDR=${CLUSTER_ADDR:-127.0.0.1:8080}
+ADDRS=("${CLUSTER_ADDR:-127.0.0.1:8080}" "${CLUSTER_ADDR2:-127.0.0.1:8081}")
+XDS_PORTS=("${CLUSTER_XDS_PORT:-18000}" "${CLUSTER_XDS_PORT2:-18001}")
+METRICS_PORTS=("${CLUSTER_METRICS_PORT:-9464}" "${CLUSTER_METRICS_PORT2:-9465}")
 GPUS=${CLUSTER_GPUS:-NVIDIA H100 80GB HBM3:4,NVIDIA A100-SXM4-80GB:2}
 STATE=${CLUSTER_DIR:-$ROOT/.cluster}
 ENVOY="$ROOT/bin/envoy"
-XDS_PORT=${CLUSTER_XDS_PORT:-18000}
 EDGE=${CLUSTER_EDGE:-127.0.0.1:10000}
 ENVOY_ADMIN_PORT=${CLUSTER_ENVOY_ADMIN_PORT:-9901}
 IFS=, read -ra ACT_PORTS <<<"${CLUSTER_ACTIVATOR_PORTS:-8091,8092}"
@@ -56,14 +75,16 @@ done
 [ -x "$THAW" ] || die "$THAW missing: run make build"
 command -v curl >/dev/null || die "curl is required"
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$REDIS_PORT" "$NOMAD_PORT" "$((NOMAD_PORT + 1))" "$((NOMAD_PORT + 2))" "${ADDR##*:}" \
-	"$XDS_PORT" "${EDGE##*:}" "$ENVOY_ADMIN_PORT" "${ACT_PORTS[@]}"; do
+for p in "$REDIS_PORT" "$NOMAD_PORT" "$((NOMAD_PORT + 1))" "$((NOMAD_PORT + 2))" "${ADDRS[0]##*:}" "${ADDRS[1]##*:}" \
+	"${XDS_PORTS[@]}" "${METRICS_PORTS[@]}" "${EDGE##*:}" "$ENVOY_ADMIN_PORT" "${ACT_PORTS[@]}"; do
 	busy "$p" && die "port $p on 127.0.0.1 is in use (see the CLUSTER_* variables)"
 done
 
-mkdir -p "$STATE/thaw"
+mkdir -p "$STATE/thaw" "$STATE/replica-1" "$STATE/replica-2"
+STATE=$(cd "$STATE" && pwd) # absolute: the replica-N.cmd files are run from anywhere
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/thaw-cluster.XXXXXX")
-REDIS_PID= AGENT_PID= THAW_PID= ENVOY_PID=
+REDIS_PID= AGENT_PID= ENVOY_PID=
+REPLICA_PIDS=("" "") # "" once a replica has exited
 ACT_PIDS=()
 
 # stop_pid sends $2 to pid $1 and waits up to $3 seconds, then SIGKILLs it.
@@ -82,13 +103,24 @@ stop_pid() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# stop_replicas stops both replicas at once: one after the other, the
+# second would take the lock from the first and start leading, only to stop.
+stop_replicas() {
+	local p
+	for p in "${REPLICA_PIDS[@]}"; do
+		if [ -n "$p" ]; then kill -TERM "$p" 2>/dev/null || true; fi
+	done
+	for p in "${REPLICA_PIDS[@]}"; do stop_pid "$p" TERM 40; done
+	REPLICA_PIDS=("" "")
+}
+
 cleanup() {
 	local rc=$? i jobs left p
 	trap - INT TERM EXIT
 	say "stopping..."
 	stop_pid "$ENVOY_PID" TERM 10
 	for p in "${ACT_PIDS[@]}"; do stop_pid "$p" TERM 20; done
-	stop_pid "$THAW_PID" TERM 40
+	stop_replicas
 	if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
 		# thaw server leaves allocations running for its next start; here
 		# nothing may outlive the agent, so purge thaw's jobs first.
@@ -192,19 +224,34 @@ done
 say "nomad node ready with $ngpus fake GPUs"
 busy "$REDIS_PORT" || die "redis did not start: $(tail -5 "$TMP/redis.log")"
 
-activators=
+activators= replicas=
 for p in "${ACT_PORTS[@]}"; do activators="${activators:+$activators,}127.0.0.1:$p"; done
-"$THAW" server --engine sim --addr "$ADDR" --nomad-addr "$NOMAD_ADDR" \
-	--redis-addr "127.0.0.1:$REDIS_PORT" --data-dir "$STATE/thaw" --users-file "$STATE/thaw/users" \
-	--store file --adopt-grace 10s \
-	--xds-addr "127.0.0.1:$XDS_PORT" --edge-addr "$EDGE" --envoy-admin "http://127.0.0.1:$ENVOY_ADMIN_PORT" \
-	--activators "$activators" "$@" &
-THAW_PID=$!
-for ((i = 0; ; i++)); do
-	kill -0 "$THAW_PID" 2>/dev/null || die "thaw server exited"
-	curl -fsS "http://$ADDR/healthz" >/dev/null 2>&1 && break
-	[ "$i" -lt 150 ] || die "thaw server not healthy in 30s"
-	sleep 0.2
+for a in "${ADDRS[@]}"; do replicas="${replicas:+$replicas,}$a"; done
+
+# start_replica N starts thaw server replica N (1 or 2) with its log lines
+# prefixed, after writing its command line to $STATE/replica-N.cmd.
+start_replica() {
+	local n=$1 i=$(($1 - 1))
+	local cmd=("$THAW" server --engine sim --store nomad --addr "${ADDRS[$i]}" --nomad-addr "$NOMAD_ADDR"
+		--redis-addr "127.0.0.1:$REDIS_PORT" --data-dir "$STATE/replica-$n" --users-file "$STATE/thaw/users"
+		--metrics-addr "127.0.0.1:${METRICS_PORTS[$i]}" --adopt-grace 10s
+		--xds-addr "127.0.0.1:${XDS_PORTS[$i]}" --edge-addr "$EDGE" --envoy-admin "http://127.0.0.1:$ENVOY_ADMIN_PORT"
+		--replicas "$replicas" --activators "$activators" "${EXTRA[@]}")
+	printf '%s\n' "${cmd[@]}" >"$STATE/replica-$n.cmd"
+	"${cmd[@]}" > >(sed -u "s/^/[replica $n] /") 2>&1 &
+	REPLICA_PIDS[i]=$!
+}
+EXTRA=("$@")
+start_replica 1
+start_replica 2
+for n in 1 2; do
+	for ((i = 0; ; i++)); do
+		kill -0 "${REPLICA_PIDS[n - 1]}" 2>/dev/null || die "thaw server replica $n exited"
+		curl -fsS "http://${ADDRS[n - 1]}/healthz" >/dev/null 2>&1 && break
+		[ "$i" -lt 150 ] || die "thaw server replica $n not healthy in 30s"
+		sleep 0.2
+	done
+	say "replica $n pid ${REPLICA_PIDS[n - 1]} api http://${ADDRS[n - 1]} xds 127.0.0.1:${XDS_PORTS[n - 1]}"
 done
 for p in "${ACT_PORTS[@]}"; do
 	# Each activator's metrics listener: its port + 100 (8191, 8192 by default).
@@ -212,7 +259,7 @@ for p in "${ACT_PORTS[@]}"; do
 		--users-file "$STATE/thaw/users" >"$TMP/activator-$p.log" 2>&1 &
 	ACT_PIDS+=($!)
 done
-"$THAW" envoy-bootstrap --xds-addr "127.0.0.1:$XDS_PORT" --admin "127.0.0.1:$ENVOY_ADMIN_PORT" >"$TMP/envoy.json"
+"$THAW" envoy-bootstrap --xds-addr "127.0.0.1:${XDS_PORTS[0]},127.0.0.1:${XDS_PORTS[1]}" --admin "127.0.0.1:$ENVOY_ADMIN_PORT" >"$TMP/envoy.json"
 (cd "$TMP" && exec "$ENVOY" -c "$TMP/envoy.json" --disable-hot-restart --log-level warn >"$TMP/envoy.log" 2>&1) &
 ENVOY_PID=$!
 for ((i = 0; ; i++)); do
@@ -229,8 +276,27 @@ if [ -n "$generated" ]; then
 else
 	say "token of user dev: \$THAW_DEV_TOKEN"
 fi
-say "ready: export THAW_ADDR=http://$EDGE THAW_TOKEN=$TOKEN   (thaw server itself: http://$ADDR)"
+say "ready: export THAW_ADDR=http://$EDGE THAW_TOKEN=$TOKEN   (thaw server itself: http://${ADDRS[0]})"
 say "Nomad UI: $NOMAD_ADDR/ui   Ctrl-C stops everything"
-wait "$THAW_PID" || true
-THAW_PID=
-die "thaw server exited"
+
+# Watch: a replica's death is news, not the end; anything else's is.
+while :; do
+	watch=("$AGENT_PID" "$REDIS_PID" "$ENVOY_PID")
+	for p in "${REPLICA_PIDS[@]}"; do
+		if [ -n "$p" ]; then watch+=("$p"); fi
+	done
+	st=0 gone=
+	wait -n -p gone "${watch[@]}" || st=$?
+	case "$gone" in
+	"$AGENT_PID") AGENT_PID= && die "nomad agent exited with status $st (log: $TMP/nomad.log)" ;;
+	"$REDIS_PID") REDIS_PID= && die "redis exited with status $st (log: $TMP/redis.log)" ;;
+	"$ENVOY_PID") ENVOY_PID= && die "envoy exited with status $st (log: $TMP/envoy.log)" ;;
+	"") continue ;; # a signal's trap runs; nothing exited
+	esac
+	for i in 0 1; do
+		[ "${REPLICA_PIDS[i]}" = "$gone" ] || continue
+		REPLICA_PIDS[i]=
+		say "replica $((i + 1)) (pid $gone) exited with status $st; the cluster goes on"
+	done
+	[ -n "${REPLICA_PIDS[0]}${REPLICA_PIDS[1]}" ] || die "both thaw server replicas exited"
+done

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,12 +18,13 @@ import (
 )
 
 // ClusterConfig says how to run scripts/cluster.sh (`make cluster`): thaw's
-// production topology (Redis, a Nomad agent with fake GPUs, thaw server,
-// two activators, Envoy at the edge) on free loopback ports of its own.
+// production topology (Redis, a Nomad agent with fake GPUs, two thaw server
+// replicas, two activators, Envoy at the edge) on free loopback ports of its
+// own.
 type ClusterConfig struct {
 	// Bin is the thaw binary; default ThawBin().
 	Bin string
-	// Args go to thaw server (e.g. --engine vllm-exec ...).
+	// Args go to both thaw server replicas (e.g. --engine vllm-exec ...).
 	Args []string
 	// Env is added to the script's environment.
 	Env []string
@@ -39,9 +43,34 @@ type Cluster struct {
 	EnvoyAdmin string // http://127.0.0.1:port of Envoy's admin
 	NomadPort  int    // the agent's HTTP port (RPC and serf on the next two)
 	RedisPort  string
+	// Replicas are the thaw server replicas the script started, in order
+	// (Replicas[0] is replica 1). A replica restarted with RestartReplica
+	// keeps its entry (and its API address).
+	Replicas []Replica
+	// Dir is ClusterConfig.Dir: the users file, each replica's data
+	// directory and command line.
+	Dir string
+
+	// mu guards restarted.
+	mu sync.Mutex
+	// restarted are the replicas RestartReplica started, by N; Shutdown
+	// stops them before the script.
+	restarted map[int]*Proc
 }
 
-var clusterReady = regexp.MustCompile(`cluster: ready: export THAW_ADDR=(\S+) THAW_TOKEN=(\S+)`)
+// Replica is one thaw server replica of a cluster, as the script announced
+// it.
+type Replica struct {
+	N   int    // 1 or 2
+	PID int    // as the script started it
+	API string // http://ip:port: its --addr
+	XDS string // ip:port: its --xds-addr
+}
+
+var (
+	clusterReady   = regexp.MustCompile(`cluster: ready: export THAW_ADDR=(\S+) THAW_TOKEN=(\S+)`)
+	clusterReplica = regexp.MustCompile(`(?m)^cluster: replica (\d+) pid (\d+) api (\S+) xds (\S+)$`)
+)
 
 // StartCluster starts cluster.sh and waits for its ready line. On an error
 // the script is stopped, and the error holds its output's tail.
@@ -60,7 +89,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ports [7]string
+	var ports [11]string
 	for i := range ports {
 		a, err := testnet.FreeAddr()
 		if err != nil {
@@ -68,16 +97,20 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		}
 		_, ports[i], _ = net.SplitHostPort(a)
 	}
-	redis, thaw, edge, admin, xds, act1, act2 := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+	redis, edge, admin, act1, act2 := ports[0], ports[1], ports[2], ports[3], ports[4]
 	env := append([]string{
 		"THAW_BIN=" + cfg.Bin,
 		"CLUSTER_NOMAD_PORT=" + strconv.Itoa(nomadPort),
 		"CLUSTER_REDIS_PORT=" + redis,
-		"CLUSTER_ADDR=127.0.0.1:" + thaw,
+		"CLUSTER_ADDR=127.0.0.1:" + ports[5],
+		"CLUSTER_ADDR2=127.0.0.1:" + ports[6],
+		"CLUSTER_XDS_PORT=" + ports[7],
+		"CLUSTER_XDS_PORT2=" + ports[8],
+		"CLUSTER_METRICS_PORT=" + ports[9],
+		"CLUSTER_METRICS_PORT2=" + ports[10],
 		"CLUSTER_DIR=" + cfg.Dir,
 		"CLUSTER_EDGE=127.0.0.1:" + edge,
 		"CLUSTER_ENVOY_ADMIN_PORT=" + admin,
-		"CLUSTER_XDS_PORT=" + xds,
 		"CLUSTER_ACTIVATOR_PORTS=" + act1 + "," + act2,
 	}, cfg.Env...)
 	p, err := Start(ProcConfig{
@@ -100,8 +133,71 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		p.Stop()
 		return nil, err
 	}
-	return &Cluster{Proc: p, Edge: m[1], Token: m[2], EnvoyAdmin: "http://127.0.0.1:" + admin,
-		NomadPort: nomadPort, RedisPort: redis}, nil
+	c := &Cluster{Proc: p, Edge: m[1], Token: m[2], EnvoyAdmin: "http://127.0.0.1:" + admin,
+		NomadPort: nomadPort, RedisPort: redis, Dir: cfg.Dir, restarted: map[int]*Proc{}}
+	if c.Replicas, err = ParseReplicas(p.Out.String()); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ParseReplicas reads cluster.sh's "cluster: replica N pid P api URL xds
+// ADDR" lines from its output: the replicas in order of N, which must run
+// from 1 without a gap.
+func ParseReplicas(out string) ([]Replica, error) {
+	var rs []Replica
+	for _, m := range clusterReplica.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(m[1])
+		pid, _ := strconv.Atoi(m[2])
+		if n != len(rs)+1 {
+			return nil, fmt.Errorf("cluster.sh announced replica %d after %d replicas", n, len(rs))
+		}
+		rs = append(rs, Replica{N: n, PID: pid, API: m[3], XDS: m[4]})
+	}
+	if len(rs) == 0 {
+		return nil, errors.New("cluster.sh announced no thaw server replica")
+	}
+	return rs, nil
+}
+
+// RestartReplica starts replica n (1-based) again, with the command line
+// the script wrote to Dir/replica-n.cmd, after its process has died (a test
+// SIGKILLed it), and waits for its /healthz. The Proc collects its output;
+// Shutdown stops it.
+func (c *Cluster) RestartReplica(n int) (*Proc, error) {
+	if n < 1 || n > len(c.Replicas) {
+		return nil, fmt.Errorf("no replica %d (the cluster has %d)", n, len(c.Replicas))
+	}
+	b, err := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("replica-%d.cmd", n)))
+	if err != nil {
+		return nil, err
+	}
+	args := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pid := c.Replicas[n-1].PID
+	if old := c.restarted[n]; old != nil {
+		pid = old.PID()
+		if old.Exited() {
+			pid = 0
+		}
+	}
+	// The script reaps its replica when it dies: a PID that still answers
+	// is a replica still running.
+	if pid != 0 && syscall.Kill(pid, 0) == nil {
+		return nil, fmt.Errorf("replica %d is running (pid %d)", n, pid)
+	}
+	p, err := Start(ProcConfig{Name: fmt.Sprintf("replica %d", n), Args: args, StopTimeout: 40 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	if err := WaitHealthy(p, c.Replicas[n-1].API+"/healthz", 30*time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	c.restarted[n] = p
+	return p, nil
 }
 
 // StartClusterT is StartCluster for a test: it fails t on an error, and
@@ -127,6 +223,11 @@ func StartClusterT(t testing.TB, cfg ClusterConfig) *Cluster {
 // Shutdown sends SIGTERM (the script's Ctrl-C trap) and checks that the
 // script stopped everything and said so.
 func (c *Cluster) Shutdown() error {
+	c.mu.Lock()
+	for _, p := range c.restarted {
+		p.Stop()
+	}
+	c.mu.Unlock()
 	if !c.Exited() && !c.Stop() {
 		return fmt.Errorf("cluster.sh did not stop within 90s of SIGTERM")
 	}
