@@ -61,8 +61,9 @@ bench: build
 	$(GO) run ./bench/cmd/thawbench -thaw $(THAW) -out bench/results
 
 ## cluster: the production topology on loopback, in the foreground: Redis,
-## nomad agent -dev with fake GPUs, thaw server --engine sim on 127.0.0.1:8080.
-## Ctrl-C stops everything.
+## nomad agent -dev with fake GPUs, two thaw server replicas --engine sim on
+## 127.0.0.1:8080 and :8081 (one leads), two activators, Envoy on :10000. It
+## keeps running when a replica dies. Ctrl-C stops everything.
 cluster: build deps
 	bash scripts/cluster.sh $(ARGS)
 
