@@ -88,6 +88,16 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 // SetApplier sets Apply; call it before Run.
 func (s *Subscriber) SetApplier(a Applier) { s.cfg.Apply = a }
 
+// Resync asks Run to reload and apply every record now (thaw server: a
+// replica whose term of leadership ended follows the new leader's
+// endpoints at once). It never blocks.
+func (s *Subscriber) Resync() {
+	select {
+	case s.resyncNow <- struct{}{}:
+	default:
+	}
+}
+
 // Run follows changes until ctx is done.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if s.cfg.Apply == nil {

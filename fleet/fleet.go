@@ -227,10 +227,15 @@ func (f *Fleet) Live(d deploy.Deployment) deploy.Live {
 	defer f.mu.Unlock()
 	ds, ok := f.deployments[d.ID]
 	if !ok {
-		// Not reconciled yet (created a moment ago).
-		return deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Desired: d.Settings.MinInstances, Pending: d.Settings.MinInstances}}
+		return Unreconciled(d)
 	}
 	return ds.live()
+}
+
+// Unreconciled is the status of a deployment the fleet has not reconciled
+// yet (created a moment ago, or a new leader's fleet still starting).
+func Unreconciled(d deploy.Deployment) deploy.Live {
+	return deploy.Live{Status: deploy.StatusInitializing, Instances: deploy.Instances{Desired: d.Settings.MinInstances, Pending: d.Settings.MinInstances}}
 }
 
 // Ready is a ready instance: what the scraper of the model servers'

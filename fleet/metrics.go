@@ -8,14 +8,15 @@ import (
 )
 
 // RegisterMetrics adds the gauge thaw.instances{deploy_id, model, state}
-// (state: running, starting, pending, draining) to mp.
-func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) error {
+// (state: running, starting, pending, draining) to mp; Unregister the
+// registration when the fleet is dropped (a term of leadership ended).
+func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) (metric.Registration, error) {
 	m := mp.Meter("github.com/thawhq/thaw/fleet")
 	g, err := m.Int64ObservableGauge("thaw.instances", metric.WithDescription("Instances per deployment by state."))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		for _, c := range f.Counts() {
 			for state, n := range map[State]int{StateRunning: c.Ready, StateStarting: c.Starting, StatePending: c.Pending, StateDraining: c.Draining} {
 				o.ObserveInt64(g, int64(n), metric.WithAttributes(
@@ -24,5 +25,4 @@ func (f *Fleet) RegisterMetrics(mp metric.MeterProvider) error {
 		}
 		return nil
 	}, g)
-	return err
 }

@@ -56,7 +56,7 @@ func TestStatusAndMetricsAgree(t *testing.T) {
 				d := newDeployment("d1", "alice", "m", 1, 1, 1)
 				h := startFleet(t, Config{}, d)
 				reader := sdkmetric.NewManualReader()
-				if err := h.f.RegisterMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))); err != nil {
+				if _, err := h.f.RegisterMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))); err != nil {
 					t.Fatal(err)
 				}
 				id := h.waitStarted("d1", 1)[0]

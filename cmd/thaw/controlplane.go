@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,7 +17,6 @@ import (
 
 	"github.com/thawhq/thaw/api"
 	"github.com/thawhq/thaw/auth"
-	"github.com/thawhq/thaw/autoscaler"
 	"github.com/thawhq/thaw/demand"
 	"github.com/thawhq/thaw/deploy"
 	"github.com/thawhq/thaw/endpoints"
@@ -23,6 +24,7 @@ import (
 	"github.com/thawhq/thaw/httperr"
 	"github.com/thawhq/thaw/httpserve"
 	"github.com/thawhq/thaw/lease"
+	"github.com/thawhq/thaw/live"
 	"github.com/thawhq/thaw/meter"
 	"github.com/thawhq/thaw/proxy"
 	"github.com/thawhq/thaw/routing"
@@ -31,16 +33,25 @@ import (
 )
 
 // controlPlaneConfig is what `thaw dev` and `thaw server` configure of the
-// control plane; they differ in the runtime, the users and the health
-// fields.
+// control plane; they differ in the runtime, the users, the lock and the
+// health fields.
 type controlPlaneConfig struct {
 	// Addr is the address to serve the API and inference endpoints on.
-	Addr    string
+	Addr string
+	// Replica names this replica among those sharing the Redis and the
+	// lock; default replicaID().
+	Replica string
 	Store   *deploy.Store
-	Runtime fleet.Runtime
-	Users   *auth.Users
-	// WrapLive, when set, wraps the fleet's status before the API shows it.
-	WrapLive func(api.Live) api.Live
+	// NewRuntime builds the runtime a term of leadership runs the fleet
+	// over (leader.go).
+	NewRuntime func() (termRuntime, error)
+	// Inventory is the runtime GET /gpus reads (localrt.Runtime,
+	// nomad.Runtime); nil: the priced types only.
+	Inventory any
+	// Locker is the lock the replicas elect their leader with: Nomad's
+	// Variables lock (thaw server), lease.Solo (thaw dev).
+	Locker lease.Locker
+	Users  *auth.Users
 	// GPUQuota is the GPUs one user may run at once; 0: no quota.
 	GPUQuota int
 	// ProbeInterval is the fleet's readiness probe interval; 0 is the
@@ -51,7 +62,8 @@ type controlPlaneConfig struct {
 	IdleTimeout time.Duration
 	HoldTimeout time.Duration
 	MaxHeld     int
-	// Health, when set, adds fields to GET /healthz's JSON body.
+	// Health, when set, adds fields to GET /healthz's JSON body, after the
+	// replica's role.
 	Health func() map[string]string
 	// Edge configures the Envoy edge's xDS server; zero: no Envoy edge.
 	Edge edgeFlags
@@ -65,26 +77,33 @@ type controlPlaneConfig struct {
 	History fleet.History
 }
 
-// controlPlane is what `thaw dev` and `thaw server` share: the deploy API,
-// the OpenAI-compatible endpoint with its activator, demand in Redis,
-// the autoscaler and the fleet over a runtime (which the command runs), and,
-// with an Envoy edge, the xDS server and the Redis publisher that activator
-// replicas follow.
+// controlPlane is what `thaw dev` and `thaw server` share. Every replica
+// serves the deploy API, the OpenAI-compatible endpoint with its
+// activator, /authz and xDS, and reports its demand in Redis; the leader
+// alone runs a term (leader.go): the fleet over the runtime, the
+// autoscaler, the scraper and the publishers the followers read.
 type controlPlane struct {
 	cfg      controlPlaneConfig
+	replica  string
+	log      *slog.Logger
 	redis    *redis.Client
 	ln       net.Listener
 	handler  http.Handler
 	reporter *demand.Reporter
 	proxy    *proxy.Proxy
-	fleet    *fleet.Fleet
-	scraper  *demand.Scraper
-	loop     *autoscaler.Loop
-	leader   *lease.Lease
-	// With an Envoy edge (else nil): its xDS server, the publisher of
-	// endpoints to activator replicas, and the edge's grants.
+	// paths are the request paths the fleet's endpoint updates go to:
+	// the activator and, with an Envoy edge, the xDS server. A follower
+	// feeds them from Redis (sub) instead.
+	paths    endpointsTee
+	sub      *endpoints.Subscriber
+	inflight endpoints.InflightReporter
+	// follower is the leader's view of the fleet, read from Redis.
+	follower *live.Reader
+	lease    *lease.Lease
+	// term is the running term of leadership; nil on a follower.
+	term atomic.Pointer[term]
+	// With an Envoy edge (else nil): its xDS server and the edge's grants.
 	xds    *xds.Server
-	pub    *endpoints.Publisher
 	grants *auth.Grants
 	// The ledger and its configuration, the meter's writer and the
 	// spending limits' enforcer.
@@ -100,9 +119,13 @@ type controlPlane struct {
 // newControlPlane builds the control plane over p's Redis and opens its
 // listener; Run serves. ctx bounds the setup's Redis writes.
 func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_ *controlPlane, err error) {
-	c := &controlPlane{cfg: cfg, redis: p.Redis}
-	host, _ := os.Hostname()
-	replica := fmt.Sprintf("%s-%d", host, os.Getpid())
+	c := &controlPlane{cfg: cfg, redis: p.Redis, replica: cfg.Replica, log: p.Log}
+	if c.replica == "" {
+		c.replica = replicaID()
+	}
+	if cfg.NewRuntime == nil || cfg.Locker == nil {
+		return nil, errors.New("control plane: NewRuntime and Locker are required")
+	}
 	if c.ln, err = listen(cfg.Addr); err != nil {
 		return nil, err
 	}
@@ -125,20 +148,25 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 	if err := c.newJournal(p); err != nil {
 		return nil, err
 	}
-	eps, err := c.newRequestPath(ctx, p, replica)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.newScaling(p, replica, eps); err != nil {
+	if err := c.newRequestPath(ctx, p); err != nil {
 		return nil, err
 	}
 	if err := c.newStats(p); err != nil {
+		return nil, err
+	}
+	if c.lease, err = lease.New(lease.Config{Locker: cfg.Locker, ID: c.replica, Logger: p.Log}); err != nil {
 		return nil, err
 	}
 	if c.handler, err = c.newHandler(p); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// replicaID names this process among replicas: "<host>-<pid>".
+func replicaID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // newMetering builds the meter's writer, which records the fleet's GPU-time
@@ -158,7 +186,7 @@ func (c *controlPlane) newMetering(p *process) error {
 	if err := c.meter.RegisterMetrics(otel.GetMeterProvider()); err != nil {
 		return err
 	}
-	ann := announcer{store: m.store, hooks: &spend.Webhooks{Logger: p.Log}, log: p.Log}
+	ann := announcer{store: m.store, hooks: &spend.Webhooks{Logger: p.Log}, log: p.Log, leads: c.leads}
 	c.spend, err = spend.New(spend.Config{
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Interval: m.spendEvery,
 		IdleAfter: m.idleAlert, Announce: ann.announce, Logger: p.Log,
@@ -172,111 +200,61 @@ func (c *controlPlane) newMetering(p *process) error {
 				} else {
 					c.proxy.Unrefuse(d.ID)
 				}
-				c.loop.Wake(d.ID)
+				if t := c.term.Load(); t != nil {
+					t.loop.Wake(d.ID)
+				}
 			}
-			if c.pub != nil { // activator replicas refuse or serve them too
-				c.pub.OwnerChanged(owner)
+			if t := c.term.Load(); t != nil { // the other replicas refuse or serve them too
+				t.pub.OwnerChanged(owner)
 			}
 		},
 	})
 	return err
 }
 
-// newRequestPath builds the activator and what reports its demand, and,
-// with --xds-addr, the Envoy edge that routes warm traffic straight to the
-// instances and the publisher that activator replicas elsewhere follow. It
-// returns where the fleet sends endpoints: to all of them.
-func (c *controlPlane) newRequestPath(ctx context.Context, p *process, replica string) (endpointsTee, error) {
+// newRequestPath builds the activator and what reports its demand and its
+// requests in flight per instance; with --xds-addr, the Envoy edge that
+// routes warm traffic straight to the instances; and the Subscriber that
+// feeds both from Redis while this replica follows.
+func (c *controlPlane) newRequestPath(ctx context.Context, p *process) error {
 	var err error
-	c.reporter, err = demand.NewReporter(demand.ReporterConfig{Redis: c.redis, Replica: replica, Logger: p.Log})
+	c.reporter, err = demand.NewReporter(demand.ReporterConfig{Redis: c.redis, Replica: c.replica, Logger: p.Log})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.proxy, err = proxy.New(proxy.Config{
 		Resolver: resolver{c.cfg.Store, c.spend.Blocked}, Demand: c.reporter,
 		HoldTimeout: c.cfg.HoldTimeout, MaxHeld: c.cfg.MaxHeld, Logger: p.Log,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	eps := endpointsTee{c.proxy}
+	c.inflight = endpoints.InflightReporter{Redis: c.redis, Replica: c.replica, Inflight: c.proxy.InstanceInflight}
+	c.paths = endpointsTee{c.proxy}
+	if c.sub, err = endpoints.NewSubscriber(endpoints.SubscriberConfig{Redis: c.redis, Apply: followerPaths{c}, Logger: p.Log}); err != nil {
+		return err
+	}
+	if c.follower, err = live.NewReader(live.Config{Redis: c.redis, Logger: p.Log}); err != nil {
+		return err
+	}
 	if c.xds, err = c.cfg.Edge.newXDS(c.ln.Addr().String(), c.cfg.HoldTimeout, p.Log); err != nil {
-		return nil, err
+		return err
 	}
 	if c.xds == nil {
-		return eps, nil
+		return nil
 	}
 	if c.grants, err = endpoints.CreateGrants(ctx, c.redis); err != nil {
-		return nil, err
-	}
-	c.pub, err = endpoints.NewPublisher(endpoints.PublisherConfig{Redis: c.redis, Lookup: c.cfg.Store.Get,
-		Blocked: c.spend.Blocked, Logger: p.Log})
-	if err != nil {
-		return nil, err
-	}
-	return append(eps, xdsEndpoints{c.xds, c.cfg.Store.Get}, c.pub), nil
-}
-
-// newScaling builds the fleet over the runtime, the autoscaler's loop, the
-// scraper of the model servers' metrics, and the lease that lets one
-// autoscaler act at a time among replicas sharing this Redis.
-func (c *controlPlane) newScaling(p *process, replica string, eps fleet.Endpoints) error {
-	var err error
-	c.fleet, err = fleet.New(fleet.Config{
-		Runtime: c.cfg.Runtime, Store: spendLimited{c.cfg.Store, c.spend.Blocked}, Endpoints: eps,
-		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: p.Log,
-		StartTimeout: c.metering.startTimeout,
-		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
-		Events:       func(e fleet.Event) { c.journal.Record(fleetEvent(e)) },
-	})
-	if err != nil {
 		return err
 	}
-	if err := c.fleet.RegisterMetrics(otel.GetMeterProvider()); err != nil {
-		return err
-	}
-	c.loop, err = autoscaler.NewLoop(autoscaler.LoopConfig{
-		Decide: autoscaler.Config{IdleTimeout: c.cfg.IdleTimeout},
-		Fleet:  scaleTargets{c.fleet},
-		Demand: demand.Reader{Redis: c.redis},
-		Logger: p.Log,
-		Scaled: c.recordScale,
-	})
-	if err != nil {
-		return err
-	}
-	tokens, err := meter.NewTokenCounter(meter.TokenCounterConfig{Ledger: c.metering.store,
-		Held: c.meter.Held, Started: c.meter.Started(), Logger: p.Log})
-	if err != nil {
-		return err
-	}
-	c.scraper, err = demand.NewScraper(demand.ScraperConfig{Redis: c.redis, Logger: p.Log,
-		Targets: func() []demand.Target { return scrapeTargets(c.fleet.ReadyInstances()) },
-		Tokens:  tokens,
-		Owner: func(deployID string) string {
-			d, err := c.cfg.Store.Get(deployID)
-			if err != nil {
-				return ""
-			}
-			return d.Owner
-		},
-	})
-	if err != nil {
-		return err
-	}
-	c.leader, err = lease.New(lease.Config{Redis: c.redis, Key: "thaw:leader:autoscaler", ID: replica, Logger: p.Log})
-	return err
+	c.paths = append(c.paths, xdsEndpoints{c.xds, c.cfg.Store.Get})
+	return nil
 }
 
 // newHandler builds the public listener's routes: the deploy API, the
 // inference endpoints and, with an Envoy edge, its /authz service.
 func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
-	var live api.Live = c.fleet
-	if c.cfg.WrapLive != nil {
-		live = c.cfg.WrapLive(c.fleet)
-	}
 	m := c.metering
-	acfg := api.Config{Store: c.cfg.Store, Live: live, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
+	acfg := api.Config{Store: c.cfg.Store, Live: replicaView{c}, GPUQuota: c.cfg.GPUQuota, Logger: p.Log,
 		Ledger: m.store, Prices: m.prices, Policy: m.policy, Blocker: c.spend}
 	c.stats.configure(&acfg)
 	c.configureJournal(&acfg)
@@ -284,7 +262,7 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux := newPublicMux(c.cfg.Health, consoleHandler)
+	mux := newPublicMux(c.health, consoleHandler)
 	users := c.cfg.Users
 	deployAPI.Register(mux, users.Require)
 	// This process is also the activator Envoy falls back to when no
@@ -299,8 +277,9 @@ func (c *controlPlane) newHandler(p *process) (http.Handler, error) {
 // URL is the public listener's base URL: "http://127.0.0.1:8080".
 func (c *controlPlane) URL() string { return "http://" + c.ln.Addr().String() }
 
-// Run serves until ctx is done or a component fails; then it closes the
-// ledger, once the meter's writer has written what it held.
+// Run serves until ctx is done or a component fails, campaigning for the
+// leadership all along (leader.go); then it closes the ledger, once the
+// meter's writer has written what it held.
 func (c *controlPlane) Run(ctx context.Context) error {
 	defer c.metering.store.Close()
 	g, gctx := errgroup.WithContext(ctx)
@@ -309,17 +288,15 @@ func (c *controlPlane) Run(ctx context.Context) error {
 		g.Go(func() error { return servePprof(gctx, c.cfg.PprofAddr) })
 	}
 	g.Go(func() error { return c.reporter.Run(gctx) })
-	g.Go(func() error { return c.scraper.Run(gctx) })
-	g.Go(func() error { return demand.ListenWakes(gctx, c.redis, c.loop.Wake) })
-	g.Go(func() error { return c.fleet.Run(gctx) })
+	g.Go(func() error { return c.inflight.Run(gctx) })
+	g.Go(func() error { return c.sub.Run(gctx) })
+	g.Go(func() error { return c.follower.Run(gctx) })
 	g.Go(func() error { return c.meter.Run(gctx) })
 	g.Go(func() error { return c.journal.Run(gctx) })
 	g.Go(func() error { return c.spend.Run(gctx) })
-	g.Go(func() error { return c.runStats(gctx) })
-	g.Go(func() error { return c.leader.Run(gctx, c.loop.Run) })
+	g.Go(func() error { return c.lease.Run(gctx, c.lead) })
 	if c.xds != nil {
 		g.Go(func() error { return c.xds.Run(gctx) })
-		g.Go(func() error { return c.pub.Run(gctx) })
 		g.Go(func() error { return endpoints.FollowGrantKey(gctx, c.redis, c.grants) })
 	}
 	return g.Wait()

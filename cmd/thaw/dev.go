@@ -16,6 +16,7 @@ import (
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/lease"
 	"github.com/thawhq/thaw/localrt"
 )
 
@@ -172,8 +173,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	id := replicaID()
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
-		Addr: cfg.addr, Store: store, Runtime: rt,
+		Addr: cfg.addr, Store: store,
+		// One process: it leads from the start, and its one term runs
+		// the fleet over the local runtime (which runs beside it).
+		NewRuntime: func() (termRuntime, error) { return termRuntime{Runtime: rt}, nil },
+		Inventory:  rt, Replica: id, Locker: lease.Solo(id),
 		Users:    auth.NewUsers(cfg.users),
 		GPUQuota: cfg.gpuQuota,
 		// Probing loopback every 2ms costs a refused connect per probe

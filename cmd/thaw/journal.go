@@ -110,7 +110,7 @@ func journalEvent(owner, deployID string, at time.Time, typ, msg string, detail 
 // configureJournal sets the API's Journal and Instances.
 func (c *controlPlane) configureJournal(cfg *api.Config) {
 	cfg.Journal = deployJournal{journal: c.journal, store: c.metering.store}
-	cfg.Instances = fleetInstances{c.fleet}
+	cfg.Instances = replicaView{c}
 }
 
 // recordScale records an autoscaler decision; one about a deployment gone

@@ -98,14 +98,19 @@ func usageFact(u fleet.Usage) meter.Fact {
 }
 
 // announcer records what a user is told (a threshold crossed, a deployment
-// running idle) among their events and posts it to their webhook.
+// running idle) among their events and posts it to their webhook. Every
+// replica's enforcer sees the crossing; only the leader tells it, once.
 type announcer struct {
 	store *meter.Store
 	hooks *spend.Webhooks
 	log   *slog.Logger
+	leads func() bool
 }
 
 func (a announcer) announce(ctx context.Context, acct meter.Account, e spend.Event) {
+	if !a.leads() {
+		return
+	}
 	detail, _ := json.Marshal(e)
 	err := a.store.AddEvent(ctx, meter.Event{Owner: e.Owner, At: e.At, Type: e.Type, DeployID: e.DeployID, Message: e.Message, Detail: detail})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -41,6 +42,9 @@ type serverConfig struct {
 	simStartup  time.Duration
 	simTPS      float64
 	pprofAddr   string
+	lockPath    string
+	lockTTL     time.Duration
+	lockDelay   time.Duration
 	vllm        vllmFlags
 	hfCache     string
 	// set are the flags given, by name: those of vLLM override jobs.json.
@@ -88,6 +92,9 @@ func parseServerFlags(args []string, stderr io.Writer) (*serverConfig, error) {
 	fs.DurationVar(&c.adoptGrace, "adopt-grace", nomad.DefaultAdoptGrace, "after a restart, how long allocations found in Nomad wait to be adopted before they are stopped")
 	fs.DurationVar(&c.simStartup, "sim-startup", 3*time.Second, "with --engine sim: the simulator's startup delay")
 	fs.Float64Var(&c.simTPS, "sim-tokens-per-second", 50, "with --engine sim: the simulator's generation speed per request")
+	fs.StringVar(&c.lockPath, "lock-path", nomad.DefaultLockPath, "Nomad Variable `path` the replicas elect their leader on (Nomad's Variables lock); replicas of one control plane share it")
+	fs.DurationVar(&c.lockTTL, "lock-ttl", nomad.DefaultLockTTL, "the leader's lock lease (Nomad's minimum is 10s): the leader renews it every quarter and stops leading when a renewal has not succeeded for this long; Nomad frees the lock of a leader that died 2 x this after its last renewal")
+	fs.DurationVar(&c.lockDelay, "lock-delay", nomad.DefaultLockDelay, "after Nomad frees a dead leader's lock, how long before another replica may take it")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "`host:port` to serve Go's /debug/pprof on (keep it on loopback); empty: off")
 	c.vllm.registerServer(fs, &c.hfCache)
 	c.edge.register(fs)
@@ -135,32 +142,40 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer p.close()
-	rt, store, err := newNomad(ctx, cfg, p.Log)
+	n, err := newNomad(ctx, cfg, p.Log)
 	if err != nil {
 		return err
 	}
-	purger, err := nomad.NewPurger(nomad.PurgerConfig{Store: store, Runtime: rt, Logger: p.Log})
+	replica := replicaID()
+	lock, err := nomad.NewLock(n.client, nomad.LockConfig{Path: cfg.lockPath, ID: replica,
+		TTL: cfg.lockTTL, Delay: cfg.lockDelay, Namespace: n.namespace})
 	if err != nil {
 		return err
 	}
+	var term atomic.Pointer[nomad.Runtime] // the running term's runtime
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
-		Addr: cfg.addr, Store: store, Runtime: rt, Users: p.Users,
-		WrapLive: func(l api.Live) api.Live { return nomad.Live{Fleet: l, Runtime: rt} },
+		Addr: cfg.addr, Store: n.store, Replica: replica, Locker: lock,
+		NewRuntime: func() (termRuntime, error) {
+			rt, err := n.newRuntime()
+			if err != nil {
+				return termRuntime{}, err
+			}
+			purger, err := nomad.NewPurger(nomad.PurgerConfig{Store: n.store, Runtime: rt, Logger: p.Log})
+			if err != nil {
+				return termRuntime{}, err
+			}
+			term.Store(rt)
+			return termRuntime{Runtime: rt,
+				Live: func(l api.Live) api.Live { return nomad.Live{Fleet: l, Runtime: rt} },
+				Runs: []func(context.Context) error{rt.Run, purger.Run},
+			}, nil
+		},
+		Inventory: n.reads, History: n.reads,
 		GPUQuota: cfg.gpuQuota, IdleTimeout: cfg.idleTimeout, HoldTimeout: cfg.holdTimeout,
 		MaxHeld: cfg.maxHeld, PprofAddr: cfg.pprofAddr,
-		Health: func() map[string]string {
-			if err := rt.Err(); err != nil {
-				// The detail (address, OS error, the grant the token
-				// lacks) is in the log: /healthz is public.
-				if _, refused := errors.AsType[*nomad.PermissionError](err); refused {
-					return map[string]string{"nomad": "refused"}
-				}
-				return map[string]string{"nomad": "unreachable"}
-			}
-			return map[string]string{"nomad": "ok"}
-		},
-		Edge: cfg.edge, Listen: cfg.proc.listen,
-		Meter: cfg.meter, DataDir: cfg.dataDir, History: rt,
+		Health: func() map[string]string { return nomadHealth(term.Load()) },
+		Edge:   cfg.edge, Listen: cfg.proc.listen,
+		Meter: cfg.meter, DataDir: cfg.dataDir,
 	})
 	if err != nil {
 		return err
@@ -169,37 +184,70 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		printServing(w, "thaw server", cp.URL())
 		fmt.Fprintf(w, "  nomad: %s (engine %s)  redis: %s  users: %s\n", cfg.nomadAddr, cfg.engine, cfg.redis.redacted(), cfg.usersFile)
 	}
-	return p.serve(ctx, stdout, "thaw server", banner, rt.Run, cp.Run, purger.Run, store.Run, p.watchUsers)
+	return p.serve(ctx, stdout, "thaw server", banner, cp.Run, n.store.Run, p.watchUsers)
 }
 
-// newNomad returns the Nomad runtime and the deployment store (in Nomad
-// Variables, or with --store file in the data dir).
-func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.Runtime, *deploy.Store, error) {
+// nomadHealth is GET /healthz's "nomad" field: what the leader's runtime
+// says of Nomad ("ok", "unreachable" or "refused"); nothing on a follower,
+// which does not talk to Nomad but for the lock and the store.
+func nomadHealth(rt *nomad.Runtime) map[string]string {
+	if rt == nil {
+		return nil
+	}
+	if err := rt.Err(); err != nil {
+		// The detail (address, OS error, the grant the token lacks) is
+		// in the log: /healthz is public.
+		if _, refused := errors.AsType[*nomad.PermissionError](err); refused {
+			return map[string]string{"nomad": "refused"}
+		}
+		return map[string]string{"nomad": "unreachable"}
+	}
+	return map[string]string{"nomad": "ok"}
+}
+
+// nomadParts is what thaw server keeps of Nomad: the client, the
+// deployment store (in Nomad Variables, or with --store file in the data
+// dir), a runtime that only reads (GPUs, ended instances) and the maker of
+// each term's runtime.
+type nomadParts struct {
+	client    *nomadapi.Client
+	namespace string
+	store     *deploy.Store
+	reads     *nomad.Runtime
+	// newRuntime makes a term's runtime; a runtime runs once.
+	newRuntime func() (*nomad.Runtime, error)
+}
+
+// newNomad connects thaw server to Nomad.
+func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomadParts, error) {
 	jcfg, err := loadJobsConfig(cfg.jobsDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := cfg.vllm.applyServer(&jcfg, cfg.set, cfg.hfCache, cfg.engine); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	renderer, err := jobs.New(jcfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	nc, err := nomadapi.NewClient(nomadClientConfig(cfg.nomadAddr, cfg.nomadToken, jcfg.Namespace, jcfg.Region))
 	if err != nil {
-		return nil, nil, fmt.Errorf("nomad client: %w", err)
+		return nil, fmt.Errorf("nomad client: %w", err)
 	}
-	rt, err := nomad.New(nomad.Config{
-		Client: nc, Renderer: renderer, Engine: cfg.engine,
-		SimStartup: cfg.simStartup, SimTokensPerSecond: cfg.simTPS,
-		AdoptGrace: cfg.adoptGrace, Logger: log,
-	})
-	if err != nil {
-		return nil, nil, err
+	n := &nomadParts{client: nc, namespace: jcfg.Namespace}
+	n.newRuntime = func() (*nomad.Runtime, error) {
+		return nomad.New(nomad.Config{
+			Client: nc, Renderer: renderer, Engine: cfg.engine,
+			SimStartup: cfg.simStartup, SimTokensPerSecond: cfg.simTPS,
+			AdoptGrace: cfg.adoptGrace, Logger: log,
+		})
+	}
+	if n.reads, err = n.newRuntime(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("data dir: %w", err)
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	open := func() (*deploy.Store, error) {
 		return deploy.OpenStore(filepath.Join(cfg.dataDir, "deployments.json"))
@@ -211,11 +259,10 @@ func newNomad(ctx context.Context, cfg *serverConfig, log *slog.Logger) (*nomad.
 			return deploy.NewSharedStore(nomad.VariableStore{Client: nc, Namespace: jcfg.Namespace}, log)
 		}
 	}
-	store, err := openStoreRetrying(ctx, open, log)
-	if err != nil {
-		return nil, nil, err
+	if n.store, err = openStoreRetrying(ctx, open, log); err != nil {
+		return nil, err
 	}
-	return rt, store, nil
+	return n, nil
 }
 
 // nomadClientConfig is the Nomad client's configuration: Nomad's own

@@ -31,14 +31,14 @@ type statsSource struct {
 }
 
 // newStats builds the sampler of deployments' time series (and what GET
-// /gpus reads); called by newControlPlane after newScaling. The sampler
-// takes the scraper's rounds.
+// /gpus reads). Every replica's answers GET /deploy/{id}/stats; the
+// leader's term runs it (samples) and feeds it its scraper's rounds.
 func (c *controlPlane) newStats(p *process) error {
 	m := c.metering
 	s, err := stats.New(stats.Config{
 		Store: m.store, Interval: m.statsInterval, Retention: m.statsRetention, Logger: p.Log,
 		Instances: func() []stats.Instances {
-			counts := c.fleet.Counts()
+			counts := replicaView{c}.Counts()
 			out := make([]stats.Instances, len(counts))
 			for i, n := range counts {
 				out[i] = stats.Instances{DeployID: n.DeployID, Running: n.Ready, Starting: n.Starting,
@@ -64,23 +64,19 @@ func (c *controlPlane) newStats(p *process) error {
 			}
 			return d.Owner
 		},
-		// Like the token counter: an instance held before this process
-		// started was counted by the previous one.
+		// Like the token counter: an instance held before this term
+		// began was counted by the previous leader.
 		Adopted: func(id string) bool {
 			at, ok := c.meter.Held(id)
-			return ok && at.Before(c.meter.Started())
+			return ok && at.Before(c.termStarted())
 		},
 	})
 	if err != nil {
 		return err
 	}
-	c.scraper.ObserveRounds(s)
-	c.stats = statsPlane{sampler: s, source: statsSource{m.store, s}, gpus: gpuSource(c.cfg.Runtime)}
+	c.stats = statsPlane{sampler: s, source: statsSource{m.store, s}, gpus: gpuSource(c.cfg.Inventory)}
 	return nil
 }
-
-// runStats samples until ctx is done.
-func (c *controlPlane) runStats(ctx context.Context) error { return c.stats.sampler.Run(ctx) }
 
 // configure sets the API's Stats and GPUs.
 func (s *statsPlane) configure(cfg *api.Config) {
