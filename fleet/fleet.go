@@ -71,6 +71,12 @@ type Config struct {
 	// (see Event), in order, on Run's goroutine and without the fleet's
 	// lock held. Like Usage it must not block. nil: none.
 	Events func(Event)
+	// Desired, when set, is the count a deployment starts with when the
+	// fleet first sees it, clamped to [min_instances, max_instances]: a new
+	// leader's fleet takes over what the previous leader wanted, so the
+	// instances it finds running are adopted rather than stopped. Nil, or
+	// false: min_instances.
+	Desired func(deployID string) (int, bool)
 	// HTTPClient probes instances. Default: a client with a 1s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -360,7 +366,7 @@ func (f *Fleet) syncStoreLocked() {
 		seen[d.ID] = true
 		ds, ok := f.deployments[d.ID]
 		if !ok {
-			ds = &deployment{d: d, desired: d.Settings.MinInstances, instances: map[string]*inst{}}
+			ds = &deployment{d: d, desired: f.initialDesired(d), instances: map[string]*inst{}}
 			f.deployments[d.ID] = ds
 			// Announce it with no instance: request paths elsewhere
 			// (activator replicas, the edge) learn it exists and hold.
@@ -386,6 +392,17 @@ func (f *Fleet) syncStoreLocked() {
 		}
 		f.log.Info("deployment removed: stopping its instances", "deploy", id, "instances", len(ds.instances))
 	}
+}
+
+// initialDesired is the desired count of a deployment the fleet has not
+// seen before: Config.Desired's, else min_instances.
+func (f *Fleet) initialDesired(d deploy.Deployment) int {
+	if f.cfg.Desired != nil {
+		if n, ok := f.cfg.Desired(d.ID); ok {
+			return clamp(n, d.Settings.MinInstances, d.Settings.MaxInstances)
+		}
+	}
+	return d.Settings.MinInstances
 }
 
 // gpuUsageLocked sums GPUs held per owner: every instance asked of the

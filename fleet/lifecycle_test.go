@@ -206,3 +206,30 @@ func TestSettingsChangeApplies(t *testing.T) {
 		h.waitStarted("d1", 2)
 	})
 }
+
+// TestDesiredTakenOver: a new leader's fleet starts each deployment at the
+// count the previous leader wanted (Config.Desired), clamped to the
+// deployment's bounds, so the instances running for it are claimed rather
+// than left to be stopped; a deployment the previous leader did not
+// publish starts at min_instances.
+func TestDesiredTakenOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		known := newDeployment("d1", "alice", "m", 1, 0, 3)
+		clamped := newDeployment("d2", "alice", "n", 1, 0, 2)
+		unknown := newDeployment("d3", "alice", "o", 1, 1, 3)
+		prev := map[string]int{"d1": 2, "d2": 5}
+		h := startFleet(t, Config{Desired: func(id string) (int, bool) { n, ok := prev[id]; return n, ok }}, known, clamped, unknown)
+		settle(time.Second)
+		for _, c := range []struct {
+			d    deploy.Deployment
+			want int
+		}{{known, 2}, {clamped, 2}, {unknown, 1}} {
+			if got := len(h.rt.startedFor(c.d.ID)); got != c.want {
+				t.Errorf("%s: %d instances started, want %d", c.d.ID, got, c.want)
+			}
+			if got := h.live(c.d).Instances.Desired; got != c.want {
+				t.Errorf("%s: desired %d, want %d", c.d.ID, got, c.want)
+			}
+		}
+	})
+}

@@ -217,6 +217,15 @@ func (r *Reader) Instances(deployID string) []api.InstanceView {
 	return r.views[deployID].Instances
 }
 
+// Desired is the deployment's desired count as the leader last published
+// it; false when it published none.
+func (r *Reader) Desired(deployID string) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.views[deployID]
+	return v.Live.Instances.Desired, ok
+}
+
 // Counts is every deployment's instances by state as the leader last
 // published them.
 func (r *Reader) Counts() []fleet.Counts {

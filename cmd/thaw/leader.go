@@ -106,6 +106,8 @@ func (c *controlPlane) newTerm() (_ *term, err error) {
 		StartTimeout: c.metering.startTimeout,
 		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
 		Events:       func(e fleet.Event) { c.journal.Record(fleetEvent(e)) },
+		// What the previous leader wanted, as this replica last read it.
+		Desired: c.follower.Desired,
 	})
 	if err != nil {
 		return nil, err
