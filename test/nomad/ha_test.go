@@ -1,0 +1,665 @@
+package nomadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/thawhq/thaw/auth"
+	"github.com/thawhq/thaw/client"
+	"github.com/thawhq/thaw/deploy"
+	"github.com/thawhq/thaw/nomad"
+	"github.com/thawhq/thaw/test/e2e"
+)
+
+// leaderFailoverBound is how soon a follower leads after the leader is
+// SIGKILLed with the default lock: Nomad frees a lock 2 x TTL after its
+// last renewal, plus the lock delay; the follower campaigns every second;
+// 2 s more for a loaded machine.
+const leaderFailoverBound = 2*nomad.DefaultLockTTL + nomad.DefaultLockDelay + 3*time.Second
+
+// handoverBound is how soon a follower leads after the leader is stopped
+// gracefully (SIGTERM): the leader releases the lock at once.
+const handoverBound = 3 * time.Second
+
+// haCluster is scripts/cluster.sh (`make cluster`) with its two thaw server
+// replicas, as the HA tests drive it.
+type haCluster struct {
+	*e2e.Cluster
+	t     *testing.T
+	nomad *api.Client // the cluster's own Nomad agent
+}
+
+// startHA starts make cluster with args for both replicas, stopped when
+// the test ends.
+func startHA(t *testing.T, args ...string) *haCluster {
+	t.Helper()
+	needCluster(t)
+	c := e2e.StartClusterT(t, e2e.ClusterConfig{Bin: thawBin, Dir: t.TempDir(), Args: args})
+	if len(c.Replicas) != 2 {
+		t.Fatalf("make cluster runs %d thaw server replicas, want 2:\n%s", len(c.Replicas), c.Out.Tail(8<<10))
+	}
+	nc, err := api.NewClient(&api.Config{Address: fmt.Sprintf("http://127.0.0.1:%d", c.NomadPort)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &haCluster{Cluster: c, t: t, nomad: nc}
+}
+
+// api is the deploy API of the replica at base, as user dev.
+func (h *haCluster) api(base string) *client.Client {
+	return &client.Client{BaseURL: base, Token: h.Token, HTTP: httpClient}
+}
+
+// roles waits until one replica leads and the other follows it, and
+// returns their indexes in Replicas and the leader's ID.
+func (h *haCluster) roles(timeout time.Duration) (leader, follower int, id string) {
+	h.t.Helper()
+	var seen [2]e2e.Health
+	var errs [2]error
+	ok := waitFor(timeout, 100*time.Millisecond, func() bool {
+		for i, r := range h.Replicas {
+			seen[i], errs[i] = e2e.GetHealth(h.t.Context(), r.API)
+		}
+		for i := range 2 {
+			l, f := seen[i], seen[1-i]
+			if errs[0] == nil && errs[1] == nil && l.Role == e2e.RoleLeader && f.Role == e2e.RoleFollower &&
+				l.Leader != "" && f.Leader == l.Leader {
+				leader, follower, id = i, 1-i, l.Leader
+				return true
+			}
+		}
+		return false
+	})
+	if !ok {
+		h.t.Fatalf("no replica led with the other following it within %s: /healthz says %+v (%v), %+v (%v)",
+			timeout, seen[0], errs[0], seen[1], errs[1])
+	}
+	return leader, follower, id
+}
+
+// waitRole polls the replica at base every 50 ms until its /healthz says
+// role (following leaderID, when role is follower and leaderID is not
+// ""), for timeout at most, and returns how long that took since from.
+func (h *haCluster) waitRole(base, role, leaderID string, from time.Time, timeout time.Duration) (time.Duration, error) {
+	var last e2e.Health
+	var err error
+	ok := waitFor(timeout, 50*time.Millisecond, func() bool {
+		last, err = e2e.GetHealth(h.t.Context(), base)
+		return err == nil && last.Role == role && (role == e2e.RoleLeader || leaderID == "" || last.Leader == leaderID)
+	})
+	if !ok {
+		return 0, fmt.Errorf("%s not %s within %s: /healthz says %+v (%v)", base, role, timeout, last, err)
+	}
+	return time.Since(from), nil
+}
+
+// haCreate is a create request for a deployment of one A100 whose model
+// server takes up to 4 requests at once.
+func haCreate(name string, minInst, maxInst int) deploy.CreateRequest {
+	one, batch := 1, 4
+	return deploy.CreateRequest{ModelName: name, GPU: "A100-80GB", NumGPUs: &one, MaxBatchSize: &batch,
+		HF:       &deploy.HF{Repo: "org/model", Token: "hf_e2e_secret"},
+		Settings: &deploy.Settings{MinInstances: minInst, MaxInstances: maxInst}}
+}
+
+// apiStatus is the HTTP status of a deploy API client's error (0 when err
+// is not an answer).
+func apiStatus(err error) int {
+	if e, ok := errors.AsType[*client.Error](err); ok {
+		return e.Status
+	}
+	return 0
+}
+
+// TestHAFollowerWrites: on make cluster's two replicas, the follower is as
+// good as the leader for the deploy API: a deployment created on the
+// follower shows on the leader within a second, an update on the leader on
+// the follower, a delete on the follower on the leader; two updates of one
+// deployment sent at once to both replicas never both win silently (409
+// conflict for one); and a token revoked in the users file is refused on
+// both replicas and through Envoy within seconds.
+func TestHAFollowerWrites(t *testing.T) {
+	h := startHA(t, "--sim-startup", "300ms")
+	ld, fl, _ := h.roles(30 * time.Second)
+	L, F := h.api(h.Replicas[ld].API), h.api(h.Replicas[fl].API)
+	ctx := t.Context()
+
+	name := uniqueName("ha")
+	d, err := F.Create(ctx, haCreate(name, 0, 1))
+	if err != nil {
+		t.Fatalf("create on the follower: %v", err)
+	}
+	within(t, "the follower's create to show on the leader", func() bool {
+		got, err := L.Get(ctx, d.ID)
+		return err == nil && got.ModelName == name && got.Settings == d.Settings
+	})
+	up, err := L.Update(ctx, d.ID, deploy.Settings{MinInstances: 0, MaxInstances: 2})
+	if err != nil {
+		t.Fatalf("update on the leader: %v", err)
+	}
+	within(t, "the leader's update to show on the follower", func() bool {
+		got, err := F.Get(ctx, d.ID)
+		return err == nil && got.Settings == up.Settings
+	})
+
+	t.Run("racing updates", func(t *testing.T) { racingAPIUpdates(t, L, F, d.ID) })
+
+	if err := F.Delete(ctx, d.ID); err != nil {
+		t.Fatalf("delete on the follower: %v", err)
+	}
+	within(t, "the follower's delete to show on the leader (404)", func() bool {
+		_, err := L.Get(ctx, d.ID)
+		return apiStatus(err) == http.StatusNotFound
+	})
+
+	t.Run("revoked token", func(t *testing.T) { revokedEverywhere(t, h) })
+}
+
+// racingAPIUpdates sends two updates of deployment id at once, one to each
+// replica, both holding the same version: one is applied (200), the other
+// refused (409 conflict), and both replicas then hold the winner. A round
+// where both answer 200 is one where a replica had followed the other's
+// write before its own (the second update saw the first): the race is
+// tried again, and must be provoked within 5 rounds.
+func racingAPIUpdates(t *testing.T, L, F *client.Client, id string) {
+	ctx := t.Context()
+	replicas := []*client.Client{L, F}
+	for round := 1; round <= 5; round++ {
+		within(t, "both replicas to hold the same version", func() bool {
+			a, errA := L.Get(ctx, id)
+			b, errB := F.Get(ctx, id)
+			return errA == nil && errB == nil && a.Settings == b.Settings && a.UpdatedAt.Equal(b.UpdatedAt)
+		})
+		want := []deploy.Settings{{MinInstances: 0, MaxInstances: 1 + round%2}, {MinInstances: 0, MaxInstances: 3 + round%2}}
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			views = make([]deploy.View, 2)
+			errs  = make([]error, 2)
+		)
+		for i, c := range replicas {
+			wg.Go(func() {
+				<-start
+				views[i], errs[i] = c.Update(ctx, id, want[i])
+			})
+		}
+		close(start)
+		wg.Wait()
+		won := -1
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won = i
+			case apiStatus(err) != http.StatusConflict:
+				t.Fatalf("round %d: update on %s: %v, want 200 or 409", round, []string{"the leader", "the follower"}[i], err)
+			case !strings.Contains(err.Error(), "conflict"):
+				t.Errorf("round %d: 409 without the conflict code: %v", round, err)
+			}
+		}
+		if won == -1 {
+			t.Fatalf("round %d: neither racing update was applied: %v", round, errs)
+		}
+		if errs[0] == nil && errs[1] == nil {
+			t.Logf("round %d: both updates answered 200 (one replica had followed the other's write first); again", round)
+			continue
+		}
+		// The loser holds the winner's update at once (it reloaded it on
+		// the conflict); the winner has it too.
+		for i, c := range replicas {
+			got, err := c.Get(ctx, id)
+			if err != nil || got.Settings != want[won] {
+				t.Errorf("round %d: replica %d after the race holds %+v (%v), want the winner's %+v", round, i, got.Settings, err, want[won])
+			}
+		}
+		t.Logf("round %d: racing updates: %s won, the other got 409 conflict", round, []string{"the leader's", "the follower's"}[won])
+		return
+	}
+	t.Errorf("5 rounds of updates sent at once to both replicas never conflicted: a racing write may be lost")
+}
+
+// revokedEverywhere: user bob, added to the cluster's users file, is
+// accepted on both replicas' APIs and through Envoy; his line removed, his
+// token gets 401 on all of them within revokeBound.
+func revokedEverywhere(t *testing.T, h *haCluster) {
+	usersFile := filepath.Join(h.Dir, "thaw", "users")
+	original, err := os.ReadFile(usersFile)
+	if err != nil {
+		t.Fatalf("the cluster's users file: %v", err)
+	}
+	const bobToken = "tok-bob-ha-e2e"
+	var checks []usersCheck
+	for i, r := range h.Replicas {
+		checks = append(checks, usersCheck{fmt.Sprintf("replica %d's API", i+1), r.API, "GET", "/deploy/list", nil})
+	}
+	checks = append(checks, usersCheck{"the edge's API route", h.Edge, "GET", "/deploy/list", nil},
+		usersCheck{"the edge's models list", h.Edge, "GET", "/v1/openai/models", nil})
+	appendLine(t, usersFile, "bob "+auth.HashToken(bobToken)+"\n")
+	if took, pending := until(t, checks, bobToken, func(s int) bool { return s == http.StatusOK }); len(pending) > 0 {
+		t.Fatalf("bob's new token not accepted on %s within %s", pending[0].name, revokeBound)
+	} else {
+		t.Logf("bob's token accepted everywhere %s after its line was added", took)
+	}
+	replaceUsersFile(t, usersFile, string(original))
+	took, pending := until(t, checks, bobToken, func(s int) bool { return s == http.StatusUnauthorized })
+	for _, ck := range pending {
+		t.Errorf("bob's revoked token not refused with 401 on %s within %s of its removal", ck.name, revokeBound)
+	}
+	t.Logf("HA: a revoked token was refused on both replicas and through Envoy %s after its line was removed", took)
+	for _, ck := range checks {
+		if got := status(t, ck, h.Token); got != http.StatusOK {
+			t.Errorf("dev's token on %s after bob was removed: HTTP %d, want 200", ck.name, got)
+		}
+	}
+}
+
+// TestHALeaderKilledMidBurst: a deployment scaled to zero (max 2
+// instances) gets a burst of 200 chats through Envoy, streamed and not,
+// 50 at a time; the leader replica is SIGKILLed while the first are held.
+// Every request is answered, a follower leads within leaderFailoverBound, Nomad
+// never runs more than 2 allocations of the deployment, the allocations
+// live at the kill are adopted (not replaced), and the killed replica,
+// restarted, follows the new leader and shows the deployment as it does.
+func TestHALeaderKilledMidBurst(t *testing.T) {
+	h := startHA(t, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
+	ld, fl, _ := h.roles(30 * time.Second)
+	old, survivor := h.Replicas[ld], h.Replicas[fl]
+	ctx := t.Context()
+	d, err := h.api(survivor.API).Create(ctx, haCreate(uniqueName("failover"), 0, 2))
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	h.waitRoutable(d)
+	watch := h.watchAllocs(jobOf(d), 2)
+
+	b := startBurst(ctx, burstConfig{base: h.Edge + "/v1/openai/", token: h.Token, model: d.FullName, n: 200, parallel: 50})
+	if !waitFor(10*time.Second, 10*time.Millisecond, func() bool { return b.sent.Load() >= 50 }) {
+		t.Fatalf("the burst did not start: %d requests sent in 10s", b.sent.Load())
+	}
+	time.Sleep(500 * time.Millisecond) // the first requests reach the activators, which wake the deployment
+	if n := b.answered.Load(); n > 0 {
+		t.Errorf("%d requests answered before the kill: the deployment was not cold", n)
+	}
+	atKill := h.liveAllocs(jobOf(d))
+	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the leader (pid %d): %v", old.PID, err)
+	}
+	killed := time.Now()
+	t.Logf("SIGKILLed the leader (replica %d, pid %d) holding %d requests; Nomad had %d allocation(s): %v",
+		old.N, old.PID, b.sent.Load(), len(atKill), atKill)
+
+	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", killed, leaderFailoverBound)
+	if err != nil {
+		t.Errorf("no new leader within the failover bound %s: %v", leaderFailoverBound, err)
+	} else {
+		t.Logf("HA: failover: replica %d leads %.1fs after the leader was SIGKILLed (bound %s)", survivor.N, took.Seconds(), leaderFailoverBound)
+	}
+	results := b.wait()
+	failed, first := 0, time.Time{}
+	for _, r := range results {
+		switch {
+		case r.err != "":
+			failed++
+			if failed <= 5 {
+				t.Errorf("request %d (stream %v): %s", r.i, r.stream, r.err)
+			}
+		case r.done.After(killed) && (first.IsZero() || r.done.Before(first)):
+			first = r.done
+		}
+	}
+	if failed > 0 || len(results) != 200 {
+		t.Errorf("%d of %d requests failed (200 sent)", failed, len(results))
+	}
+	if !first.IsZero() {
+		t.Logf("HA: first 200 through Envoy %.1fs after the kill; the burst ended %.1fs after it",
+			first.Sub(killed).Seconds(), time.Since(killed).Seconds())
+	}
+	h.checkAdopted(jobOf(d), atKill)
+	most, over := watch()
+	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2)", most)
+	for _, o := range over {
+		t.Errorf("more allocations than max_instances 2: %s", o)
+	}
+
+	h.rejoin(old, d.ID)
+}
+
+// rejoin restarts the killed replica old and checks it follows the
+// leader within 10 s and shows deployment id as the leader does.
+func (h *haCluster) rejoin(old e2e.Replica, id string) {
+	t := h.t
+	ld, _, leaderID := h.roles(5 * time.Second)
+	leader := h.Replicas[ld]
+	restarted := time.Now()
+	if _, err := h.RestartReplica(old.N); err != nil { // the cluster's Shutdown stops it
+		t.Fatalf("restart replica %d: %v", old.N, err)
+	}
+	took, err := h.waitRole(old.API, e2e.RoleFollower, leaderID, restarted, 10*time.Second)
+	if err != nil {
+		t.Fatalf("the restarted replica does not follow the new leader %s: %v", leaderID, err)
+	}
+	t.Logf("HA: the restarted replica %d follows %s %.1fs after its restart", old.N, leaderID, took.Seconds())
+	var a, b deploy.View
+	if !waitFor(2*time.Second, 100*time.Millisecond, func() bool {
+		a, err = h.api(leader.API).Get(t.Context(), id)
+		if err != nil {
+			return false
+		}
+		b, err = h.api(old.API).Get(t.Context(), id)
+		return err == nil && a.Status == b.Status && a.Instances.Running == b.Instances.Running
+	}) {
+		t.Errorf("the restarted replica shows %s (%v), the leader %s", describe(b), err, describe(a))
+	}
+}
+
+// TestHAGracefulHandover: the leader replica stopped with SIGTERM releases
+// the lock at once: the other replica leads within handoverBound, a
+// steady trickle of warm requests through Envoy keeps succeeding, and
+// the deployment's allocation is adopted, not replaced.
+func TestHAGracefulHandover(t *testing.T) {
+	h := startHA(t, "--sim-startup", "300ms", "--sim-tokens-per-second", "500")
+	ld, fl, _ := h.roles(30 * time.Second)
+	old, survivor := h.Replicas[ld], h.Replicas[fl]
+	ctx := t.Context()
+	leaderAPI := h.api(old.API)
+	d, err := leaderAPI.Create(ctx, haCreate(uniqueName("handover"), 1, 1))
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	var v deploy.View
+	if !waitFor(60*time.Second, 100*time.Millisecond, func() bool {
+		v, err = leaderAPI.Get(ctx, d.ID)
+		return err == nil && v.Instances.Running == 1
+	}) {
+		t.Fatalf("the min_instances 1 deployment is not running within 60s: %s (%v)", describe(v), err)
+	}
+	h.waitRoutable(d)
+	before := h.liveAllocs(jobOf(d))
+
+	trickle := startTrickle(ctx, h.Edge+"/v1/openai/", h.Token, d.FullName)
+	time.Sleep(2 * time.Second)
+	if err := syscall.Kill(old.PID, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM the leader (pid %d): %v", old.PID, err)
+	}
+	stopped := time.Now()
+	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", stopped, handoverBound)
+	if err != nil {
+		t.Errorf("no handover within %s of the leader's SIGTERM: %v", handoverBound, err)
+	} else {
+		t.Logf("HA: graceful handover: replica %d leads %.2fs after the leader's SIGTERM", survivor.N, took.Seconds())
+	}
+	if !waitFor(20*time.Second, 100*time.Millisecond, func() bool { return syscall.Kill(old.PID, 0) != nil }) {
+		t.Errorf("the old leader (pid %d) still runs 20s after SIGTERM", old.PID)
+	}
+	time.Sleep(5 * time.Second) // the new leader adopts the instance under the trickle
+	results := trickle()
+	var after, failed int
+	var slowest time.Duration
+	for _, r := range results {
+		if r.start.After(stopped) {
+			after++
+		}
+		slowest = max(slowest, r.took)
+		if r.err != "" {
+			failed++
+			if failed <= 5 {
+				t.Errorf("request sent %s after the SIGTERM failed: %s", r.start.Sub(stopped).Round(time.Millisecond), r.err)
+			}
+		}
+	}
+	t.Logf("HA: %d warm requests through Envoy during the handover (%d after the SIGTERM), %d failed, slowest %s",
+		len(results), after, failed, slowest.Round(time.Millisecond))
+	if after < 10 {
+		t.Errorf("only %d requests after the SIGTERM: the test did not exercise the handover", after)
+	}
+	h.checkAdopted(jobOf(d), before)
+	if now := h.liveAllocs(jobOf(d)); !slices.Equal(now, before) {
+		t.Errorf("allocations after the handover %v, want the ones before it %v (adopted, not replaced)", now, before)
+	}
+}
+
+// waitRoutable waits until Envoy routes d to the activators and both
+// activators know d (they learn it through Redis from the leader), so a
+// request sent now is held, not refused as an unknown model.
+func (h *haCluster) waitRoutable(d deploy.View) {
+	h.t.Helper()
+	acts := clusterActivators.FindStringSubmatch(h.Out.Tail(64 << 10))
+	if acts == nil {
+		h.t.Fatalf("cluster.sh did not say where the activators listen")
+	}
+	ok := waitFor(30*time.Second, 100*time.Millisecond, func() bool {
+		hosts, _ := envoyHosts(h.EnvoyAdmin, "deploy-"+d.ID, "priority")
+		if len(hosts) == 0 {
+			return false
+		}
+		for _, port := range strings.Fields(acts[1]) {
+			var models struct {
+				Data []struct{ ID string } `json:"data"`
+			}
+			r, err := (&server{t: h.t, base: "http://127.0.0.1:" + port}).doAs(h.Token, "GET", "/v1/openai/models", nil)
+			if err != nil || r.Status != http.StatusOK || json.Unmarshal(r.Body, &models) != nil ||
+				!slices.ContainsFunc(models.Data, func(m struct{ ID string }) bool { return m.ID == d.FullName }) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		h.t.Fatalf("deployment %s not routable through Envoy and the activators within 30s", d.FullName)
+	}
+}
+
+// liveAllocs returns the IDs of job's running or pending allocations,
+// sorted.
+func (h *haCluster) liveAllocs(job string) []string {
+	h.t.Helper()
+	ids, _, err := liveAllocsOf(h.nomad, job)
+	if err != nil {
+		h.t.Fatalf("allocations of %s: %v", job, err)
+	}
+	return ids
+}
+
+// liveAllocsOf returns the IDs of job's running or pending allocations,
+// sorted, and a description of each.
+func liveAllocsOf(nc *api.Client, job string) (ids, desc []string, err error) {
+	allocs, _, err := nc.Jobs().Allocations(job, false, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, a := range allocs {
+		if a.ClientStatus == api.AllocClientStatusRunning || a.ClientStatus == api.AllocClientStatusPending {
+			ids = append(ids, a.ID)
+			desc = append(desc, fmt.Sprintf("%s %s/%s", a.ID[:8], a.ClientStatus, a.DesiredStatus))
+		}
+	}
+	slices.Sort(ids)
+	return ids, desc, nil
+}
+
+// watchAllocs polls Nomad every 200 ms for job's running or pending
+// allocations until stop is called, which returns the most seen at once
+// and each sighting of more than limit.
+func (h *haCluster) watchAllocs(job string, limit int) (stop func() (most int, over []string)) {
+	ctx, cancel := context.WithCancel(h.t.Context())
+	var most int
+	var over, errs []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			ids, desc, err := liveAllocsOf(h.nomad, job)
+			switch {
+			case err != nil && !strings.Contains(err.Error(), "404"):
+				errs = append(errs, err.Error())
+			case len(ids) > limit:
+				over = append(over, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), desc))
+			}
+			most = max(most, len(ids))
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (int, []string) {
+		cancel()
+		<-done
+		if len(errs) > 0 {
+			h.t.Logf("%d of the polls of Nomad failed, e.g. %s", len(errs), errs[0])
+		}
+		return most, over
+	}
+}
+
+// checkAdopted fails the test unless each allocation in ids still runs,
+// meant to (not stopped by the new leader).
+func (h *haCluster) checkAdopted(job string, ids []string) {
+	h.t.Helper()
+	for _, id := range ids {
+		a, _, err := h.nomad.Allocations().Info(id, nil)
+		if err != nil {
+			h.t.Errorf("allocation %s of %s: %v", id[:8], job, err)
+			continue
+		}
+		if a.ClientStatus != api.AllocClientStatusRunning || a.DesiredStatus != api.AllocDesiredStatusRun {
+			h.t.Errorf("allocation %s, live when the leader changed, is now %s/%s: the new leader did not adopt it",
+				id[:8], a.ClientStatus, a.DesiredStatus)
+		}
+	}
+}
+
+// burstConfig says what startBurst sends.
+type burstConfig struct {
+	base, token, model string
+	n, parallel        int
+}
+
+// burstResult is one request of a burst.
+type burstResult struct {
+	i      int
+	stream bool
+	done   time.Time
+	err    string // what was wrong; "" for a 200 with content
+}
+
+// burst is a running startBurst.
+type burst struct {
+	sent, answered atomic.Int64
+	wait           func() []burstResult
+}
+
+// startBurst sends cfg.n chats with the official OpenAI Go client, at
+// most cfg.parallel at a time, every other one streamed, in the
+// background. Each may take 150 s; the client does not retry.
+func startBurst(ctx context.Context, cfg burstConfig) *burst {
+	c := openai.NewClient(option.WithBaseURL(cfg.base), option.WithAPIKey(cfg.token),
+		option.WithMaxRetries(0), option.WithRequestTimeout(150*time.Second))
+	b := &burst{}
+	results := make([]burstResult, cfg.n)
+	slots := make(chan struct{}, cfg.parallel)
+	var wg sync.WaitGroup
+	for i := range cfg.n {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			b.sent.Add(1)
+			stream := i%2 == 1
+			results[i] = burstResult{i: i, stream: stream, err: chatOnce(ctx, c, cfg.model, stream)}
+			results[i].done = time.Now()
+			b.answered.Add(1)
+		})
+	}
+	b.wait = func() []burstResult { wg.Wait(); return results }
+	return b
+}
+
+// chatOnce sends one chat of up to 8 tokens, streamed or not, and says
+// what was wrong with the answer ("" when it has content).
+func chatOnce(ctx context.Context, c openai.Client, model string, stream bool) string {
+	params := openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(8),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")}}
+	if !stream {
+		res, err := c.Chat.Completions.New(ctx, params)
+		switch {
+		case err != nil:
+			return err.Error()
+		case len(res.Choices) == 0 || res.Choices[0].Message.Content == "":
+			return "no content: " + res.RawJSON()
+		case res.Usage.CompletionTokens <= 0:
+			return "no completion tokens in the usage: " + res.RawJSON()
+		}
+		return ""
+	}
+	s := c.Chat.Completions.NewStreaming(ctx, params)
+	defer s.Close()
+	acc := openai.ChatCompletionAccumulator{}
+	chunks := 0
+	for s.Next() {
+		chunks++
+		acc.AddChunk(s.Current())
+	}
+	switch {
+	case s.Err() != nil:
+		return fmt.Sprintf("stream after %d chunks: %v", chunks, s.Err())
+	case len(acc.Choices) == 0 || acc.Choices[0].Message.Content == "":
+		return fmt.Sprintf("stream of %d chunks with no content", chunks)
+	}
+	return ""
+}
+
+// trickleResult is one request of a trickle.
+type trickleResult struct {
+	start time.Time
+	took  time.Duration
+	err   string
+}
+
+// startTrickle sends chats one after another from two goroutines, every
+// other one streamed, until the returned stop is called, which returns
+// every request's result.
+func startTrickle(ctx context.Context, base, token, model string) (stop func() []trickleResult) {
+	c := openai.NewClient(option.WithBaseURL(base), option.WithAPIKey(token),
+		option.WithMaxRetries(0), option.WithRequestTimeout(60*time.Second))
+	var (
+		mu      sync.Mutex
+		results []trickleResult
+		wg      sync.WaitGroup
+		halt    atomic.Bool
+	)
+	for g := range 2 {
+		wg.Go(func() {
+			for i := 0; !halt.Load(); i++ {
+				start := time.Now()
+				msg := chatOnce(ctx, c, model, (i+g)%2 == 1)
+				mu.Lock()
+				results = append(results, trickleResult{start: start, took: time.Since(start), err: msg})
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	return func() []trickleResult {
+		halt.Store(true)
+		wg.Wait()
+		return results
+	}
+}
