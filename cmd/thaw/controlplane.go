@@ -123,8 +123,8 @@ func newControlPlane(ctx context.Context, p *process, cfg controlPlaneConfig) (_
 	if c.replica == "" {
 		c.replica = replicaID()
 	}
-	if cfg.NewRuntime == nil || cfg.Locker == nil {
-		return nil, errors.New("control plane: NewRuntime and Locker are required")
+	if cfg.NewRuntime == nil || cfg.Locker == nil || cfg.Users == nil {
+		return nil, errors.New("control plane: NewRuntime, Locker and Users are required")
 	}
 	if c.ln, err = listen(cfg.Addr); err != nil {
 		return nil, err

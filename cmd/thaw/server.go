@@ -154,7 +154,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var term atomic.Pointer[nomad.Runtime] // the running term's runtime
 	cp, err := newControlPlane(ctx, p, controlPlaneConfig{
-		Addr: cfg.addr, Store: n.store, Replica: replica, Locker: lock,
+		Addr: cfg.addr, Store: n.store, Replica: replica, Locker: lock, Users: p.Users,
 		NewRuntime: func() (termRuntime, error) {
 			rt, err := n.newRuntime()
 			if err != nil {
