@@ -245,12 +245,13 @@ func buildListener(listen string, lt ListenerTLS, idle time.Duration) (*listener
 	}, nil
 }
 
-// authzRetry retries a check whose connection to a thaw replica failed
-// (the replica died, or is ejected for it) on another replica, soon: the
-// client is waiting. Only where the replica cannot have seen the check.
+// authzRetry retries a check that failed because its thaw replica died
+// (before or while answering it) or is ejected for it on another replica,
+// soon: the client is waiting. A check changes nothing, so it may run
+// twice.
 func authzRetry() *core.RetryPolicy {
 	return &core.RetryPolicy{
-		RetryOn:    "connect-failure,refused-stream,reset-before-request",
+		RetryOn:    "connect-failure,refused-stream,reset-before-request,reset",
 		NumRetries: wrapperspb.UInt32(3),
 		RetryBackOff: &core.BackoffStrategy{
 			BaseInterval: durationpb.New(10 * time.Millisecond),

@@ -135,6 +135,7 @@ func TestBuildRoutes(t *testing.T) {
 		AuthzOff, Rewrites  bool
 		DeployHeader, Route string
 		Removes, Adds       string
+		Methods             string
 	}
 	var got []rv
 	for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
@@ -160,6 +161,8 @@ func TestBuildRoutes(t *testing.T) {
 				v.DeployHeader = h.GetStringMatch().GetExact()
 			case "x-thaw-route":
 				v.Route = h.GetStringMatch().GetExact()
+			case ":method":
+				v.Methods = h.GetStringMatch().GetSafeRegex().GetRegex()
 			}
 		}
 		got = append(got, v)
@@ -177,7 +180,10 @@ func TestBuildRoutes(t *testing.T) {
 		{Name: "deploy-cold", Cluster: "deploy-cold", Idle: idle, Retry: retry + ",reset", Rewrites: true, DeployHeader: "cold", Route: "direct", Removes: removed, Adds: json},
 		{Name: "deploy-warm", Cluster: "deploy-warm", Idle: idle, Retry: retry + ",reset", Rewrites: true, DeployHeader: "warm", Route: "direct", Removes: removed, Adds: json},
 		{Name: "activator", Cluster: ActivatorCluster, Idle: idle, Retry: retry + ",reset"},
-		// The catch-all is last, to thaw, with ext_authz off.
+		// The catch-all is last, to thaw, with ext_authz off. Reads are
+		// retried when their replica dies under them, the rest only when
+		// it cannot have seen them.
+		{Name: "thaw-api-read", Cluster: APICluster, Idle: idle, Retry: retry + ",reset", AuthzOff: true, Methods: "GET|HEAD"},
 		{Name: "thaw-api", Cluster: APICluster, Idle: idle, Retry: retry, AuthzOff: true},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -378,7 +384,7 @@ func TestBuildAPIs(t *testing.T) {
 		Hosts:          []string{"127.0.0.1:8080", "127.0.0.1:8081"},
 		EjectAfter:     1,
 		AuthzCluster:   APICluster,
-		AuthzRetryOn:   "connect-failure,refused-stream,reset-before-request",
+		AuthzRetryOn:   "connect-failure,refused-stream,reset-before-request,reset",
 		AuthzRetries:   3,
 		AuthzPredicate: "envoy.retry_host_predicates.previous_hosts",
 		Activators:     []lbView{{0, "127.0.0.1:8080", "UNKNOWN"}, {0, "127.0.0.1:8081", "UNKNOWN"}},

@@ -40,8 +40,11 @@
 // instance is ready. thaw-activator (EDS) serves the activator route;
 // thaw-api is static and holds every thaw server replica (State.APIs): the
 // catch-all and /authz load-balance over them, eject a replica whose
-// connections fail, and retry a request that could not connect on another
-// replica, so one replica's death costs the edge no request.
+// connections fail, and retry on another replica a request that could not
+// connect, and also a check or a read (GET, HEAD: the thaw-api-read route)
+// whose replica died under it, so one replica's death costs the edge no
+// request but a write it was answering (retrying that could apply it
+// twice).
 //
 // Replicas. Every thaw server replica serves xDS and builds its snapshot
 // from the same state: Build sorts and dedups addresses, deployments and

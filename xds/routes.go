@@ -24,8 +24,8 @@ var directRemoved = []string{"authorization", deployIDHeader, routeHeader, holdT
 
 // buildRoutes: per deployment a direct route (headers set by ext_authz),
 // then the activator route for every other inference request, then the
-// catch-all to thaw's API with ext_authz off. Order matters: first match
-// wins.
+// catch-all to thaw's API with ext_authz off (reads, then the rest). Order
+// matters: first match wins.
 func buildRoutes(deployments []Deployment, idle time.Duration) *route.RouteConfiguration {
 	vh := &route.VirtualHost{Name: "thaw", Domains: []string{"*"}}
 	for _, d := range deployments {
@@ -66,18 +66,37 @@ func buildRoutes(deployments []Deployment, idle time.Duration) *route.RouteConfi
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: regex(inferencePath)}},
 			Action: &route.Route_Route{Route: activatorUpstream(idle)},
 		},
-		&route.Route{
-			Name:   "thaw-api",
-			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &route.Route_Route{Route: upstream(APICluster, idle, false)},
-			TypedPerFilterConfig: map[string]*anypb.Any{
-				"envoy.filters.http.ext_authz": mustAny(&extauthz.ExtAuthzPerRoute{
-					Override: &extauthz.ExtAuthzPerRoute_Disabled{Disabled: true},
-				}),
-			},
-		},
+		apiRoute(APIReadRoute, idle, true),
+		apiRoute(APIRoute, idle, false),
 	)
 	return &route.RouteConfiguration{Name: RouteConfigName, VirtualHosts: []*route.VirtualHost{vh}}
+}
+
+// apiRoute is a catch-all route to thaw's API replicas, ext_authz off. The
+// read route takes GET and HEAD, which change nothing: one a replica was
+// answering when it died (reset) is retried on another replica, so a
+// replica's death costs readers nothing. Other methods are retried only
+// where the replica cannot have seen them: a create the dying replica may
+// have stored must not be made twice.
+func apiRoute(name string, idle time.Duration, reads bool) *route.Route {
+	r := &route.Route{
+		Name:   name,
+		Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_Route{Route: upstream(APICluster, idle, false)},
+		TypedPerFilterConfig: map[string]*anypb.Any{
+			"envoy.filters.http.ext_authz": mustAny(&extauthz.ExtAuthzPerRoute{
+				Override: &extauthz.ExtAuthzPerRoute_Disabled{Disabled: true},
+			}),
+		},
+	}
+	if reads {
+		r.Match.Headers = []*route.HeaderMatcher{{
+			Name:                 ":method",
+			HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: regex("GET|HEAD")}}},
+		}}
+		r.GetRoute().RetryPolicy.RetryOn += ",reset"
+	}
+	return r
 }
 
 // directUpstream is upstream to a deployment's instances, plus retry on

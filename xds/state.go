@@ -17,6 +17,12 @@ const (
 	RouteConfigName = "thaw-routes"
 	// APICluster is thaw's API (deploy API, /v1/models, /healthz, /authz).
 	APICluster = "thaw-api"
+	// APIReadRoute is the catch-all route of GET and HEAD requests to
+	// APICluster; APIRoute the catch-all of the other methods.
+	APIReadRoute = "thaw-api-read"
+	// APIRoute is the catch-all route of the methods APIReadRoute does not
+	// take.
+	APIRoute = "thaw-api"
 	// ActivatorCluster holds the activator replicas.
 	ActivatorCluster = "thaw-activator"
 	// DeployClusterPrefix + deploy ID names a deployment's cluster.

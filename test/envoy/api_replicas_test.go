@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,31 +20,52 @@ import (
 )
 
 // TestAPIReplicaDown: with two thaw server replicas in the thaw-api
-// cluster, one of them down (SIGKILLed: its port refuses connections), every
-// request through the edge is answered by the other, both on the catch-all
-// route and for the /authz check of an inference request, whose failure
-// would otherwise be Envoy's 503. Envoy did try the dead replica (a connect
-// failure is counted), retried on the live one and ejected the dead one.
+// cluster, one of them down, requests through the edge are answered by the
+// other: the /authz check of an inference request (whose failure would be
+// Envoy's 503) and catch-all reads whether the dead replica refuses
+// connections (SIGKILLed earlier) or dies while answering (SIGKILLed under
+// the request); a write is retried only when the dead replica cannot have
+// seen it, so the one it died under gets a 503 rather than being applied
+// twice. Envoy did try the dead replica and ejected it.
 func TestAPIReplicaDown(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
+		diesUnder          bool
 		want               int
+		// failedWrites: the requests that hit the dying replica fail.
+		failedWrites bool
 	}{
 		// The live replica's /authz refuses every token: its 403 reaches
 		// the client, Envoy's own error would be a 503.
-		{"authz", http.MethodPost, "/v1/chat/completions", http.StatusForbidden},
-		{"catch-all", http.MethodGet, "/deploy/list", http.StatusOK},
+		{name: "authz/refused", method: http.MethodPost, path: "/v1/chat/completions", want: http.StatusForbidden},
+		{name: "authz/dies under it", method: http.MethodPost, path: "/v1/chat/completions", diesUnder: true, want: http.StatusForbidden},
+		{name: "read/refused", method: http.MethodGet, path: "/deploy/list", want: http.StatusOK},
+		{name: "read/dies under it", method: http.MethodGet, path: "/deploy/list", diesUnder: true, want: http.StatusOK},
+		{name: "write/refused", method: http.MethodPost, path: "/deploy/llm", want: http.StatusOK},
+		{name: "write/dies under it", method: http.MethodPost, path: "/deploy/llm", diesUnder: true, want: http.StatusOK, failedWrites: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := startAPIReplicasEdge(t)
+			e, dying := startAPIReplicasEdge(t, tc.diesUnder)
+			failed := 0
 			for i := range 20 {
 				r := e2e.SendT(t, e.client, tc.method, e.url+tc.path, "tok", []byte(`{"model":"alice/warm"}`))
-				if r.Status != tc.want || !strings.Contains(string(r.Body), "live replica") {
+				switch {
+				case r.Status == tc.want && strings.Contains(string(r.Body), "live replica"):
+				case tc.failedWrites && r.Status == http.StatusServiceUnavailable:
+					failed++
+				default:
 					t.Errorf("request %d: HTTP %d %s; want %d from the live replica", i, r.Status, r.Body, tc.want)
 				}
 			}
-			if n := e.stat(t, "cluster.thaw-api.upstream_cx_connect_fail"); n < 1 {
-				t.Errorf("envoy never tried the dead replica (%d connect failures): the test proves nothing", n)
+			if tc.failedWrites && (failed < 1 || int64(failed) != dying.Load()) {
+				t.Errorf("%d writes failed, the dying replica took %d: want each it took to fail, none retried", failed, dying.Load())
+			}
+			fails := e.stat(t, "cluster.thaw-api.upstream_cx_connect_fail")
+			if tc.diesUnder {
+				fails = int(dying.Load())
+			}
+			if fails < 1 {
+				t.Errorf("envoy never tried the dead replica: the test proves nothing")
 			}
 			if n := e.stat(t, "cluster.thaw-api.outlier_detection.ejections_enforced_total"); n < 1 {
 				t.Errorf("the dead replica was not ejected (%d ejections)", n)
@@ -53,8 +75,10 @@ func TestAPIReplicaDown(t *testing.T) {
 }
 
 // startAPIReplicasEdge starts Envoy on an xDS server whose thaw-api cluster
-// holds a dead replica and a live one.
-func startAPIReplicasEdge(t *testing.T) *edge {
+// holds a live replica and a dead one: with diesUnder, one that drops each
+// request's connection before answering (counted in dying), else a port
+// nothing listens on.
+func startAPIReplicasEdge(t *testing.T, diesUnder bool) (*edge, *atomic.Int64) {
 	t.Helper()
 	bin := envoyBin(t)
 	mux := http.NewServeMux()
@@ -67,6 +91,18 @@ func startAPIReplicasEdge(t *testing.T) *edge {
 	live := httptest.NewServer(mux)
 	t.Cleanup(live.Close)
 	dead := freeAddr(t) // nothing listens: refused, as after a SIGKILL
+	var dying atomic.Int64
+	if diesUnder {
+		d := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			dying.Add(1)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close() // what the kernel does to a killed process's connections
+			}
+		}))
+		t.Cleanup(d.Close)
+		dead = strings.TrimPrefix(d.URL, "http://")
+	}
 
 	xln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,5 +126,5 @@ func startAPIReplicasEdge(t *testing.T) *edge {
 		t.Fatal(err)
 	}
 	e2e.StartEnvoyT(t, e2e.EnvoyConfig{Bin: bin, Bootstrap: boot, Admin: admin, Dir: t.TempDir()})
-	return &edge{url: "http://" + listen, admin: "http://" + admin, client: &http.Client{Timeout: 10 * time.Second}}
+	return &edge{url: "http://" + listen, admin: "http://" + admin, client: &http.Client{Timeout: 10 * time.Second}}, &dying
 }
