@@ -18,11 +18,13 @@ const ttl = 10 * time.Second
 var errDown = errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")
 
 // nomadLock is a fake of Nomad's Variables lock shared by the replicas: it
-// frees an unrenewed lock 2*TTL after the last renewal it saw, as Nomad
-// does.
+// frees an unrenewed lock 2*TTL after the last renewal it saw, and Holder
+// names the last replica to acquire it, held or not (a client token does
+// not see whether it is), as Nomad does.
 type nomadLock struct {
 	mu      sync.Mutex // mu guards the fields below.
-	holder  string
+	holder  string     // who holds the lock ("" none)
+	last    string     // who acquired it last
 	expires time.Time
 	down    bool                     // every call fails, as with Nomad unreachable
 	cut     map[string]bool          // replicas whose calls fail (a partition)
@@ -84,7 +86,7 @@ func (r replica) Acquire(ctx context.Context) error {
 	if h := r.n.holderLocked(); h != "" {
 		return ErrHeld
 	}
-	r.n.holder, r.n.expires = r.id, time.Now().Add(2*ttl)
+	r.n.holder, r.n.last, r.n.expires = r.id, r.id, time.Now().Add(2*ttl)
 	return nil
 }
 
@@ -130,7 +132,7 @@ func (r replica) Holder(ctx context.Context) (string, error) {
 	if err := r.reach(ctx); err != nil {
 		return "", err
 	}
-	return r.n.holderLocked(), nil
+	return r.n.last, nil
 }
 
 func (r replica) TTL() time.Duration { return ttl }

@@ -31,7 +31,9 @@ type Locker interface {
 	Renew(ctx context.Context) error
 	// Release frees the lock at once, if this replica holds it.
 	Release(ctx context.Context) error
-	// Holder returns the ID of the replica holding the lock, "" if none.
+	// Holder returns the ID of the replica holding the lock, "" if
+	// none or unknown. Lease asks it only after Acquire found the lock
+	// held, so it may name the replica that acquired it last.
 	Holder(ctx context.Context) (string, error)
 	// TTL is how long a hold lasts without renewal, as this replica
 	// counts it: the lock's owner frees it no sooner than 2*TTL after
@@ -45,8 +47,8 @@ type Config struct {
 	Locker Locker
 	// ID names this replica, as Locker.Holder reports it. Required.
 	ID string
-	// Retry is how often a follower campaigns and refreshes who leads,
-	// and how soon a leader retries a failed renewal. Default 1s.
+	// Retry is how often a follower campaigns (and then reads who
+	// leads), and how soon a leader retries a failed renewal. Default 1s.
 	Retry time.Duration
 	// Logger receives "lease: acquired", "lease: lost", "lease:
 	// released" and warnings about the lock. Default slog.Default().
@@ -154,31 +156,29 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context) error) e
 	return nil
 }
 
-// campaign acquires the lock if nobody holds it, and returns when the
-// Acquire was sent if it won. It asks Holder first: a read, where a
-// refused Acquire would be a write to the lock's owner (Nomad's Raft log)
-// every Retry from every follower.
+// campaign tries to acquire the lock and returns when the Acquire was
+// sent if it won; if another holds it, it records who. It acquires rather
+// than reading first: Nomad hides a Variable's lock from tokens other than
+// management ones, so a read cannot tell a held lock from a free one.
 func (l *Lease) campaign(ctx context.Context) (*time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.ttl/4) // a hung request must not stop the campaign
 	defer cancel()
+	sent := time.Now()
+	err := l.cfg.Locker.Acquire(ctx)
+	if err == nil {
+		return &sent, nil
+	}
+	if !errors.Is(err, ErrHeld) {
+		l.setHolder("")
+		return nil, fmt.Errorf("acquire the lock: %w", err)
+	}
 	holder, err := l.cfg.Locker.Holder(ctx)
 	if err != nil {
 		l.setHolder("")
 		return nil, fmt.Errorf("read the lock's holder: %w", err)
 	}
 	l.setHolder(holder)
-	if holder != "" && holder != l.cfg.ID {
-		return nil, nil
-	}
-	sent := time.Now()
-	err = l.cfg.Locker.Acquire(ctx)
-	if errors.Is(err, ErrHeld) {
-		return nil, nil // someone else won the race; Holder names it next time
-	}
-	if err != nil {
-		return nil, fmt.Errorf("acquire the lock: %w", err)
-	}
-	return &sent, nil
+	return nil, nil
 }
 
 // wait returns after d, or when ctx is done.

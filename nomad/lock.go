@@ -140,20 +140,20 @@ func (l *Lock) Release(ctx context.Context) error {
 	return nil
 }
 
-// Holder returns the ID in the lock Variable while the lock is held, ""
-// when it is free.
+// Holder returns the ID in the lock Variable: the replica that acquired
+// the lock last, which holds it when Acquire has just found it held; ""
+// if the lock was never taken. It cannot say whether the lock is still
+// held: Nomad shows a Variable's lock (its ID, which lets one renew or
+// release it) to management tokens only.
 func (l *Lock) Holder(ctx context.Context) (string, error) {
 	v, _, err := l.c.Variables().Peek(l.cfg.Path, (&api.QueryOptions{Namespace: l.cfg.Namespace}).WithContext(ctx))
 	if err != nil {
 		return "", fmt.Errorf("read lock %s: %w", l.cfg.Path, denied(err, needVariable("read", l.cfg.Path)))
 	}
-	if v == nil || v.Lock == nil {
+	if v == nil {
 		return "", nil
 	}
-	if h := v.Items[holderItem]; h != "" {
-		return h, nil
-	}
-	return "unknown (no " + holderItem + " item)", nil
+	return v.Items[holderItem], nil
 }
 
 // fail wraps the error of the lock operation op: Nomad's 409 (held by
