@@ -261,3 +261,19 @@ func TestSolo(t *testing.T) {
 		}
 	})
 }
+
+// TestHungCampaign: a request Nomad never answers does not stall a
+// follower's campaign: once Nomad answers again, it leads.
+func TestHungCampaign(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n, ts := newNomadLock(), &terms{t: t}
+		n.set(func(n *nomadLock) { n.hang["a"] = true })
+		a := start(t, n.locker("a"), "a", ts.lead("a", nil))
+		sleep(time.Minute)
+		n.set(func(n *nomadLock) { n.hang["a"] = false })
+		sleep(ttl/4 + time.Second)
+		if !a.leads() {
+			t.Errorf("a does not lead %v after Nomad answers again", ttl/4+time.Second)
+		}
+	})
+}
