@@ -88,8 +88,10 @@
 // With ACLs enabled, thaw's token needs: namespace capabilities list-jobs,
 // read-job (jobs, allocations, evaluations, the event stream) and
 // submit-job (register, stop, purge); node read (GPUs); variables list,
-// read, write and destroy on the records (thaw/records/*) and write and
-// destroy on the HF tokens (nomad/jobs/thaw-*, see package jobs). The
+// read, write and destroy on the records (thaw/records/*), read, write and
+// destroy on the name reservations (thaw/names/*), write and destroy on
+// the HF tokens (nomad/jobs/thaw-*, see package jobs), and read and write
+// on the replicas' leader election (thaw/leader, Lock). The
 // model-server tasks read their token by their workload identity: no
 // policy is attached to any job. A call Nomad refuses (403) returns a
 // *PermissionError naming what it needs in a policy's words, e.g.

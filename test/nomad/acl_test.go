@@ -32,6 +32,9 @@ const thawPolicy = `namespace "default" {
     path "nomad/jobs/thaw-*" {
       capabilities = ["write", "destroy"]
     }
+    path "thaw/leader" {
+      capabilities = ["read", "write"]
+    }
   }
 }
 node {
