@@ -336,15 +336,18 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 		t.Errorf("more allocations than max_instances 2: %s", o)
 	}
 
-	h.rejoin(old, d.ID)
+	h.rejoin(old, survivor, d.ID)
 }
 
-// rejoin restarts the killed replica old and checks it follows the
-// leader within 10 s and shows deployment id as the leader does.
-func (h *haCluster) rejoin(old e2e.Replica, id string) {
+// rejoin restarts the killed replica old and checks it follows leader
+// within 10 s and shows deployment id as leader does.
+func (h *haCluster) rejoin(old, leader e2e.Replica, id string) {
 	t := h.t
-	ld, _, leaderID := h.roles(5 * time.Second)
-	leader := h.Replicas[ld]
+	lh, err := e2e.GetHealth(t.Context(), leader.API)
+	if err != nil || lh.Role != e2e.RoleLeader {
+		t.Fatalf("replica %d does not lead: %+v (%v)", leader.N, lh, err)
+	}
+	leaderID := lh.Leader
 	restarted := time.Now()
 	if _, err := h.RestartReplica(old.N); err != nil { // the cluster's Shutdown stops it
 		t.Fatalf("restart replica %d: %v", old.N, err)
@@ -601,7 +604,7 @@ func chatOnce(ctx context.Context, c openai.Client, model string, stream bool) s
 		res, err := c.Chat.Completions.New(ctx, params)
 		switch {
 		case err != nil:
-			return err.Error()
+			return errText(err)
 		case len(res.Choices) == 0 || res.Choices[0].Message.Content == "":
 			return "no content: " + res.RawJSON()
 		case res.Usage.CompletionTokens <= 0:
@@ -619,11 +622,21 @@ func chatOnce(ctx context.Context, c openai.Client, model string, stream bool) s
 	}
 	switch {
 	case s.Err() != nil:
-		return fmt.Sprintf("stream after %d chunks: %v", chunks, s.Err())
+		return fmt.Sprintf("stream after %d chunks: %s", chunks, errText(s.Err()))
 	case len(acc.Choices) == 0 || acc.Choices[0].Message.Content == "":
 		return fmt.Sprintf("stream of %d chunks with no content", chunks)
 	}
 	return ""
+}
+
+// errText is err with, for an HTTP answer, the answer itself (its
+// headers say whether Envoy or thaw sent it).
+func errText(err error) string {
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) && apiErr.Response != nil {
+		return fmt.Sprintf("%v: %q", err, apiErr.DumpResponse(true))
+	}
+	return err.Error()
 }
 
 // trickleResult is one request of a trickle.
