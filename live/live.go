@@ -90,26 +90,7 @@ func (p *Publisher) Poke() {
 // Run writes every Interval, and when poked, until ctx is done. Redis
 // errors are logged once until a write succeeds again.
 func (p *Publisher) Run(ctx context.Context) error {
-	t := time.NewTicker(p.cfg.Interval)
-	defer t.Stop()
-	failing := false
-	for {
-		err := p.write(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			p.cfg.Logger.Warn("live: publishing the fleet's view failed", "err", err)
-			failing = true
-		case err == nil && failing:
-			p.cfg.Logger.Info("live: publishing the fleet's view again")
-			failing = false
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-p.now:
-		}
-	}
+	return every(ctx, p.cfg, p.now, "publishing the fleet's view", p.write)
 }
 
 // write replaces the hash with the current views, atomically.
@@ -154,23 +135,30 @@ func NewReader(cfg Config) (*Reader, error) {
 // Run reads the views every Interval until ctx is done. A read that fails
 // keeps the views read before (logged once until a read succeeds).
 func (r *Reader) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
+	return every(ctx, r.cfg, nil, "reading the leader's view", r.Refresh)
+}
+
+// every runs do every cfg.Interval, and when poked, until ctx is done,
+// logging its failures once until it succeeds again.
+func every(ctx context.Context, cfg Config, poked <-chan struct{}, what string, do func(context.Context) error) error {
+	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	failing := false
 	for {
-		err := r.Refresh(ctx)
+		err := do(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
-			r.cfg.Logger.Warn("live: reading the leader's view failed", "err", err)
+			cfg.Logger.Warn("live: "+what+" failed", "err", err)
 			failing = true
 		case err == nil && failing:
-			r.cfg.Logger.Info("live: reading the leader's view again")
+			cfg.Logger.Info("live: " + what + " again")
 			failing = false
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-poked:
 		}
 	}
 }
