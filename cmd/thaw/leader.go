@@ -105,7 +105,10 @@ func (c *controlPlane) newTerm() (_ *term, err error) {
 		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: log,
 		StartTimeout: c.metering.startTimeout,
 		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
-		Events:       func(e fleet.Event) { c.journal.Record(fleetEvent(e)) },
+		Events: func(e fleet.Event) {
+			c.journal.Record(fleetEvent(e))
+			t.views.Poke() // the followers see it at once, not at the next interval
+		},
 		// What the previous leader wanted, as this replica last read it.
 		Desired: c.follower.Desired,
 	})
