@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +21,9 @@ import (
 
 // TestClusterScript runs scripts/cluster.sh (`make cluster`) on its own
 // ports: it prints user dev's generated token, serves a deployment through
-// its Nomad agent, and on SIGTERM (the same trap as Ctrl-C) stops
-// everything, leaving no process behind.
+// its Nomad agent, survives its leader's SIGKILL (replicaFailover), and on
+// SIGTERM (the same trap as Ctrl-C) stops everything, leaving no process
+// behind.
 func TestClusterScript(t *testing.T) {
 	needCluster(t)
 	c := e2e.StartClusterT(t, e2e.ClusterConfig{Bin: thawBin, Args: []string{"--sim-startup", "300ms"}, Dir: t.TempDir()})
@@ -46,6 +49,7 @@ func TestClusterScript(t *testing.T) {
 		ID string `json:"deploy_id"`
 	}
 	_ = json.Unmarshal(r.Body, &created)
+	waitVisible(t, c, token, created.ID)
 	r, err = s.doAs(token, "POST", "/v1/openai/chat/completions", map[string]any{
 		"model": "dev/" + name, "max_tokens": 5, "messages": []map[string]string{{"role": "user", "content": "hi"}},
 	})
@@ -110,12 +114,18 @@ func TestClusterScript(t *testing.T) {
 		t.Logf("skipping the Python SDK part: %v", err)
 	} else {
 		pyName := uniqueName("pysdk")
-		if r, err := s.doAs(token, "POST", "/deploy/llm", map[string]any{
+		r, err := s.doAs(token, "POST", "/deploy/llm", map[string]any{
 			"model_name": pyName, "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 8,
 			"hf": map[string]any{"repo": "org/model"}, "settings": map[string]any{"min_instances": 0, "max_instances": 1},
-		}); err != nil || r.Status != 200 {
+		})
+		if err != nil || r.Status != 200 {
 			t.Fatalf("create: %v %s", err, r)
 		}
+		var pyDeploy struct {
+			ID string `json:"deploy_id"`
+		}
+		_ = json.Unmarshal(r.Body, &pyDeploy)
+		waitVisible(t, c, token, pyDeploy.ID)
 		out, err := exec.Command(py, filepath.Join(root, "test", "testdata", "openai_sdk_check.py"), m[1]+"/v1/openai", token, "dev/"+pyName).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), `"status": 404`) || !strings.Contains(string(out), `"completion_tokens": 4`) {
 			t.Errorf("OpenAI Python SDK through Envoy: %v\n%s", err, out)
@@ -132,6 +142,8 @@ func TestClusterScript(t *testing.T) {
 		}
 	}
 
+	replicaFailover(t, c, s, token, name)
+
 	if err := c.Shutdown(); err != nil {
 		t.Error(err)
 	}
@@ -143,6 +155,114 @@ func TestClusterScript(t *testing.T) {
 	if pids := procsMatching(fmt.Sprintf("--port %s", redisPort)); len(pids) > 0 {
 		t.Errorf("redis left running: %v", pids)
 	}
+}
+
+// visibleBound is how long a deployment created on one replica may take to
+// show on every replica (issue 14: within a second).
+const visibleBound = time.Second
+
+// waitVisible waits until every replica of c answers GET /deploy/{id}, and
+// fails t when that takes longer than visibleBound: the edge sends the next
+// request to either replica.
+func waitVisible(t *testing.T, c *e2e.Cluster, token, id string) {
+	t.Helper()
+	start := time.Now()
+	for _, rep := range c.Replicas {
+		rs := &server{t: t, base: rep.API}
+		waitFor(10*time.Second, 20*time.Millisecond, func() bool {
+			r, err := rs.doAs(token, "GET", "/deploy/"+id, nil)
+			return err == nil && r.Status == 200
+		})
+	}
+	if took := time.Since(start); took > visibleBound {
+		t.Errorf("deployment %s took %s to show on every replica, want at most %s", id, took, visibleBound)
+	}
+}
+
+// failoverBound is how long the surviving replica may take to lead after
+// the leader's SIGKILL: Nomad frees the lock 2 x TTL (10 s) after the last
+// renewal, plus the lock delay, and the follower campaigns every second.
+const failoverBound = 30 * time.Second
+
+// replicaFailover: make cluster's two replicas agree that one leads and the
+// other follows it. SIGKILL of the leader is reported by the script, which
+// goes on; the edge answers the deploy API throughout (Envoy retries on the
+// other replica and ejects the dead one); the survivor leads within
+// failoverBound and still serves the deployment name through the edge; and
+// the killed replica, restarted with its own command line, rejoins as a
+// follower.
+func replicaFailover(t *testing.T, c *e2e.Cluster, s *server, token, name string) {
+	if len(c.Replicas) != 2 {
+		t.Fatalf("cluster.sh announced %d replicas, want 2: %+v", len(c.Replicas), c.Replicas)
+	}
+	// agreed reads both replicas' /healthz into roles and says whether one
+	// leads (replica index lead; either when lead < 0) and the other
+	// follows it.
+	var roles [2]map[string]string
+	leads := func(h map[string]string) bool { return h["role"] == "leader" }
+	agreed := func(lead int) bool {
+		for i, r := range c.Replicas {
+			if roles[i] = replicaHealth(r.API); roles[i] == nil {
+				return false
+			}
+		}
+		l := slices.IndexFunc(roles[:], leads)
+		return l >= 0 && (lead < 0 || l == lead) && roles[1-l]["role"] == "follower" &&
+			roles[l]["leader"] != "" && roles[1-l]["leader"] == roles[l]["leader"]
+	}
+	if !waitFor(15*time.Second, 100*time.Millisecond, func() bool { return agreed(-1) }) {
+		t.Fatalf("replicas' /healthz: %v; want one leader and one follower of it", roles)
+	}
+	leader := slices.IndexFunc(roles[:], leads)
+	dead, survivor := c.Replicas[leader], 1-leader
+	t.Logf("replica %d leads (%s); SIGKILL", dead.N, roles[leader]["leader"])
+	if err := syscall.Kill(dead.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	failed := 0
+	for time.Since(killed) < 3*time.Second {
+		if r, err := s.doAs(token, "GET", "/deploy/list", nil); err != nil || r.Status != 200 {
+			failed++
+			t.Logf("GET /deploy/list through the edge %s after the kill: %v %v", time.Since(killed), err, r)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d GET /deploy/list through the edge failed after a replica's SIGKILL, want 0", failed)
+	}
+	goesOn := fmt.Sprintf("cluster: replica %d (pid %d) exited with status 137; the cluster goes on", dead.N, dead.PID)
+	if !waitFor(5*time.Second, 50*time.Millisecond, func() bool { return strings.Contains(c.Out.Tail(64<<10), goesOn) }) || c.Exited() {
+		t.Fatalf("cluster.sh did not say %q and go on (exited: %v)", goesOn, c.Exited())
+	}
+	if !waitFor(failoverBound, 100*time.Millisecond, func() bool {
+		return leads(replicaHealth(c.Replicas[survivor].API))
+	}) {
+		t.Fatalf("replica %d not leading %s after the leader's SIGKILL", survivor+1, failoverBound)
+	}
+	t.Logf("replica %d leads %s after the leader's SIGKILL", survivor+1, time.Since(killed).Round(100*time.Millisecond))
+	r, err := s.doAs(token, "POST", "/v1/chat/completions", map[string]any{
+		"model": "dev/" + name, "max_tokens": 2, "messages": []map[string]string{{"role": "user", "content": "hi"}},
+	})
+	if msg := checkChat(r, err); msg != "" {
+		t.Errorf("chat through the edge after the failover: %s", msg)
+	}
+
+	if _, err := c.RestartReplica(dead.N); err != nil {
+		t.Fatalf("restart replica %d: %v", dead.N, err)
+	}
+	if !waitFor(15*time.Second, 100*time.Millisecond, func() bool { return agreed(survivor) }) {
+		t.Errorf("after replica %d restarted: /healthz %v; want replica %d to lead and the other to follow it", dead.N, roles, survivor+1)
+	}
+}
+
+// replicaHealth is a replica's GET /healthz JSON, nil on an error.
+func replicaHealth(api string) map[string]string {
+	body, err := httpBody(api + "/healthz")
+	var h map[string]string
+	if err != nil || json.Unmarshal([]byte(body), &h) != nil {
+		return nil
+	}
+	return h
 }
 
 // doAs sends one request with token.
