@@ -74,8 +74,9 @@ type Config struct {
 	// Desired, when set, is the count a deployment starts with when the
 	// fleet first sees it, clamped to [min_instances, max_instances]: a new
 	// leader's fleet takes over what the previous leader wanted, so the
-	// instances it finds running are adopted rather than stopped. Nil, or
-	// false: min_instances.
+	// instances it finds running are adopted rather than stopped, and the
+	// request paths keep the previous leader's endpoints until this fleet
+	// has its own (no push of none at start). Nil, or false: min_instances.
 	Desired func(deployID string) (int, bool)
 	// HTTPClient probes instances. Default: a client with a 1s timeout.
 	HTTPClient *http.Client
@@ -366,11 +367,17 @@ func (f *Fleet) syncStoreLocked() {
 		seen[d.ID] = true
 		ds, ok := f.deployments[d.ID]
 		if !ok {
-			ds = &deployment{d: d, desired: f.initialDesired(d), instances: map[string]*inst{}}
+			desired, takenOver := f.initialDesired(d)
+			ds = &deployment{d: d, desired: desired, instances: map[string]*inst{}}
 			f.deployments[d.ID] = ds
 			// Announce it with no instance: request paths elsewhere
 			// (activator replicas, the edge) learn it exists and hold.
-			f.pushLocked(ds)
+			// Not one a previous leader ran: the paths route to its
+			// instances until this fleet has adopted them (a push of
+			// none would send warm traffic to the activators meanwhile).
+			if !takenOver {
+				f.pushLocked(ds)
+			}
 			continue
 		}
 		if !d.UpdatedAt.Equal(ds.d.UpdatedAt) {
@@ -395,14 +402,14 @@ func (f *Fleet) syncStoreLocked() {
 }
 
 // initialDesired is the desired count of a deployment the fleet has not
-// seen before: Config.Desired's, else min_instances.
-func (f *Fleet) initialDesired(d deploy.Deployment) int {
+// seen before: Config.Desired's (takenOver), else min_instances.
+func (f *Fleet) initialDesired(d deploy.Deployment) (n int, takenOver bool) {
 	if f.cfg.Desired != nil {
 		if n, ok := f.cfg.Desired(d.ID); ok {
-			return clamp(n, d.Settings.MinInstances, d.Settings.MaxInstances)
+			return clamp(n, d.Settings.MinInstances, d.Settings.MaxInstances), true
 		}
 	}
-	return d.Settings.MinInstances
+	return d.Settings.MinInstances, false
 }
 
 // gpuUsageLocked sums GPUs held per owner: every instance asked of the

@@ -231,5 +231,15 @@ func TestDesiredTakenOver(t *testing.T) {
 				t.Errorf("%s: desired %d, want %d", c.d.ID, got, c.want)
 			}
 		}
+		// The request paths keep routing a taken-over deployment to the
+		// previous leader's instances: no push of none at start. A new
+		// one is announced with none, so the paths hold its requests.
+		h.ep.mu.Lock()
+		_, pushedKnown := h.ep.sets["d1"]
+		_, pushedUnknown := h.ep.sets["d3"]
+		h.ep.mu.Unlock()
+		if pushedKnown || !pushedUnknown {
+			t.Errorf("endpoints pushed at start: taken over %v (want false), new %v (want true)", pushedKnown, pushedUnknown)
+		}
 	})
 }

@@ -45,6 +45,12 @@ type controlPlaneConfig struct {
 	// NewRuntime builds the runtime a term of leadership runs the fleet
 	// over (leader.go).
 	NewRuntime func() (termRuntime, error)
+	// TakeOver says the runtime adopts the instances a previous term (or
+	// process) left running (Nomad): a new term's fleet then starts each
+	// deployment at the desired count the previous leader published, and
+	// keeps its endpoints until it has its own. False (thaw dev, whose
+	// runtime kills leftovers): min_instances.
+	TakeOver bool
 	// Inventory is the runtime GET /gpus reads (localrt.Runtime,
 	// nomad.Runtime); nil: the priced types only.
 	Inventory any

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -100,8 +101,8 @@ func (c *controlPlane) newTerm() (_ *term, err error) {
 	if err != nil {
 		return nil, err
 	}
-	t.fleet, err = fleet.New(fleet.Config{
-		Runtime: t.rt, Store: spendLimited{c.cfg.Store, c.spend.Blocked}, Endpoints: append(c.paths, t.pub),
+	fcfg := fleet.Config{
+		Runtime: t.rt, Store: spendLimited{c.cfg.Store, c.spend.Blocked}, Endpoints: append(slices.Clip(c.paths), t.pub),
 		GPUQuota: c.cfg.GPUQuota, ProbeInterval: c.cfg.ProbeInterval, Logger: log,
 		StartTimeout: c.metering.startTimeout,
 		Usage:        func(u fleet.Usage) { c.meter.Add(usageFact(u)) },
@@ -109,10 +110,12 @@ func (c *controlPlane) newTerm() (_ *term, err error) {
 			c.journal.Record(fleetEvent(e))
 			t.views.Poke() // the followers see it at once, not at the next interval
 		},
+	}
+	if c.cfg.TakeOver {
 		// What the previous leader wanted, as this replica last read it.
-		Desired: c.follower.Desired,
-	})
-	if err != nil {
+		fcfg.Desired = c.follower.Desired
+	}
+	if t.fleet, err = fleet.New(fcfg); err != nil {
 		return nil, err
 	}
 	t.live = t.fleet

@@ -170,7 +170,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				Runs: []func(context.Context) error{rt.Run, purger.Run},
 			}, nil
 		},
-		Inventory: n.reads, History: n.reads,
+		Inventory: n.reads, History: n.reads, TakeOver: true,
 		GPUQuota: cfg.gpuQuota, IdleTimeout: cfg.idleTimeout, HoldTimeout: cfg.holdTimeout,
 		MaxHeld: cfg.maxHeld, PprofAddr: cfg.pprofAddr,
 		Health: func() map[string]string { return nomadHealth(term.Load()) },
