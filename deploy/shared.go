@@ -88,6 +88,64 @@ func (s *Store) follow(ctx context.Context, index *uint64) error {
 	if err != nil {
 		return err
 	}
+	if err := s.apply(versions, next); err != nil {
+		return err
+	}
+	if next < *index {
+		next = 0 // the backend's history restarted: take its state afresh
+	}
+	*index = next
+	return nil
+}
+
+// Bounds of syncOnMiss.
+const (
+	// missSyncTimeout bounds the backend read a lookup waits for.
+	missSyncTimeout = 2 * time.Second
+	// missSyncGap is the least time between two reads started by misses,
+	// so lookups of names nobody has (a client's typo, a scan) cannot
+	// turn into a read of Nomad each.
+	missSyncGap = 100 * time.Millisecond
+)
+
+// syncOnMiss reads the backend's whole state at once, after a lookup
+// missed, and reports whether it did: a deployment another replica
+// created a moment ago is then found at once, not when the watch next
+// returns (a create answered by one replica and used through another a
+// few milliseconds later got 404). Concurrent misses share one read, and
+// reads start at most every missSyncGap; a plain store (one writer) never
+// misses what exists.
+func (s *Store) syncOnMiss() bool {
+	if s.watch == nil {
+		return false
+	}
+	synced, err, _ := s.misses.Do("sync", func() (any, error) {
+		s.missMu.Lock()
+		if time.Since(s.lastMiss) < missSyncGap {
+			s.missMu.Unlock()
+			return false, nil
+		}
+		s.lastMiss = time.Now()
+		s.missMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), missSyncTimeout)
+		defer cancel()
+		versions, next, err := s.watch.Watch(ctx, 0)
+		if err != nil {
+			return false, err
+		}
+		return true, s.apply(versions, next)
+	})
+	if err != nil {
+		s.log.Warn("deployment store: read after a miss failed", "err", err)
+		return false
+	}
+	return synced.(bool)
+}
+
+// apply reads the records newer than the store's among versions (the
+// backend's state at index next) and applies them, signalling readers on
+// a change.
+func (s *Store) apply(versions map[string]uint64, next uint64) error {
 	s.mu.Lock()
 	stale := staleIDs(s.ver, s.tomb, versions)
 	s.mu.Unlock()
@@ -107,10 +165,6 @@ func (s *Store) follow(ctx context.Context, index *uint64) error {
 		s.signal()
 	}
 	s.mu.Unlock()
-	if next < *index {
-		next = 0 // the backend's history restarted: take its state afresh
-	}
-	*index = next
 	return nil
 }
 

@@ -255,3 +255,40 @@ func TestSharedStoreConcurrentCreates(t *testing.T) {
 		t.Errorf("%d creates of one name won, want 1", won)
 	}
 }
+
+// TestSharedStoreMissReads: a store that has not yet followed another
+// replica's create (its Run is not running here) finds the deployment at
+// once by ID and by name, reading the backend on the miss; a lookup of
+// what exists nowhere is still ErrNotFound, and misses in a burst read
+// the backend once.
+func TestSharedStoreMissReads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := storetest.New()
+		a, c := shared(t, b, nil), shared(t, b, nil)
+		d, err := a.Create(dep("alice", "m"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Get(d.ID)
+		if err != nil || got.ID != d.ID {
+			t.Fatalf("Get on the other store right after the create: %+v, %v", got, err)
+		}
+		other := dep("bob", "n")
+		other.ID = "d-other"
+		b.RemoteCreate(other)
+		time.Sleep(time.Second) // past the least gap between reads
+		if got, err := c.ByName("bob", "n"); err != nil || got.ID != other.ID {
+			t.Fatalf("ByName right after a create elsewhere: %+v, %v", got, err)
+		}
+		time.Sleep(time.Second)
+		if _, err := c.Get("d-nowhere"); !errors.Is(err, deploy.ErrNotFound) {
+			t.Errorf("Get of a deployment nowhere: %v, want ErrNotFound", err)
+		}
+		late := dep("carol", "o")
+		late.ID = "d-late"
+		b.RemoteCreate(late)
+		if _, err := c.Get("d-late"); !errors.Is(err, deploy.ErrNotFound) {
+			t.Errorf("a second miss within the gap read the backend again: %v", err)
+		}
+	})
+}

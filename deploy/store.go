@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrNotFound is returned for an unknown deployment (or one owned by someone
@@ -59,6 +62,13 @@ type Store struct {
 	tomb map[string]uint64
 	// subs are the change signals, one per reader; subs[0] is Changed's.
 	subs []chan struct{}
+
+	// misses shares one backend read among concurrent lookups that
+	// missed (they wait for the read in flight); lastMiss (guarded by
+	// missMu) is when the last read began.
+	misses   singleflight.Group
+	missMu   sync.Mutex
+	lastMiss time.Time
 }
 
 // NewStore loads the deployments in b.
@@ -150,23 +160,36 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 	return d, nil
 }
 
-// Get returns the deployment with id.
+// Get returns the deployment with id. In a shared store a miss reads the
+// backend before it answers (see syncOnMiss).
 func (s *Store) Get(id string) (Deployment, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d, ok := s.byID[id]
-	if !ok {
-		return Deployment{}, ErrNotFound
-	}
-	return d, nil
+	return s.find(func(d Deployment) bool { return d.ID == id })
 }
 
-// ByName returns the owner's deployment called model.
+// ByName returns the owner's deployment called model; like Get, a miss in a
+// shared store reads the backend first.
 func (s *Store) ByName(owner, model string) (Deployment, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, d := range s.byID {
-		if d.Owner == owner && d.ModelName == model {
+	return s.find(func(d Deployment) bool { return d.Owner == owner && d.ModelName == model })
+}
+
+// find returns the deployment match accepts, syncing a shared store once
+// on a miss.
+func (s *Store) find(match func(Deployment) bool) (Deployment, error) {
+	lookup := func() (Deployment, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, d := range s.byID {
+			if match(d) {
+				return d, true
+			}
+		}
+		return Deployment{}, false
+	}
+	if d, ok := lookup(); ok {
+		return d, nil
+	}
+	if s.syncOnMiss() {
+		if d, ok := lookup(); ok {
 			return d, nil
 		}
 	}
