@@ -44,3 +44,14 @@ func GetHealth(ctx context.Context, base string) (Health, error) {
 	}
 	return h, nil
 }
+
+// ReplicaPID is replica n's (1-based) process ID now: that of the process
+// RestartReplica last started for it, else the script's.
+func (c *Cluster) ReplicaPID(n int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.restarted[n]; p != nil {
+		return p.PID()
+	}
+	return c.Replicas[n-1].PID
+}

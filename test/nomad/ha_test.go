@@ -270,13 +270,37 @@ func revokedEverywhere(t *testing.T, h *haCluster) {
 
 // TestHALeaderKilledMidBurst: a deployment scaled to zero (max 2
 // instances) gets a burst of 200 chats through Envoy, streamed and not,
-// 50 at a time; the leader replica is SIGKILLed while the first are held.
-// Every request is answered, a follower leads within leaderFailoverBound, Nomad
-// never runs more than 2 allocations of the deployment, the allocations
-// live at the kill are adopted (not replaced), and the killed replica,
-// restarted, follows the new leader and shows the deployment as it does.
+// 50 at a time, and the leader replica is SIGKILLed while the first are
+// held: once after it started the deployment's instances in Nomad, once
+// as the first request leaves (the wake reaches no leader; the next one
+// scales from the demand the activators keep in Redis). Every request is
+// answered, a follower leads within leaderFailoverBound, Nomad never runs
+// more than 2 allocations of the deployment, the allocations live at the
+// kill are adopted (not replaced), and the killed replica, restarted,
+// follows the new leader and shows the deployment as it does.
+//
+// Each case has a cluster of its own: cluster.sh stops when both replicas
+// it started are gone, and does not know of one RestartReplica started.
 func TestHALeaderKilledMidBurst(t *testing.T) {
-	h := startHA(t, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
+	for _, tc := range []struct {
+		name string
+		// held is how many requests are sent, and settle how long they
+		// may travel, before the kill.
+		held   int64
+		settle time.Duration
+	}{
+		{"after the leader started the instances", 50, 500 * time.Millisecond},
+		{"before the wake reached the leader", 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startHA(t, "--sim-startup", "3s", "--sim-tokens-per-second", "500")
+			killMidBurst(t, h, tc.held, tc.settle)
+		})
+	}
+}
+
+// killMidBurst is one case of TestHALeaderKilledMidBurst.
+func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) {
 	ld, fl, _ := h.roles(30 * time.Second)
 	old, survivor := h.Replicas[ld], h.Replicas[fl]
 	ctx := t.Context()
@@ -288,20 +312,21 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 	watch := h.watchAllocs(jobOf(d), 2)
 
 	b := startBurst(ctx, burstConfig{base: h.Edge + "/v1/openai/", token: h.Token, model: d.FullName, n: 200, parallel: 50})
-	if !waitFor(10*time.Second, 10*time.Millisecond, func() bool { return b.sent.Load() >= 50 }) {
+	if !waitFor(10*time.Second, time.Millisecond, func() bool { return b.sent.Load() >= held }) {
 		t.Fatalf("the burst did not start: %d requests sent in 10s", b.sent.Load())
 	}
-	time.Sleep(500 * time.Millisecond) // the first requests reach the activators, which wake the deployment
+	time.Sleep(settle)
+	pid := h.ReplicaPID(old.N)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the leader (pid %d): %v", pid, err)
+	}
+	killed := time.Now()
 	if n := b.answered.Load(); n > 0 {
 		t.Errorf("%d requests answered before the kill: the deployment was not cold", n)
 	}
 	atKill := h.liveAllocs(jobOf(d))
-	if err := syscall.Kill(old.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill the leader (pid %d): %v", old.PID, err)
-	}
-	killed := time.Now()
-	t.Logf("SIGKILLed the leader (replica %d, pid %d) holding %d requests; Nomad had %d allocation(s): %v",
-		old.N, old.PID, b.sent.Load(), len(atKill), atKill)
+	t.Logf("SIGKILLed the leader (replica %d, pid %d) with %d requests sent; Nomad had %d allocation(s): %v",
+		old.N, pid, b.sent.Load(), len(atKill), atKill)
 
 	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", killed, leaderFailoverBound)
 	if err != nil {
@@ -309,7 +334,20 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 	} else {
 		t.Logf("HA: failover: replica %d leads %.1fs after the leader was SIGKILLed (bound %s)", survivor.N, took.Seconds(), leaderFailoverBound)
 	}
-	results := b.wait()
+	checkBurst(t, b.wait(), 200, killed)
+	h.checkAdopted(jobOf(d), atKill)
+	most, over := watch()
+	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2)", most)
+	for _, o := range over {
+		t.Errorf("more allocations than max_instances 2: %s", o)
+	}
+	h.rejoin(old, survivor, d.ID)
+}
+
+// checkBurst fails t for each of a burst's n requests that failed, and
+// logs how long after killed the first was answered.
+func checkBurst(t *testing.T, results []burstResult, n int, killed time.Time) {
+	t.Helper()
 	failed, first := 0, time.Time{}
 	for _, r := range results {
 		switch {
@@ -322,21 +360,13 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 			first = r.done
 		}
 	}
-	if failed > 0 || len(results) != 200 {
-		t.Errorf("%d of %d requests failed (200 sent)", failed, len(results))
+	if failed > 0 || len(results) != n {
+		t.Errorf("%d of %d requests failed (%d sent)", failed, len(results), n)
 	}
 	if !first.IsZero() {
 		t.Logf("HA: first 200 through Envoy %.1fs after the kill; the burst ended %.1fs after it",
 			first.Sub(killed).Seconds(), time.Since(killed).Seconds())
 	}
-	h.checkAdopted(jobOf(d), atKill)
-	most, over := watch()
-	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2)", most)
-	for _, o := range over {
-		t.Errorf("more allocations than max_instances 2: %s", o)
-	}
-
-	h.rejoin(old, survivor, d.ID)
 }
 
 // rejoin restarts the killed replica old and checks it follows leader
@@ -396,8 +426,9 @@ func TestHAGracefulHandover(t *testing.T) {
 
 	trickle := startTrickle(ctx, h.Edge+"/v1/openai/", h.Token, d.FullName)
 	time.Sleep(2 * time.Second)
-	if err := syscall.Kill(old.PID, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM the leader (pid %d): %v", old.PID, err)
+	pid := h.ReplicaPID(old.N)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM the leader (pid %d): %v", pid, err)
 	}
 	stopped := time.Now()
 	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", stopped, handoverBound)
@@ -406,8 +437,8 @@ func TestHAGracefulHandover(t *testing.T) {
 	} else {
 		t.Logf("HA: graceful handover: replica %d leads %.2fs after the leader's SIGTERM", survivor.N, took.Seconds())
 	}
-	if !waitFor(20*time.Second, 100*time.Millisecond, func() bool { return syscall.Kill(old.PID, 0) != nil }) {
-		t.Errorf("the old leader (pid %d) still runs 20s after SIGTERM", old.PID)
+	if !waitFor(20*time.Second, 100*time.Millisecond, func() bool { return syscall.Kill(pid, 0) != nil }) {
+		t.Errorf("the old leader (pid %d) still runs 20s after SIGTERM", pid)
 	}
 	time.Sleep(5 * time.Second) // the new leader adopts the instance under the trickle
 	results := trickle()
