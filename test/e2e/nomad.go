@@ -36,6 +36,9 @@ type NomadConfig struct {
 	// the management token in Nomad.Token, which the harness's own calls
 	// send.
 	ACL bool
+	// TLS, when set, serves the agent's HTTP API and RPC over mutual TLS
+	// with its certificates (see NomadTLS); URL is then https://.
+	TLS *NomadTLS
 }
 
 // Nomad is one running dev agent.
@@ -103,6 +106,7 @@ acl {
   enabled = %t
 }
 `, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], cfg.GPUs, cfg.ACL)
+	conf += cfg.TLS.agentBlock()
 	confPath := filepath.Join(cfg.Dir, "agent.hcl")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -119,7 +123,7 @@ acl {
 	if err != nil {
 		return nil, err
 	}
-	n := &Nomad{Proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), cfg: cfg}
+	n := &Nomad{Proc: p, URL: fmt.Sprintf("%s://127.0.0.1:%d", cfg.TLS.scheme(), ports[0]), cfg: cfg}
 	err = p.WaitReady(cfg.Ready, 200*time.Millisecond, func() error {
 		if cfg.ACL && n.Token == "" {
 			if err := n.bootstrap(); err != nil {
@@ -187,7 +191,7 @@ func (n *Nomad) Do(method, path string, out any) error {
 	if n.Token != "" {
 		req.Header.Set("X-Nomad-Token", n.Token)
 	}
-	cl := http.Client{Timeout: 5 * time.Second}
+	cl := http.Client{Timeout: 5 * time.Second, Transport: n.cfg.TLS.transport()}
 	resp, err := cl.Do(req)
 	if err != nil {
 		return err
