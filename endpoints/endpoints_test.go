@@ -186,3 +186,51 @@ func TestDrainedWaitsForEveryReplica(t *testing.T) {
 		}
 	})
 }
+
+// TestPruneRecordsOfDeploymentsGone: a new leader's Publisher deletes, at
+// its resync, a record a previous leader left for a deployment that is
+// gone (deleted while no leader ran), and its subscribers drop it; a
+// record of a deployment that still exists, which this Publisher has not
+// written yet, is kept.
+func TestPruneRecordsOfDeploymentsGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, sub, app, _, rdb := setup(t, func(c *PublisherConfig) {
+			c.Resync = time.Second
+			lookup := c.Lookup
+			c.Lookup = func(id string) (deploy.Deployment, error) {
+				if id == "d-gone" {
+					return deploy.Deployment{}, deploy.ErrNotFound
+				}
+				return lookup(id)
+			}
+		})
+		ctx := context.Background()
+		for _, id := range []string{"d-gone", "d2"} {
+			rec := `{"deploy_id":"` + id + `","owner":"bob","model":"bob/` + id + `","capacity":1,"addrs":{}}`
+			if err := rdb.Set(ctx, recordPrefix+id, rec, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sub.Resync()
+		bubbletest.Eventually(t, "the old records applied", func() bool {
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			_, gone := app.addrs["d-gone"]
+			_, kept := app.addrs["d2"]
+			return gone && kept
+		})
+		time.Sleep(2 * time.Second) // the Publisher's resync
+		synctest.Wait()
+		if n, _ := rdb.Exists(ctx, recordPrefix+"d-gone").Result(); n != 0 {
+			t.Error("the record of a deployment gone was not pruned")
+		}
+		if n, _ := rdb.Exists(ctx, recordPrefix+"d2").Result(); n != 1 {
+			t.Error("the record of a deployment that exists was pruned")
+		}
+		bubbletest.Eventually(t, "subscribers drop the pruned record", func() bool {
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			return len(app.removed) == 1 && app.removed[0] == "d-gone"
+		})
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,12 +215,47 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-t.C:
 			all = true
 		}
-		if err := p.flush(ctx, all); err != nil && ctx.Err() == nil {
+		err := p.flush(ctx, all)
+		if err == nil && all {
+			err = p.prune(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			p.cfg.Logger.Warn("endpoints: publish failed", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			p.signal()
 		}
 	}
+}
+
+// prune deletes the records of deployments that are gone, which this
+// Publisher never knew: a deployment deleted while no leader ran (or
+// while a previous one was dying) left its record behind, and activator
+// replicas would go on routing it.
+func (p *Publisher) prune(ctx context.Context) error {
+	var gone []string
+	iter := p.cfg.Redis.Scan(ctx, 0, recordPrefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		id := strings.TrimPrefix(iter.Val(), recordPrefix)
+		p.mu.Lock()
+		_, known := p.recs[id]
+		p.mu.Unlock()
+		if _, err := p.cfg.Lookup(id); !known && errors.Is(err, deploy.ErrNotFound) {
+			gone = append(gone, id)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("list endpoints: %w", err)
+	}
+	for _, id := range gone {
+		if err := p.cfg.Redis.Del(ctx, recordPrefix+id).Err(); err != nil {
+			return fmt.Errorf("prune endpoints of %s: %w", id, err)
+		}
+		if err := p.cfg.Redis.Publish(ctx, channel, id).Err(); err != nil {
+			return fmt.Errorf("publish endpoints: %w", err)
+		}
+		p.cfg.Logger.Info("endpoints: pruned the record of a deployment gone", "deploy", id)
+	}
+	return nil
 }
 
 func (p *Publisher) flush(ctx context.Context, all bool) error {
