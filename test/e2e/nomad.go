@@ -36,19 +36,29 @@ type NomadConfig struct {
 	// the management token in Nomad.Token, which the harness's own calls
 	// send.
 	ACL bool
+	// Persistent runs a server (bootstrap_expect 1) and client agent
+	// that keeps its state in Dir instead of `nomad agent -dev`, whose
+	// state lives in memory and whose client stops every task when it
+	// stops. Only such an agent can Halt and Resume: its jobs, Variables
+	// (locks included) and allocations survive, and tasks keep running
+	// while it is down.
+	Persistent bool
 	// TLS, when set, serves the agent's HTTP API and RPC over mutual TLS
 	// with its certificates (see NomadTLS); URL is then https://.
 	TLS *NomadTLS
 }
 
-// Nomad is one running dev agent.
+// Nomad is one running agent. Its methods are not safe for concurrent use
+// with Halt and Resume, which replace Proc.
 type Nomad struct {
-	*Proc
-	URL string // http://127.0.0.1:port of its HTTP API
+	*Proc        // the agent process, the one started last
+	URL   string // http://127.0.0.1:port of its HTTP API
 	// Token is the management token's secret ID with NomadConfig.ACL,
 	// else empty.
 	Token string
 	cfg   NomadConfig
+	args  []string // the agent's command line
+	gpus  int      // fake GPUs its node must have to be ready
 }
 
 // StartNomad starts the agent and waits until its one node is ready with
@@ -84,6 +94,32 @@ func StartNomad(cfg NomadConfig) (*Nomad, error) {
 			return nil, err
 		}
 	}
+	confPath := filepath.Join(cfg.Dir, "agent.hcl")
+	if err := os.WriteFile(confPath, []byte(agentConfig(cfg, ports)), 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{cfg.Bin, "agent", "-bind", "127.0.0.1", "-network-interface", "lo", "-config", confPath}
+	if !cfg.Persistent {
+		args = slices.Insert(args, 2, "-dev")
+	}
+	n := &Nomad{URL: fmt.Sprintf("%s://127.0.0.1:%d", cfg.TLS.scheme(), ports[0]), cfg: cfg, args: args, gpus: want}
+	if err := n.start(nil); err != nil {
+		if n.Proc == nil {
+			return nil, err
+		}
+		return nil, errors.Join(err, n.Stop())
+	}
+	return n, nil
+}
+
+// agentConfig is the agent's configuration file: ports, the fake GPU
+// plugin and, for a persistent agent, what -dev would otherwise set (a
+// server electing itself, a client, raw_exec).
+func agentConfig(cfg NomadConfig, ports [3]int) string {
+	client := ""
+	if cfg.Persistent {
+		client = "\n  enabled = true"
+	}
 	conf := fmt.Sprintf(`data_dir = %q
 plugin_dir = %q
 disable_update_check = true
@@ -92,7 +128,7 @@ ports {
   rpc  = %d
   serf = %d
 }
-client {
+client {%s
   options {
     "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
   }
@@ -105,40 +141,155 @@ plugin "thaw-fakegpu" {
 acl {
   enabled = %t
 }
-`, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], cfg.GPUs, cfg.ACL)
+`, filepath.Join(cfg.Dir, "nomad"), cfg.PluginDir, ports[0], ports[1], ports[2], client, cfg.GPUs, cfg.ACL)
 	conf += cfg.TLS.agentBlock()
-	confPath := filepath.Join(cfg.Dir, "agent.hcl")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return nil, err
+	if cfg.Persistent {
+		conf += `advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+server {
+  enabled          = true
+  bootstrap_expect = 1
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+`
 	}
+	return conf
+}
+
+// start starts the agent process and waits until it is ready (see
+// StartNomad), and, when again is not nil, until its client has
+// registered with its server since it started (again says whether it
+// has): a restarted agent's server answers at once with the node as it
+// was before the stop, ready.
+func (n *Nomad) start(again func() bool) error {
 	p, err := Start(ProcConfig{
 		Name:        "nomad agent",
-		Args:        []string{cfg.Bin, "agent", "-dev", "-bind", "127.0.0.1", "-network-interface", "lo", "-config", confPath},
-		Dir:         cfg.Dir,
+		Args:        n.args,
+		Dir:         n.cfg.Dir,
 		Setpgid:     true,
 		StopSignal:  syscall.SIGINT,
 		StopTimeout: 20 * time.Second,
 		Keep:        1 << 20,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	n := &Nomad{Proc: p, URL: fmt.Sprintf("%s://127.0.0.1:%d", cfg.TLS.scheme(), ports[0]), cfg: cfg}
-	err = p.WaitReady(cfg.Ready, 200*time.Millisecond, func() error {
-		if cfg.ACL && n.Token == "" {
+	n.Proc = p
+	return p.WaitReady(n.cfg.Ready, 200*time.Millisecond, func() error {
+		if n.cfg.ACL && n.Token == "" {
 			if err := n.bootstrap(); err != nil {
 				return err
 			}
 		}
-		if !n.ready(want) {
-			return fmt.Errorf("no ready node with %d fake GPUs and an active key", want)
+		if !n.ready(n.gpus) {
+			return fmt.Errorf("no ready node with %d fake GPUs and an active key", n.gpus)
+		}
+		if again != nil && !again() {
+			return errors.New("the client has not registered with the server since the restart")
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, errors.Join(err, n.Stop())
+}
+
+// Halt stops a persistent agent (SIGINT: server and client shut down
+// without leaving, as a restart for an upgrade does) and waits for it to
+// exit. Its tasks keep running; its state stays in Dir for Resume.
+//
+// Halt first has the server write a Raft snapshot, as a server that has
+// run for a while (two minutes and 8192 changes, by default) has on disk.
+// A young agent has none: restarted, its state is empty until its server
+// elects itself and replays its log, and meanwhile its client, restoring
+// its allocations, is refused ("pre-run hook group_services failed: rpc
+// error: Permission denied") and kills them (Nomad 1.10.5; Nomad issue
+// 23952 reports it after a cluster restart).
+func (n *Nomad) Halt() error {
+	if !n.cfg.Persistent {
+		return errors.New("nomad: Halt needs NomadConfig.Persistent (a -dev agent loses its state and tasks)")
 	}
-	return n, nil
+	if n.Exited() {
+		return fmt.Errorf("nomad agent exited before Halt: %v", n.Err())
+	}
+	if err := n.snapshot(); err != nil {
+		return err
+	}
+	if !n.Proc.Stop() {
+		return fmt.Errorf("nomad agent did not exit within %v of SIGINT (killed)", 20*time.Second)
+	}
+	return nil
+}
+
+// snapshot has the server take a Raft snapshot (the answer, a copy of it,
+// is discarded) and checks it is on disk.
+func (n *Nomad) snapshot() error {
+	dir := filepath.Join(n.cfg.Dir, "nomad", "server", "raft", "snapshots")
+	before, _ := os.ReadDir(dir)
+	req, err := http.NewRequest(http.MethodGet, n.URL+"/v1/operator/snapshot", nil)
+	if err != nil {
+		return err
+	}
+	if n.Token != "" {
+		req.Header.Set("X-Nomad-Token", n.Token)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("nomad: snapshot before the halt: %w", err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("nomad: snapshot before the halt: %s %v", resp.Status, err)
+	}
+	after, _ := os.ReadDir(dir)
+	if !slices.ContainsFunc(after, func(e os.DirEntry) bool {
+		return !slices.ContainsFunc(before, func(b os.DirEntry) bool { return b.Name() == e.Name() })
+	}) {
+		return fmt.Errorf("nomad: no new Raft snapshot in %s after GET /v1/operator/snapshot", dir)
+	}
+	return nil
+}
+
+// Resume starts a halted agent again on the same ports and data directory
+// and waits until it is ready and its client has registered with its
+// server again (it re-attaches to its running tasks as it does).
+func (n *Nomad) Resume() error {
+	if !n.cfg.Persistent || !n.Exited() {
+		return errors.New("nomad: Resume needs a persistent agent that Halt stopped")
+	}
+	return n.start(n.clientRegistered)
+}
+
+// Restart halts the agent, waits down, and resumes it.
+func (n *Nomad) Restart(down time.Duration) error {
+	if err := n.Halt(); err != nil {
+		return err
+	}
+	time.Sleep(down)
+	return n.Resume()
+}
+
+// clientRegistered says whether the agent's client has heartbeated its
+// server since the agent started: until it has, the agent's own stats
+// give it no heartbeat TTL.
+func (n *Nomad) clientRegistered() bool {
+	var self struct {
+		Stats struct {
+			Client struct {
+				HeartbeatTTL string `json:"heartbeat_ttl"`
+			} `json:"client"`
+		} `json:"stats"`
+	}
+	if n.GetJSON("/v1/agent/self", &self) != nil {
+		return false
+	}
+	ttl, err := time.ParseDuration(self.Stats.Client.HeartbeatTTL)
+	return err == nil && ttl > 0
 }
 
 // ready: one node, ready, with want GPUs, and an active key.
