@@ -1,9 +1,6 @@
 package nomadtest
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,14 +8,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/nomad/api"
-	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/thawhq/thaw/auth"
 	"github.com/thawhq/thaw/client"
@@ -36,96 +28,6 @@ const leaderFailoverBound = 2*nomad.DefaultLockTTL + nomad.DefaultLockDelay + 3*
 // handoverBound is how soon a follower leads after the leader is stopped
 // gracefully (SIGTERM): the leader releases the lock at once.
 const handoverBound = 3 * time.Second
-
-// haCluster is scripts/cluster.sh (`make cluster`) with its two thaw server
-// replicas, as the HA tests drive it.
-type haCluster struct {
-	*e2e.Cluster
-	t     *testing.T
-	nomad *api.Client // the cluster's own Nomad agent
-}
-
-// startHA starts make cluster with args for both replicas, stopped when
-// the test ends.
-func startHA(t *testing.T, args ...string) *haCluster {
-	t.Helper()
-	needCluster(t)
-	c := e2e.StartClusterT(t, e2e.ClusterConfig{Bin: thawBin, Dir: t.TempDir(), Args: args})
-	if len(c.Replicas) != 2 {
-		t.Fatalf("make cluster runs %d thaw server replicas, want 2:\n%s", len(c.Replicas), c.Out.Tail(8<<10))
-	}
-	nc, err := api.NewClient(&api.Config{Address: fmt.Sprintf("http://127.0.0.1:%d", c.NomadPort)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &haCluster{Cluster: c, t: t, nomad: nc}
-}
-
-// api is the deploy API of the replica at base, as user dev.
-func (h *haCluster) api(base string) *client.Client {
-	return &client.Client{BaseURL: base, Token: h.Token, HTTP: httpClient}
-}
-
-// roles waits until one replica leads and the other follows it, and
-// returns their indexes in Replicas and the leader's ID.
-func (h *haCluster) roles(timeout time.Duration) (leader, follower int, id string) {
-	h.t.Helper()
-	var seen [2]e2e.Health
-	var errs [2]error
-	ok := waitFor(timeout, 100*time.Millisecond, func() bool {
-		for i, r := range h.Replicas {
-			seen[i], errs[i] = e2e.GetHealth(h.t.Context(), r.API)
-		}
-		for i := range 2 {
-			l, f := seen[i], seen[1-i]
-			if errs[0] == nil && errs[1] == nil && l.Role == e2e.RoleLeader && f.Role == e2e.RoleFollower &&
-				l.Leader != "" && f.Leader == l.Leader {
-				leader, follower, id = i, 1-i, l.Leader
-				return true
-			}
-		}
-		return false
-	})
-	if !ok {
-		h.t.Fatalf("no replica led with the other following it within %s: /healthz says %+v (%v), %+v (%v)",
-			timeout, seen[0], errs[0], seen[1], errs[1])
-	}
-	return leader, follower, id
-}
-
-// waitRole polls the replica at base every 50 ms until its /healthz says
-// role (following leaderID, when role is follower and leaderID is not
-// ""), for timeout at most, and returns how long that took since from.
-func (h *haCluster) waitRole(base, role, leaderID string, from time.Time, timeout time.Duration) (time.Duration, error) {
-	var last e2e.Health
-	var err error
-	ok := waitFor(timeout, 50*time.Millisecond, func() bool {
-		last, err = e2e.GetHealth(h.t.Context(), base)
-		return err == nil && last.Role == role && (role == e2e.RoleLeader || leaderID == "" || last.Leader == leaderID)
-	})
-	if !ok {
-		return 0, fmt.Errorf("%s not %s within %s: /healthz says %+v (%v)", base, role, timeout, last, err)
-	}
-	return time.Since(from), nil
-}
-
-// haCreate is a create request for a deployment of one A100 whose model
-// server takes up to 4 requests at once.
-func haCreate(name string, minInst, maxInst int) deploy.CreateRequest {
-	one, batch := 1, 4
-	return deploy.CreateRequest{ModelName: name, GPU: "A100-80GB", NumGPUs: &one, MaxBatchSize: &batch,
-		HF:       &deploy.HF{Repo: "org/model", Token: "hf_e2e_secret"},
-		Settings: &deploy.Settings{MinInstances: minInst, MaxInstances: maxInst}}
-}
-
-// apiStatus is the HTTP status of a deploy API client's error (0 when err
-// is not an answer).
-func apiStatus(err error) int {
-	if e, ok := errors.AsType[*client.Error](err); ok {
-		return e.Status
-	}
-	return 0
-}
 
 // TestHAFollowerWrites: on make cluster's two replicas, the follower is as
 // good as the leader for the deploy API: a deployment created on the
@@ -311,9 +213,10 @@ func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) 
 	h.waitRoutable(d)
 	watch := h.watchAllocs(jobOf(d), 2)
 
-	b := startBurst(ctx, burstConfig{base: h.Edge + "/v1/openai/", token: h.Token, model: d.FullName, n: 200, parallel: 50})
-	if !waitFor(10*time.Second, time.Millisecond, func() bool { return b.sent.Load() >= held }) {
-		t.Fatalf("the burst did not start: %d requests sent in 10s", b.sent.Load())
+	b := e2e.StartBurst(ctx, e2e.BurstConfig{Client: e2e.OpenAI(h.Edge+"/v1/openai/", h.Token, 150*time.Second),
+		Model: d.FullName, N: 200, Parallel: 50})
+	if !waitFor(10*time.Second, time.Millisecond, func() bool { return b.Sent.Load() >= held }) {
+		t.Fatalf("the burst did not start: %d requests sent in 10s", b.Sent.Load())
 	}
 	time.Sleep(settle)
 	pid := h.ReplicaPID(old.N)
@@ -321,12 +224,12 @@ func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) 
 		t.Fatalf("kill the leader (pid %d): %v", pid, err)
 	}
 	killed := time.Now()
-	if n := b.answered.Load(); n > 0 {
+	if n := b.Answered.Load(); n > 0 {
 		t.Errorf("%d requests answered before the kill: the deployment was not cold", n)
 	}
 	atKill := h.liveAllocs(jobOf(d))
 	t.Logf("SIGKILLed the leader (replica %d, pid %d) with %d requests sent; Nomad had %d allocation(s): %v",
-		old.N, pid, b.sent.Load(), len(atKill), atKill)
+		old.N, pid, b.Sent.Load(), len(atKill), atKill)
 
 	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", killed, leaderFailoverBound)
 	if err != nil {
@@ -334,7 +237,7 @@ func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) 
 	} else {
 		t.Logf("HA: failover: replica %d leads %.1fs after the leader was SIGKILLed (bound %s)", survivor.N, took.Seconds(), leaderFailoverBound)
 	}
-	checkBurst(t, b.wait(), 200, killed)
+	checkBurst(t, b.Wait(), 200, killed)
 	h.checkAdopted(jobOf(d), atKill)
 	most, over := watch()
 	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2)", most)
@@ -346,18 +249,18 @@ func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) 
 
 // checkBurst fails t for each of a burst's n requests that failed, and
 // logs how long after killed the first was answered.
-func checkBurst(t *testing.T, results []burstResult, n int, killed time.Time) {
+func checkBurst(t *testing.T, results []e2e.BurstResult, n int, killed time.Time) {
 	t.Helper()
 	failed, first := 0, time.Time{}
 	for _, r := range results {
 		switch {
-		case r.err != "":
+		case r.Err != "":
 			failed++
 			if failed <= 5 {
-				t.Errorf("request %d (stream %v): %s", r.i, r.stream, r.err)
+				t.Errorf("request %d (stream %v): %s", r.I, r.Stream, r.Err)
 			}
-		case r.done.After(killed) && (first.IsZero() || r.done.Before(first)):
-			first = r.done
+		case r.Done.After(killed) && (first.IsZero() || r.Done.Before(first)):
+			first = r.Done
 		}
 	}
 	if failed > 0 || len(results) != n {
@@ -424,7 +327,7 @@ func TestHAGracefulHandover(t *testing.T) {
 	h.waitRoutable(d)
 	before := h.liveAllocs(jobOf(d))
 
-	trickle := startTrickle(ctx, h.Edge+"/v1/openai/", h.Token, d.FullName)
+	trickle := e2e.StartTrickle(ctx, e2e.OpenAI(h.Edge+"/v1/openai/", h.Token, 60*time.Second), d.FullName)
 	time.Sleep(2 * time.Second)
 	pid := h.ReplicaPID(old.N)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
@@ -445,14 +348,14 @@ func TestHAGracefulHandover(t *testing.T) {
 	var after, failed int
 	var slowest time.Duration
 	for _, r := range results {
-		if r.start.After(stopped) {
+		if r.Start.After(stopped) {
 			after++
 		}
-		slowest = max(slowest, r.took)
-		if r.err != "" {
+		slowest = max(slowest, r.Took)
+		if r.Err != "" {
 			failed++
 			if failed <= 5 {
-				t.Errorf("request sent %s after the SIGTERM failed: %s", r.start.Sub(stopped).Round(time.Millisecond), r.err)
+				t.Errorf("request sent %s after the SIGTERM failed: %s", r.Start.Sub(stopped).Round(time.Millisecond), r.Err)
 			}
 		}
 	}
@@ -464,246 +367,5 @@ func TestHAGracefulHandover(t *testing.T) {
 	h.checkAdopted(jobOf(d), before)
 	if now := h.liveAllocs(jobOf(d)); !slices.Equal(now, before) {
 		t.Errorf("allocations after the handover %v, want the ones before it %v (adopted, not replaced)", now, before)
-	}
-}
-
-// waitRoutable waits until Envoy routes d to the activators and both
-// activators know d (they learn it through Redis from the leader), so a
-// request sent now is held, not refused as an unknown model.
-func (h *haCluster) waitRoutable(d deploy.View) {
-	h.t.Helper()
-	acts := clusterActivators.FindStringSubmatch(h.Out.Tail(64 << 10))
-	if acts == nil {
-		h.t.Fatalf("cluster.sh did not say where the activators listen")
-	}
-	ok := waitFor(30*time.Second, 100*time.Millisecond, func() bool {
-		hosts, _ := envoyHosts(h.EnvoyAdmin, "deploy-"+d.ID, "priority")
-		if len(hosts) == 0 {
-			return false
-		}
-		for _, port := range strings.Fields(acts[1]) {
-			var models struct {
-				Data []struct{ ID string } `json:"data"`
-			}
-			r, err := (&server{t: h.t, base: "http://127.0.0.1:" + port}).doAs(h.Token, "GET", "/v1/openai/models", nil)
-			if err != nil || r.Status != http.StatusOK || json.Unmarshal(r.Body, &models) != nil ||
-				!slices.ContainsFunc(models.Data, func(m struct{ ID string }) bool { return m.ID == d.FullName }) {
-				return false
-			}
-		}
-		return true
-	})
-	if !ok {
-		h.t.Fatalf("deployment %s not routable through Envoy and the activators within 30s", d.FullName)
-	}
-}
-
-// liveAllocs returns the IDs of job's running or pending allocations,
-// sorted.
-func (h *haCluster) liveAllocs(job string) []string {
-	h.t.Helper()
-	ids, _, err := liveAllocsOf(h.nomad, job)
-	if err != nil {
-		h.t.Fatalf("allocations of %s: %v", job, err)
-	}
-	return ids
-}
-
-// liveAllocsOf returns the IDs of job's running or pending allocations,
-// sorted, and a description of each.
-func liveAllocsOf(nc *api.Client, job string) (ids, desc []string, err error) {
-	allocs, _, err := nc.Jobs().Allocations(job, false, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, a := range allocs {
-		if a.ClientStatus == api.AllocClientStatusRunning || a.ClientStatus == api.AllocClientStatusPending {
-			ids = append(ids, a.ID)
-			desc = append(desc, fmt.Sprintf("%s %s/%s", a.ID[:8], a.ClientStatus, a.DesiredStatus))
-		}
-	}
-	slices.Sort(ids)
-	return ids, desc, nil
-}
-
-// watchAllocs polls Nomad every 200 ms for job's running or pending
-// allocations until stop is called, which returns the most seen at once
-// and each sighting of more than limit.
-func (h *haCluster) watchAllocs(job string, limit int) (stop func() (most int, over []string)) {
-	ctx, cancel := context.WithCancel(h.t.Context())
-	var most int
-	var over, errs []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			ids, desc, err := liveAllocsOf(h.nomad, job)
-			switch {
-			case err != nil && !strings.Contains(err.Error(), "404"):
-				errs = append(errs, err.Error())
-			case len(ids) > limit:
-				over = append(over, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), desc))
-			}
-			most = max(most, len(ids))
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() (int, []string) {
-		cancel()
-		<-done
-		if len(errs) > 0 {
-			h.t.Logf("%d of the polls of Nomad failed, e.g. %s", len(errs), errs[0])
-		}
-		return most, over
-	}
-}
-
-// checkAdopted fails the test unless each allocation in ids still runs,
-// meant to (not stopped by the new leader).
-func (h *haCluster) checkAdopted(job string, ids []string) {
-	h.t.Helper()
-	for _, id := range ids {
-		a, _, err := h.nomad.Allocations().Info(id, nil)
-		if err != nil {
-			h.t.Errorf("allocation %s of %s: %v", id[:8], job, err)
-			continue
-		}
-		if a.ClientStatus != api.AllocClientStatusRunning || a.DesiredStatus != api.AllocDesiredStatusRun {
-			h.t.Errorf("allocation %s, live when the leader changed, is now %s/%s: the new leader did not adopt it",
-				id[:8], a.ClientStatus, a.DesiredStatus)
-		}
-	}
-}
-
-// burstConfig says what startBurst sends.
-type burstConfig struct {
-	base, token, model string
-	n, parallel        int
-}
-
-// burstResult is one request of a burst.
-type burstResult struct {
-	i      int
-	stream bool
-	done   time.Time
-	err    string // what was wrong; "" for a 200 with content
-}
-
-// burst is a running startBurst.
-type burst struct {
-	sent, answered atomic.Int64
-	wait           func() []burstResult
-}
-
-// startBurst sends cfg.n chats with the official OpenAI Go client, at
-// most cfg.parallel at a time, every other one streamed, in the
-// background. Each may take 150 s; the client does not retry.
-func startBurst(ctx context.Context, cfg burstConfig) *burst {
-	c := openai.NewClient(option.WithBaseURL(cfg.base), option.WithAPIKey(cfg.token),
-		option.WithMaxRetries(0), option.WithRequestTimeout(150*time.Second))
-	b := &burst{}
-	results := make([]burstResult, cfg.n)
-	slots := make(chan struct{}, cfg.parallel)
-	var wg sync.WaitGroup
-	for i := range cfg.n {
-		wg.Go(func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			b.sent.Add(1)
-			stream := i%2 == 1
-			results[i] = burstResult{i: i, stream: stream, err: chatOnce(ctx, c, cfg.model, stream)}
-			results[i].done = time.Now()
-			b.answered.Add(1)
-		})
-	}
-	b.wait = func() []burstResult { wg.Wait(); return results }
-	return b
-}
-
-// chatOnce sends one chat of up to 8 tokens, streamed or not, and says
-// what was wrong with the answer ("" when it has content).
-func chatOnce(ctx context.Context, c openai.Client, model string, stream bool) string {
-	params := openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(8),
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")}}
-	if !stream {
-		res, err := c.Chat.Completions.New(ctx, params)
-		switch {
-		case err != nil:
-			return errText(err)
-		case len(res.Choices) == 0 || res.Choices[0].Message.Content == "":
-			return "no content: " + res.RawJSON()
-		case res.Usage.CompletionTokens <= 0:
-			return "no completion tokens in the usage: " + res.RawJSON()
-		}
-		return ""
-	}
-	s := c.Chat.Completions.NewStreaming(ctx, params)
-	defer s.Close()
-	acc := openai.ChatCompletionAccumulator{}
-	chunks := 0
-	for s.Next() {
-		chunks++
-		acc.AddChunk(s.Current())
-	}
-	switch {
-	case s.Err() != nil:
-		return fmt.Sprintf("stream after %d chunks: %s", chunks, errText(s.Err()))
-	case len(acc.Choices) == 0 || acc.Choices[0].Message.Content == "":
-		return fmt.Sprintf("stream of %d chunks with no content", chunks)
-	}
-	return ""
-}
-
-// errText is err with, for an HTTP answer, the answer itself (its
-// headers say whether Envoy or thaw sent it).
-func errText(err error) string {
-	var apiErr *openai.Error
-	if errors.As(err, &apiErr) && apiErr.Response != nil {
-		return fmt.Sprintf("%v: %q", err, apiErr.DumpResponse(true))
-	}
-	return err.Error()
-}
-
-// trickleResult is one request of a trickle.
-type trickleResult struct {
-	start time.Time
-	took  time.Duration
-	err   string
-}
-
-// startTrickle sends chats one after another from two goroutines, every
-// other one streamed, until the returned stop is called, which returns
-// every request's result.
-func startTrickle(ctx context.Context, base, token, model string) (stop func() []trickleResult) {
-	c := openai.NewClient(option.WithBaseURL(base), option.WithAPIKey(token),
-		option.WithMaxRetries(0), option.WithRequestTimeout(60*time.Second))
-	var (
-		mu      sync.Mutex
-		results []trickleResult
-		wg      sync.WaitGroup
-		halt    atomic.Bool
-	)
-	for g := range 2 {
-		wg.Go(func() {
-			for i := 0; !halt.Load(); i++ {
-				start := time.Now()
-				msg := chatOnce(ctx, c, model, (i+g)%2 == 1)
-				mu.Lock()
-				results = append(results, trickleResult{start: start, took: time.Since(start), err: msg})
-				mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
-			}
-		})
-	}
-	return func() []trickleResult {
-		halt.Store(true)
-		wg.Wait()
-		return results
 	}
 }
