@@ -239,12 +239,12 @@ func killMidBurst(t *testing.T, h *haCluster, held int64, settle time.Duration) 
 	}
 	checkBurst(t, b.Wait(), 200, killed)
 	h.checkAdopted(jobOf(d), atKill)
+	h.rejoin(old, survivor, d.ID)
 	most, over := watch()
-	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2)", most)
+	t.Logf("HA: at most %d running or pending allocations of the deployment (max_instances 2), from its creation to the rejoin", most)
 	for _, o := range over {
 		t.Errorf("more allocations than max_instances 2: %s", o)
 	}
-	h.rejoin(old, survivor, d.ID)
 }
 
 // checkBurst fails t for each of a burst's n requests that failed, and
@@ -289,7 +289,7 @@ func (h *haCluster) rejoin(old, leader e2e.Replica, id string) {
 	if err != nil {
 		t.Fatalf("the restarted replica does not follow the new leader %s: %v", leaderID, err)
 	}
-	t.Logf("HA: the restarted replica %d follows %s %.1fs after its restart", old.N, leaderID, took.Seconds())
+	t.Logf("HA: the restarted replica %d follows %s %.2fs after its restart", old.N, leaderID, took.Seconds())
 	var a, b deploy.View
 	if !waitFor(2*time.Second, 100*time.Millisecond, func() bool {
 		a, err = h.api(leader.API).Get(t.Context(), id)
