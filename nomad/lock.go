@@ -91,8 +91,19 @@ func NewLock(c *api.Client, cfg LockConfig) (*Lock, error) {
 // TTL returns the lock's TTL.
 func (l *Lock) TTL() time.Duration { return l.cfg.TTL }
 
-// Acquire takes the lock, writing this replica's ID in the Variable.
+// Acquire takes the lock, writing this replica's ID in the Variable. A
+// hold this replica still has the ID of (its term ended when renewals
+// failed for a TTL, Nomad being unreachable, and the release failed too)
+// is renewed if Nomad still counts it as this replica's: a restarted Nomad
+// frees it only 2 x TTL after it is back, and until then no replica could
+// take it.
 func (l *Lock) Acquire(ctx context.Context) error {
+	if l.id() != "" {
+		err := l.Renew(ctx)
+		if !errors.Is(err, lease.ErrHeld) {
+			return err // renewed (nil), or Nomad is still unreachable
+		}
+	}
 	v := &api.Variable{Namespace: l.cfg.Namespace, Path: l.cfg.Path,
 		Items: api.VariableItems{holderItem: l.cfg.ID},
 		Lock:  &api.VariableLock{TTL: l.cfg.TTL.String(), LockDelay: l.cfg.Delay.String()}}

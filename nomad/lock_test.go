@@ -246,6 +246,74 @@ func TestLockLost(t *testing.T) {
 	}
 }
 
+// TestLockReacquireOwnHold: a replica whose term ended while Nomad was
+// unreachable (no renewal, no release got through) and that campaigns
+// again gets its own hold back by renewing it, if Nomad still counts it
+// as its own, instead of waiting for Nomad to free it; once another holds
+// the lock, it is refused as any campaigner is, and then campaigns by
+// Acquire alone.
+func TestLockReacquireOwnHold(t *testing.T) {
+	f, c := newFakeLocks(t)
+	ctx := context.Background()
+	a, b := newTestLock(t, c, "a"), newTestLock(t, c, "b")
+	sent := func() (renews, acquires int) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, v := range f.got {
+			if v.Lock != nil && v.Lock.ID != "" {
+				renews++
+			} else {
+				acquires++
+			}
+		}
+		f.got = nil
+		return renews, acquires
+	}
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sent()
+	f.mu.Lock()
+	f.deny = true // Nomad answers, but not with the lock's state
+	f.mu.Unlock()
+	if err := a.Acquire(ctx); err == nil || errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("campaign while Nomad fails: %v, want its error, not ErrHeld", err)
+	}
+	f.mu.Lock()
+	f.deny = false
+	f.mu.Unlock()
+	sent()
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatalf("campaign for a hold Nomad still counts as a's: %v", err)
+	}
+	if r, q := sent(); r != 1 || q != 0 {
+		t.Errorf("a's campaign sent %d renewals and %d acquires, want its hold renewed", r, q)
+	}
+	if err := b.Acquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Errorf("b's Acquire of the lock a got back: %v, want ErrHeld", err)
+	}
+
+	f.mu.Lock()
+	f.vars["thaw/leader"].Lock = nil // a's TTL ran out
+	f.mu.Unlock()
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sent()
+	if err := a.Acquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Errorf("a's campaign for the lock b took: %v, want ErrHeld", err)
+	}
+	if r, q := sent(); r != 1 || q != 1 {
+		t.Errorf("a's campaign after its hold was gone sent %d renewals and %d acquires, want 1 and 1", r, q)
+	}
+	if err := a.Acquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Errorf("a's next campaign: %v, want ErrHeld", err)
+	}
+	if r, q := sent(); r != 0 || q != 1 {
+		t.Errorf("a's next campaign sent %d renewals and %d acquires, want an acquire alone", r, q)
+	}
+}
+
 // TestLockDenied: Nomad's 403 says which grant the token lacks.
 func TestLockDenied(t *testing.T) {
 	f, c := newFakeLocks(t)
