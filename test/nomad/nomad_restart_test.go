@@ -18,9 +18,9 @@ import (
 
 // restartOutages are how long the Nomad agent stays down in
 // TestServerNomadRestart, one restart each: shorter than the lock's TTL
-// (the leader's renewals fail, then succeed again: it should lead on), and
-// longer (its term ends; Nomad, back, frees the lock 2 x TTL after the
-// last renewal it saw, or keeps it for the same holder).
+// (the leader's renewals fail, then succeed again: it leads on), and
+// longer (its term ends, and no replica can lead until Nomad is back,
+// which still counts the lock as the old leader's).
 var restartOutages = []time.Duration{5 * time.Second, 15 * time.Second}
 
 // afterRestart is how long the warm requests go on after Nomad is back:
@@ -33,8 +33,10 @@ const afterRestart = 8 * time.Second
 const restartIdle = 15 * time.Second
 
 // leaderAgainBound is how soon after Nomad is back the replicas must agree
-// on one leader.
-const leaderAgainBound = 30 * time.Second
+// on one leader. The leader of before the outage gets its hold back by
+// renewing it (0.1-0.2 s measured); waiting for the restarted Nomad to
+// free it instead took 2 x TTL + the lock delay (20 s measured).
+const leaderAgainBound = 10 * time.Second
 
 // TestServerNomadRestart: two thaw server replicas (--store nomad, one
 // Redis) run against a persistent Nomad agent (server and client in one,
@@ -386,7 +388,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 func leaseLines(out string) []string {
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "lead") || strings.Contains(l, "lock") || strings.Contains(l, "term") {
+		if strings.Contains(l, "lease:") {
 			lines = append(lines, l)
 		}
 	}
