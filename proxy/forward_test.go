@@ -345,3 +345,39 @@ func TestKeptAliveConnectionClosedRetried(t *testing.T) {
 		t.Errorf("served after %v: the live instance was avoided as if it refused connections", took)
 	}
 }
+
+// TestRefusedUntilReplaced: the only instance of a deployment refuses
+// connections (Nomad killed it) and the fleet takes seconds to hear of it
+// and bring a replacement: longer than the instance is avoided after each
+// refusal, several times over. The request is neither failed nor answered
+// 502: it is held, and served by the replacement.
+func TestRefusedUntilReplaced(t *testing.T) {
+	h := newHarness(t, Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	h.p.SetEndpoints("d1", 4, map[string]string{"dead": dead})
+	req := h.postAsync(context.Background(), "alice", "/v1/chat/completions", chatBody)
+	time.Sleep(3*refusedFor + refusedFor/2) // refused, avoided, refused again, ...
+	select {
+	case r := <-req:
+		t.Fatalf("answered while the only instance refused: %d %s, want it held", r.status, strings.TrimSpace(r.body))
+	default:
+	}
+	replacement := newUpstream(t, func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		io.WriteString(w, `{"id":"replacement"}`)
+	})
+	h.p.SetEndpoints("d1", 4, map[string]string{"new": replacement.addr()})
+	select {
+	case r := <-req:
+		if r.status != http.StatusOK || !strings.Contains(r.body, "replacement") {
+			t.Errorf("request: %d %s, want 200 from the replacement", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request was not served by the replacement")
+	}
+	eventually(t, "in-flight back to 0", func() bool { return h.p.Counts()["d1"] == (Load{}) })
+}

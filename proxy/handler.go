@@ -97,11 +97,13 @@ type request struct {
 // there is none), runs call on it, and gives the slot back however call
 // ends. A request the model server cannot have answered (attempt.resend:
 // connection refused, or a kept-alive connection closed under it) is
-// retried. An instance that refused a connection is avoided for a while,
-// so with no other one the request is held for the replacement; one that
-// closed a kept-alive connection under it is tried last (it may only have
-// closed an idle connection as it was reused: the retry's fresh connection
-// tells).
+// retried: after a refused connection always, within the request's hold
+// (an instance Nomad killed refuses until the fleet hears of it, seconds
+// later, and brings a replacement), after a hang-up up to twice. An
+// instance that refused a connection is avoided for a while, so with no
+// other one the request is held for the replacement; one that closed a
+// kept-alive connection under it is tried last (it may only have closed an
+// idle connection as it was reused: the retry's fresh connection tells).
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold time.Duration, call func(*endpoint, *attempt)) {
 	ctx, span := p.tracer.Start(r.Context(), "thaw.inference", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("thaw.deploy_id", t.DeployID), attribute.String("thaw.model", t.Model)))
@@ -109,12 +111,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target, hold tim
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
 	now := time.Now()
 	rq := &request{target: t, pool: p.pool(t.DeployID), call: call, start: now, hold: hold, deadline: now.Add(hold)}
-	const tries = 3
-	for try := 1; ; try++ {
-		a := &attempt{retry: try < tries}
+	const hangUps = 2 // resends after a hang-up
+	for try, hung := 1, 0; ; try++ {
+		a := &attempt{retry: hung < hangUps}
 		ep := p.try(ctx, w, rq, a, try == 1)
-		if ep == nil || !a.resend() || !a.retry {
+		if ep == nil || !a.retries() {
 			return
+		}
+		if !a.dialFailed {
+			hung++
 		}
 		p.log.Warn("instance failed the request before answering; retrying", "deploy", t.DeployID, "instance", ep.id,
 			"refused", a.dialFailed, "try", try)

@@ -29,7 +29,7 @@ const maxErrorMessage = 4 << 10
 
 // attempt records what happened to one forwarding attempt.
 type attempt struct {
-	retry      bool // another attempt may follow
+	retry      bool // another attempt may follow a hang-up
 	dialFailed bool // the model server never saw the request
 	// hungUp: the model server closed a kept-alive connection before
 	// answering: it died or restarted under the request, or closed the
@@ -45,6 +45,12 @@ type attempt struct {
 // its cost, so such a request is sent again, as Envoy's retry_on
 // "connect-failure,reset" would.
 func (a *attempt) resend() bool { return a.dialFailed || a.hungUp }
+
+// retries says whether serve sends the request again rather than answer
+// an error: always after a refused connection (the request is held for
+// another instance, within its hold timeout: Nomad may take seconds to
+// report an instance it killed), after a hang-up while retries remain.
+func (a *attempt) retries() bool { return a.dialFailed || (a.hungUp && a.retry) }
 
 type attemptKey struct{}
 
@@ -103,18 +109,16 @@ func stripInternal(h http.Header) {
 // plain message; the detail (addresses, OS errors) goes to the log only.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	a, _ := r.Context().Value(attemptKey{}).(*attempt)
-	if a != nil && a.resend() && a.retry {
+	if a != nil && a.retries() {
 		return // serve retries on another slot
 	}
 	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
 		return // the client left: nobody to answer
 	}
 	p.log.Warn("model server failed", "host", r.URL.Host, "path", r.URL.Path, "err", err)
-	msg := "the model server failed to answer"
-	if a != nil && a.dialFailed {
-		msg = "could not reach the model server"
-	}
-	httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", msg)
+	// A refused connection never gets here (serve holds it for another
+	// instance): the server was reached and failed.
+	httperr.Encode(w, http.StatusBadGateway, "upstream_error", "", "the model server failed to answer")
 }
 
 // modifyResponse is the ReverseProxy's ModifyResponse: it rewrites a model

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -111,7 +112,9 @@ func TestUpstreamErrors(t *testing.T) {
 }
 
 // TestNoInternalDetailsInErrors: when the model server cannot be reached or
-// hangs up, the client gets a plain message: no address, no OS error.
+// hangs up, the client gets a plain message: no address, no OS error. One
+// that refuses connections holds the request (it may be replaced) until
+// the hold timeout, then 503 no_capacity; one that hangs up is 502.
 func TestNoInternalDetailsInErrors(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,18 +129,21 @@ func TestNoInternalDetailsInErrors(t *testing.T) {
 		name, addr, path, body string
 		wantMsg                string
 	}{
-		{"refused", refusing, "/v1/openai/chat/completions", chatBody, "could not reach the model server"},
-		{"refused, native", refusing, "/v1/inference/alice/m", `{"input":"x"}`, "could not reach the model server"},
+		{"refused", refusing, "/v1/openai/chat/completions", chatBody, "no instance of alice/m became available within the hold timeout (1s)"},
+		{"refused, native", refusing, "/v1/inference/alice/m", `{"input":"x"}`, "no instance of alice/m became available within the hold timeout (1s)"},
 		{"hangs up", hangsUp.addr(), "/v1/completions", `{"model":"alice/m","prompt":"x"}`, "the model server failed to answer"},
 		{"hangs up, native", hangsUp.addr(), "/v1/inference/alice/m", `{"input":"x"}`, "the model server failed to answer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, Config{})
+			h := newHarness(t, Config{HoldTimeout: time.Second})
 			h.p.SetEndpoints("d1", 1, map[string]string{"i1": tt.addr})
 			r := h.post(context.Background(), "alice", tt.path, tt.body)
 			got, msg := errOf(t, r)
 			want := apiErr{Status: 502, Type: "service_unavailable_error", Code: "upstream_error"}
+			if tt.addr == refusing {
+				want = apiErr{Status: 503, Type: "service_unavailable_error", Code: "no_capacity", RetryAfter: "30"}
+			}
 			if diff := cmp.Diff(want, got); diff != "" || msg != tt.wantMsg {
 				t.Errorf("error (-want +got):\n%s\nmessage %q, want %q", diff, msg, tt.wantMsg)
 			}
