@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -200,15 +201,28 @@ type warner struct {
 	last string // the last error logged; "" if none
 }
 
-// note logs err if it differs from the last one logged, or the recovery
-// if err is nil after an error.
+// note logs err if its cause differs from the last one logged, or the
+// recovery if err is nil after an error.
 func (w *warner) note(err error) {
 	switch {
 	case err == nil && w.last != "":
 		w.log.Info(w.what+": ok again", "after", w.last)
 		w.last = ""
-	case err != nil && err.Error() != w.last:
-		w.last = err.Error()
+	case err != nil && cause(err) != w.last:
+		w.last = cause(err)
 		w.log.Warn(w.what+" (retrying)", "err", err)
 	}
+}
+
+// cause is the innermost part of err's text, what changes when the
+// failure does: Go's HTTP client reports one refused TLS handshake as
+// "remote error: tls: certificate required" or, from its read loop,
+// "readLoopPeekFailLocked: remote error: tls: certificate required", and
+// a dial with its address and port; neither is a new failure.
+func cause(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
 }

@@ -1,8 +1,10 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -276,4 +278,26 @@ func TestHungCampaign(t *testing.T) {
 			t.Errorf("a does not lead %v after Nomad answers again", ttl/4+time.Second)
 		}
 	})
+}
+
+// TestWarnerOncePerCause: the same failure worded two ways by Go's HTTP
+// client is one warning; another failure is a second; success, one line.
+func TestWarnerOncePerCause(t *testing.T) {
+	var buf bytes.Buffer
+	w := warner{log: slog.New(slog.NewTextHandler(&buf, nil)), what: "lease: campaign failed"}
+	for _, e := range []string{
+		`Put "https://127.0.0.1:4646/v1/var/thaw/leader?lock-acquire": remote error: tls: certificate required`,
+		`Put "https://127.0.0.1:4646/v1/var/thaw/leader?lock-acquire": readLoopPeekFailLocked: remote error: tls: certificate required`,
+		`Put "https://127.0.0.1:4646/v1/var/thaw/leader?lock-acquire": remote error: tls: certificate required`,
+		`Put "http://127.0.0.1:4646/v1/var/thaw/leader?lock-acquire": dial tcp 127.0.0.1:4646: connect: connection refused`,
+	} {
+		w.note(errors.New(e))
+	}
+	w.note(nil)
+	if n := strings.Count(buf.String(), "level=WARN"); n != 2 {
+		t.Errorf("%d warnings, want 2 (one per cause):\n%s", n, buf.String())
+	}
+	if n := strings.Count(buf.String(), "ok again"); n != 1 {
+		t.Errorf("%d recoveries logged, want 1:\n%s", n, buf.String())
+	}
 }
