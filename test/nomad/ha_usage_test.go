@@ -33,7 +33,9 @@ const haUsageGPUs = 2
 // released fact (at FinishedAt) per allocation and none of any other
 // instance; GET /deploy/{id}/usage on both replicas reports the same GPU
 // seconds, sum(FinishedAt - CreateTime) x num_gpus within 1 s x num_gpus;
-// Nomad never runs two allocations of the deployment.
+// Nomad never runs two allocations of the deployment. It logs ("HA-USAGE:")
+// the failover, how long after A ended its interval was closed, and what
+// usage says meanwhile (an open interval counts up to now).
 func TestHAUsageAcrossLeaders(t *testing.T) {
 	pg := e2e.StartPostgres(t)
 	h := startHA(t, "--database-url", pg, perSecond, "--sim-startup", "300ms")
@@ -62,6 +64,7 @@ func TestHAUsageAcrossLeaders(t *testing.T) {
 
 	b := h.waitReplacement(survivor.API, d, a)
 	t.Logf("HA-USAGE: the new leader runs allocation %s %.1fs after it led", b[:8], time.Since(killed.Add(took)).Seconds())
+	logOpenUsage(t, h, survivor, d.ID, t0, allocs, a, b)
 	closed := waitReleased(t, db, aInst, 75*time.Second)
 	t.Logf("HA-USAGE: allocation %s's interval closed at %s (%v from Nomad's FinishedAt), recorded %.1fs after it ended: %q",
 		a[:8], closed.at.Format(time.RFC3339Nano), closed.at.Sub(aEnd), closed.recorded.Sub(aEnd).Seconds(), closed.reason)
@@ -194,20 +197,44 @@ func checkLedger(t *testing.T, db *sql.DB, deployID string, allocs *allocRecorde
 	return want
 }
 
+// logOpenUsage logs what /deploy/{id}/usage on replica r says while
+// allocation a's interval may still be open in the ledger (nobody saw it
+// end; a writer closes it at its next check of Nomad's record): an open
+// interval counts up to now, so until then the report exceeds Nomad's
+// times by about the time since a ended.
+func logOpenUsage(t *testing.T, h *haCluster, r e2e.Replica, id string, t0 time.Time, allocs *allocRecorder, a, b string) {
+	t.Helper()
+	rep := replicaUsage(t, h, r, id, t0)
+	now := time.Now()
+	aHeld, aEnd := allocTimes(allocs.view(t, a))
+	bHeld, _ := allocTimes(allocs.view(t, b))
+	nomadSoFar := (aEnd.Sub(aHeld) + now.Sub(bHeld)).Seconds() * haUsageGPUs
+	t.Logf("HA-USAGE: with allocation %s over for %.1fs and %s running: replica %d reports %.3f GPU-s, Nomad's times so far %.3f GPU-s (%+.3f)",
+		a[:8], now.Sub(aEnd).Seconds(), b[:8], r.N, rep.Total.GPUSeconds, nomadSoFar, rep.Total.GPUSeconds-nomadSoFar)
+}
+
+// replicaUsage is GET /deploy/{id}/usage on replica r since an hour
+// before from.
+func replicaUsage(t *testing.T, h *haCluster, r e2e.Replica, id string, from time.Time) e2e.UsageReport {
+	t.Helper()
+	raw, err := h.api(r.API).UsageRaw(t.Context(), client.UsageQuery{DeployID: id, From: from.Add(-time.Hour)})
+	if err != nil {
+		t.Fatalf("GET /deploy/%s/usage on replica %d: %v", id, r.N, err)
+	}
+	var rep e2e.UsageReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("GET /deploy/%s/usage on replica %d: %v in %s", id, r.N, err, raw)
+	}
+	return rep
+}
+
 // checkReplicaUsage checks that GET /deploy/{id}/usage on every replica
 // of h reports want GPU seconds (within 1 s per GPU), the same on each.
 func checkReplicaUsage(t *testing.T, h *haCluster, id string, from time.Time, want float64) {
 	t.Helper()
 	var got []float64
 	for _, r := range h.Replicas {
-		raw, err := h.api(r.API).UsageRaw(t.Context(), client.UsageQuery{DeployID: id, From: from.Add(-time.Hour)})
-		if err != nil {
-			t.Fatalf("GET /deploy/%s/usage on replica %d: %v", id, r.N, err)
-		}
-		var rep e2e.UsageReport
-		if err := json.Unmarshal(raw, &rep); err != nil {
-			t.Fatalf("GET /deploy/%s/usage on replica %d: %v in %s", id, r.N, err, raw)
-		}
+		rep := replicaUsage(t, h, r, id, from)
 		gs := rep.Total.GPUSeconds
 		got = append(got, gs)
 		t.Logf("HA-USAGE: replica %d: /deploy/%s/usage %.3f GPU-s (loading %.3f), %.2f USD; Nomad's allocation times: %.3f GPU-s",
