@@ -68,6 +68,11 @@ export NOMAD_ADDR="http://127.0.0.1:$NOMAD_PORT"
 export NOMAD_CLI_SHOW_HINTS=0
 
 say() { printf 'cluster: %s\n' "$*"; }
+# Until cleanup's trap takes over: a failure says where (a CI run once saw
+# this script exit 1 before printing anything).
+trap 'say "failed (status $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
+trap 'rc=$?; [ "$rc" -eq 0 ] || say "exiting with status $rc before the cluster started" >&2' EXIT
+say "starting (state: ${CLUSTER_DIR:-$ROOT/.cluster})"
 
 for f in "$NOMAD" "$PLUGIN" "$REDIS" "$ENVOY"; do
 	[ -x "$f" ] || die "$f missing: run make deps"
@@ -162,6 +167,7 @@ cleanup() {
 	say "stopped; nothing left running"
 	exit "$rc"
 }
+trap - ERR
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

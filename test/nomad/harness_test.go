@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,13 +95,20 @@ func setup(tmp string) (*e2e.Nomad, error) {
 	return agent, nil
 }
 
-func nomadClient() *api.Client {
+func nomadClient() *api.Client { return sharedClient() }
+
+// sharedClient is the package's one client of the shared agent: each
+// client keeps its own idle connections, and a test polling with a new one
+// every 100 ms (while a restarted thaw server waits out its dead
+// predecessor's lock, 20 s) opened over 100 and got Nomad's 429 "too many
+// concurrent connections" (http_max_conns_per_client).
+var sharedClient = sync.OnceValue(func() *api.Client {
 	c, err := api.NewClient(&api.Config{Address: nomadURL})
 	if err != nil {
 		panic(err) // only fails on a malformed config
 	}
 	return c
-}
+})
 
 func freePorts(n int) ([]int, error) {
 	var ports []int
