@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,13 @@ type LockConfig struct {
 	Delay time.Duration
 	// Namespace of the Variable. Default: the client's.
 	Namespace string
+	// StateFile, when set, keeps Nomad's ID of this replica's hold across
+	// restarts (thaw server: <data-dir>/leader-lock, mode 0600: the ID
+	// lets one renew or release the lock). A replica restarted after a
+	// crash then resumes its own hold at once, where it would wait 2 x
+	// TTL for Nomad to free it. Two live processes must never share one.
+	// Written best effort: a failed write only loses the shortcut.
+	StateFile string
 }
 
 // Lock is a lease.Locker on Nomad's Variables lock: one Lock per replica,
@@ -85,7 +93,13 @@ func NewLock(c *api.Client, cfg LockConfig) (*Lock, error) {
 	if cfg.Delay == 0 {
 		cfg.Delay = DefaultLockDelay
 	}
-	return &Lock{c: c, cfg: cfg}, nil
+	l := &Lock{c: c, cfg: cfg}
+	if cfg.StateFile != "" {
+		if b, err := os.ReadFile(cfg.StateFile); err == nil {
+			l.lockID = strings.TrimSpace(string(b))
+		}
+	}
+	return l, nil
 }
 
 // TTL returns the lock's TTL.
@@ -93,10 +107,10 @@ func (l *Lock) TTL() time.Duration { return l.cfg.TTL }
 
 // Acquire takes the lock, writing this replica's ID in the Variable. A
 // hold this replica still has the ID of (its term ended when renewals
-// failed for a TTL, Nomad being unreachable, and the release failed too)
-// is renewed if Nomad still counts it as this replica's: a restarted Nomad
-// frees it only 2 x TTL after it is back, and until then no replica could
-// take it.
+// failed for a TTL, Nomad being unreachable, and the release failed too;
+// or, with a StateFile, the process was killed while it led) is renewed
+// if Nomad still counts it as this replica's: Nomad frees it only 2 x TTL
+// after its last renewal, and until then no replica could take it.
 func (l *Lock) Acquire(ctx context.Context) error {
 	if l.id() != "" {
 		err := l.Renew(ctx)
@@ -203,5 +217,25 @@ func (l *Lock) id() string {
 func (l *Lock) setID(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if id == l.lockID {
+		return
+	}
 	l.lockID = id
+	if l.cfg.StateFile != "" {
+		l.saveLocked()
+	}
+}
+
+// saveLocked writes lockID to the state file (removes it for none),
+// atomically. Called with mu held.
+func (l *Lock) saveLocked() {
+	if l.lockID == "" {
+		_ = os.Remove(l.cfg.StateFile)
+		return
+	}
+	tmp := l.cfg.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(l.lockID+"\n"), 0o600); err != nil {
+		return
+	}
+	_ = os.Rename(tmp, l.cfg.StateFile)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -332,5 +334,54 @@ func TestLockDenied(t *testing.T) {
 		if !errors.As(tc.err, &pe) || pe.Need != tc.need {
 			t.Errorf("error %v, want a PermissionError needing %s", tc.err, tc.need)
 		}
+	}
+}
+
+// TestLockStateFileResumes: a replica killed while it led, restarted with
+// the same state file, resumes its hold at once by renewing it (no
+// acquire, no wait for Nomad to free it); after a release the file is gone
+// and a restart campaigns afresh; another replica cannot take the hold
+// meanwhile.
+func TestLockStateFileResumes(t *testing.T) {
+	f, c := newFakeLocks(t)
+	ctx := context.Background()
+	state := filepath.Join(t.TempDir(), "leader-lock")
+	open := func(id string) *Lock {
+		l, err := NewLock(c, LockConfig{ID: id, StateFile: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a := open("a-1")
+	if err := a.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(state); err != nil || len(b) == 0 {
+		t.Fatalf("state file after an acquire: %q, %v", b, err)
+	}
+	// a is SIGKILLed: no release. Its restart reads the file.
+	f.mu.Lock()
+	f.got = nil
+	f.mu.Unlock()
+	restarted := open("a-2")
+	if err := restarted.Acquire(ctx); err != nil {
+		t.Fatalf("the restarted replica's campaign: %v, want its hold resumed", err)
+	}
+	f.mu.Lock()
+	got := f.got
+	f.mu.Unlock()
+	if len(got) != 1 || got[0].Lock == nil || got[0].Lock.ID == "" {
+		t.Errorf("the restart sent %+v, want one renewal of the old hold", got)
+	}
+	other := newTestLock(t, c, "b")
+	if err := other.Acquire(ctx); !errors.Is(err, lease.ErrHeld) {
+		t.Errorf("another replica's Acquire: %v, want ErrHeld", err)
+	}
+	if err := restarted.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("state file after a release: %v, want it gone", err)
 	}
 }

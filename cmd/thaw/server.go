@@ -147,8 +147,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	replica := replicaID()
+	// The state file lets this replica, restarted after a crash, resume
+	// its hold at once instead of waiting out its own dead lock.
 	lock, err := nomad.NewLock(n.client, nomad.LockConfig{Path: cfg.lockPath, ID: replica,
-		TTL: cfg.lockTTL, Delay: cfg.lockDelay, Namespace: n.namespace})
+		TTL: cfg.lockTTL, Delay: cfg.lockDelay, Namespace: n.namespace,
+		StateFile: filepath.Join(cfg.dataDir, "leader-lock")})
 	if err != nil {
 		return err
 	}
