@@ -24,8 +24,10 @@ type GPUSeconds struct {
 // (when the Writer was made) on, without reading the ledger: the
 // intervals closed since then plus the open ones up to now. An instance
 // held before since counts from since; one whose held fact this process
-// never saw (it was held before thaw started and its end was found in the
-// runtime's record) counts from since to its end.
+// never saw and whose end it found in the runtime's record (held before
+// thaw started, or by another replica's term) counts from its start or
+// since, whichever is later, to its end; with a released fact alone, from
+// since.
 type gpuTally struct {
 	since time.Time
 

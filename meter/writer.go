@@ -140,6 +140,11 @@ func (w *Writer) closeEnded(ctx context.Context) {
 		if !ended {
 			continue
 		}
+		// The interval's start, for the GPU-seconds counter: with several
+		// replicas it may have begun after this process did (held by
+		// another leader), and must not count from the process's start.
+		w.gpu.add(Fact{InstanceID: iv.InstanceID, DeployID: iv.DeployID, GPU: iv.GPU, NumGPUs: iv.NumGPUs,
+			Kind: KindHeld, At: iv.Start})
 		w.Add(Fact{InstanceID: iv.InstanceID, DeployID: iv.DeployID, Owner: iv.Owner, Model: iv.Model,
 			GPU: iv.GPU, NumGPUs: iv.NumGPUs, Kind: KindReleased, At: at, Reason: reason})
 	}
