@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +37,9 @@ const haUsageGPUs = 2
 // released fact (at FinishedAt) per allocation and none of any other
 // instance; GET /deploy/{id}/usage on both replicas reports the same GPU
 // seconds, sum(FinishedAt - CreateTime) x num_gpus within 1 s x num_gpus;
-// Nomad never runs two allocations of the deployment. It logs ("HA-USAGE:")
+// Nomad never runs two allocations of the deployment; the new leader's
+// thaw_gpu_seconds_total is the same figure (it closed A's interval and
+// metered B). It logs ("HA-USAGE:")
 // the failover, how long after A ended its interval was closed, and what
 // usage says meanwhile (an open interval counts up to now).
 func TestHAUsageAcrossLeaders(t *testing.T) {
@@ -54,6 +60,7 @@ func TestHAUsageAcrossLeaders(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 
+	oldMetric := h.gpuMetric(old.N, d.ID)
 	killed, aEnd := h.killLeaderAndStop(old, survivor, d, a, allocs)
 	took, err := h.waitRole(survivor.API, e2e.RoleLeader, "", killed, leaderFailoverBound)
 	if err != nil {
@@ -85,6 +92,36 @@ func TestHAUsageAcrossLeaders(t *testing.T) {
 
 	want := checkLedger(t, db, d.ID, allocs, []string{a, b})
 	checkReplicaUsage(t, h, d.ID, t0, want)
+	survivorMetric, rejoinedMetric := h.gpuMetric(survivor.N, d.ID), h.gpuMetric(old.N, d.ID)
+	t.Logf("HA-USAGE: thaw_gpu_seconds_total of the deployment: %.3f on the killed leader just before its kill, %.3f on the new leader and %.3f on the restarted replica at the end; sum over processes %.3f, Nomad's times %.3f",
+		oldMetric, survivorMetric, rejoinedMetric, oldMetric+survivorMetric+rejoinedMetric, want)
+	// The new leader metered both allocations from start to end: A from
+	// the ledger's open interval (not from its own start), B itself.
+	if math.Abs(survivorMetric-want) > 0.01 {
+		t.Errorf("thaw_gpu_seconds_total on the new leader: %.3f, Nomad's times of the allocations it metered %.3f", survivorMetric, want)
+	}
+}
+
+// gpuMetric is thaw_gpu_seconds_total of deployment id on the metrics
+// listener (--metrics-addr, from the command line cluster.sh wrote) of
+// replica n; 0 without a sample.
+func (h *haCluster) gpuMetric(n int, id string) float64 {
+	h.t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.Dir, fmt.Sprintf("replica-%d.cmd", n)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	args := strings.Split(string(b), "\n")
+	i := slices.Index(args, "--metrics-addr")
+	if i < 0 || i+1 >= len(args) {
+		h.t.Fatalf("replica %d runs without --metrics-addr: %q", n, args)
+	}
+	m, err := e2e.ScrapeMetrics(h.t.Context(), "http://"+args[i+1]+"/metrics")
+	if err != nil {
+		h.t.Fatalf("metrics of replica %d: %v", n, err)
+	}
+	v, _ := m.Sum("thaw_gpu_seconds_total", map[string]string{"deploy_id": id})
+	return v
 }
 
 // createMetered creates, on the replica at base, a deployment of
