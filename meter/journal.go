@@ -220,7 +220,7 @@ func (j *Journal) Pending() int { return j.q.len() }
 // than Retention every PurgeEvery. Events still queued when ctx ends are
 // written with a short grace.
 func (j *Journal) Run(ctx context.Context) error {
-	return j.q.run(ctx, j.cfg.PurgeEvery, j.drain, j.purge)
+	return j.q.run(ctx, j.cfg.PurgeEvery, nil, j.drain, j.purge)
 }
 
 // drain writes the queue in order. An event the database could not take

@@ -80,7 +80,7 @@ func (q *queue[T]) drain(ctx context.Context, write func(context.Context, T) err
 // run calls drain whenever an item is pushed, and tick at start and then
 // every period, until ctx is done; it then calls drain once more with a
 // 5 s grace, so that a clean shutdown loses nothing queued. It returns nil.
-func (q *queue[T]) run(ctx context.Context, every time.Duration, drain, tick func(context.Context)) error {
+func (q *queue[T]) run(ctx context.Context, every time.Duration, kick <-chan struct{}, drain, tick func(context.Context)) error {
 	ticker := time.NewTicker(every)
 	defer ticker.Stop()
 	tick(ctx)
@@ -94,6 +94,8 @@ func (q *queue[T]) run(ctx context.Context, every time.Duration, drain, tick fun
 		case <-q.sig:
 			drain(ctx)
 		case <-ticker.C:
+			tick(ctx)
+		case <-kick:
 			tick(ctx)
 		}
 	}

@@ -32,7 +32,12 @@ type WriterConfig struct {
 	// CloseEvery is how often open intervals are checked against History.
 	// Default 1 min; the first check runs at start.
 	CloseEvery time.Duration
-	Logger     *slog.Logger
+	// Leads, when set, says whether this process runs the fleet now (thaw
+	// server's leader): only then are open intervals checked, so a
+	// follower never closes, at "now", an interval whose exact end the
+	// leader's fleet is about to write. Nil: always.
+	Leads  func() bool
+	Logger *slog.Logger
 }
 
 // Writer records facts in the ledger in the order they were added, off the
@@ -40,10 +45,11 @@ type WriterConfig struct {
 // (it is down) is retried, in order, until it can. It is the meter's one
 // writer, run by whoever runs the fleet.
 type Writer struct {
-	cfg WriterConfig
-	log *slog.Logger
-	q   *queue[Fact]
-	gpu *gpuTally // GPU time of the facts added, for the metrics
+	cfg  WriterConfig
+	log  *slog.Logger
+	q    *queue[Fact]
+	gpu  *gpuTally     // GPU time of the facts added, for the metrics
+	kick chan struct{} // CheckNow's signal to Run
 }
 
 // NewWriter returns a Writer; Run starts it.
@@ -60,7 +66,10 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Writer{cfg: cfg, log: cfg.Logger, q: newQueue[Fact](), gpu: newGPUTally(time.Now())}, nil
+	if cfg.Leads == nil {
+		cfg.Leads = func() bool { return true }
+	}
+	return &Writer{cfg: cfg, log: cfg.Logger, q: newQueue[Fact](), gpu: newGPUTally(time.Now()), kick: make(chan struct{}, 1)}, nil
 }
 
 // Add queues f. It never blocks.
@@ -76,10 +85,23 @@ func (w *Writer) Pending() int { return w.q.len() }
 // History every CloseEvery. Facts still queued when ctx ends are written
 // with a short grace, so a clean shutdown loses none.
 func (w *Writer) Run(ctx context.Context) error {
-	return w.q.run(ctx, w.cfg.CloseEvery, w.drain, func(ctx context.Context) {
+	return w.q.run(ctx, w.cfg.CloseEvery, w.kick, w.drain, func(ctx context.Context) {
 		w.drain(ctx)
-		w.closeEnded(ctx)
+		if w.cfg.Leads() {
+			w.closeEnded(ctx)
+		}
 	})
+}
+
+// CheckNow asks Run to check the open intervals against History at once,
+// after writing what is queued (a new leader: an instance that ended while
+// no leader ran must not bill until the next minute's check). It never
+// blocks.
+func (w *Writer) CheckNow() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 }
 
 // drain writes the queue in order. A fact the database could not take

@@ -101,3 +101,50 @@ func TestWriterClosesFromHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestWriterClosesOnlyWhileLeading: a follower's writer never closes an
+// interval from History (the leader's fleet may be about to write its exact
+// end); once it leads, CheckNow closes at once what ended meanwhile, not at
+// the next minute's check.
+func TestWriterClosesOnlyWhileLeading(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		ledger := &openLedger{released: map[string]time.Time{}, open: []meter.Interval{
+			{InstanceID: "d1/i-1", DeployID: "d1", Owner: "alice", Model: "alice/m", GPU: "A100-80GB", NumGPUs: 1, Start: t0.Add(-time.Hour)},
+		}}
+		var leads sync.Mutex
+		leading := false
+		w, err := meter.NewWriter(meter.WriterConfig{Ledger: ledger, History: endedAt{"d1/i-1": t0.Add(-time.Minute)},
+			Leads: func() bool { leads.Lock(); defer leads.Unlock(); return leading }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		time.Sleep(3 * time.Minute) // three checks as a follower
+		synctest.Wait()
+		released := func() (time.Time, bool) {
+			ledger.mu.Lock()
+			defer ledger.mu.Unlock()
+			at, ok := ledger.released["d1/i-1"]
+			return at, ok
+		}
+		if at, ok := released(); ok {
+			t.Fatalf("a follower closed the interval at %v", at)
+		}
+		leads.Lock()
+		leading = true
+		leads.Unlock()
+		w.CheckNow()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if at, ok := released(); !ok || !at.Equal(t0.Add(-time.Minute)) {
+			t.Errorf("after CheckNow on the new leader: released %v, %v; want at the runtime's end %v", at, ok, t0.Add(-time.Minute))
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

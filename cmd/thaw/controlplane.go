@@ -181,7 +181,7 @@ func replicaID() string {
 func (c *controlPlane) newMetering(p *process) error {
 	m := c.metering
 	var err error
-	wcfg := meter.WriterConfig{Ledger: m.store, Logger: p.Log,
+	wcfg := meter.WriterConfig{Ledger: m.store, Logger: p.Log, Leads: c.leads,
 		Unknown: func(err error) bool { return errors.Is(err, fleet.ErrUnknownInstance) }}
 	if c.cfg.History != nil {
 		wcfg.History = c.cfg.History

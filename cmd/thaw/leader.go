@@ -64,6 +64,9 @@ func (c *controlPlane) lead(ctx context.Context) error {
 		return err
 	}
 	c.term.Store(t)
+	// Close at once what ended while no leader ran (the meter's check
+	// runs on the leader only).
+	c.meter.CheckNow()
 	defer func() {
 		c.term.Store(nil)
 		_ = t.metrics.Unregister()
