@@ -54,20 +54,7 @@ const hfToken = "hf_e2e_secret"
 // the policy, thaw keeps serving its API and the deployment says what the
 // token lacks.
 func TestACL(t *testing.T) {
-	needCluster(t)
-	agent, err := e2e.StartNomad(e2e.NomadConfig{GPUs: h100 + ":2", Dir: t.TempDir(), ACL: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := agent.Stop(); err != nil {
-			t.Errorf("ACL agent: %v", err)
-		}
-	})
-	mgmt, err := api.NewClient(&api.Config{Address: agent.URL, SecretID: agent.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
+	agent, mgmt := startACLAgent(t, h100+":2")
 	anon, err := api.NewClient(&api.Config{Address: agent.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -239,3 +226,25 @@ func taskEnv(t *testing.T, agent *e2e.Nomad, model string) []byte {
 // squash collapses runs of white space, so a block indented in a Markdown
 // list matches.
 func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// startACLAgent starts a Nomad agent with ACLs enabled and the given fake
+// GPUs, stopped when the test ends, and returns it with a client holding
+// its management token.
+func startACLAgent(t *testing.T, gpus string) (*e2e.Nomad, *api.Client) {
+	t.Helper()
+	needCluster(t)
+	agent, err := e2e.StartNomad(e2e.NomadConfig{GPUs: gpus, Dir: t.TempDir(), ACL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := agent.Stop(); err != nil {
+			t.Errorf("ACL agent: %v", err)
+		}
+	})
+	mgmt, err := api.NewClient(&api.Config{Address: agent.URL, SecretID: agent.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agent, mgmt
+}

@@ -310,20 +310,7 @@ func readmePolicy(t *testing.T) string {
 // lock is what lets it (without it, Nomad refuses and Lock says which
 // grant is missing). It also finds the least capabilities the lock needs.
 func TestLeaseACL(t *testing.T) {
-	needCluster(t)
-	agent, err := e2e.StartNomad(e2e.NomadConfig{GPUs: h100 + ":1", Dir: t.TempDir(), ACL: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := agent.Stop(); err != nil {
-			t.Errorf("ACL agent: %v", err)
-		}
-	})
-	mgmt, err := api.NewClient(&api.Config{Address: agent.URL, SecretID: agent.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
+	agent, mgmt := startACLAgent(t, h100+":1")
 	client := func(policyName, policy string) *api.Client {
 		c, err := api.NewClient(&api.Config{Address: agent.URL, SecretID: aclToken(t, mgmt, policyName, policy)})
 		if err != nil {
