@@ -149,7 +149,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 // mine returns the caller's deployment named in the path, or writes 404.
 func (a *API) mine(w http.ResponseWriter, r *http.Request) (deploy.Deployment, bool) {
 	id := r.PathValue("id")
-	d, err := a.cfg.Store.Get(id)
+	d, err := a.cfg.Store.Fetch(id)
 	if err != nil || d.Owner != auth.User(r.Context()) {
 		notFound(w, id)
 		return deploy.Deployment{}, false

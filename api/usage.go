@@ -22,7 +22,7 @@ func (a *API) usage(w http.ResponseWriter, r *http.Request) {
 // ones included: the ledger keeps them after the store forgets them.
 func (a *API) deployUsage(w http.ResponseWriter, r *http.Request) {
 	id, owner := r.PathValue("id"), auth.User(r.Context())
-	d, err := a.cfg.Store.Get(id)
+	d, err := a.cfg.Store.Fetch(id)
 	mine := err == nil && d.Owner == owner
 	if err != nil {
 		ivs, ok := a.readIntervals(w, r.Context(), owner, time.Unix(0, 0), a.cfg.Now().UTC())

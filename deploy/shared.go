@@ -108,7 +108,7 @@ const (
 	missSyncGap = 100 * time.Millisecond
 )
 
-// syncOnMiss reads the backend's whole state at once, after a lookup
+// syncOnMiss reads the backend's whole state at once, after a Fetch
 // missed, and reports whether it did: a deployment another replica
 // created a moment ago is then found at once, not when the watch next
 // returns (a create answered by one replica and used through another a

@@ -257,10 +257,10 @@ func TestSharedStoreConcurrentCreates(t *testing.T) {
 }
 
 // TestSharedStoreMissReads: a store that has not yet followed another
-// replica's create (its Run is not running here) finds the deployment at
-// once by ID and by name, reading the backend on the miss; a lookup of
-// what exists nowhere is still ErrNotFound, and misses in a burst read
-// the backend once.
+// replica's create (its Run is not running here) fetches the deployment at
+// once by ID and by name, reading the backend on the miss, while Get stays
+// in memory (it misses); a fetch of what exists nowhere is still
+// ErrNotFound, and misses in a burst read the backend once.
 func TestSharedStoreMissReads(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := storetest.New()
@@ -269,25 +269,28 @@ func TestSharedStoreMissReads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := c.Get(d.ID)
+		if _, err := c.Get(d.ID); !errors.Is(err, deploy.ErrNotFound) {
+			t.Fatalf("Get read the backend: %v, want a miss from memory", err)
+		}
+		got, err := c.Fetch(d.ID)
 		if err != nil || got.ID != d.ID {
-			t.Fatalf("Get on the other store right after the create: %+v, %v", got, err)
+			t.Fatalf("Fetch on the other store right after the create: %+v, %v", got, err)
 		}
 		other := dep("bob", "n")
 		other.ID = "d-other"
 		b.RemoteCreate(other)
 		time.Sleep(time.Second) // past the least gap between reads
-		if got, err := c.ByName("bob", "n"); err != nil || got.ID != other.ID {
-			t.Fatalf("ByName right after a create elsewhere: %+v, %v", got, err)
+		if got, err := c.FetchByName("bob", "n"); err != nil || got.ID != other.ID {
+			t.Fatalf("FetchByName right after a create elsewhere: %+v, %v", got, err)
 		}
 		time.Sleep(time.Second)
-		if _, err := c.Get("d-nowhere"); !errors.Is(err, deploy.ErrNotFound) {
-			t.Errorf("Get of a deployment nowhere: %v, want ErrNotFound", err)
+		if _, err := c.Fetch("d-nowhere"); !errors.Is(err, deploy.ErrNotFound) {
+			t.Errorf("Fetch of a deployment nowhere: %v, want ErrNotFound", err)
 		}
 		late := dep("carol", "o")
 		late.ID = "d-late"
 		b.RemoteCreate(late)
-		if _, err := c.Get("d-late"); !errors.Is(err, deploy.ErrNotFound) {
+		if _, err := c.Fetch("d-late"); !errors.Is(err, deploy.ErrNotFound) {
 			t.Errorf("a second miss within the gap read the backend again: %v", err)
 		}
 	})

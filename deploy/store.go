@@ -160,21 +160,33 @@ func (s *Store) Create(d Deployment, check func(others []*Deployment) error) (De
 	return d, nil
 }
 
-// Get returns the deployment with id. In a shared store a miss reads the
-// backend before it answers (see syncOnMiss).
+// Get returns the deployment with id, from memory: it never blocks on the
+// backend (the fleet and the publishers call it with their locks held).
 func (s *Store) Get(id string) (Deployment, error) {
-	return s.find(func(d Deployment) bool { return d.ID == id })
+	return s.find(false, func(d Deployment) bool { return d.ID == id })
 }
 
-// ByName returns the owner's deployment called model; like Get, a miss in a
-// shared store reads the backend first.
+// ByName returns the owner's deployment called model, from memory.
 func (s *Store) ByName(owner, model string) (Deployment, error) {
-	return s.find(func(d Deployment) bool { return d.Owner == owner && d.ModelName == model })
+	return s.find(false, func(d Deployment) bool { return d.Owner == owner && d.ModelName == model })
 }
 
-// find returns the deployment match accepts, syncing a shared store once
-// on a miss.
-func (s *Store) find(match func(Deployment) bool) (Deployment, error) {
+// Fetch is Get for a request from a client: in a shared store a miss reads
+// the backend before it answers (syncOnMiss), so a deployment another
+// replica created a moment ago is found. It may wait on the backend (up to
+// 2 s): call it with no lock held.
+func (s *Store) Fetch(id string) (Deployment, error) {
+	return s.find(true, func(d Deployment) bool { return d.ID == id })
+}
+
+// FetchByName is ByName for a request from a client, as Fetch is Get's.
+func (s *Store) FetchByName(owner, model string) (Deployment, error) {
+	return s.find(true, func(d Deployment) bool { return d.Owner == owner && d.ModelName == model })
+}
+
+// find returns the deployment match accepts; with fetch, it syncs a shared
+// store once on a miss.
+func (s *Store) find(fetch bool, match func(Deployment) bool) (Deployment, error) {
 	lookup := func() (Deployment, bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -188,7 +200,7 @@ func (s *Store) find(match func(Deployment) bool) (Deployment, error) {
 	if d, ok := lookup(); ok {
 		return d, nil
 	}
-	if s.syncOnMiss() {
+	if fetch && s.syncOnMiss() {
 		if d, ok := lookup(); ok {
 			return d, nil
 		}

@@ -34,14 +34,15 @@ func (r resolver) Resolve(user, model string) (proxy.Target, error) {
 	return proxy.Target{DeployID: d.ID, Model: d.FullName(), MaxBatchSize: d.Config.MaxBatchSize}, nil
 }
 
-// find looks ref up among every user's deployments.
+// find looks ref up among every user's deployments, reading the store's
+// backend on a miss (a deployment just created on another replica).
 func (r resolver) find(ref deploy.ModelRef) (deploy.Deployment, string, bool) {
 	var d deploy.Deployment
 	var err error
 	if ref.ID != "" {
-		d, err = r.store.Get(ref.ID)
+		d, err = r.store.Fetch(ref.ID)
 	} else {
-		d, err = r.store.ByName(ref.Owner, ref.Name)
+		d, err = r.store.FetchByName(ref.Owner, ref.Name)
 	}
 	return d, d.Owner, err == nil
 }
